@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     influx_bucket: str = "cryptoflow"
     influx_book_levels: int = Field(20, ge=1, le=400)
     influx_book_interval: PositiveSeconds = 1.0
+    influx_flush_interval: PositiveSeconds = 1.0  # the writer sends buffered points at least this often
 
     # --- Order-book buffer and analysis ------------------------------------------------------------------
     orderbook_buffer_key: str = Field("okex_orderbook", min_length=1)
