@@ -8,9 +8,11 @@ import importlib
 import pkgutil
 import sys
 
+import redis
+
 from cryptoflow import commands
 from cryptoflow.logs import configure_logging
-from cryptoflow.settings import settings_or_exit
+from cryptoflow.settings import mask_url, settings_or_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except redis.ConnectionError as err:
+        print(f"cryptoflow: cannot reach Redis at {mask_url(str(settings.redis_url))}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
