@@ -1,0 +1,64 @@
+"""`cryptoflow demo` (what `make demo` runs): live data within 30 s, clean exit on Ctrl-C, no process left."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"CRYPTOFLOW_DEMO={marker}".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.slow
+def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_URL", "REDIS_URL")}
+    env["PYTHONUNBUFFERED"] = "1"
+    marker = env["CRYPTOFLOW_DEMO"] = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-m", "cryptoflow.cli", "demo", "--workdir", str(tmp_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    live = re.compile(r"BTC-USDT\s+book valid\s+bid\s+\d")
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if live.search(line):
+                break
+        assert any(live.search(line) for line in lines), "\n".join(lines)
+        assert any("running without InfluxDB" in line for line in lines)
+        children = [pid for pid in processes_with_marker(marker) if pid != proc.pid]
+        assert len(children) >= 3, "expected redis, the simulator and dataflows to be running"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        lines.extend(rest.splitlines())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, "\n".join(lines[-30:])
+    assert any("stopped      redis" in line for line in lines)
+    time.sleep(0.5)
+    assert processes_with_marker(marker) == [], "processes survived the demo"
