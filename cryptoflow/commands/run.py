@@ -1,0 +1,46 @@
+"""``cryptoflow run NAME``: start a dataflow as ``bytewax.yaml`` declares it (workers, processes, recovery)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptoflow.deploy import load
+from cryptoflow.servers import stop_process
+from cryptoflow.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="start a dataflow as bytewax.yaml declares it")
+    parser.add_argument("name", help="dataflow name (a key of bytewax.yaml)")
+    parser.add_argument("--file", type=Path, default=Path("bytewax.yaml"))
+    parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    deployments = load(args.file).dataflows
+    if args.name not in deployments:
+        print(f"cryptoflow run: no dataflow {args.name!r} in {args.file}; known: {', '.join(deployments)}",
+              file=sys.stderr)
+        return 2
+    dep = deployments[args.name]
+    init = dep.init_recovery()
+    commands = dep.commands()
+    if args.dry_run:
+        for cmd in ([init] if init else []) + commands:
+            print(shlex.join(cmd))
+        return 0
+    if init:
+        subprocess.run(init, check=True)
+    procs = [subprocess.Popen(cmd, start_new_session=True) for cmd in commands]
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for p in procs:
+            stop_process(p)

@@ -1,0 +1,53 @@
+"""``bytewax.yaml``: how each dataflow is deployed, and the commands that start it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Recovery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dir: Path
+    partitions: int = Field(1, ge=1)
+    snapshot_interval: float = Field(10, gt=0)
+    backup_interval: float = Field(0, ge=0)
+
+
+class Deployment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    module: str
+    description: str = ""
+    workers: int = Field(1, ge=1)
+    processes: int = Field(1, ge=1)
+    base_port: int = Field(2101, ge=1024, le=65000)
+    recovery: Recovery | None = None
+
+    def commands(self, python: str = sys.executable) -> list[list[str]]:
+        """One ``python -m bytewax.run`` command per process of the cluster."""
+        base = [python, "-m", "bytewax.run", self.module, "-w", str(self.workers)]
+        if self.recovery is not None:
+            base += ["-r", str(self.recovery.dir), "-s", f"{self.recovery.snapshot_interval:g}",
+                     "-b", f"{self.recovery.backup_interval:g}"]
+        if self.processes == 1:
+            return [base]
+        addresses = ";".join(f"127.0.0.1:{self.base_port + i}" for i in range(self.processes))
+        return [[*base, "-i", str(i), "-a", addresses] for i in range(self.processes)]
+
+    def init_recovery(self, python: str = sys.executable) -> list[str] | None:
+        """The command that creates the recovery store, or None when there is none or it exists."""
+        if self.recovery is None or self.recovery.dir.exists():
+            return None
+        return [python, "-m", "bytewax.recovery", str(self.recovery.dir), str(self.recovery.partitions)]
+
+
+class DeployFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dataflows: dict[str, Deployment]
+
+
+def load(path: Path = Path("bytewax.yaml")) -> DeployFile:
+    return DeployFile.model_validate(yaml.safe_load(path.read_text()))

@@ -1,0 +1,41 @@
+"""bytewax.yaml declares every dataflow module, and `cryptoflow run --dry-run` prints runnable commands."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dataflows
+from cryptoflow.deploy import Deployment, Recovery, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_dataflow_module_is_declared() -> None:
+    declared = load(ROOT / "bytewax.yaml").dataflows
+    modules = {m.name for m in pkgutil.iter_modules(dataflows.__path__) if not m.name.startswith("_")}
+    assert modules <= set(declared), f"undeclared in bytewax.yaml: {modules - set(declared)}"
+    for name, dep in declared.items():
+        assert dep.module == f"dataflows.{name}"
+
+
+def test_cluster_commands() -> None:
+    dep = Deployment(module="dataflows.x", workers=2, processes=2, base_port=3000,
+                     recovery=Recovery(dir=Path("/nonexistent/rec"), partitions=2, snapshot_interval=5))
+    assert dep.commands(python="py") == [
+        ["py", "-m", "bytewax.run", "dataflows.x", "-w", "2", "-r", "/nonexistent/rec", "-s", "5", "-b", "0",
+         "-i", str(i), "-a", "127.0.0.1:3000;127.0.0.1:3001"] for i in range(2)
+    ]
+    assert dep.init_recovery(python="py") == ["py", "-m", "bytewax.recovery", "/nonexistent/rec", "2"]
+
+
+def test_run_dry_run_prints_the_commands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "market_data", "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "-m bytewax.run dataflows.market_data -w 1 -r recovery/market_data" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "nope", "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "no dataflow 'nope'" in proc.stderr
