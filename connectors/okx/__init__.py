@@ -1,0 +1,1 @@
+"""OKX v5: wire models and parsers (books, market), protocol hooks, REST."""

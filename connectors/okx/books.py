@@ -1,0 +1,302 @@
+"""OKX v5 public order-book channels: wire models and pure parsers (no I/O).
+
+Wire shapes (fixtures: ``tests/data/okx/*.jsonl``, recorded from OKX; ``tests/test_okx_books_parser.py``):
+
+* ``books`` / ``books-l2-tbt`` / ``books50-l2-tbt``::
+
+    {"arg":{"channel":"books","instId":"BTC-USDT"},"action":"snapshot"|"update",
+     "data":[{"asks":[["41006.8","0.6","0","1"],...],"bids":[...],"ts":"1629966436396",
+              "checksum":-1008, "prevSeqId":-1, "seqId":123456}]}
+
+  A level is ``[price, size, "0" (deprecated liquidated orders), numOrders]``; only price and size are kept.
+  ``checksum`` is 0 on today's OKX (since 2026-06-23); ``seqId``/``prevSeqId`` are absent from older frames.
+* ``books5`` / ``bbo-tbt``: no ``action`` (each push is a full snapshot of 5 / 1 levels), ``instId`` repeated
+  inside ``data``, no ``checksum``.
+* event answers: ``{"event":"subscribe"|"unsubscribe","arg":{...}}``, ``{"event":"error","code":"60018",
+  "msg":"..."}``, ``{"event":"notice","code":"64008","msg":"..."}``; and the plain text ``pong``.
+* REST ``GET /api/v5/market/books``: ``{"code":"0","msg":"","data":[{"asks":...,"bids":...,"ts":"..."}]}``.
+
+:func:`parse_books_frame` never raises on what the wire brings: book frames become ``tuple[BookDelta, ...]``
+(one per ``data`` entry, in order), protocol chatter a typed :data:`OkxMessage`, anything else an
+:class:`OkxParseError` whose ``reason`` is one of :data:`PARSE_REASONS`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from operators.events import BookDelta, BookView, Level
+from operators.orderbook import okx_checksum
+
+VENUE = "okx"
+BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt", "books5", "bbo-tbt"})
+SNAPSHOT_ONLY_CHANNELS = frozenset({"books5", "bbo-tbt"})  # no `action`: every push is a snapshot
+PARSE_REASONS = (
+    "malformed_json",  # not JSON at all
+    "wrong_type",  # JSON, but a field is missing or of the wrong type
+    "negative_size",  # a level with a size below zero
+    "invalid_number",  # a price/size string that is not a plain decimal number
+    "unknown_channel",  # a data frame of a channel that is not an order book
+    "unknown_message",  # JSON that is neither a data frame nor an event
+)
+_RAW_SHOWN = 200
+_INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")
+
+
+# ------------------------------------------------------------------------------------------ wire models
+class OkxArg(msgspec.Struct, frozen=True):
+    channel: str
+    instId: str = ""
+
+
+class OkxBookData(msgspec.Struct, frozen=True):
+    """One ``data`` entry. Levels decode straight into :class:`Level` (array-like: extra elements ignored)."""
+
+    asks: tuple[Level, ...]
+    bids: tuple[Level, ...]
+    ts: str
+    checksum: int = 0
+    seqId: int | None = None
+    prevSeqId: int | None = None
+    instId: str | None = None
+
+
+class OkxBooksFrame(msgspec.Struct, frozen=True):
+    arg: OkxArg
+    data: tuple[OkxBookData, ...]
+    action: Literal["snapshot", "update"] | None = None
+
+
+class OkxEventFrame(msgspec.Struct, frozen=True):
+    event: str
+    arg: OkxArg | None = None
+    code: str = ""
+    msg: str = ""
+    connId: str = ""
+
+
+class OkxRestBooks(msgspec.Struct, frozen=True):
+    code: str
+    data: tuple[OkxBookData, ...] = ()
+    msg: str = ""
+
+
+_frame_decoder = msgspec.json.Decoder(OkxBooksFrame)
+_event_decoder = msgspec.json.Decoder(OkxEventFrame)
+_rest_decoder = msgspec.json.Decoder(OkxRestBooks)
+_any_decoder = msgspec.json.Decoder()
+
+
+# ------------------------------------------------------------------------------- typed non-book results
+class OkxSubscribed(msgspec.Struct, frozen=True):
+    channel: str
+    inst_id: str
+    recv_ns: int
+
+
+class OkxUnsubscribed(msgspec.Struct, frozen=True):
+    channel: str
+    inst_id: str
+    recv_ns: int
+
+
+class OkxError(msgspec.Struct, frozen=True):
+    """``{"event":"error"}`` (or a REST body with a non-zero code). ``inst_id`` when the venue named it."""
+
+    code: str
+    msg: str
+    recv_ns: int
+    inst_id: str = ""
+
+
+class OkxNotice(msgspec.Struct, frozen=True):
+    """``{"event":"notice"}``; code 64008 means the server will close the connection: reconnect at once."""
+
+    code: str
+    msg: str
+    recv_ns: int
+
+    @property
+    def reconnect(self) -> bool:
+        return self.code == "64008"
+
+
+class OkxPong(msgspec.Struct, frozen=True):
+    recv_ns: int
+
+
+class OkxInfo(msgspec.Struct, frozen=True):
+    """Any other event (``login``, ``channel-conn-count``, ...): harmless, for the log."""
+
+    event: str
+    detail: str
+    recv_ns: int
+
+
+class OkxParseError(msgspec.Struct, frozen=True):
+    """A frame that could not be used. ``reason`` is one of :data:`PARSE_REASONS`; ``raw`` is its start."""
+
+    reason: str
+    detail: str
+    raw: str
+    recv_ns: int
+
+
+OkxMessage = OkxSubscribed | OkxUnsubscribed | OkxError | OkxNotice | OkxPong | OkxInfo
+BooksParseResult = tuple[BookDelta, ...] | OkxMessage | OkxParseError
+
+
+def _error(reason: str, detail: str, raw: bytes | str, recv_ns: int) -> OkxParseError:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return OkxParseError(reason, detail, text[:_RAW_SHOWN], recv_ns)
+
+
+def _bad_number(text: str) -> bool:
+    """Not a plain non-negative decimal (``12``, ``0.5``, ``3.``); ASCII digits only."""
+    return not (text.replace(".", "", 1).isdigit() and text.isascii())
+
+
+def _check_levels(levels: tuple[Level, ...]) -> tuple[str, str] | None:
+    for lv in levels:
+        size = lv.size
+        if not size.isdigit() and _bad_number(size):
+            if size.startswith("-") and not _bad_number(size[1:]):
+                return "negative_size", f"size {size!r} at price {lv.price!r}"
+            return "invalid_number", f"size {size!r} at price {lv.price!r}"
+        if _bad_number(lv.price):
+            return "invalid_number", f"price {lv.price!r}"
+    return None
+
+
+def _to_deltas(
+    entries: tuple[OkxBookData, ...],
+    inst_id: str,
+    action: Literal["snapshot", "update"],
+    recv_ns: int,
+    raw: bytes | str,
+) -> tuple[BookDelta, ...] | OkxParseError:
+    out = []
+    for d in entries:
+        bad = _check_levels(d.bids) or _check_levels(d.asks)
+        if bad is not None:
+            return _error(bad[0], bad[1], raw, recv_ns)
+        ts = d.ts
+        if not (ts.isdigit() and ts.isascii()):
+            return _error("wrong_type", f"ts {ts!r} is not epoch milliseconds", raw, recv_ns)
+        out.append(
+            BookDelta(VENUE, inst_id, action, d.bids, d.asks, int(ts), recv_ns, d.checksum, d.seqId, d.prevSeqId)
+        )
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+def parse_books_frame(raw: bytes | str, *, recv_ns: int) -> BooksParseResult:
+    """One received text frame -> book deltas (best first as sent), a typed OKX message, or a parse error."""
+    try:
+        frame = _frame_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        return _classify(raw, recv_ns, exc)
+    channel = frame.arg.channel
+    if channel not in BOOK_CHANNELS:
+        return _error("unknown_channel", f"channel {channel!r}", raw, recv_ns)
+    inst_id = frame.arg.instId
+    if not inst_id:
+        return _error("wrong_type", "arg.instId is missing", raw, recv_ns)
+    if not frame.data:
+        return _error("wrong_type", "data is empty", raw, recv_ns)
+    action = frame.action
+    if action is None:
+        if channel not in SNAPSHOT_ONLY_CHANNELS:
+            return _error("wrong_type", f"action is missing on channel {channel!r}", raw, recv_ns)
+        action = "snapshot"
+    return _to_deltas(frame.data, inst_id, action, recv_ns, raw)
+
+
+def _classify(raw: bytes | str, recv_ns: int, exc: Exception) -> OkxMessage | OkxParseError:
+    """The slow path: anything that is not a well-formed book frame."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
+    if text.strip() == "pong":
+        return OkxPong(recv_ns)
+    try:
+        obj = _any_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeError) as exc2:
+        return _error("malformed_json", str(exc2), raw, recv_ns)
+    if not isinstance(obj, dict):
+        return _error("unknown_message", f"a JSON {type(obj).__name__}, not an object", raw, recv_ns)
+    if "event" in obj:
+        return _parse_event(raw, recv_ns)
+    arg = obj.get("arg")
+    if isinstance(arg, dict) and "data" in obj:
+        channel = arg.get("channel")
+        if isinstance(channel, str) and channel not in BOOK_CHANNELS:
+            return _error("unknown_channel", f"channel {channel!r}", raw, recv_ns)
+        return _error("wrong_type", str(exc), raw, recv_ns)
+    return _error("unknown_message", "neither a data frame nor an event", raw, recv_ns)
+
+
+def _parse_event(raw: bytes | str, recv_ns: int) -> OkxMessage | OkxParseError:
+    try:
+        ev = _event_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        return _error("wrong_type", str(exc), raw, recv_ns)
+    if ev.event in ("subscribe", "unsubscribe"):
+        if ev.arg is None:
+            return _error("wrong_type", f"{ev.event} answer without arg", raw, recv_ns)
+        cls = OkxSubscribed if ev.event == "subscribe" else OkxUnsubscribed
+        return cls(ev.arg.channel, ev.arg.instId, recv_ns)
+    if ev.event == "error":
+        inst = ev.arg.instId if ev.arg is not None else ""
+        if not inst:
+            m = _INST_IN_MSG.search(ev.msg)
+            inst = m.group(1) if m else ""
+        return OkxError(ev.code, ev.msg, recv_ns, inst)
+    if ev.event == "notice":
+        return OkxNotice(ev.code, ev.msg, recv_ns)
+    return OkxInfo(ev.event, f"code={ev.code} msg={ev.msg}".strip(), recv_ns)
+
+
+def parse_rest_books(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | OkxError | OkxParseError:
+    """An OKX REST ``GET /api/v5/market/books`` body -> a snapshot :class:`BookDelta` (checksum 0: REST sends
+    none; ``seq_id`` when the body has ``seqId``, with ``prev_seq_id`` -1). A non-zero ``code`` -> OkxError."""
+    try:
+        rest = _rest_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        return _error("wrong_type", str(exc), body, recv_ns)
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        return _error("malformed_json", str(exc), body, recv_ns)
+    if rest.code != "0":
+        return OkxError(rest.code, rest.msg, recv_ns, instrument)
+    if len(rest.data) != 1:
+        return _error("wrong_type", f"expected one data entry, got {len(rest.data)}", body, recv_ns)
+    entry = rest.data[0]
+    if entry.seqId is not None and entry.prevSeqId is None:
+        entry = msgspec.structs.replace(entry, prevSeqId=-1)
+    result = _to_deltas((entry,), instrument, "snapshot", recv_ns, body)
+    return result if isinstance(result, OkxParseError) else result[0]
+
+
+_render_encoder = msgspec.json.Encoder()
+
+
+def render_books_snapshot(book: BookDelta | BookView, *, channel: str = "books") -> str:
+    """A snapshot (or a book view) as the text of an OKX WS ``books`` snapshot frame, e.g. to push to the
+    buffer list after a REST resync. Levels get OKX's 4-element shape (``numOrders`` is unknown: ``"0"``);
+    the checksum is computed from the levels, so consumers can verify it; ``seqId`` only when known."""
+    entry: dict[str, object] = {
+        "asks": [[lv.price, lv.size, "0", "0"] for lv in book.asks],
+        "bids": [[lv.price, lv.size, "0", "0"] for lv in book.bids],
+        "ts": str(book.ts_ms),
+        "checksum": okx_checksum(book.bids, book.asks),
+    }
+    if book.seq_id is not None:
+        entry["prevSeqId"] = -1
+        entry["seqId"] = book.seq_id
+    frame = {
+        "arg": {"channel": channel, "instId": book.instrument},
+        "action": "snapshot",
+        "data": [entry],
+    }
+    return _render_encoder.encode(frame).decode()
