@@ -1,0 +1,163 @@
+"""Binance spot market-data wire models and parsers (combined-stream frames -> domain events).
+
+Frames come from ``/stream?streams=...`` (or a live ``SUBSCRIBE``) wrapped as ``{"stream": "...", "data":
+{...}}``. Handled payloads: ``aggTrade`` (one Trade counting ``l - f + 1`` exchange trades), ``trade``,
+``24hrTicker`` and ``kline`` (the venue's own kline, ``source="venue"``, closed when ``x`` is true).
+Control answers (``{"result": null, "id": 1}``, ``{"error": ...}``) and ``serverShutdown`` become
+:class:`MarketControl`; anything else a :class:`MarketParseError` — never an exception.
+
+Fixtures of every wire shape: ``tests/data/binance_*.jsonl`` (real frames, see tests/data/README.md).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+from connectors.market_frames import (
+    MarketControl,
+    MarketItem,
+    SymbolMap,
+    parse_error,
+)
+from operators.events import Kline, Ticker, Trade
+from operators.klines import TIMEFRAME_MS
+
+VENUE = "binance"
+
+
+class BinanceAggTrade(msgspec.Struct, frozen=True, tag_field="e", tag="aggTrade"):
+    E: int
+    s: str
+    a: int
+    p: Decimal
+    q: Decimal
+    f: int
+    l: int  # noqa: E741 - the venue's field name
+    T: int
+    m: bool
+
+
+class BinanceTrade(msgspec.Struct, frozen=True, tag_field="e", tag="trade"):
+    E: int
+    s: str
+    t: int
+    p: Decimal
+    q: Decimal
+    T: int
+    m: bool
+
+
+class BinanceKlineBody(msgspec.Struct, frozen=True):
+    t: int
+    T: int
+    s: str
+    i: str
+    o: Decimal
+    c: Decimal
+    h: Decimal
+    l: Decimal  # noqa: E741
+    v: Decimal
+    n: int
+    x: bool
+    q: Decimal
+
+
+class BinanceKline(msgspec.Struct, frozen=True, tag_field="e", tag="kline"):
+    E: int
+    s: str
+    k: BinanceKlineBody
+
+
+class BinanceTicker(msgspec.Struct, frozen=True, tag_field="e", tag="24hrTicker"):
+    E: int
+    s: str
+    P: Decimal  # change percent
+    c: Decimal  # last
+    b: Decimal
+    a: Decimal
+    o: Decimal
+    h: Decimal
+    l: Decimal  # noqa: E741
+    v: Decimal  # base volume
+    q: Decimal  # quote volume
+
+
+class BinanceShutdown(msgspec.Struct, frozen=True, tag_field="e", tag="serverShutdown"):
+    E: int = 0
+
+
+BinancePayload = BinanceAggTrade | BinanceTrade | BinanceKline | BinanceTicker | BinanceShutdown
+
+
+class BinanceEnvelope(msgspec.Struct, frozen=True):
+    """The combined-stream wrapper, or a control answer (``result``/``error`` + ``id``)."""
+
+    stream: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    id: Any = msgspec.UNSET
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+_envelope = msgspec.json.Decoder(BinanceEnvelope)
+_payload = msgspec.json.Decoder(BinancePayload)
+
+
+def _instrument(symbol: str, symbols: SymbolMap) -> str | None:
+    return symbols.get(symbol.upper())
+
+
+def parse_binance_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
+    """Parse one Binance WebSocket text frame into domain events (or one control/error item)."""
+    try:
+        env = _envelope.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        return [parse_error(VENUE, f"not a Binance frame: {err}", raw)]
+    if not env.data:
+        if env.error is not None:
+            return [MarketControl(VENUE, "error", f"id={env.id} {env.error}")]
+        if env.id is not msgspec.UNSET:
+            return [MarketControl(VENUE, "ack", f"id={env.id} result={env.result}")]
+        return [parse_error(VENUE, "expected a combined-stream frame with 'data'", raw)]
+    try:
+        payload = _payload.decode(env.data)
+    except msgspec.ValidationError as err:
+        stream = env.stream or ""
+        if any(name in stream for name in ("depth", "bookTicker", "miniTicker")):
+            return [MarketControl(VENUE, "ignored", stream)]
+        return [parse_error(VENUE, f"unsupported or malformed payload: {err}", raw)]
+    except msgspec.DecodeError as err:
+        return [parse_error(VENUE, f"malformed payload: {err}", raw)]
+    return _convert(payload, raw, recv_ns=recv_ns, symbols=symbols)
+
+
+def _convert(payload: BinancePayload, raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
+    if isinstance(payload, BinanceShutdown):
+        return [MarketControl(VENUE, "shutdown", "serverShutdown")]
+    inst = _instrument(payload.s, symbols)
+    if inst is None:
+        return [parse_error(VENUE, f"symbol {payload.s!r} is not subscribed", raw)]
+    if isinstance(payload, BinanceAggTrade):
+        if not (payload.p.is_finite() and payload.q.is_finite()) or payload.l < payload.f:
+            return [parse_error(VENUE, "aggTrade with a non-finite number or l < f", raw)]
+        return [Trade(VENUE, inst, str(payload.a), payload.p, payload.q, "sell" if payload.m else "buy",
+                      payload.T, recv_ns, payload.l - payload.f + 1)]
+    if isinstance(payload, BinanceTrade):
+        if not (payload.p.is_finite() and payload.q.is_finite()):
+            return [parse_error(VENUE, "trade with a non-finite number", raw)]
+        return [Trade(VENUE, inst, str(payload.t), payload.p, payload.q, "sell" if payload.m else "buy",
+                      payload.T, recv_ns)]
+    if isinstance(payload, BinanceKline):
+        k = payload.k
+        if k.i not in TIMEFRAME_MS:
+            return [MarketControl(VENUE, "ignored", f"kline interval {k.i}")]
+        return [Kline(VENUE, inst, k.i, k.t, k.T + 1, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.x, "venue")]
+    return [Ticker(VENUE, inst, payload.c, payload.b, payload.a, payload.v, payload.P, payload.h, payload.l,
+                   payload.E)]
+
+
+def trade_stream_name(symbol: str, stream: Literal["aggTrade", "trade"]) -> str:
+    return f"{symbol.lower()}@{stream}"

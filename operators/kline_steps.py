@@ -1,0 +1,309 @@
+"""The Bytewax logic of kline aggregation (no I/O): event-time clock, 1-minute window, rollup, reconciliation.
+
+Wiring (``dataflows/market_data.py``): trades -> :func:`operators.klines.bucket_trades` per batch -> keyed
+``venue:instrument`` -> ``windowing.window`` with :func:`minute_clock`, a ``TumblingWindower`` of one minute
+aligned to midnight UTC and :class:`MinuteLogic` -> ``stateful_batch`` with :class:`RollupLogic` (1m klines
+plus every longer timeframe, flat klines for empty minutes) -> sinks; closed klines also go to
+:class:`ReconcileLogic` with the venues' own closed klines.
+
+Why one window and a rollup instead of one window per timeframe: each windower costs a full per-item pass
+(BYTEWAX_NOTES.md); merging closed minutes into longer intervals gives exactly the same klines (see
+``operators/klines.py``) at the cost of one small merge per minute.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import bytewax.operators.windowing as win
+import msgspec
+from bytewax.dataflow import Stream
+from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
+from bytewax.operators.windowing import (
+    Clock,
+    ClockLogic,
+    EventClock,
+    TumblingWindower,
+    WindowLogic,
+)
+
+from operators.events import Kline, Trade
+from operators.klines import (
+    MINUTE_MS,
+    TIMEFRAME_MS,
+    Bucket,
+    Rollup,
+    bucket_trades,
+    kline_fields_equal,
+    merge,
+    to_kline,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIDNIGHT_UTC = EPOCH  # every UTC midnight is a whole number of minutes/hours/days from the epoch
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def ms_to_dt(ts_ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ts_ms)
+
+
+def _bucket_time(b: Bucket) -> datetime:
+    return EPOCH + timedelta(milliseconds=b.last_ms)
+
+
+class _ExactWakeClockLogic(ClockLogic[Any, Any]):
+    """Bytewax's ``EventClock`` logic, asked to wake up exactly when the watermark reaches a close time.
+
+    ``EventClock``'s default ``to_system_utc`` (identity) busy-loops a core until the watermark catches up
+    (BYTEWAX_NOTES.md); ``ts + wait`` fixes that for live data only. Here the last watermark and the system
+    time it was computed at give the exact system time of any later watermark (it advances with the system
+    clock), so replays of old data and live data both sleep until the window really closes.
+    """
+
+    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime]) -> None:
+        self._inner = inner
+        self._now_getter = now
+        self._now = now()
+        self._watermark: datetime | None = None
+
+    def before_batch(self) -> None:
+        self._inner.before_batch()
+        self._now = self._now_getter()
+
+    def on_item(self, value: Any) -> tuple[datetime, datetime]:
+        ts, watermark = self._inner.on_item(value)
+        self._watermark = watermark
+        return ts, watermark
+
+    def on_notify(self) -> datetime:
+        watermark = self._inner.on_notify()
+        self._now = self._now_getter()
+        self._watermark = watermark
+        return watermark
+
+    def on_eof(self) -> datetime:
+        return self._inner.on_eof()
+
+    def to_system_utc(self, timestamp: datetime) -> datetime | None:
+        if self._watermark is None:
+            return timestamp
+        try:
+            return self._now + (timestamp - self._watermark)
+        except OverflowError:
+            return timestamp
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+
+@dataclass(frozen=True)
+class ExactWakeEventClock(Clock[Any, Any]):
+    """An :class:`EventClock` (same watermark, same state) that wakes exactly when a window can close."""
+
+    inner: EventClock[Any]
+    now: Callable[[], datetime] = field(default=_utcnow)
+
+    def build(self, resume_state: Any | None) -> ClockLogic[Any, Any]:
+        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now)
+
+
+def minute_clock(lateness_s: float, now: Callable[[], datetime] = _utcnow) -> ExactWakeEventClock:
+    """Event time = the newest trade of a bucket; windows close ``lateness_s`` after the watermark passes."""
+    wait = timedelta(seconds=lateness_s)
+    return ExactWakeEventClock(EventClock(_bucket_time, wait_for_system_duration=wait, now_getter=now), now)
+
+
+def minute_windower() -> TumblingWindower:
+    return TumblingWindower(length=timedelta(minutes=1), align_to=MIDNIGHT_UTC)
+
+
+class Minute(msgspec.Struct, frozen=True):
+    """The state of one minute window after a bucket (``closed=False``) or when it closes."""
+
+    bucket: Bucket
+    closed: bool
+
+
+class MinuteLogic(WindowLogic[Bucket, Minute, "Bucket | None"]):
+    """Merges the buckets of one minute; emits the running state per bucket and the final one on close."""
+
+    def __init__(self, state: Bucket | None) -> None:
+        self.state = state
+
+    def on_value(self, value: Bucket) -> Iterable[Minute]:
+        self.state = value if self.state is None else merge(self.state, value)
+        return (Minute(self.state, False),)
+
+    def on_merge(self, original: MinuteLogic) -> Iterable[Minute]:  # tumbling windows never merge
+        if original.state is not None:
+            self.state = original.state if self.state is None else merge(original.state, self.state)
+        return ()
+
+    def on_close(self) -> Iterable[Minute]:
+        return () if self.state is None else (Minute(self.state, True),)
+
+    def snapshot(self) -> Bucket | None:
+        return self.state  # frozen
+
+
+class KlineOut(msgspec.Struct, frozen=True):
+    """A kline for the sinks; ``complete`` when its interval was watched from its start (for reconciliation);
+    ``correction`` when it replaces a flat kline already published for that minute."""
+
+    kline: Kline
+    complete: bool = False
+    correction: bool = False
+
+
+@dataclass
+class RollupState:
+    rollup: Rollup
+    open_minutes: dict[int, Kline]
+    last_close_wall: datetime | None = None
+    idle_fills: int = 0
+
+
+class RollupLogic(StatefulBatchLogic[Minute, KlineOut, "RollupState | None"]):
+    """Per instrument: 1-minute klines from the window, every longer timeframe, flat klines for empty minutes.
+
+    An updating kline of every timeframe is emitted once per batch that touched an open minute. Minutes with
+    no trade never open a window, so a timer fills them: when one minute's length (+ ``grace``) has passed on
+    the wall clock since the last minute closed and the next minute has not opened, it is closed flat — for
+    at most ``max_idle_minutes`` in a row (a delisted or removed pair stops producing after a day). A gap seen
+    when trades resume is filled the same way.
+    """
+
+    def __init__(self, timeframes: tuple[str, ...], state: RollupState | None, *, now: Callable[[], datetime],
+                 grace: timedelta = timedelta(seconds=1), max_idle_minutes: int = 1440) -> None:
+        self.longer = tuple(tf for tf in timeframes if TIMEFRAME_MS[tf] > MINUTE_MS)
+        self.emit_minutes = "1m" in timeframes
+        self.state = state
+        self.now = now
+        self.grace = grace
+        self.max_idle = max_idle_minutes
+
+    def _out(self, st: RollupState, klines: Iterable[Kline]) -> list[KlineOut]:
+        r = st.rollup
+        return [KlineOut(k, r.is_complete(k)) for k in klines if self.emit_minutes or k.timeframe != "1m"]
+
+    def on_batch(self, values: list[Minute]) -> tuple[Iterable[KlineOut], bool]:
+        if self.state is None:
+            first = values[0].bucket
+            self.state = RollupState(Rollup(first.venue, first.instrument, self.longer), {})
+        st = self.state
+        out: list[KlineOut] = []
+        touched = False
+        for m in values:
+            k = to_kline(m.bucket, "1m", closed=m.closed)
+            if not m.closed:
+                st.open_minutes[k.open_ms] = k
+                touched = True
+                continue
+            st.open_minutes.pop(k.open_ms, None)
+            last = st.rollup.last_minute_ms
+            if last is not None and k.open_ms <= last:
+                out.append(KlineOut(k, False, True))
+                continue
+            out.extend(self._out(st, st.rollup.feed_closed(k)))
+            st.last_close_wall = self.now()
+            st.idle_fills = 0
+        if touched and self.emit_minutes:
+            out.extend(KlineOut(k) for k in st.open_minutes.values())
+        out.extend(KlineOut(k) for k in st.rollup.updating(st.open_minutes.values()))
+        return out, False
+
+    def notify_at(self) -> datetime | None:
+        st = self.state
+        if st is None or st.last_close_wall is None or st.idle_fills >= self.max_idle:
+            return None
+        return st.last_close_wall + timedelta(milliseconds=MINUTE_MS) + self.grace
+
+    def on_notify(self) -> tuple[Iterable[KlineOut], bool]:
+        st = self.state
+        if st is None or st.last_close_wall is None or st.rollup.last_minute_ms is None:
+            return (), False
+        last = st.rollup.last_minute_ms
+        st.last_close_wall += timedelta(milliseconds=MINUTE_MS)
+        if (last + MINUTE_MS) in st.open_minutes:  # trades arrived for it: its window will close it
+            return (), False
+        st.idle_fills += 1
+        return self._out(st, st.rollup.flat_until(last + 2 * MINUTE_MS, 1)), False
+
+    def snapshot(self) -> RollupState | None:
+        return copy.deepcopy(self.state)
+
+
+class KlineCheck(msgspec.Struct, frozen=True):
+    """A pipeline kline compared with the venue's own closed kline of the same interval."""
+
+    ours: Kline
+    venue: Kline
+    match: bool
+
+
+class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str], Kline]]):
+    """Pairs closed klines of one instrument by (timeframe, open time) across sources and compares them.
+
+    Items are closed pipeline klines of complete intervals and the venue's closed klines; whichever comes
+    first waits (at most ``keep`` per instrument, oldest dropped: a venue timeframe we do not aggregate, or
+    the partial first interval after start, simply never pairs).
+    """
+
+    def __init__(self, state: dict[tuple[str, int, str], Kline] | None, keep: int = 256) -> None:
+        self.pending: dict[tuple[str, int, str], Kline] = dict(state or {})
+        self.keep = keep
+
+    def on_item(self, value: Kline) -> tuple[Iterable[KlineCheck], bool]:
+        other_source = "venue" if value.source == "pipeline" else "pipeline"
+        other = self.pending.pop((value.timeframe, value.open_ms, other_source), None)
+        if other is None:
+            self.pending[(value.timeframe, value.open_ms, value.source)] = value
+            if len(self.pending) > self.keep:
+                oldest = min(self.pending, key=lambda key: key[1])
+                del self.pending[oldest]
+            return (), False
+        ours, venue = (value, other) if value.source == "pipeline" else (other, value)
+        return (KlineCheck(ours, venue, kline_fields_equal(ours, venue)),), False
+
+    def snapshot(self) -> dict[tuple[str, int, str], Kline]:
+        return dict(self.pending)
+
+
+@dataclass(frozen=True)
+class KlineStreams:
+    klines: KeyedStream[KlineOut]  # updating and closed klines of every timeframe
+    late: KeyedStream[Bucket]  # trades (bucketed per batch and minute) later than the allowed lateness
+
+
+def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
+                     *, now: Callable[[], datetime] = _utcnow) -> KlineStreams:
+    """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``)."""
+    buckets = op.flat_map_batch("bucket", trades, bucket_trades)
+    keyed = op.key_on("key_bucket", buckets, _bucket_key)
+    windows = win.window("minute", keyed, minute_clock(lateness_s, now), minute_windower(), MinuteLogic,
+                         ordered=False)
+    minutes = op.map_value("minute_value", windows.down, _second)
+    late = op.map_value("late_value", windows.late, _second)
+
+    def builder(state: RollupState | None) -> RollupLogic:
+        return RollupLogic(timeframes, state, now=now)
+
+    klines = op.stateful_batch("rollup", minutes, builder)
+    return KlineStreams(klines, late)
+
+
+def _bucket_key(b: Bucket) -> str:
+    return b.key
+
+
+def _second(pair: tuple[int, Any]) -> Any:
+    return pair[1]

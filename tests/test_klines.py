@@ -1,0 +1,202 @@
+"""Kline aggregation: pure operators (hypothesis against a naive model) and the Bytewax steps (run_main)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.events import Kline, Trade
+from operators.kline_steps import (
+    KlineOut,
+    Minute,
+    ReconcileLogic,
+    RollupLogic,
+    aggregate_klines,
+    minute_clock,
+)
+from operators.klines import Bucket, Rollup, bucket_trades, kline_fields_equal, merge, to_kline
+
+T0 = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
+
+
+def trade(ts: int, price: str, size: str = "1", inst: str = "BTC-USDT", count: int = 1) -> Trade:
+    return Trade("binance", inst, str(ts), Decimal(price), Decimal(size), "buy", ts, 0, count)
+
+
+def naive(trades: list[Trade], tf_ms: int) -> dict[int, tuple[object, ...]]:
+    """OHLCV per window, by event time then arrival order — written out longhand."""
+    groups: dict[int, list[tuple[int, int, Trade]]] = defaultdict(list)
+    for i, t in enumerate(trades):
+        groups[t.ts_ms - t.ts_ms % tf_ms].append((t.ts_ms, i, t))
+    out = {}
+    for start, rows in groups.items():
+        rows.sort(key=lambda r: (r[0], r[1]))
+        ts = [r[2] for r in rows]
+        out[start] = (ts[0].price, max(t.price for t in ts), min(t.price for t in ts), ts[-1].price,
+                      sum((t.size for t in ts), Decimal(0)), sum((t.price * t.size for t in ts), Decimal(0)),
+                      sum(t.count for t in ts))
+    return out
+
+
+def ohlcv(k: Kline | Bucket) -> tuple[object, ...]:
+    return (k.open, k.high, k.low, k.close, k.volume, k.quote_volume, k.trades)
+
+
+trades_st = st.lists(
+    st.builds(
+        trade,
+        st.integers(T0, T0 + 5 * 60_000),
+        st.decimals("0.01", "1000", places=2).map(str),
+        st.decimals("0.001", "10", places=3).map(str),
+        count=st.integers(1, 5),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(trades_st, st.lists(st.integers(1, 7), min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_buckets_merged_in_any_batching_equal_naive(trades: list[Trade], cuts: list[int]) -> None:
+    batches, i = [], 0
+    for n in cuts * 20:
+        if i >= len(trades):
+            break
+        batches.append(trades[i : i + n])
+        i += n
+    merged: dict[int, Bucket] = {}
+    for batch in batches:
+        for b in bucket_trades(batch):
+            merged[b.start_ms] = merge(merged[b.start_ms], b) if b.start_ms in merged else b
+    assert {s: ohlcv(b) for s, b in merged.items()} == naive(trades, 60_000)
+
+
+@given(trades_st)
+@settings(max_examples=100, deadline=None)
+def test_rollup_of_minutes_equals_direct_aggregation(trades: list[Trade]) -> None:
+    trades = sorted(trades, key=lambda t: t.ts_ms)
+    minutes = {b.start_ms: b for b in bucket_trades(trades)}
+    r = Rollup("binance", "BTC-USDT", ("5m", "1h"))
+    out: list[Kline] = []
+    for start in sorted(minutes):
+        out.extend(r.feed_closed(to_kline(minutes[start], "1m", closed=True)))
+    out.extend(r.flat_until(T0 + 3_600_000, 1440))  # close the hour
+    fives = {k.open_ms: ohlcv(k) for k in out if k.timeframe == "5m" and k.trades}
+    assert fives == naive(trades, 300_000)
+    (hour,) = [k for k in out if k.timeframe == "1h"]
+    assert ohlcv(hour) == naive(trades, 3_600_000)[T0]
+    ones = sorted(k.open_ms for k in out if k.timeframe == "1m")
+    assert ones == list(range(ones[0], T0 + 3_600_000, 60_000))  # every minute, trades or not
+
+
+def test_empty_minutes_are_flat_at_previous_close() -> None:
+    r = Rollup("binance", "BTC-USDT", ("5m",))
+    k0 = to_kline(bucket_trades([trade(T0 + 5, "10"), trade(T0 + 9, "12")])[0], "1m", closed=True)
+    k3 = to_kline(bucket_trades([trade(T0 + 180_000, "11")])[0], "1m", closed=True)
+    r.feed_closed(k0)
+    out = r.feed_closed(k3)
+    flats = [k for k in out if k.timeframe == "1m" and k.trades == 0]
+    assert [k.open_ms for k in flats] == [T0 + 60_000, T0 + 120_000]
+    assert all(ohlcv(k) == (Decimal(12),) * 4 + (Decimal(0), Decimal(0), 0) and k.closed for k in flats)
+
+
+def minute(ts: int, price: str, *, closed: bool) -> Minute:
+    return Minute(bucket_trades([trade(ts, price)])[0], closed)
+
+
+def test_rollup_timer_closes_an_empty_minute_flat() -> None:
+    wall = [datetime(2026, 1, 1, tzinfo=UTC)]
+    logic = RollupLogic(("1m", "5m"), None, now=lambda: wall[0])
+    logic.on_batch([minute(T0 + 1000, "100", closed=False)])
+    logic.on_batch([minute(T0 + 1000, "100", closed=True)])
+    due = logic.notify_at()
+    assert due == wall[0] + timedelta(seconds=61)
+    wall[0] = due
+    out, _ = logic.on_notify()
+    (flat,) = [o.kline for o in out]
+    assert flat.open_ms == T0 + 60_000 and flat.closed and flat.trades == 0 and flat.close == Decimal(100)
+    # trades arrived for the next minute: the timer waits for its window instead of filling it
+    logic.on_batch([minute(T0 + 120_500, "101", closed=False)])
+    wall[0] = logic.notify_at() or wall[0]
+    assert list(logic.on_notify()[0]) == []
+
+
+def test_rollup_reports_a_minute_closed_after_its_flat_fill_as_correction() -> None:
+    wall = [datetime(2026, 1, 1, tzinfo=UTC)]
+    logic = RollupLogic(("1m",), None, now=lambda: wall[0])
+    logic.on_batch([minute(T0, "100", closed=True)])
+    wall[0] = logic.notify_at() or wall[0]
+    logic.on_notify()
+    out, _ = logic.on_batch([minute(T0 + 60_001, "99", closed=True)])
+    (o,) = out
+    assert o.correction and o.kline.close == Decimal(99)
+
+
+def test_reconcile_pairs_and_compares() -> None:
+    ours = to_kline(bucket_trades([trade(T0, "10", count=3)])[0], "1m", closed=True)
+    same = Kline(**{**{f: getattr(ours, f) for f in ours.__struct_fields__}, "source": "venue"})
+    other = Kline(**{**{f: getattr(ours, f) for f in ours.__struct_fields__}, "source": "venue",
+                     "close": Decimal(11)})
+    logic = ReconcileLogic(None)
+    assert list(logic.on_item(same)[0]) == []
+    (check,) = logic.on_item(ours)[0]
+    assert check.match and check.ours == ours and check.venue == same
+    logic.on_item(ours)
+    (check,) = logic.on_item(other)[0]
+    assert not check.match
+    # venues without trade counts (OKX, Bybit candles) are compared on prices and volume only
+    no_count = Kline(**{**{f: getattr(ours, f) for f in ours.__struct_fields__}, "source": "venue", "trades": 0})
+    assert kline_fields_equal(ours, no_count)
+
+
+def test_clock_wakes_exactly_when_the_watermark_reaches_a_close() -> None:
+    wall = [datetime(2026, 1, 1, tzinfo=UTC)]
+    clock = minute_clock(2.0, lambda: wall[0]).build(None)
+    clock.before_batch()
+    b = bucket_trades([trade(T0 + 30_000, "1")])[0]  # event time 2024, wall time 2026: a replay
+    _, _wm = clock.on_item(b)
+    wake = clock.to_system_utc(datetime.fromtimestamp((T0 + 60_000) / 1000, UTC))
+    assert wake == wall[0] + timedelta(seconds=32)
+    wall[0] = wake
+    assert clock.on_notify() == datetime.fromtimestamp((T0 + 60_000) / 1000, UTC)
+
+
+def run(trades: list[Trade], batch_size: int = 10) -> tuple[list[KlineOut], list[Bucket]]:
+    flow = Dataflow("t")
+    ks = aggregate_klines(op.input("inp", flow, TestingSource(trades, batch_size=batch_size)), ("1m", "5m"), 2.0)
+    got: list[KlineOut] = []
+    late: list[Bucket] = []
+    op.output("out", op.map("s1", ks.klines, lambda kv: kv[1]), TestingSink(got))
+    op.output("late", op.map("s2", ks.late, lambda kv: kv[1]), TestingSink(late))
+    run_main(flow)
+    return got, late
+
+
+def test_late_trade_is_reported_not_aggregated() -> None:
+    trades = [trade(T0 + 1_000, "10"), trade(T0 + 65_000, "11"), trade(T0 + 30_000, "99", "5"),
+              trade(T0 + 64_000, "12")]
+    got, late = run(trades, batch_size=1)
+    assert [(b.first_ms, b.close, b.trades) for b in late] == [(T0 + 30_000, Decimal(99), 1)]
+    closed = {o.kline.open_ms: o.kline for o in got if o.kline.closed and o.kline.timeframe == "1m"}
+    assert closed[T0].high == Decimal(10) and closed[T0].trades == 1
+    # within the lateness a trade still lands at its event-time place in open/close
+    assert (closed[T0 + 60_000].open, closed[T0 + 60_000].close) == (Decimal(12), Decimal(11))
+
+
+def test_trades_of_several_instruments_and_an_empty_minute() -> None:
+    trades = [trade(T0 + 1_000, "10"), trade(T0 + 2_000, "5", inst="ETH-USDT"),
+              trade(T0 + 130_000, "11"), trade(T0 + 130_000, "6", inst="ETH-USDT")]
+    got, late = run(trades)
+    assert late == []
+    btc = {o.kline.open_ms: o.kline for o in got
+           if o.kline.closed and o.kline.timeframe == "1m" and o.kline.instrument == "BTC-USDT"}
+    assert sorted(btc) == [T0, T0 + 60_000, T0 + 120_000]
+    assert ohlcv(btc[T0 + 60_000]) == (Decimal(10),) * 4 + (Decimal(0), Decimal(0), 0)
+    assert all(o.kline.venue == "binance" for o in got)
