@@ -1,0 +1,163 @@
+"""Order-book analysis dataflow: raw OKX book frames -> book -> four analyses -> Redis / InfluxDB / alerts.
+
+``python -m bytewax.run dataflows.orderbook_analysis`` (add ``-r DIR -s 5 -b 0`` for recovery after creating
+the store with ``python -m bytewax.recovery DIR 1``).
+
+Input (``ORDERBOOK_SOURCE``):
+
+* ``redis`` (default): the buffer list ``ORDERBOOK_BUFFER_KEY`` (raw OKX v5 ``books`` frames, LPUSHed by the
+  collector or any external producer, consumed FIFO) through ONE reliable partition of
+  :class:`connectors.redis_list.ReliableRedisListSource` in ``recovery`` mode: a frame taken from the list sits
+  in a processing list until a committed snapshot covers it, and frames consumed after the last committed
+  snapshot are delivered again on resume. With recovery on: no frame lost after ``kill -9``, every frame
+  counted exactly once in the analysis state, outputs at-least-once (alerts deduplicated by id).
+* ``ws``: the OKX WebSocket directly, through the collector's OKX books source.
+
+Frames are parsed (``connectors.okx.books.parse_books_frame``), keyed by instrument (so each instrument's
+frames stay in order on one worker while instruments spread over workers) and fed to one
+:class:`operators.analysis.InstrumentAnalyzer` per instrument (the shared ``operators.orderbook.OrderBook``
+plus the analyses' windows), kept in Bytewax state and snapshotted as pickled bytes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+
+from connectors.analysis_sink import AnalysisRedisSink, influx_points
+from connectors.influx import InfluxSink
+from connectors.okx.books import OkxParseError, parse_books_frame
+from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
+from cryptoflow.logs import configure_logging, get_logger
+from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
+from operators.analysis import AnalysisOutput, AnalysisParams, InstrumentAnalyzer
+from operators.events import BookDelta
+from operators.orderbook import OrderBook
+
+signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+log = get_logger("orderbook_analysis")
+
+
+def analysis_params(settings: Settings) -> AnalysisParams:
+    """The analyses' parameters from the settings (every ``ANALYSIS_*`` knob)."""
+    return AnalysisParams(
+        bin_width=settings.analysis_bin_width,
+        large_order_k=settings.analysis_large_order_k,
+        large_order_min_size=tuple(sorted(settings.analysis_large_order_min_size.items())),
+        trend_margin=settings.analysis_trend_margin,
+        trend_hold_ms=int(settings.analysis_trend_hold * 1000),
+        band_pct=settings.analysis_band_pct,
+        depth_window_ms=int(settings.analysis_depth_window * 1000),
+        depth_warning_z=settings.analysis_depth_warning_z,
+        depth_alert_z=settings.analysis_depth_alert_z,
+        liquidity_window_ms=int(settings.analysis_liquidity_window * 1000),
+        liquidity_warning=settings.analysis_liquidity_warning,
+        liquidity_alert=settings.analysis_liquidity_alert,
+        alert_cooldown_ms=int(settings.analysis_alert_cooldown * 1000),
+    )
+
+
+def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
+    """One raw frame -> its book deltas; protocol chatter is dropped, parse errors are logged."""
+    raw = item.raw if isinstance(item, ListItem) else item
+    parsed = parse_books_frame(raw, recv_ns=time.time_ns())
+    if isinstance(parsed, tuple):
+        return parsed
+    if isinstance(parsed, OkxParseError):
+        log.warning("frame_rejected", reason=parsed.reason, detail=parsed.detail, raw=parsed.raw)
+    return ()
+
+
+class AnalyseLogic(StatefulBatchLogic[BookDelta, AnalysisOutput, bytes]):
+    """One instrument's analyzer. Emits, per batch, the newest output plus every output carrying alerts.
+
+    ``snapshot()`` returns the pickled analyzer (immutable bytes; the derived index is not included).
+    """
+
+    def __init__(self, params: AnalysisParams, resume: bytes | None) -> None:
+        self.params = params
+        self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
+
+    def on_batch(self, values: list[BookDelta]) -> tuple[Iterable[AnalysisOutput], bool]:
+        analyzer = self.analyzer
+        if analyzer is None:
+            inst = values[0].instrument
+            analyzer = self.analyzer = InstrumentAnalyzer(
+                inst, OrderBook(inst, depth=self.params.book_depth), self.params)
+        out: list[AnalysisOutput] = []
+        last: AnalysisOutput | None = None
+        for delta in values:
+            last = analyzer.on_delta(delta, self.params)
+            if last.alerts:
+                out.append(last)
+        if last is not None and (not out or out[-1] is not last):
+            out.append(last)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.analyzer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _ws_source(settings: Settings) -> Source[Any]:
+    try:
+        from connectors.okx.books_source import okx_books_source
+    except ImportError:
+        msg = "ORDERBOOK_SOURCE=ws needs the collector's OKX books source (connectors/okx/books_source.py)"
+        raise RuntimeError(msg) from None
+    src: Source[Any] = okx_books_source(settings)
+    return src
+
+
+def build(
+    settings: Settings,
+    *,
+    source: Source[Any] | None = None,
+    on_written: Callable[[list[AnalysisOutput]], None] | None = None,
+) -> Dataflow:
+    """The dataflow; ``source`` replaces the configured input (tests: ``TestingSource`` of raw frames)."""
+    params = analysis_params(settings)
+    flow = Dataflow("orderbook_analysis")
+    if source is None:
+        if settings.orderbook_source is OrderbookSource.WS:
+            source = _ws_source(settings)
+        else:
+            source = ReliableRedisListSource(
+                str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,
+                batch_size=1000,
+            )
+    frames = op.input("read", flow, source)
+    deltas: Stream[BookDelta] = op.flat_map("parse", frames, parse_frame)
+    keyed = op.key_on("key", deltas, lambda d: d.instrument)
+    analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(params, resume))
+    outputs = op.key_rm("unkey", analysed)
+    op.output("redis", outputs, AnalysisRedisSink(
+        str(settings.redis_url), recipients=settings.analysis_alert_emails,
+        history_max=settings.alerts_history_max, on_written=on_written))
+    points = op.flat_map("points", outputs, influx_points)
+    op.output("influx", points, InfluxSink(settings))
+    return flow
+
+
+def _flow_from_env() -> Dataflow:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", source=settings.orderbook_source.value, buffer_key=settings.orderbook_buffer_key,
+             alert_recipients=len(settings.analysis_alert_emails))
+    return build(settings)
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
+    if name == "flow":
+        return _flow_from_env()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,81 @@
+"""The analysis dataflow's logic with TestingSource + run_main, writing to a real Redis."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+from bytewax.testing import TestingSource, run_main
+
+from cryptoflow.settings import load_settings
+from dataflows.orderbook_analysis import analysis_params, build
+from tests.fixtures.redis import RedisServer
+from tests.okx_frames import market
+
+T0 = 1_700_000_000_000
+FIELDS = {
+    "instrument_id", "analysis_time", "support_level_1", "support_level_2", "resistance_level_1",
+    "resistance_level_2", "large_buy_orders", "large_sell_orders", "large_order_trend", "depth_anomaly_score",
+    "depth_anomaly_alert", "liquidity_index", "liquidity_alert", "book_status",
+}
+
+
+def settings_for(server: RedisServer, **kw: object):  # type: ignore[no-untyped-def]
+    base = {"redis_url": server.url, "analysis_depth_window": 5, "analysis_liquidity_window": 10,
+            "analysis_alert_emails": "ops@example.com,risk@example.com", "analysis_alert_cooldown": 60,
+            "alerts_history_max": 3}
+    base.update(kw)
+    return load_settings(**base)
+
+
+def test_params_come_from_settings(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANALYSIS_LARGE_ORDER_MIN_SIZE", '{"BTC-USDT": "5"}')
+    monkeypatch.setenv("ANALYSIS_BIN_WIDTH", "10")
+    s = settings_for(redis_server)
+    p = analysis_params(s)
+    assert p.depth_window_ms == 5_000 and p.liquidity_window_ms == 10_000 and p.alert_cooldown_ms == 60_000
+    assert p.min_size("BTC-USDT") == 5.0 and p.bin_width is not None and float(p.bin_width) == 10.0
+
+
+def test_dataflow_writes_hashes_alerts_history_and_email_jobs(
+    redis_server: RedisServer, redis_db: redis.Redis,
+) -> None:
+    frames = market(["BTC-USDT", "ETH-USDT"], seconds=20, rate=10, start_ms=T0, depth=100, events={15.0: 0.3})
+    frames.insert(5, b'{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"}}')
+    frames.insert(6, b"not json")
+    run_main(build(settings_for(redis_server), source=TestingSource(frames, batch_size=50)))
+    for inst in ("BTC-USDT", "ETH-USDT"):
+        h = redis_db.hgetall(f"analysis:{inst}")
+        assert set(h) == FIELDS
+        assert h["instrument_id"] == inst and h["book_status"] == "valid"
+        assert h["analysis_time"] == "2023-11-14T22:13:40.000Z"  # the last frame's exchange time (T0 + 20 s)
+        assert float(h["support_level_1"]) < 10_000.0 < float(h["resistance_level_1"])
+        assert h["liquidity_alert"] == "alert" and float(h["liquidity_index"]) < 0.5
+        assert h["large_order_trend"] in ("bullish", "bearish", "neutral")
+    history = [orjson.loads(x) for x in redis_db.lrange("alerts:history", 0, -1)]
+    assert len(history) == 3  # capped at ALERTS_HISTORY_MAX
+    assert {(h["alert_type"], h["level"]) for h in history} >= {("liquidity_shrink", "alert")}
+    jobs = [orjson.loads(x) for x in redis_db.lrange("queue:email", 0, -1)]
+    assert {j["to"] for j in jobs} == {"ops@example.com", "risk@example.com"}
+    shrink = [j for j in jobs if "liquidity shrink alert" in j["subject"]]
+    assert {j["to"] for j in shrink} == {"ops@example.com", "risk@example.com"}
+    assert {tuple(sorted(j)) for j in jobs} == {
+        ("alert_id", "attempts", "body", "created_at", "id", "subject", "to")}
+    # exactly the drain at T0 + 15 s: depth anomaly and liquidity shrink alerts, per instrument and recipient
+    assert sorted((j["subject"], j["to"], j["created_at"]) for j in jobs) == sorted(
+        (f"[cryptoflow] {inst}: {kind} alert", to, "2023-11-14T22:13:35.000Z")
+        for inst in ("BTC-USDT", "ETH-USDT") for kind in ("depth anomaly", "liquidity shrink")
+        for to in ("ops@example.com", "risk@example.com"))
+
+
+def test_an_invalid_book_shows_its_status_and_keeps_the_last_values(
+    redis_server: RedisServer, redis_db: redis.Redis,
+) -> None:
+    frames = market(["BTC-USDT"], seconds=2, rate=10, start_ms=T0, depth=50)
+    good = frames[:-1]
+    gap = orjson.loads(frames[-1])
+    gap["data"][0]["prevSeqId"] = 1  # breaks the chain
+    run_main(build(settings_for(redis_server), source=TestingSource([*good, orjson.dumps(gap)])))
+    h = redis_db.hgetall("analysis:BTC-USDT")
+    assert h["book_status"] == "resyncing"
+    assert h["support_level_1"] != "" and h["analysis_time"] == "2023-11-14T22:13:21.900Z"
