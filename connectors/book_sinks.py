@@ -1,0 +1,159 @@
+"""Redis side of the order-book collector: ``orderbook:{inst}``, the buffer list, ``system:monitoring``.
+
+:class:`CollectorRedisSink` takes the collector's items and writes each batch in ONE pipeline:
+
+* ``orderbook:{inst}`` hash (DESIGN.md fields: ``instrument_id``, ``latest_timestamp`` ISO-8601 UTC of the
+  exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best first, ``checksum``, ``seq_id`` (empty when
+  the venue sends none), ``status``), coalesced per instrument within the batch; a status change alone sets
+  ``status``; a removed pair's hash is deleted;
+* every :class:`BufferFrame` LPUSHed to ``ORDERBOOK_BUFFER_KEY`` in order, capped with LTRIM at
+  ``orderbook_buffer_max`` (0: uncapped);
+* :class:`MonitorUpdate` -> ``system:monitoring``: gauges with HSET (``websocket_connections``, ``active_pairs``,
+  ``last_config_check``, ``influxdb_write_rate``), counters with HINCRBY (shared with other dataflows);
+  each sink partition also sets ``avg_processing_latency`` (ms, frame receipt -> hash write, mean over the
+  last second) and ``redis_memory_usage`` (bytes, every 5 s).
+
+Delivery: at-least-once per batch (hash writes are idempotent). Unit of parallelism: one client per worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from redis.exceptions import RedisError
+
+from connectors.okx.book_source import BookState, BufferFrame
+from connectors.redis_sink import redis_client
+from cryptoflow.logs import get_logger
+from operators.events import BookView
+
+log = get_logger("connectors.book_sinks")
+MONITORING_KEY = "system:monitoring"
+_json = msgspec.json.Encoder()
+
+
+class MonitorUpdate(msgspec.Struct, frozen=True):
+    """Collector-wide gauges (summed over shards) plus one shard's counter increments."""
+
+    ts_ms: int
+    connections: int
+    active_pairs: int
+    reconnects: int
+    messages: int
+    latency_ms: float
+    influx_rate: float
+    counters: tuple[tuple[str, int], ...] = ()
+    last_config_check_ms: int = 0
+
+
+RedisItem = BookView | BookState | BufferFrame | MonitorUpdate
+LatencyObserver = Callable[[list[int]], None]
+
+
+def iso_ms(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def book_fields(view: BookView) -> dict[str, str]:
+    return {
+        "instrument_id": view.instrument,
+        "latest_timestamp": iso_ms(view.ts_ms),
+        "asks": _json.encode(view.asks).decode(),
+        "bids": _json.encode(view.bids).decode(),
+        "checksum": str(view.checksum),
+        "seq_id": "" if view.seq_id is None else str(view.seq_id),
+        "status": view.status.value,
+    }
+
+
+class _Partition(StatelessSinkPartition[RedisItem]):
+    def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None) -> None:
+        self._client = redis_client(url)
+        self._buffer_key = buffer_key
+        self._buffer_max = buffer_max
+        self._observe = observe
+        self._lat_sum = 0
+        self._lat_n = 0
+        self._next_lat = 0.0
+        self._next_mem = 0.0
+
+    def write_batch(self, items: list[RedisItem]) -> None:
+        plans: dict[str, tuple[bool, dict[str, str]]] = {}
+        recv: dict[str, int] = {}
+        frames: list[str] = []
+        pipe = self._client.pipeline(transaction=False)
+        for item in items:
+            if type(item) is BufferFrame:
+                frames.append(item.text)
+            elif type(item) is BookView:
+                deleted = plans.get(item.instrument, (False, {}))[0]
+                plans[item.instrument] = (deleted, book_fields(item))
+                recv[item.instrument] = item.recv_ns
+            elif type(item) is BookState:
+                if item.removed:
+                    plans[item.instrument] = (True, {})
+                    recv.pop(item.instrument, None)
+                else:
+                    plan = plans.setdefault(item.instrument, (False, {}))
+                    plan[1]["status"] = item.status.value
+            elif type(item) is MonitorUpdate:
+                self._monitor(pipe, item)
+        for inst, (delete, fields) in plans.items():
+            key = f"orderbook:{inst}"
+            if delete:
+                pipe.delete(key)
+            if fields:
+                pipe.hset(key, mapping=fields)
+        if frames:
+            pipe.lpush(self._buffer_key, *frames)
+            if self._buffer_max:
+                pipe.ltrim(self._buffer_key, 0, self._buffer_max - 1)
+        now = time.monotonic()
+        if recv and now >= self._next_lat and self._lat_n:
+            pipe.hset(MONITORING_KEY, "avg_processing_latency", f"{self._lat_sum / self._lat_n / 1e6:.3f}")
+            self._lat_sum = self._lat_n = 0
+            self._next_lat = now + 1.0
+        if now >= self._next_mem:
+            self._next_mem = now + 5.0
+            try:
+                pipe.hset(MONITORING_KEY, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
+            except RedisError as err:
+                log.warning("redis_info_failed", error=str(err))
+        if len(pipe):
+            pipe.execute()
+        if recv:
+            done = time.time_ns()
+            lats = [done - r for r in recv.values()]
+            self._lat_sum += sum(lats)
+            self._lat_n += len(lats)
+            if self._observe is not None:
+                self._observe(lats)
+
+    @staticmethod
+    def _monitor(pipe: object, up: MonitorUpdate) -> None:
+        fields = {"websocket_connections": str(up.connections), "active_pairs": str(up.active_pairs),
+                  "influxdb_write_rate": f"{up.influx_rate:.1f}"}
+        if up.last_config_check_ms:
+            fields["last_config_check"] = iso_ms(up.last_config_check_ms)
+        pipe.hset(MONITORING_KEY, mapping=fields)  # type: ignore[attr-defined]
+        for name, n in up.counters:
+            if n:
+                pipe.hincrby(MONITORING_KEY, name, n)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class CollectorRedisSink(DynamicSink[RedisItem]):
+    """See the module docstring. ``observe`` (benchmarks) receives the latencies (ns) of each written batch."""
+
+    def __init__(self, redis_url: str, buffer_key: str, buffer_max: int,
+                 observe: LatencyObserver | None = None) -> None:
+        self._args = (redis_url, buffer_key, buffer_max, observe)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        return _Partition(*self._args)

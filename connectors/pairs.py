@@ -1,0 +1,98 @@
+"""The ``config:trading_pairs`` poller: the wanted instrument set, re-read every poll interval.
+
+Rules (DESIGN.md "Instruments and venues"), applied identically by every shard so that all compute the same
+set: members of the Redis set, minus ids the venue refused earlier, through
+:func:`operators.instruments.select_pairs` (malformed ids skipped, at most ``limit``, first in sorted order,
+with a warning naming the ids left out). Rejections are written to the hash ``<key>:rejected``
+(id -> reason): malformed ids with the validation reason, venue refusals as ``"<venue>: <reason>"``. An id
+that leaves the set is removed from that hash, so adding it again retries it. Redis unreachable: ``poll()``
+returns ``None`` (the caller keeps its current set) and is retried at the next interval.
+
+Runs inside a shard's asyncio loop (redis.asyncio); one client per poller.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from cryptoflow.logs import get_logger
+from operators.instruments import select_pairs
+
+log = get_logger("connectors.pairs")
+
+
+class PairsPoller:
+    """``TopicSource`` over ``config:trading_pairs`` for one venue (see module docstring)."""
+
+    def __init__(self, redis_url: str, key: str, *, limit: int, interval: float, venue: str,
+                 announce: bool = True) -> None:
+        self.key = key
+        self.rejected_key = f"{key}:rejected"
+        self.limit = limit
+        self.interval = interval
+        self.venue = venue
+        self._announce = announce  # only one shard logs the set-level warnings
+        self._url = redis_url
+        self._client: aioredis.Redis | None = None
+        self._down = False
+        self._last_skipped: tuple[str, ...] = ()
+        self._unsaved: dict[str, str] = {}
+        self._prefix = f"{venue}: "
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(self._url, decode_responses=True, socket_timeout=5,
+                                                   socket_connect_timeout=5)
+        return self._client
+
+    async def poll(self) -> frozenset[str] | None:
+        client = self._redis()
+        try:
+            if self._unsaved:
+                await client.hset(self.rejected_key, mapping=self._unsaved)
+                self._unsaved.clear()
+            members: set[str] = set(await client.smembers(self.key))
+            known: dict[str, str] = await client.hgetall(self.rejected_key)
+            refused = {i for i, why in known.items() if why.startswith(self._prefix)}
+            selected, malformed = select_pairs(members - refused, self.limit)
+            pipe = client.pipeline(transaction=False)
+            gone = [i for i in known if i not in members]
+            if gone:
+                pipe.hdel(self.rejected_key, *gone)
+            fresh = {i: why for i, why in malformed.items() if known.get(i) != why}
+            if fresh:
+                pipe.hset(self.rejected_key, mapping=fresh)
+            if len(pipe):
+                await pipe.execute()
+        except (RedisError, OSError) as err:
+            if not self._down:
+                log.warning("pairs_poll_failed", key=self.key, error=str(err), action="keeping current set")
+            self._down = True
+            return None
+        if self._down:
+            log.info("pairs_poll_recovered", key=self.key)
+            self._down = False
+        if self._announce:
+            for inst, why in fresh.items():
+                log.warning("pair_rejected", instrument=inst, reason=why)
+            valid = sorted(set(members) - refused - set(malformed))
+            skipped = tuple(valid[self.limit:])
+            if skipped != self._last_skipped and skipped:
+                log.warning("pairs_over_limit", limit=self.limit, subscribed=list(selected),
+                            skipped=list(skipped))
+            self._last_skipped = skipped
+        return frozenset(selected)
+
+    async def report_rejected(self, topic: str, reason: str) -> None:
+        why = f"{self._prefix}{reason}"
+        log.warning("pair_rejected", instrument=topic, reason=why)
+        try:
+            await self._redis().hset(self.rejected_key, topic, why)
+        except (RedisError, OSError):
+            self._unsaved[topic] = why  # written at the next successful poll
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
