@@ -132,6 +132,7 @@ class Settings(BaseSettings):
     kline_timeframes: CommaList = ("1m", "5m", "1h", "1d")
     kline_allowed_lateness: float = Field(2.0, ge=0)
     price_alerts_enabled: bool = True
+    price_alert_max_age: PositiveSeconds = 5.0  # a trade lagging its receipt by more fires no alert
 
     # --- Email ------------------------------------------------------------------------------------------
     smtp_host: str = Field("127.0.0.1", min_length=1)
@@ -144,6 +145,8 @@ class Settings(BaseSettings):
     email_max_attempts: int = Field(5, ge=1)
     email_backoff_initial: PositiveSeconds = 1.0
     email_backoff_max: PositiveSeconds = 60.0
+    email_concurrency: int = Field(2, ge=1, le=32)  # SMTP sender threads (each one connection)
+    email_max_in_flight: int = Field(100, ge=1)  # jobs held in queue:email:processing:* at once
 
     # --- Logging ------------------------------------------------------------------------------------------
     log_level: str = "INFO"
