@@ -1,0 +1,1 @@
+"""Binance spot: market-data wire models, parsers and WebSocket hooks."""

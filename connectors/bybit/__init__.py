@@ -1,0 +1,1 @@
+"""Bybit v5 spot: market-data wire models, parsers and WebSocket hooks."""
