@@ -1,0 +1,121 @@
+"""Fault kinds, the ``--faults`` spec, and the state that the venues consult while they send.
+
+A fault is ``{"kind": ..., **params}``, from the command line (``--faults "gap@3,inst=BTC-USDT;drop_connection@5"``:
+items separated by ``;``, ``@SECONDS`` after start, ``key=value`` parameters) or live from
+``POST /control/fault``. Kinds and their parameters (``venue`` defaults to okx for frame faults, to all venues
+for connection faults):
+
+==================  ===================================================================================
+drop_connection     ``venue``: abort every WebSocket of that venue (TCP drop, no close frame)
+gap / drop_frame    ``inst``, ``venue``: the next book frame of ``inst`` is not sent (a sequence gap)
+duplicate_frame     ``inst``, ``venue``: the next book frame is sent twice
+reorder_frame       ``inst``, ``venue``: the next book frame is sent after the one that follows it
+seq_reset           ``inst``: OKX's next update has ``seqId`` lower than its ``prevSeqId`` (chain kept)
+crossed_book        ``inst``: a bid at the best ask price (sent as a normal update, removed next step)
+malformed           ``inst`` (optional), ``venue``: one truncated, invalid JSON text frame
+pong_delay          ``delay`` seconds, ``venue``: answers to pings come late (until cleared)
+no_pong             ``venue``: pings are not answered (until cleared)
+shutdown_notice     ``venue``, ``close_after`` (s, default 1): OKX notice 64008 / Binance ``serverShutdown``,
+                    then the connections are closed
+bybit_u1            ``inst``: Bybit sends a fresh snapshot with ``u=1`` (a service restart)
+refuse              ``seconds``: WebSocket handshakes are answered 503 for that long
+liquidity_drain     ``inst``, ``fraction`` (0.05), ``band`` (0.01): sizes within band of mid shrink to
+                    fraction, and new ones stay small, until cleared
+depth_spike         ``inst``, ``side`` (bid/ask), ``multiple`` (200), ``distance`` (levels from best, 2)
+clear               ``target`` (a kind, optional), ``inst`` (optional): end sustained faults
+==================  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+VENUES = ("okx", "binance", "bybit")
+FRAME_FAULTS = {"gap": "drop", "drop_frame": "drop", "duplicate_frame": "duplicate", "reorder_frame": "reorder",
+                "seq_reset": "seq_reset", "bybit_u1": "bybit_u1"}
+KINDS = frozenset({
+    *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "pong_delay", "no_pong", "shutdown_notice",
+    "refuse", "liquidity_drain", "depth_spike", "clear",
+})
+
+
+class FaultError(ValueError):
+    """A fault that cannot be applied (unknown kind, missing or bad parameter)."""
+
+
+def parse_value(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            continue
+    return raw
+
+
+def parse_spec(spec: str) -> list[tuple[float, dict[str, Any]]]:
+    """``"gap@3,inst=BTC-USDT;refuse,seconds=2"`` -> ``[(3.0, {"kind": "gap", ...}), (0.0, {...})]``."""
+    out: list[tuple[float, dict[str, Any]]] = []
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        head, *params = (p.strip() for p in item.split(","))
+        kind, _, at = head.partition("@")
+        fault: dict[str, Any] = {"kind": kind.strip()}
+        for param in params:
+            key, sep, value = param.partition("=")
+            if not sep:
+                msg = f"fault parameter {param!r} in {item!r}: expected key=value"
+                raise FaultError(msg)
+            fault[key.strip()] = parse_value(value.strip())
+        if fault["kind"] not in KINDS:
+            msg = f"unknown fault kind {fault['kind']!r} in {item!r}; expected one of {sorted(KINDS)}"
+            raise FaultError(msg)
+        try:
+            delay = float(at) if at else 0.0
+        except ValueError:
+            msg = f"fault time {at!r} in {item!r}: expected seconds after start"
+            raise FaultError(msg) from None
+        out.append((delay, fault))
+    return out
+
+
+class FaultState:
+    """What the venues ask while sending: pending one-shot frame faults, pong behaviour, refusals."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.pong_delay: dict[str, float] = {}
+        self.no_pong: set[str] = set()
+        self.refuse_until = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    def add_frame_fault(self, venue: str, inst: str, action: str) -> None:
+        self._pending[(venue, inst)].append(action)
+
+    def take(self, venue: str, inst: str) -> list[str]:
+        """The one-shot frame faults waiting for the next book frame of ``inst`` on ``venue`` (consumed)."""
+        if not self._pending:
+            return []
+        return self._pending.pop((venue, inst), [])
+
+    def pending(self, venue: str, inst: str) -> bool:
+        return bool(self._pending.get((venue, inst)))
+
+    def pong(self, venue: str) -> float | None:
+        """Seconds to wait before answering a ping, or None for no answer at all."""
+        if venue in self.no_pong:
+            return None
+        return self.pong_delay.get(venue, 0.0)
+
+    def refusing(self) -> bool:
+        return time.monotonic() < self.refuse_until
+
+    def clear(self, target: str | None) -> None:
+        if target in (None, "pong_delay"):
+            self.pong_delay.clear()
+        if target in (None, "no_pong"):
+            self.no_pong.clear()
+        if target in (None, "refuse"):
+            self.refuse_until = 0.0
+        if target is None or target in FRAME_FAULTS:
+            self._pending.clear()

@@ -1,0 +1,345 @@
+"""A seeded synthetic market for one instrument: a 400-level book on integer ticks, trades that consume it,
+rolling 24 h ticker statistics and klines built from those trades. No venue format, no I/O.
+
+Prices are integer ticks (``tick * tick_size``) and sizes integer lots (``lots * 10**-size_decimals``), so
+nothing is ever a float key; :class:`InstrumentSpec` turns them into the exact strings a venue sends.
+One :meth:`SyntheticMarket.step` is one book update: a :class:`Step` with the changed levels (size 0 =
+removed) and the trades that caused them. A step with no change is a heartbeat.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+DEPTH = 400
+
+_BASE_PRICES = {
+    "BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "XRP": 0.6, "DOGE": 0.15, "BNB": 550.0, "ADA": 0.45,
+    "LTC": 80.0, "DOT": 6.0, "UNI": 8.0, "LINK": 15.0, "AVAX": 30.0, "TRX": 0.12, "OKB": 45.0,
+    "USDT": 1.0, "USDC": 1.0, "USD": 1.0, "EUR": 1.08,
+}
+KLINE_INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """Tick size and size precision of one instrument, and how its numbers are written."""
+
+    inst_id: str
+    price_decimals: int
+    size_decimals: int
+    initial_price: float
+
+    @classmethod
+    def for_instrument(cls, inst_id: str, seed: int) -> InstrumentSpec:
+        parts = inst_id.split("-")
+        rng = random.Random(zlib.crc32(f"{seed}:{inst_id}".encode()))
+        base = _BASE_PRICES.get(parts[0]) or rng.uniform(0.5, 500.0)
+        quote = _BASE_PRICES.get(parts[1] if len(parts) > 1 else "USDT") or 1.0
+        price = base / quote
+        magnitude = math.floor(math.log10(price))
+        price_decimals = max(0, 5 - magnitude)  # ~6 significant digits: BTC 0.1, ETH 0.01, SOL 0.001
+        size_decimals = max(2, min(8, magnitude + 4))
+        return cls(inst_id, price_decimals, size_decimals, price)
+
+    @property
+    def tick_size(self) -> str:
+        return self.price_str(1)
+
+    @property
+    def lot_size(self) -> str:
+        return self.size_str(1)
+
+    def price_str(self, tick: int) -> str:
+        return _fixed(tick, self.price_decimals)
+
+    def size_str(self, lots: int) -> str:
+        return _fixed(lots, self.size_decimals)
+
+
+def _fixed(value: int, decimals: int) -> str:
+    if decimals == 0:
+        return str(value)
+    whole, frac = divmod(value, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d}"
+
+
+def fixed8(value: int, decimals: int) -> str:
+    """An integer scaled by ``10**-decimals`` written with 8 decimals (Binance style)."""
+    return _fixed(value * 10 ** (8 - decimals), 8) if decimals <= 8 else _fixed(value // 10 ** (decimals - 8), 8)
+
+
+@dataclass(frozen=True)
+class Trade:
+    trade_id: int
+    tick: int
+    lots: int
+    side: str  # taker side: "buy" or "sell"
+    ts_ms: int
+
+
+@dataclass
+class Step:
+    ts_ms: int
+    bids: dict[int, int] = field(default_factory=dict)  # tick -> lots, 0 = removed
+    asks: dict[int, int] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+    closed: list[Kline] = field(default_factory=list)  # klines that this step's trades closed
+
+    @property
+    def heartbeat(self) -> bool:
+        return not self.bids and not self.asks
+
+
+@dataclass
+class Kline:
+    interval: str
+    open_ms: int
+    open: int
+    high: int
+    low: int
+    close: int
+    lots: int = 0
+    quote: float = 0.0
+    trades: int = 0
+    first_trade_id: int = 0
+    last_trade_id: int = 0
+    closed: bool = False
+
+    @property
+    def close_ms(self) -> int:
+        return self.open_ms + KLINE_INTERVALS_MS[self.interval] - 1
+
+
+class SideBook:
+    """One side: ``levels`` tick -> lots, ``keys`` sorted best first (bids store negated ticks)."""
+
+    def __init__(self, is_bid: bool) -> None:
+        self.is_bid = is_bid
+        self.levels: dict[int, int] = {}
+        self._keys: list[int] = []
+
+    def set(self, tick: int, lots: int) -> None:
+        key = -tick if self.is_bid else tick
+        if lots <= 0:
+            if self.levels.pop(tick, None) is not None:
+                del self._keys[bisect.bisect_left(self._keys, key)]
+            return
+        if tick not in self.levels:
+            bisect.insort(self._keys, key)
+        self.levels[tick] = lots
+
+    def top(self, n: int) -> list[int]:
+        keys = self._keys[:n]
+        return [-k for k in keys] if self.is_bid else keys
+
+    def best(self) -> int:
+        key = self._keys[0]
+        return -key if self.is_bid else key
+
+    def worst(self) -> int:
+        key = self._keys[-1]
+        return -key if self.is_bid else key
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class SyntheticMarket:
+    """The market of one instrument. Deterministic for a given seed and sequence of calls."""
+
+    def __init__(self, spec: InstrumentSpec, seed: int, now_ms: int) -> None:
+        self.spec = spec
+        self.rng = random.Random(zlib.crc32(f"market:{seed}:{spec.inst_id}".encode()))
+        rng = self.rng
+        self.bids = SideBook(is_bid=True)
+        self.asks = SideBook(is_bid=False)
+        self.anchor = round(spec.initial_price * 10**spec.price_decimals)
+        # typical level size: ~3,000 quote units
+        self.unit = max(1, round(3000.0 / spec.initial_price * 10**spec.size_decimals))
+        self.next_trade_id = rng.randrange(100_000_000, 900_000_000)
+        self.drain: tuple[float, float] | None = None  # (fraction, band) while a liquidity drain lasts
+        self._uncross: tuple[bool, int] | None = None
+        mid = self.anchor
+        for side, sign in ((self.bids, -1), (self.asks, 1)):
+            tick = mid + sign * rng.randint(1, 2)
+            while len(side) < DEPTH:
+                side.set(tick, self._new_size(tick))
+                tick += sign * rng.choice((1, 1, 1, 2, 3))
+        # 24 h statistics: a seeded day before start, then the real trades of this run.
+        self.open_24h = round(mid * rng.uniform(0.97, 1.03))
+        self.high_24h = max(mid, self.open_24h) + round(mid * rng.uniform(0.002, 0.02))
+        self.low_24h = min(mid, self.open_24h) - round(mid * rng.uniform(0.002, 0.02))
+        self.base_lots_24h = self.unit * rng.randint(20_000, 60_000)
+        self.base_quote_24h = self.base_lots_24h * mid
+        self.window: deque[tuple[int, int, int]] = deque()  # (ts_ms, tick, lots) of this run's trades
+        self.run_lots = 0
+        self.run_quote = 0
+        self.start_ms = now_ms
+        self.last_trade: Trade = Trade(self.next_trade_id - 1, mid, self.unit, "buy", now_ms)
+        self.trade_count = 0
+        self.klines: dict[str, Kline] = {
+            name: Kline(name, now_ms - now_ms % ms, mid, mid, mid, mid) for name, ms in KLINE_INTERVALS_MS.items()
+        }
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def mid(self) -> float:
+        return (self.bids.best() + self.asks.best()) / 2
+
+    def _new_size(self, tick: int) -> int:
+        lots = max(1, int(self.unit * self.rng.expovariate(1.0)) + 1)
+        return self._drained(tick, lots)
+
+    def _drained(self, tick: int, lots: int) -> int:
+        if self.drain is not None:
+            fraction, band = self.drain
+            mid = self.mid() if len(self.bids) and len(self.asks) else self.anchor
+            if abs(tick - mid) <= band * mid:
+                return max(1, int(lots * fraction))
+        return lots
+
+    # --- one update -----------------------------------------------------------------------------------------
+    def step(self, now_ms: int) -> Step:
+        out = Step(now_ms)
+        rng = self.rng
+        if self._uncross is not None:
+            is_bid, tick = self._uncross
+            self._uncross = None
+            self._set(out, is_bid, tick, 0)
+        if rng.random() < 0.03:
+            return out  # no change this time: the venue sends a heartbeat
+        if rng.random() < 0.35:
+            # a market order walks the other side; pulled back towards the anchor price
+            drift = (self.mid() - self.anchor) / self.anchor
+            self._market_order(out, rng.random() < 0.5 - drift * 50, now_ms)
+        for _ in range(rng.randint(2, 6)):
+            is_bid = rng.random() < 0.5
+            side = self.bids if is_bid else self.asks
+            depth = min(int(rng.expovariate(0.15)), len(side) - 1)
+            tick = side.top(depth + 1)[-1] if rng.random() < 0.7 else side.best() + (depth if not is_bid else -depth)
+            if tick in side.levels and rng.random() < 0.3:
+                self._set(out, is_bid, tick, 0)
+            else:
+                self._set(out, is_bid, tick, self._new_size(tick))
+        self._refill(out)
+        return out
+
+    def _set(self, out: Step, is_bid: bool, tick: int, lots: int) -> None:
+        side = self.bids if is_bid else self.asks
+        if lots == 0 and tick not in side.levels:
+            return
+        side.set(tick, lots)
+        (out.bids if is_bid else out.asks)[tick] = lots
+
+    def _market_order(self, out: Step, buy: bool, now_ms: int) -> None:
+        side = self.asks if buy else self.bids
+        want = max(1, int(self.unit * self.rng.expovariate(0.8)))
+        while want > 0 and len(side) > 1:
+            tick = side.best()
+            have = side.levels[tick]
+            take = min(have, want)
+            want -= take
+            self._set(out, not buy, tick, have - take)
+            self._record_trade(out, tick, take, "buy" if buy else "sell", now_ms)
+
+    def _record_trade(self, out: Step, tick: int, lots: int, side: str, now_ms: int) -> None:
+        trade = Trade(self.next_trade_id, tick, lots, side, now_ms)
+        self.next_trade_id += 1
+        self.trade_count += 1
+        out.trades.append(trade)
+        self.last_trade = trade
+        self.window.append((now_ms, tick, lots))
+        self.run_lots += lots
+        self.run_quote += lots * tick
+        while self.window and self.window[0][0] < now_ms - 86_400_000:
+            _, old_tick, old_lots = self.window.popleft()
+            self.run_lots -= old_lots
+            self.run_quote -= old_lots * old_tick
+        for kline in list(self.klines.values()):
+            self._kline_add(out, kline, trade)
+
+    def _kline_add(self, out: Step, kline: Kline, trade: Trade) -> None:
+        ms = KLINE_INTERVALS_MS[kline.interval]
+        if trade.ts_ms >= kline.open_ms + ms:
+            kline.closed = True
+            out.closed.append(kline)
+            start = trade.ts_ms - trade.ts_ms % ms
+            self.klines[kline.interval] = kline = Kline(kline.interval, start, trade.tick, trade.tick, trade.tick,
+                                                        trade.tick)
+        if kline.trades == 0:
+            kline.open = kline.high = kline.low = trade.tick
+            kline.first_trade_id = trade.trade_id
+        kline.high = max(kline.high, trade.tick)
+        kline.low = min(kline.low, trade.tick)
+        kline.close = trade.tick
+        kline.lots += trade.lots
+        kline.quote += trade.lots * trade.tick
+        kline.trades += 1
+        kline.last_trade_id = trade.trade_id
+
+    def _refill(self, out: Step) -> None:
+        rng = self.rng
+        for is_bid, side, sign in ((True, self.bids, -1), (False, self.asks, 1)):
+            # keep the spread tight: a new best level when it opened up
+            other = self.asks if is_bid else self.bids
+            gap = (other.best() - side.best()) * -sign
+            if gap > 3:
+                tick = side.best() - sign * rng.randint(1, gap // 2)
+                self._set(out, is_bid, tick, self._new_size(tick))
+            while len(side) > DEPTH:
+                self._set(out, is_bid, side.worst(), 0)
+            while len(side) < DEPTH:
+                tick = side.worst() + sign * rng.choice((1, 1, 2, 3))
+                self._set(out, is_bid, tick, self._new_size(tick))
+
+    # --- market faults --------------------------------------------------------------------------------------
+    def start_drain(self, now_ms: int, fraction: float, band: float) -> Step:
+        """Shrink every level within ``band`` of mid to ``fraction`` of its size, and keep new ones small."""
+        out = Step(now_ms)
+        self.drain = (fraction, band)
+        mid = self.mid()
+        for is_bid, side in ((True, self.bids), (False, self.asks)):
+            for tick, lots in list(side.levels.items()):
+                if abs(tick - mid) <= band * mid:
+                    self._set(out, is_bid, tick, max(1, int(lots * fraction)))
+        return out
+
+    def stop_drain(self, now_ms: int) -> Step:
+        out = Step(now_ms)
+        if self.drain is None:
+            return out
+        _, band = self.drain
+        self.drain = None
+        mid = self.mid()
+        for is_bid, side in ((True, self.bids), (False, self.asks)):
+            for tick in list(side.levels):
+                if abs(tick - mid) <= band * mid:
+                    self._set(out, is_bid, tick, self._new_size(tick))
+        return out
+
+    def depth_spike(self, now_ms: int, is_bid: bool, multiple: float, distance: int) -> Step:
+        """A very large order ``distance`` levels from the best on one side (``multiple`` x a usual level)."""
+        out = Step(now_ms)
+        side = self.bids if is_bid else self.asks
+        tick = side.top(distance + 1)[-1]
+        self._set(out, is_bid, tick, max(side.levels[tick], int(self.unit * multiple)))
+        return out
+
+    def crossed(self, now_ms: int) -> Step:
+        """A bid at the best ask price: a crossed book, taken back at the next step."""
+        out = Step(now_ms)
+        tick = self.asks.best()
+        self._set(out, True, tick, self._new_size(tick))
+        self._uncross = (True, tick)
+        return out
+
+    def volume_24h(self) -> tuple[int, float]:
+        """(lots, quote in tick*lot units) over the rolling 24 h: the seeded day, fading out, plus real trades."""
+        now = self.window[-1][0] if self.window else self.start_ms
+        fade = max(0.0, 1.0 - (now - self.start_ms) / 86_400_000)
+        return int(self.base_lots_24h * fade) + self.run_lots, self.base_quote_24h * fade + self.run_quote

@@ -1,0 +1,406 @@
+"""OKX v5 on the simulator: ``/ws/v5/public`` (books, books5, books-l2-tbt, books50-l2-tbt, trades, tickers),
+``/ws/v5/business`` (candles), REST ``/api/v5/market/books`` and ``/api/v5/public/instruments``.
+
+Frames are written as OKX writes them (key order included); see ``tests/data`` recordings for the real shape.
+Book frames carry ``seqId``/``prevSeqId`` chains and a signed CRC32 ``checksum`` over the top 25 levels
+(``--checksum zero`` sends 0 like today's OKX). Unchanged books send heartbeats (empty update, same seqId).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from cryptoflow.logs import get_logger
+from simulator.conn import Conn, Sub, text_frame
+from simulator.market import Kline, Step, SyntheticMarket
+from simulator.venue import PriceCache, VenueBase
+
+if TYPE_CHECKING:
+    from simulator.engine import Engine
+
+log = get_logger("simulator.okx")
+
+BOOK_DEPTHS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
+PUBLIC = frozenset({*BOOK_DEPTHS, "books5", "trades", "tickers"})
+CANDLES = {"candle1m": "1m", "candle5m": "5m", "candle1H": "1h", "candle1D": "1d"}
+BUSINESS = frozenset(CANDLES)
+NOTICE_64008 = "The connection will soon be closed for a service upgrade. Please reconnect."
+
+
+def signed_crc32(text: str) -> int:
+    crc = zlib.crc32(text.encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+@dataclass
+class OkxBook:
+    """Per-instrument OKX state: the seqId chain, what each shallower channel last showed, held frames."""
+
+    seq: int
+    prev: int = -1
+    views: dict[int, tuple[dict[int, int], dict[int, int]]] = field(default_factory=dict)  # depth -> view
+    held: dict[str, bytes] = field(default_factory=dict)  # channel -> frame held back by reorder_frame
+    last_ticker_ms: int = 0
+    level_text: dict[tuple[bool, int], tuple[int, str]] = field(default_factory=dict)
+
+
+class OkxVenue(VenueBase):
+    name = "okx"
+
+    def __init__(self, engine: Engine, speed: float, *, checksum: bool, snapshot: bool, idle_timeout: float) -> None:
+        super().__init__(engine, speed)
+        self.checksum = checksum
+        self.snapshot = snapshot
+        self.idle_timeout = idle_timeout
+        self.rng = random.Random(engine.seed)
+        self.books = {inst: OkxBook(seq=self.rng.randrange(10**9, 2 * 10**9)) for inst in engine.markets}
+        self.cache = {inst: PriceCache(spec) for inst, spec in engine.specs.items()}
+        self.rest_served: dict[str, int] = {}
+
+    def known(self, inst: str) -> bool:
+        return inst in self.engine.markets or inst in self.engine.recordings.okx_instruments
+
+    # --- encoding -------------------------------------------------------------------------------------------
+    def _levels(self, inst: str, is_bid: bool, items: list[tuple[int, int]]) -> str:
+        cache = self.cache[inst]
+        return ",".join(
+            f'["{cache.price(t)}","{cache.size(lots)}","0","{(1 + lots % 9) if lots else 0}"]' for t, lots in items
+        )
+
+    def _checksum(self, inst: str, market: SyntheticMarket) -> int:
+        if not self.checksum:
+            return 0
+        book, cache = self.books[inst], self.cache[inst]
+        texts = book.level_text
+        parts: list[str] = []
+        bids, asks = market.bids.top(25), market.asks.top(25)
+        for i in range(max(len(bids), len(asks))):
+            for is_bid, ticks, levels in ((True, bids, market.bids.levels), (False, asks, market.asks.levels)):
+                if i < len(ticks):
+                    tick = ticks[i]
+                    lots = levels[tick]
+                    known = texts.get((is_bid, tick))
+                    if known is None or known[0] != lots:
+                        known = (lots, f"{cache.price(tick)}:{cache.size(lots)}")
+                        texts[(is_bid, tick)] = known
+                    parts.append(known[1])
+        if len(texts) > 5000:
+            texts.clear()
+        return signed_crc32(":".join(parts))
+
+    def _book_frame(self, channel: str, inst: str, action: str, asks: str, bids: str, ts_ms: int, checksum: int,
+                    prev: int, seq: int) -> bytes:
+        return text_frame(
+            f'{{"arg":{{"channel":"{channel}","instId":"{inst}"}},"action":"{action}","data":[{{"asks":[{asks}],'
+            f'"bids":[{bids}],"ts":"{ts_ms}","checksum":{checksum},"prevSeqId":{prev},"seqId":{seq}}}]}}'
+        )
+
+    def _snapshot(self, channel: str, inst: str, market: SyntheticMarket, ts_ms: int) -> bytes:
+        depth = BOOK_DEPTHS[channel]
+        bids = [(t, market.bids.levels[t]) for t in market.bids.top(depth)]
+        asks = [(t, market.asks.levels[t]) for t in market.asks.top(depth)]
+        if depth < 400:
+            self.books[inst].views[depth] = (dict(bids), dict(asks))
+        return self._book_frame(channel, inst, "snapshot", self._levels(inst, False, asks),
+                                self._levels(inst, True, bids), ts_ms, self._checksum(inst, market), -1,
+                                self.books[inst].seq)
+
+    def _books5(self, inst: str, market: SyntheticMarket, ts_ms: int) -> bytes | None:
+        book = self.books[inst]
+        bids = [(t, market.bids.levels[t]) for t in market.bids.top(5)]
+        asks = [(t, market.asks.levels[t]) for t in market.asks.top(5)]
+        view = (dict(bids), dict(asks))
+        if book.views.get(5) == view:
+            return None
+        book.views[5] = view
+        return text_frame(
+            f'{{"arg":{{"channel":"books5","instId":"{inst}"}},"data":[{{"asks":[{self._levels(inst, False, asks)}],'
+            f'"bids":[{self._levels(inst, True, bids)}],"instId":"{inst}","ts":"{ts_ms}","seqId":{book.seq}}}]}}'
+        )
+
+    def _diff(self, inst: str, depth: int, market: SyntheticMarket) -> tuple[list[tuple[int, int]], ...]:
+        """Changes of the top-``depth`` view since the last frame of that depth (levels leaving it: size 0)."""
+        old_b, old_a = self.books[inst].views.get(depth, ({}, {}))
+        new_b = {t: market.bids.levels[t] for t in market.bids.top(depth)}
+        new_a = {t: market.asks.levels[t] for t in market.asks.top(depth)}
+        self.books[inst].views[depth] = (new_b, new_a)
+        out = []
+        for old, new, reverse in ((old_b, new_b, True), (old_a, new_a, False)):
+            changes = {t: 0 for t in old if t not in new}
+            changes.update({t: lots for t, lots in new.items() if old.get(t) != lots})
+            out.append(sorted(changes.items(), reverse=reverse))
+        return out[0], out[1]
+
+    # --- the market moved -----------------------------------------------------------------------------------
+    def on_step(self, inst: str, market: SyntheticMarket, step: Step) -> None:
+        book = self.books[inst]
+        book_topics = [(ch, self.topics.get((ch, inst))) for ch in BOOK_DEPTHS]
+        live = [(ch, subs) for ch, subs in book_topics if subs]
+        faults: list[str] = []
+        if step.heartbeat:
+            book.prev = book.seq
+        else:
+            if live and self.engine.faults.pending("okx", inst):
+                faults = self.engine.faults.take("okx", inst)
+            book.prev = book.seq
+            book.seq = self.rng.randint(1, max(1, book.seq // 2)) if "seq_reset" in faults else book.seq + \
+                self.rng.randint(1, 3)
+        if live:
+            checksum = self._checksum(inst, market)
+            full_asks = full_bids = ""
+            if not step.heartbeat:
+                full_bids = self._levels(inst, True, sorted(step.bids.items(), reverse=True))
+                full_asks = self._levels(inst, False, sorted(step.asks.items()))
+            for channel, subs in live:
+                depth = BOOK_DEPTHS[channel]
+                if depth < 400 and not step.heartbeat:
+                    bids, asks = self._diff(inst, depth, market)
+                    bid_text, ask_text = self._levels(inst, True, bids), self._levels(inst, False, asks)
+                else:
+                    bid_text, ask_text = full_bids, full_asks
+                frame = self._book_frame(channel, inst, "update", ask_text, bid_text, step.ts_ms, checksum,
+                                         book.prev, book.seq)
+                self._send_book(book, channel, subs or [], frame, faults)
+        subs5 = self.topics.get(("books5", inst))
+        if subs5 and not step.heartbeat:
+            frame5 = self._books5(inst, market, step.ts_ms)
+            if frame5 is not None:
+                self.send(subs5, frame5)
+        trade_subs = self.topics.get(("trades", inst))
+        if trade_subs:
+            for trade in step.trades:
+                self.send(trade_subs, text_frame(
+                    f'{{"arg":{{"channel":"trades","instId":"{inst}"}},"data":[{{"instId":"{inst}",'
+                    f'"tradeId":"{trade.trade_id}","px":"{self.cache[inst].price(trade.tick)}",'
+                    f'"sz":"{self.cache[inst].size(trade.lots)}","side":"{trade.side}","ts":"{trade.ts_ms}",'
+                    f'"count":"1"}}]}}'))
+        ticker_subs = self.topics.get(("tickers", inst))
+        if ticker_subs and not step.heartbeat and step.ts_ms - book.last_ticker_ms >= 100:
+            book.last_ticker_ms = step.ts_ms
+            self.send(ticker_subs, text_frame(self._ticker(inst, market, step.ts_ms)))
+        if step.trades:
+            for channel, interval in CANDLES.items():
+                candle_subs = self.topics.get((channel, inst))
+                if candle_subs:
+                    for kline in (*[k for k in step.closed if k.interval == interval], market.klines[interval]):
+                        self.send(candle_subs, text_frame(self._candle(channel, inst, kline)))
+
+    def _send_book(self, book: OkxBook, channel: str, subs: list[Sub], frame: bytes, faults: list[str]) -> None:
+        if "drop" in faults:
+            log.info("frame_dropped", venue="okx", channel=channel)
+            return
+        if "reorder" in faults:
+            book.held[channel] = frame
+            return
+        self.send(subs, frame)
+        if "duplicate" in faults:
+            self.send(subs, frame)
+        held = book.held.pop(channel, None)
+        if held is not None:
+            self.send(subs, held)
+
+    def on_idle(self, inst: str, market: SyntheticMarket) -> None:
+        book = self.books[inst]
+        for channel in BOOK_DEPTHS:
+            subs = self.topics.get((channel, inst))
+            if subs:
+                self.send(subs, self._book_frame(channel, inst, "update", "", "", _now_ms(),
+                                                 self._checksum(inst, market), book.seq, book.seq))
+
+    def topic_closed(self, key: Any) -> None:
+        channel, inst = key
+        if inst in self.books:
+            depth = 5 if channel == "books5" else BOOK_DEPTHS.get(channel, 400)
+            self.books[inst].views.pop(depth, None)
+            self.books[inst].held.pop(channel, None)
+
+    def _ticker(self, inst: str, market: SyntheticMarket, ts_ms: int) -> str:
+        cache = self.cache[inst]
+        vol_lots, vol_quote = market.volume_24h()
+        last = market.last_trade
+        bid, ask = market.bids.best(), market.asks.best()
+        high = max(market.high_24h, *(t for _, t, _ in market.window)) if market.window else market.high_24h
+        low = min(market.low_24h, *(t for _, t, _ in market.window)) if market.window else market.low_24h
+        quote = _fixed_quote(vol_quote, market.spec.price_decimals + market.spec.size_decimals)
+        return orjson.dumps({
+            "arg": {"channel": "tickers", "instId": inst},
+            "data": [{
+                "instType": _inst_type(inst), "instId": inst, "last": cache.price(last.tick),
+                "lastSz": cache.size(last.lots), "askPx": cache.price(ask),
+                "askSz": cache.size(market.asks.levels[ask]), "bidPx": cache.price(bid),
+                "bidSz": cache.size(market.bids.levels[bid]), "open24h": cache.price(market.open_24h),
+                "high24h": cache.price(high), "low24h": cache.price(low), "volCcy24h": quote,
+                "vol24h": cache.size(vol_lots), "ts": str(ts_ms), "sodUtc0": cache.price(market.open_24h),
+                "sodUtc8": cache.price(market.open_24h),
+            }],
+        }).decode()
+
+    def _candle(self, channel: str, inst: str, kline: Kline) -> str:
+        cache = self.cache[inst]
+        quote = _fixed_quote(kline.quote, cache.spec.price_decimals + cache.spec.size_decimals)
+        row = [str(kline.open_ms), cache.price(kline.open), cache.price(kline.high), cache.price(kline.low),
+               cache.price(kline.close), cache.size(kline.lots), quote, quote, "1" if kline.closed else "0"]
+        return orjson.dumps({"arg": {"channel": channel, "instId": inst}, "data": [row]}).decode()
+
+    # --- client messages ------------------------------------------------------------------------------------
+    def watchdogs(self, conn: Conn) -> list[Any]:
+        return [*super().watchdogs(conn), self._idle_watchdog(conn)]
+
+    async def _idle_watchdog(self, conn: Conn) -> None:
+        """OKX closes a connection that has no subscription, or no traffic, for 30 s (``--idle-timeout``)."""
+        loop = asyncio.get_running_loop()
+        last_sub = last_traffic = loop.time()
+        while not conn.closed:
+            await asyncio.sleep(self.idle_timeout / 4)
+            now = loop.time()
+            if conn.subs:
+                last_sub = now
+            if conn.activity or conn.buffer:
+                last_traffic, conn.activity = now, False
+            if now - last_sub >= self.idle_timeout or now - last_traffic >= self.idle_timeout:
+                log.info("idle_connection_closed", venue="okx", conn=conn.conn_id, subscribed=bool(conn.subs))
+                await conn.close(code=4004, message=b"No data received in 30s.")
+                return
+
+    async def on_text(self, conn: Conn, text: str) -> None:
+        if text == "ping":
+            self.pong(conn, text_frame("pong"))
+            return
+        try:
+            msg = orjson.loads(text)
+            op, args = msg["op"], msg["args"]
+            if op not in ("subscribe", "unsubscribe") or not isinstance(args, list) or not args:
+                raise ValueError(op)
+            args = [{"channel": str(a["channel"]), "instId": str(a["instId"])} for a in args]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self._error(conn, "60012", f"Invalid request: {text[:200]}")
+            return
+        public = conn.path.endswith("/public")
+        for arg in args:
+            channel, inst = arg["channel"], arg["instId"]
+            if channel not in (PUBLIC if public else BUSINESS) or not self.known(inst):
+                self._error(conn, "60018", f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. Please use "
+                            "the correct URL, channel and parameters referring to API document.")
+                continue
+            key = (channel, inst)
+            answer = orjson.dumps({"event": op, "arg": arg, "connId": conn.conn_id}).decode()
+            if op == "unsubscribe":
+                self.detach(conn, key)
+                conn.send_text(answer)
+                continue
+            conn.send_text(answer)
+            if key in conn.subs:
+                continue
+            sub = Sub(conn, "okx", channel, inst, key)
+            self.attach(sub)
+            frames = self.engine.recordings.okx.get(key)
+            if frames is not None:
+                self.start_replay(sub, frames)
+            elif inst in self.engine.markets:
+                self._first_frame(sub)
+        conn.flush()
+
+    def _first_frame(self, sub: Sub) -> None:
+        market = self.engine.markets[sub.inst]
+        if sub.channel in BOOK_DEPTHS and self.snapshot:
+            self.send([sub], self._snapshot(sub.channel, sub.inst, market, _now_ms()))
+        elif sub.channel == "books5":
+            self.books[sub.inst].views.pop(5, None)
+            frame = self._books5(sub.inst, market, _now_ms())
+            if frame is not None:
+                self.send([sub], frame)
+        elif sub.channel in BOOK_DEPTHS and BOOK_DEPTHS[sub.channel] < 400:
+            self._diff(sub.inst, BOOK_DEPTHS[sub.channel], market)  # no snapshot: start the view silently
+
+    def _error(self, conn: Conn, code: str, msg: str) -> None:
+        conn.send_text(orjson.dumps({"event": "error", "code": code, "msg": msg, "connId": conn.conn_id}).decode())
+
+    # --- faults ---------------------------------------------------------------------------------------------
+    def malformed(self, inst: str | None) -> int:
+        conns = self.conns_of(inst)
+        for conn in conns:
+            broken = f'{{"arg":{{"channel":"books","instId":"{inst or "BTC-USDT"}"}},"action":"update","data":[{{"as'
+            conn.send_text(broken)
+        return len(conns)
+
+    def shutdown_notice(self) -> int:
+        for conn in self.conns:
+            conn.send_text(orjson.dumps(
+                {"event": "notice", "code": "64008", "msg": NOTICE_64008, "connId": conn.conn_id}).decode())
+        return len(self.conns)
+
+    # --- control and REST -----------------------------------------------------------------------------------
+    def book(self, inst: str) -> dict[str, Any]:
+        market, cache = self.engine.markets[inst], self.cache[inst]
+        return {
+            "seqId": self.books[inst].seq,
+            "bids": [[cache.price(t), cache.size(market.bids.levels[t])] for t in market.bids.top(400)],
+            "asks": [[cache.price(t), cache.size(market.asks.levels[t])] for t in market.asks.top(400)],
+        }
+
+    async def rest_books(self, request: web.Request) -> web.Response:
+        inst = request.query.get("instId", "")
+        recorded = self.engine.recordings.okx_rest_books.get(inst)
+        if recorded:
+            n = self.rest_served.get(inst, 0)
+            self.rest_served[inst] = n + 1
+            return web.Response(text=recorded[min(n, len(recorded) - 1)], content_type="application/json")
+        if inst not in self.engine.markets:
+            return _okx_json({"code": "51001", "msg": "Instrument ID does not exist", "data": []})
+        try:
+            size = max(1, min(400, int(request.query.get("sz", "1"))))
+        except ValueError:
+            return _okx_json({"code": "51000", "msg": "Parameter sz error", "data": []})
+        market = self.engine.markets[inst]
+        bids = [(t, market.bids.levels[t]) for t in market.bids.top(size)]
+        asks = [(t, market.asks.levels[t]) for t in market.asks.top(size)]
+        body = (f'{{"code":"0","msg":"","data":[{{"asks":[{self._levels(inst, False, asks)}],'
+                f'"bids":[{self._levels(inst, True, bids)}],"ts":"{_now_ms()}","seqId":{self.books[inst].seq}}}]}}')
+        return web.Response(text=body, content_type="application/json")
+
+    async def rest_instruments(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("instType")
+        rows = []
+        for inst in sorted(set(self.engine.markets) | self.engine.recordings.okx_instruments):
+            kind = _inst_type(inst)
+            if wanted and wanted != kind:
+                continue
+            parts = inst.split("-")
+            spec = self.engine.specs.get(inst)
+            rows.append({
+                "instType": kind, "instId": inst, "baseCcy": parts[0] if kind == "SPOT" else "",
+                "quoteCcy": parts[1] if kind == "SPOT" else "", "settleCcy": "" if kind == "SPOT" else parts[1],
+                "uly": "" if kind == "SPOT" else f"{parts[0]}-{parts[1]}", "ctVal": "" if kind == "SPOT" else "1",
+                "tickSz": spec.tick_size if spec else "", "lotSz": spec.lot_size if spec else "",
+                "minSz": spec.lot_size if spec else "", "state": "live",
+            })
+        return _okx_json({"code": "0", "msg": "", "data": rows})
+
+
+def _okx_json(body: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _inst_type(inst: str) -> str:
+    parts = inst.split("-")
+    if len(parts) == 2:
+        return "SPOT"
+    if parts[-1] == "SWAP":
+        return "SWAP"
+    return "OPTION" if len(parts) == 5 else "FUTURES"
+
+
+def _fixed_quote(value: float, decimals: int) -> str:
+    return f"{value / 10**decimals:.4f}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
