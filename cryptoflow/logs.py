@@ -47,4 +47,6 @@ def configure_logging(level: str = "INFO", fmt: LogFormat | str | None = None) -
 
 
 def get_logger(name: str, **context: Any) -> Any:
-    return structlog.get_logger(name).bind(**context)
+    # Lazy: binding here would freeze the configuration of import time (before configure_logging runs),
+    # so LOG_LEVEL / LOG_FORMAT would be ignored by module-level loggers.
+    return structlog.get_logger(name, **context)
