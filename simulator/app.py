@@ -108,6 +108,8 @@ def status(engine: Engine) -> dict[str, Any]:
         "paused": engine.paused, "steps": engine.steps, "connections": len(engine.all_conns()),
         "replay_finished": bool(replays) and all(s.done for s in replays),
         "subscriptions": [s.describe() for s in subs], "faults": engine.faults.history[-50:],
+        "connection_details": [{"venue": c.venue, "conn": c.conn_id, "path": c.path, "pongs": c.pongs,
+                                "subscriptions": len(c.subs)} for c in engine.all_conns()],
     }
 
 
