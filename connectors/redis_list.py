@@ -290,7 +290,7 @@ class ListAcker:
 
     def __init__(self, redis_url: str, key: str, client: redis.Redis | None = None) -> None:
         self.key = key
-        self._client = client or redis.Redis.from_url(redis_url)
+        self._client = client or list_client(redis_url)
 
     def ack_in(self, pipe: Pipeline, item: ListItem) -> None:
         """Queue the removal on ``pipe`` (put it in the same MULTI as the work's own writes)."""

@@ -1,0 +1,209 @@
+"""The Bytewax sink that sends email jobs taken by the reliable list source (explicit-ack mode).
+
+``write_batch`` only hands the jobs to a small pool of sender threads (``concurrency``, each with its own
+reused SMTP connection) and returns at once: a slow or hung SMTP server never freezes the Bytewax worker
+(each SMTP call is bounded by ``SMTP_TIMEOUT``; the source stops taking jobs once ``max_in_flight`` are held).
+
+Per job, in a sender thread:
+
+* accepted by the server -> removed from the processing list (LREM): done;
+* temporary failure (4xx, connection refused/dropped, timeout) -> ``attempts + 1`` written back into the
+  processing list (atomically replacing the held element) and retried after a capped, jittered exponential
+  backoff (``EMAIL_BACKOFF_INITIAL`` doubling up to ``EMAIL_BACKOFF_MAX``); once ``attempts`` reaches
+  ``EMAIL_MAX_ATTEMPTS`` the job is moved to ``queue:email:dead`` (with ``last_error``);
+* permanent failure (5xx) or a job that is not valid (bad JSON, bad recipient, CR/LF in the subject) ->
+  moved to the dead list at once.
+
+Delivery: at-least-once per job, at most once per successful SMTP acceptance except when the process dies
+between the server's acceptance and the LREM (then that one job is sent again on restart: at most
+``concurrency`` duplicates per crash). A crash loses no job: what was held is re-delivered by the source.
+Unit of parallelism: one sink partition (and its thread pool) per worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import msgspec
+import orjson
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from connectors.redis_list import ListAcker, ListItem
+from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError
+from cryptoflow.logs import get_logger
+from cryptoflow.settings import Settings
+from operators.alerts import InvalidJob, check_job
+from operators.events import EmailJob
+
+log = get_logger("email_sender")
+
+EMAIL_QUEUE = "queue:email"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay(self, attempts: int) -> float:
+        base = min(self.max_s, self.initial_s * 2 ** max(attempts - 1, 0))
+        return base * random.uniform(0.8, 1.0)  # jitter
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Nothing set: accepted (ack). ``dead``: move this to the dead list. ``retry``: hold this, try later."""
+
+    dead: bytes | None = None
+    retry: bytes | None = None
+    delay: float = 0.0
+
+
+class _Pool:
+    """Sender threads over a due-time heap; jobs wait there (still held in Redis) between retries."""
+
+    def __init__(self, acker: ListAcker, smtp: SmtpConfig, policy: RetryPolicy, dead_key: str,
+                 concurrency: int) -> None:
+        self._acker = acker
+        self._smtp = smtp
+        self._policy = policy
+        self._dead = dead_key
+        self._heap: list[tuple[float, int, ListItem]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._run, name=f"smtp-{i}", daemon=True)
+                         for i in range(concurrency)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, items: list[ListItem], delay: float = 0.0) -> None:
+        due = time.monotonic() + delay
+        with self._cond:
+            for item in items:
+                heapq.heappush(self._heap, (due, next(self._seq), item))
+            self._cond.notify(len(items))
+
+    def _next(self) -> ListItem | None:
+        with self._cond:
+            while not self._stopping:
+                if self._heap:
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        return heapq.heappop(self._heap)[2]
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            return None
+
+    def _run(self) -> None:
+        conn = SmtpConnection(self._smtp)
+        try:
+            while (item := self._next()) is not None:
+                self._settle(item, self._attempt(conn, item))
+        finally:
+            conn.close()
+
+    def _attempt(self, conn: SmtpConnection, item: ListItem) -> _Outcome:
+        """Try the SMTP delivery once (no Redis here) and say what to do with the held element."""
+        try:
+            job = msgspec.json.decode(item.raw, type=EmailJob)
+            check_job(job)
+        except (msgspec.DecodeError, msgspec.ValidationError, InvalidJob) as err:
+            log.error("email_job_invalid", error=str(err), raw=item.raw[:200])
+            return _Outcome(dead=_with_error(item.raw, f"invalid job: {err}"))
+        started = time.monotonic()
+        try:
+            conn.send(job)
+        except SmtpPermanentError as err:
+            log.error("email_rejected", job=job.id, to=job.to, error=str(err))
+            return _Outcome(dead=_with_error(item.raw, str(err), job.attempts + 1))
+        except SmtpTemporaryError as err:
+            attempts = job.attempts + 1
+            if attempts >= self._policy.max_attempts:
+                log.error("email_dead", job=job.id, attempts=attempts, error=str(err))
+                return _Outcome(dead=_with_error(item.raw, str(err), attempts))
+            delay = self._policy.delay(attempts)
+            log.warning("email_retry", job=job.id, attempts=attempts, error=str(err), retry_in_s=round(delay, 2))
+            raw = msgspec.json.encode(msgspec.structs.replace(job, attempts=attempts))
+            return _Outcome(retry=raw, delay=delay)
+        log.info("email_sent", job=job.id, alert_id=job.alert_id, attempts=job.attempts + 1,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))
+        return _Outcome()
+
+    def _settle(self, item: ListItem, outcome: _Outcome) -> None:
+        """Apply the outcome in Redis, retrying while Redis is unreachable (never re-sending the email)."""
+        delay = 0.2
+        while True:
+            try:
+                if outcome.dead is not None:
+                    self._acker.move_to(item, self._dead, outcome.dead)
+                elif outcome.retry is not None:
+                    self.submit([self._acker.replace(item, outcome.retry)], outcome.delay)
+                else:
+                    self._acker.ack([item])
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                if self._stopping:
+                    return  # still held in the processing list: re-delivered at the next start
+                log.warning("email_redis_unavailable", error=str(err), retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+
+def _with_error(raw: bytes, error: str, attempts: int | None = None) -> bytes:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"raw": raw.decode(errors="replace"), "last_error": error})
+    if not isinstance(data, dict):
+        return orjson.dumps({"raw": data, "last_error": error})
+    data["last_error"] = error
+    if attempts is not None:
+        data["attempts"] = attempts
+    return orjson.dumps(data)
+
+
+class _Partition(StatelessSinkPartition[ListItem]):
+    def __init__(self, pool: _Pool) -> None:
+        self._pool = pool
+
+    def write_batch(self, items: list[ListItem]) -> None:
+        self._pool.submit(items)
+
+    def close(self) -> None:
+        self._pool.stop()
+
+
+class EmailSink(DynamicSink[ListItem]):
+    """Sends each job over SMTP from a thread pool; acks after acceptance; retries; dead-letters."""
+
+    def __init__(self, redis_url: str, smtp: SmtpConfig, policy: RetryPolicy, *, queue_key: str = EMAIL_QUEUE,
+                 concurrency: int = 2) -> None:
+        self._url = redis_url
+        self._smtp = smtp
+        self._policy = policy
+        self._queue = queue_key
+        self._concurrency = concurrency
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmailSink:
+        policy = RetryPolicy(settings.email_max_attempts, settings.email_backoff_initial, settings.email_backoff_max)
+        return cls(str(settings.redis_url), SmtpConfig.from_settings(settings), policy,
+                   concurrency=settings.email_concurrency)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        acker = ListAcker(self._url, self._queue)
+        return _Partition(_Pool(acker, self._smtp, self._policy, f"{self._queue}:dead", self._concurrency))

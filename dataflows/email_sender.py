@@ -1,0 +1,56 @@
+"""Email sender dataflow: ``queue:email`` -> SMTP.
+
+``python -m bytewax.run dataflows.email_sender``
+
+Jobs are taken FIFO from ``queue:email`` by :class:`connectors.redis_list.ReliableRedisListSource` in explicit
+ack mode: each job moves atomically to ``queue:email:processing:0`` and stays there until the SMTP server
+accepted it (then LREM), or it is moved to ``queue:email:dead`` (``EMAIL_MAX_ATTEMPTS`` temporary failures,
+a permanent 5xx, or an invalid job). Jobs left in the processing list by a crash are sent first on restart.
+Sending happens in :class:`connectors.email_sink.EmailSink`'s thread pool (``EMAIL_CONCURRENCY``), never in
+the Bytewax worker, so a slow SMTP server cannot freeze the dataflow; at most ``EMAIL_MAX_IN_FLIGHT`` jobs are
+held at once. No recovery store is needed: the processing list is the state.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from connectors.email_sink import EMAIL_QUEUE, EmailSink
+from connectors.redis_list import AckMode, ReliableRedisListSource
+from cryptoflow.logs import configure_logging, get_logger
+from cryptoflow.settings import Settings, mask_url, settings_or_exit
+
+signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+log = get_logger("email_sender")
+
+
+def build(settings: Settings, *, queue_key: str = EMAIL_QUEUE) -> Dataflow:
+    flow = Dataflow("email_sender")
+    source = ReliableRedisListSource(
+        str(settings.redis_url), queue_key, partitions=1, ack=AckMode.EXPLICIT, batch_size=100,
+        poll_interval=0.05, max_in_flight=settings.email_max_in_flight,
+    )
+    jobs = op.input("read", flow, source)
+    op.output("send", jobs, EmailSink.from_settings(settings))
+    return flow
+
+
+def _flow_from_env() -> Dataflow:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", redis=mask_url(str(settings.redis_url)), smtp_host=settings.smtp_host,
+             smtp_port=settings.smtp_port, starttls=settings.smtp_starttls, concurrency=settings.email_concurrency,
+             max_attempts=settings.email_max_attempts)
+    return build(settings)
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
+    if name == "flow":
+        return _flow_from_env()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
