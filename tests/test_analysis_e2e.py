@@ -1,0 +1,110 @@
+"""End to end: simulator -> orderbook_collector -> Redis buffer list -> orderbook_analysis -> Redis + VictoriaMetrics,
+with the simulator's ``liquidity_drain`` and ``depth_spike`` faults. Every component is a real process/server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from cryptoflow.servers import stop_process
+from tests.collector_helpers import start_collector, wait_for
+from tests.fixtures.influx import VictoriaMetrics
+from tests.fixtures.redis import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ["BTC-USDT", "ETH-USDT"]
+
+
+def start_analysis(tmp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    full = {**os.environ, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env}
+    with (tmp / "analysis.log").open("wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis"], cwd=ROOT,
+                                env=full, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def history(r: redis.Redis) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in r.lrange("alerts:history", 0, -1)]
+
+
+def alerts_since(r: redis.Redis, inst: str, kind: str, level: str, since_iso: str) -> list[dict[str, Any]]:
+    return [h for h in history(r) if h["instrument_id"] == inst and h["alert_type"] == kind
+            and h["level"] == level and h["timestamp"] >= since_iso]
+
+
+def iso_now(offset_s: float = 0.0) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + offset_s))
+
+
+@pytest.mark.slow
+def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
+    start_simulator: Any, redis_server: RedisServer, redis_db: redis.Redis, victoria: VictoriaMetrics,
+    tmp_path: Path,
+) -> None:
+    sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "7", "--rate", "20")
+    r = redis_db
+    r.sadd("config:trading_pairs", *PAIRS)
+    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url})
+    analysis = start_analysis(tmp_path, {
+        "REDIS_URL": redis_server.url, "INFLUX_URL": victoria.url, "INFLUX_TOKEN": "test",
+        "ANALYSIS_DEPTH_WINDOW": "4", "ANALYSIS_LIQUIDITY_WINDOW": "6", "ANALYSIS_ALERT_COOLDOWN": "0",
+        "ANALYSIS_ALERT_EMAILS": "ops@example.com",
+    })
+    try:
+        def warmed() -> bool:
+            hashes = [r.hgetall(f"analysis:{i}") for i in PAIRS]
+            return all(h.get("book_status") == "valid" and h.get("liquidity_index") and h.get("depth_anomaly_score")
+                       for h in hashes)
+
+        wait_for("both books analysed with full windows", warmed, timeout=60)
+        for inst in PAIRS:
+            h = r.hgetall(f"analysis:{inst}")
+            assert float(h["support_level_1"]) < float(h["resistance_level_1"])
+            assert h["large_order_trend"] in ("bullish", "bearish", "neutral")
+
+        since = iso_now(-1)
+        sim.fault("liquidity_drain", inst="BTC-USDT", fraction=0.05, band=0.01)
+        wait_for("a liquidity_shrink alert for BTC-USDT",
+                 lambda: alerts_since(r, "BTC-USDT", "liquidity_shrink", "alert", since), timeout=30)
+        h = r.hgetall("analysis:BTC-USDT")
+        assert h["liquidity_alert"] in ("alert", "warning") and float(h["liquidity_index"]) < 0.7
+
+        since = iso_now(-1)
+        sim.fault("depth_spike", inst="ETH-USDT", side="bid", multiple=500, distance=2)
+        wait_for("a depth_anomaly alert for ETH-USDT",
+                 lambda: alerts_since(r, "ETH-USDT", "depth_anomaly", "alert", since), timeout=30)
+
+        # the email jobs of those alerts are on queue:email, in DESIGN.md's shape
+        jobs = [orjson.loads(x) for x in r.lrange("queue:email", 0, -1)]
+        ids = {h["id"] for h in history(r)}
+        assert {j["alert_id"] for j in jobs} == ids
+        drained = [j for j in jobs if "BTC-USDT: liquidity shrink alert" in j["subject"]]
+        spiked = [j for j in jobs if "ETH-USDT: depth anomaly alert" in j["subject"]]
+        assert drained and spiked
+        assert all(j["to"] == "ops@example.com" and j["attempts"] == 0 for j in drained + spiked)
+        assert not [h for h in history(r) if h["instrument_id"] == "ETH-USDT" and h["alert_type"] == "liquidity_shrink"]
+
+        # ... and in VictoriaMetrics: the index below 0.5 and the alert points
+        def vm_has_drain() -> bool:
+            series = victoria.series("analysis_results", "liquidity_index", instrument_id="BTC-USDT",
+                                     analysis_type="liquidity_shrink")
+            return bool(series) and min(series.values()) < 0.5
+
+        wait_for("the drained liquidity index in VictoriaMetrics", vm_has_drain, timeout=30)
+        wait_for("the depth alert point", lambda: victoria.series(
+            "alerts", "value", instrument_id="ETH-USDT", alert_type="depth_anomaly", level="alert"), timeout=30)
+        assert analysis.poll() is None and col.alive()
+    finally:
+        stop_process(analysis)
+        col.stop()
+    log = (tmp_path / "analysis.log").read_text(errors="replace")
+    before_stop = log.split("KeyboardInterrupt")[0]  # Bytewax prints its interrupt as a traceback
+    assert "Traceback" not in before_stop and '"level":"error"' not in before_stop
+    assert "frame_rejected" not in before_stop
