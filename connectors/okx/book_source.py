@@ -196,6 +196,10 @@ class OkxBookProcessor:
                     continue
                 st.rest, st.held = None, []  # a WS snapshot makes the pending REST answer unnecessary
             was = st.book.status
+            seq = delta.seq_id
+            if seq is not None and seq == st.book.seq_id and delta.prev_seq_id != seq and delta.action == "update":
+                self._counters["duplicate_frames"] += 1  # the same update again: already applied
+                continue
             result = st.book.apply(delta)
             if type(result) is Applied or type(result) is Heartbeat:
                 if not pushed:

@@ -76,7 +76,7 @@ class KeepAliveMode(StrEnum):
 class KeepAlive:
     mode: KeepAliveMode
     interval: float = 25.0
-    pong_timeout: float = 5.0  # no frame at all within this after a ping -> reconnect
+    pong_timeout: float = 5.0  # no pong within this after a ping -> reconnect
     ping_text: str = ""
 
 

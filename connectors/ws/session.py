@@ -7,8 +7,9 @@ venue's messages, answers, keep-alive style and budgets. Behaviour:
   first; every request waits for the venue's answer (``Limits.answer_timeout``). A refused or unanswered
   subscribe is retried alone up to ``Limits.max_retries`` times, then the topic is reported ``Rejected`` and
   left alone until it leaves ``desired``. Requests respect the per-second and per-hour budgets.
-* **Keep-alive and watchdog** per :class:`~connectors.ws.hooks.KeepAlive`: after a ping, no frame at all within
-  ``pong_timeout`` -> reconnect.
+* **Keep-alive and watchdog** per :class:`~connectors.ws.hooks.KeepAlive`: a ping after ``interval`` s of
+  silence (or every ``interval`` s); no pong within ``pong_timeout`` -> reconnect (a silent feed is caught
+  by the idle ping going unanswered).
 * **Reconnect forever** with capped, jittered exponential backoff, reset after a connection that stayed up
   ``healthy_after`` seconds; a shutdown notice or the venue's maximum connection age reconnects at once. After
   a reconnect the current ``desired`` set is subscribed again (answers are fresh snapshots).
@@ -40,7 +41,7 @@ from connectors.ws.events import (
     Unsubscribed,
     WsEvent,
 )
-from connectors.ws.hooks import Ack, KeepAliveMode, Notice, Op, Reject, Request, VenueHooks
+from connectors.ws.hooks import Ack, KeepAliveMode, Notice, Op, Pong, Reject, Request, VenueHooks
 from cryptoflow.logs import get_logger
 
 log = get_logger("connectors.ws")
@@ -96,6 +97,7 @@ class WsConnection:
         self._closing = False
         self._ws: ClientConnection | None = None
         self._last_rx = time.monotonic()
+        self._last_pong = 0.0
         self._control_budget = per_second(hooks.limits.control_per_second)
         per_hour = hooks.limits.requests_per_hour
         self._hour_budget = Budget(per_hour, 3600.0) if per_hour else None
@@ -196,6 +198,8 @@ class WsConnection:
                 self._on_ack(ctl)
             elif isinstance(ctl, Reject):
                 self._on_reject(ctl)
+            elif isinstance(ctl, Pong):
+                self._last_pong = self._last_rx
             elif isinstance(ctl, Notice):
                 self._log.warning("ws_notice", reason=ctl.reason, reconnect=ctl.reconnect)
                 if ctl.reconnect:
@@ -213,7 +217,7 @@ class WsConnection:
         while True:
             now = time.monotonic()
             if ping_at is not None:
-                answered = self._last_rx > ping_at or (pong_waiter is not None and pong_waiter.done())
+                answered = self._last_pong > ping_at or (pong_waiter is not None and pong_waiter.done())
                 if answered:
                     ping_at, pong_waiter = None, None
                 elif now - ping_at > ka.pong_timeout:

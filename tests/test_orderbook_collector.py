@@ -1,0 +1,173 @@
+"""End to end: ``python -m bytewax.run dataflows.orderbook_collector`` against the simulator and a real Redis.
+
+Each test runs the dataflow as real processes (poll interval 1 s) and drives it only from outside: the Redis
+set through ``redis-cli``, the simulator's control endpoint. No timed assertions: conditions are awaited with
+generous deadlines.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.collector_helpers import (
+    hash_book,
+    monitoring,
+    same_as_simulator,
+    start_collector,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+PAIRS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+MORE = ["ADA-USDT", "DOGE-USDT", "DOT-USDT", "LINK-USDT", "LTC-USDT", "TRX-USDT", "XRP-USDT", "AVAX-USDT",
+        "BNB-USDT"]
+
+
+def cli(port: int, *args: str) -> str:
+    out = subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def valid(r, inst: str) -> bool:
+    book = hash_book(r, inst)
+    return bool(book and book.get("status") == "valid" and book["bids"] and book["asks"])
+
+
+def test_subscriptions_follow_the_redis_set(start_simulator, redis_server, redis_db, tmp_path: Path) -> None:
+    sim = start_simulator("--pairs", ",".join(PAIRS + MORE), "--seed", "3", "--rate", "5")
+    r, port = redis_db, redis_server.port
+    cli(port, "SADD", "config:trading_pairs", "BTC-USDT", "ETH-USDT")
+    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url, "OKX_PAIRS_PER_CONNECTION": "2"})
+    try:
+        wait_for("BTC and ETH books", lambda: valid(r, "BTC-USDT") and valid(r, "ETH-USDT"))
+        wait_for("active_pairs 2", lambda: monitoring(r).get("active_pairs") == "2")
+        changes0 = int(monitoring(r)["subscription_changes"])
+        assert changes0 >= 2
+
+        cli(port, "SADD", "config:trading_pairs", "SOL-USDT")
+        cli(port, "SREM", "config:trading_pairs", "ETH-USDT")
+        wait_for("SOL book", lambda: valid(r, "SOL-USDT"))
+        wait_for("ETH book removed", lambda: not r.exists("orderbook:ETH-USDT"))
+        wait_for("simulator follows", lambda: {s["inst"] for s in sim.status()["subscriptions"]
+                                               if s["venue"] == "okx"} == {"BTC-USDT", "SOL-USDT"})
+        wait_for("subscription_changes moved", lambda: int(monitoring(r)["subscription_changes"]) >= changes0 + 2)
+        assert monitoring(r)["active_pairs"] == "2"
+
+        # An id the venue does not know, and a malformed one: rejected, listed, the others keep streaming.
+        seq_before = int(hash_book(r, "BTC-USDT")["seq_id"])
+        cli(port, "SADD", "config:trading_pairs", "FOO-BAR", "not a pair")
+        rejected = wait_for("rejections", lambda: (h := r.hgetall("config:trading_pairs:rejected"))
+                            and len(h) == 2 and h)
+        assert rejected["FOO-BAR"].startswith("okx: 60018")
+        assert "malformed instrument id" in rejected["not a pair"]
+        wait_for("BTC keeps streaming", lambda: int(hash_book(r, "BTC-USDT")["seq_id"]) > seq_before)
+        assert not r.exists("orderbook:FOO-BAR")
+        assert valid(r, "SOL-USDT")
+
+        # 11 valid pairs -> the first 10 in sorted order, a warning naming the 11th.
+        cli(port, "SREM", "config:trading_pairs", "FOO-BAR", "not a pair")
+        wait_for("rejections cleared", lambda: not r.exists("config:trading_pairs:rejected"))
+        cli(port, "SADD", "config:trading_pairs", *MORE)
+        wanted = sorted(["BTC-USDT", "SOL-USDT", *MORE])
+        assert len(wanted) == 11
+        wait_for("10 books", lambda: all(valid(r, i) for i in wanted[:10]), timeout=45)
+        wait_for("active_pairs 10", lambda: monitoring(r).get("active_pairs") == "10")
+        assert not r.exists(f"orderbook:{wanted[10]}")
+        warnings = col.events("pairs_over_limit")
+        assert warnings and warnings[-1]["skipped"] == [wanted[10]]
+        # The buffer list carries raw OKX frames of subscribed instruments, newest first.
+        newest = r.lindex("okex_orderbook", 0)
+        assert newest.startswith('{"arg":{"channel":"books","instId":"')
+        mon = monitoring(r)
+        assert int(mon["websocket_connections"]) >= 5  # 10 pairs, 2 per connection
+        assert float(mon["avg_processing_latency"]) >= 0
+        assert int(mon["redis_memory_usage"]) > 0
+        assert mon["last_config_check"].endswith("Z")
+        assert col.alive()
+    finally:
+        col.stop()
+
+
+def _settled(sim, r, inst: str) -> None:
+    """Pause the market, wait until our book is valid at the simulator's seqId and identical, resume."""
+    sim.pause()
+    try:
+        wait_for(f"{inst} equal to the simulator's book", lambda: same_as_simulator(r, sim, inst))
+    finally:
+        sim.resume()
+
+
+FRAME_FAULTS = ["gap", "duplicate_frame", "reorder_frame", "seq_reset", "crossed_book", "malformed"]
+
+
+def test_every_fault_heals_the_affected_book_only(start_simulator, redis_server, redis_db, tmp_path: Path) -> None:
+    sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "7", "--rate", "20", "--checksum", "real")
+    r = redis_db
+    r.sadd("config:trading_pairs", *PAIRS)
+    env = {**sim.env(), "REDIS_URL": redis_server.url, "OKX_PAIRS_PER_CONNECTION": "1",
+           "WS_PING_INTERVAL": "0.5", "WS_PONG_TIMEOUT": "1", "WS_BACKOFF_INITIAL": "0.2", "WS_BACKOFF_MAX": "1"}
+    col = start_collector(tmp_path, env)
+    try:
+        wait_for("books valid", lambda: all(valid(r, i) for i in PAIRS))
+        for kind in FRAME_FAULTS:
+            before = int(hash_book(r, "ETH-USDT")["seq_id"])
+            sim.fault(kind, inst="BTC-USDT")
+            # The unaffected book keeps moving while the affected one heals.
+            wait_for("ETH moves", lambda b=before: int(hash_book(r, "ETH-USDT")["seq_id"]) > b)
+            _settled(sim, r, "BTC-USDT")
+            assert valid(r, "ETH-USDT"), kind
+        failed = {e["instrument"] for e in col.events("book_integrity_failed")}
+        assert failed == {"BTC-USDT"}  # the gap, reorder and crossed book were caught, only on BTC
+        assert {e["reason"] for e in col.events("bad_message_dropped")} >= {"malformed_json"}
+        wait_for("counters", lambda: (m := monitoring(r)) and int(m.get("gaps", 0)) >= 2
+                 and int(m.get("resyncs", 0)) >= 3 and int(m.get("rejected_messages", 0)) >= 1
+                 and int(m.get("crossed_books", 0)) >= 1 and int(m.get("duplicate_frames", 0)) >= 1)
+
+        # Connection-level faults: every book re-syncs after the reconnect.
+        for kind, params in [("drop_connection", {}), ("shutdown_notice", {"close_after": 5}),
+                             ("refuse", {"seconds": 2})]:
+            reconnects = len(col.events("ws_reconnecting"))
+            sim.fault(kind, **params)
+            if kind == "refuse":
+                sim.fault("drop_connection")
+            wait_for(f"reconnect after {kind}", lambda n=reconnects: len(col.events("ws_reconnecting")) > n)
+            for inst in PAIRS:
+                _settled(sim, r, inst)
+        notices = [e for e in col.events("ws_reconnecting") if "64008" in e["reason"]]
+        assert notices and all(e["delay_s"] == 0 for e in notices)  # reconnected at once, before the close
+
+        # Missing pong: a quiet line (paused market, heartbeats only each second) gets pinged, nobody answers.
+        reconnects = len(col.events("ws_reconnecting"))
+        sim.fault("no_pong")
+        sim.pause()
+        try:
+            wait_for("reconnect on missing pong", lambda: any(
+                "no pong" in e["reason"] for e in col.events("ws_reconnecting")[reconnects:]))
+        finally:
+            sim.clear_faults("no_pong")
+            sim.resume()
+        for inst in PAIRS:
+            _settled(sim, r, inst)
+        assert col.alive()
+    finally:
+        col.stop()
+
+
+def test_books_without_a_snapshot_bootstrap_from_rest(start_simulator, redis_server, redis_db, tmp_path) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--seed", "5", "--rate", "20", "--no-snapshot")
+    r = redis_db
+    r.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url})
+    try:
+        for inst in ("BTC-USDT", "ETH-USDT"):
+            _settled(sim, r, inst)
+        assert {e["instrument"] for e in col.events("book_rest_bootstrap")} == {"BTC-USDT", "ETH-USDT"}
+        # The buffer list shows a (rendered) snapshot for each, so a consumer can build the book too.
+        frames = r.lrange("okex_orderbook", 0, -1)
+        assert {f[:80] for f in frames if '"action":"snapshot"' in f}
+        assert col.alive()
+    finally:
+        col.stop()
