@@ -1,0 +1,108 @@
+"""Bybit v5 public spot WebSocket hooks for the generic machinery (:mod:`connectors.ws`).
+
+Wire facts (Bybit v5 "WebSocket Connect"/"Public"): ``{"req_id":"7","op":"subscribe","args":["publicTrade.
+BTCUSDT",...]}`` with at most 10 args per request (spot), answered ``{"success":true,"ret_msg":"subscribe",
+"req_id":"7","op":"subscribe",...}`` or ``success:false`` with ``ret_msg`` such as ``Invalid symbol
+:[tickers.FOOUSDT]``; keep-alive: send ``{"op":"ping"}`` every 20 s, answered ``{"op":"pong",...}`` (spot) or
+``{"success":true,"ret_msg":"pong","op":"ping"}``.
+
+Topics are ``"<topic kind>:<instrument id>"`` (``publicTrade:BTC-USDT``, ``tickers:BTC-USDT``,
+``kline.1:BTC-USDT``, ``orderbook.1:BTC-USDT``); spot ids only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+import orjson
+
+from connectors.ws.hooks import (
+    Ack,
+    Control,
+    KeepAlive,
+    KeepAliveMode,
+    Limits,
+    Op,
+    Pong,
+    Reject,
+    Request,
+)
+from operators.instruments import venue_symbol
+
+BYBIT_LIMITS = Limits(
+    topics_per_request=10,
+    topics_per_connection=200,
+    control_per_second=5.0,
+    requests_per_hour=None,
+    connects_per_second=5.0,  # 500 connections per 5 minutes per IP
+    max_age=None,
+    answer_timeout=5.0,
+    max_retries=3,
+)
+_ARG_IN_MSG = re.compile(r"\[([A-Za-z0-9.]+)\]")
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    op: str = ""
+    success: bool | None = None
+    ret_msg: str = ""
+    req_id: str = ""
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
+def topic_arg(topic: str) -> str:
+    """``kline.1:BTC-USDT`` -> ``kline.1.BTCUSDT``."""
+    kind, _, inst = topic.partition(":")
+    return f"{kind}.{venue_symbol(inst)}"
+
+
+class BybitHooks:
+    """:class:`connectors.ws.hooks.VenueHooks` for Bybit v5 public spot."""
+
+    venue = "bybit"
+
+    def __init__(self, url: str, *, ping_interval: float = 20.0, pong_timeout: float = 5.0,
+                 limits: Limits = BYBIT_LIMITS) -> None:
+        self._url = url
+        self.limits = limits
+        self.keepalive = KeepAlive(KeepAliveMode.TEXT_INTERVAL, ping_interval, pong_timeout, '{"op":"ping"}')
+        self._topic_of: dict[str, str] = {}
+
+    def url(self) -> str:
+        return self._url
+
+    def requests(self, op: Op, topics: Sequence[str], first_id: int) -> list[Request]:
+        size = min(self.limits.topics_per_request, 10)
+        out = []
+        for n, start in enumerate(range(0, len(topics), size)):
+            chunk = tuple(topics[start : start + size])
+            args = []
+            for topic in chunk:
+                arg = topic_arg(topic)
+                self._topic_of[arg] = topic
+                args.append(arg)
+            req_id = str(first_id * 100 + n)
+            text = orjson.dumps({"req_id": req_id, "op": op, "args": args}).decode()
+            out.append(Request(op, chunk, text, req_id))
+        return out
+
+    def classify(self, text: str) -> Control | None:
+        if text.startswith('{"topic"'):
+            return None
+        try:
+            ans = _answer.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if ans.op == "pong" or (ans.op == "ping" and ans.ret_msg == "pong"):
+            return Pong()
+        if ans.op not in ("subscribe", "unsubscribe"):
+            return None
+        op: Op = "subscribe" if ans.op == "subscribe" else "unsubscribe"
+        if ans.success is False:
+            named = tuple(self._topic_of[a] for a in _ARG_IN_MSG.findall(ans.ret_msg) if a in self._topic_of)
+            return Reject(ans.ret_msg or "refused", named, ans.req_id or None, op)
+        return Ack(op, (), ans.req_id or None)

@@ -1,0 +1,233 @@
+"""Market-data WebSocket sources of OKX, Binance and Bybit on the shared machinery (:mod:`connectors.ws`).
+
+Per venue one :class:`~connectors.ws.source.WsShardSource` (OKX: two, ``/ws/v5/public`` for trades and
+tickers, ``/ws/v5/business`` for candles). The wanted topics are the pairs of ``config:trading_pairs``
+(:class:`~connectors.pairs.PairsPoller`, diffed live) times the venue's channels (:class:`ChannelTopics`);
+Binance and Bybit take spot ids only (derivatives are OKX-only). Frames are parsed on the worker by
+:class:`MarketProcessor` into domain events; parse errors are counted and logged, never passed on.
+
+Delivery: at-most-once while connected (a live feed cannot be replayed; klines see the gap, reconciliation
+reports it). Unit of parallelism: the shard (each topic lives on one shard, so one instrument's trades keep
+their order).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import msgspec
+
+from connectors.binance.market import parse_binance_frame
+from connectors.binance.protocol import BinanceHooks
+from connectors.bybit.market import KLINE_INTERVALS, parse_bybit_frame
+from connectors.bybit.protocol import BybitHooks
+from connectors.market_frames import (
+    MarketControl,
+    MarketEvent,
+    MarketItem,
+    MarketParseError,
+    SymbolMap,
+    symbol_map,
+)
+from connectors.okx.market import CANDLE_CHANNELS, parse_okx_market_frame
+from connectors.okx.protocol import OkxHooks
+from connectors.pairs import PairsPoller
+from connectors.ws.events import Disconnected, Frame, Rejected, TopicsChecked, WsEvent
+from connectors.ws.hooks import VenueHooks
+from connectors.ws.shard import ShardRunner
+from connectors.ws.source import ShardControl, WsShardSource
+from cryptoflow.logs import get_logger
+from cryptoflow.settings import Settings
+from operators.instruments import is_spot
+
+log = get_logger("connectors.market_source")
+Parser = Callable[[str, int, SymbolMap], list[MarketItem]]
+
+
+class MarketStats(msgspec.Struct, frozen=True):
+    """One shard's gauges (now) and counters (since its previous stats)."""
+
+    venue: str
+    source: str
+    shard: int
+    ts_ms: int
+    connections: int
+    reconnects: int
+    topics: int
+    counters: tuple[tuple[str, int], ...] = ()
+    last_config_check_ms: int = 0
+
+
+MarketSourceItem = MarketEvent | MarketStats
+
+
+class ChannelTopics:
+    """``TopicSource``: the polled pairs times ``channels`` (``"<channel>:<instrument>"``).
+
+    A venue refusal of the ``primary`` channel (trades) rejects the pair in ``config:trading_pairs:rejected``;
+    a refused secondary channel (a kline interval the venue lacks) is only logged.
+    """
+
+    def __init__(self, poller: PairsPoller, channels: tuple[str, ...], *, spot_only: bool, primary: str) -> None:
+        self.poller = poller
+        self.channels = channels
+        self.spot_only = spot_only
+        self.primary = primary
+        self.interval = poller.interval
+
+    async def poll(self) -> frozenset[str] | None:
+        pairs = await self.poller.poll()
+        if pairs is None:
+            return None
+        return frozenset(f"{ch}:{inst}" for inst in pairs if not self.spot_only or is_spot(inst)
+                         for ch in self.channels)
+
+    async def report_rejected(self, topic: str, reason: str) -> None:
+        channel, _, inst = topic.partition(":")
+        if channel == self.primary:
+            await self.poller.report_rejected(inst, reason)
+        else:
+            log.warning("market_channel_rejected", venue=self.poller.venue, topic=topic, reason=reason)
+
+    async def close(self) -> None:
+        await self.poller.close()
+
+
+class MarketProcessor:
+    """Parses one shard's frames into domain events; counts what it drops; reports stats every second."""
+
+    def __init__(self, venue: str, source: str, shard: int, control: ShardControl, parse: Parser,
+                 stats_interval: float = 1.0) -> None:
+        self.venue = venue
+        self.source = source
+        self.shard = shard
+        self._control = control
+        self._parse = parse
+        self._symbols: dict[str, str] = {}
+        self._topics = 0
+        self._counters: Counter[str] = Counter()
+        self._stats_ns = int(stats_interval * 1e9)
+        self._next_stats = 0
+        self._last_check_ms = 0
+        self._errors_logged = 0
+
+    def on_events(self, events: list[WsEvent]) -> list[MarketSourceItem]:
+        out: list[MarketSourceItem] = []
+        for ev in events:
+            if type(ev) is Frame:
+                for item in self._parse(ev.text, ev.recv_ns, self._symbols):
+                    if isinstance(item, MarketParseError):
+                        self._bad(item)
+                    elif isinstance(item, MarketControl):
+                        if item.kind == "error":
+                            self._counters["market_error_messages"] += 1
+                    else:
+                        out.append(item)
+                continue
+            if isinstance(ev, TopicsChecked):
+                self._last_check_ms = ev.ts_ms
+                if ev.ok:
+                    self._topics = len(ev.topics)
+                    self._symbols.update(symbol_map(t.partition(":")[2] for t in ev.topics))
+                    self._counters["subscription_changes"] += len(ev.added) + len(ev.removed)
+            elif isinstance(ev, Rejected):
+                self._counters["market_rejected_topics"] += 1
+            elif isinstance(ev, Disconnected) and not ev.planned:
+                self._counters["market_disconnects"] += 1
+        return out
+
+    def _bad(self, err: MarketParseError) -> None:
+        self._counters["market_parse_errors"] += 1
+        self._errors_logged += 1
+        if self._errors_logged <= 20 or self._errors_logged % 1000 == 0:
+            log.warning("market_parse_error", venue=err.venue, reason=err.reason, raw=err.raw,
+                        total=self._errors_logged)
+
+    def on_tick(self, now_ns: int) -> list[MarketSourceItem]:
+        if now_ns < self._next_stats:
+            return []
+        self._next_stats = now_ns + self._stats_ns
+        counters = tuple(sorted(self._counters.items()))
+        self._counters.clear()
+        return [MarketStats(self.venue, self.source, self.shard, now_ns // 1_000_000, self._control.connections,
+                            self._control.reconnects, self._topics, counters, self._last_check_ms)]
+
+
+def _okx_parse(text: str, recv_ns: int, _symbols: SymbolMap) -> list[MarketItem]:
+    return parse_okx_market_frame(text, recv_ns=recv_ns)
+
+
+def _binance_parse(text: str, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
+    return parse_binance_frame(text, recv_ns=recv_ns, symbols=symbols)
+
+
+def _bybit_parse(text: str, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
+    return parse_bybit_frame(text, recv_ns=recv_ns, symbols=symbols)
+
+
+class _Spec(msgspec.Struct, frozen=True):
+    venue: str
+    source: str
+    channels: tuple[str, ...]
+    primary: str
+    spot_only: bool
+    shards: int
+
+
+def venue_specs(settings: Settings) -> list[_Spec]:
+    """Which sources and channels ``MARKET_DATA_VENUES`` and ``KLINE_TIMEFRAMES`` ask for."""
+    tfs = settings.kline_timeframes
+    specs: list[_Spec] = []
+    for venue in settings.market_data_venues:
+        if venue == "okx":
+            specs.append(_Spec("okx", "okx_public", ("trades", "tickers"), "trades", False, 2))
+            candles = tuple(CANDLE_CHANNELS[tf] for tf in tfs if tf in CANDLE_CHANNELS)
+            if candles:
+                specs.append(_Spec("okx", "okx_business", candles, "", False, 1))
+        elif venue == "binance":
+            trade = settings.binance_trade_stream.value
+            chans = (trade, "ticker", *(f"kline_{tf}" for tf in tfs))
+            specs.append(_Spec("binance", "binance", chans, trade, True, 2))
+        elif venue == "bybit":
+            chans = ("publicTrade", "tickers", "orderbook.1",
+                     *(f"kline.{KLINE_INTERVALS[tf]}" for tf in tfs if tf in KLINE_INTERVALS))
+            specs.append(_Spec("bybit", "bybit", chans, "publicTrade", True, 2))
+    return specs
+
+
+def _hooks(spec: _Spec, settings: Settings) -> VenueHooks:
+    if spec.source == "okx_public":
+        return OkxHooks(str(settings.okx_ws_url), ping_interval=settings.ws_ping_interval,
+                        pong_timeout=settings.ws_pong_timeout)
+    if spec.source == "okx_business":
+        return OkxHooks(settings.okx_business_url, ping_interval=settings.ws_ping_interval,
+                        pong_timeout=settings.ws_pong_timeout)
+    if spec.venue == "binance":
+        return BinanceHooks(str(settings.binance_ws_url), silence=settings.ws_ping_interval,
+                            pong_timeout=settings.ws_pong_timeout)
+    return BybitHooks(str(settings.bybit_ws_url), pong_timeout=settings.ws_pong_timeout)
+
+
+_PARSERS: dict[str, Parser] = {"okx": _okx_parse, "binance": _binance_parse, "bybit": _bybit_parse}
+
+
+def market_sources(settings: Settings) -> list[tuple[str, WsShardSource[MarketSourceItem]]]:
+    """``(step_id, source)`` per venue connection family, configured from ``settings``."""
+    out = []
+    for spec in venue_specs(settings):
+        def runner(index: int, total: int, emit: object, spec: _Spec = spec) -> ShardRunner:
+            hooks = _hooks(spec, settings)
+            poller = PairsPoller(str(settings.redis_url), settings.redis_trading_pairs_key,
+                                 limit=settings.max_trading_pairs, interval=settings.trading_pairs_poll_interval,
+                                 venue=spec.venue, announce=index == 0 and spec.source != "okx_business")
+            topics = ChannelTopics(poller, spec.channels, spot_only=spec.spot_only, primary=spec.primary)
+            return ShardRunner(index=index, shards=total, hooks=hooks, source=topics, emit=emit,  # type: ignore[arg-type]
+                               per_connection=hooks.limits.topics_per_connection,
+                               backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max)
+
+        def processor(index: int, control: ShardControl, spec: _Spec = spec) -> MarketProcessor:
+            return MarketProcessor(spec.venue, spec.source, index, control, _PARSERS[spec.venue])
+
+        out.append((spec.source, WsShardSource(spec.shards, runner, processor)))
+    return out

@@ -1,0 +1,161 @@
+"""``python -m bytewax.run dataflows.market_data``: tickers and klines from OKX, Binance and Bybit.
+
+Wiring only (DESIGN.md ``ticker:*``, ``kline:*``, ``ticker``/``kline`` measurements):
+
+* sources (:func:`connectors.market_source.market_sources`): one per venue connection family
+  (``MARKET_DATA_VENUES``), pairs from ``config:trading_pairs`` diffed live, frames parsed on the worker;
+* ``trades`` -> :func:`operators.kline_steps.aggregate_klines` (``bucket`` -> ``minute`` event-time window
+  aligned to UTC -> ``rollup`` to every ``KLINE_TIMEFRAMES``; late trades counted and logged) -> Redis latest
+  (every batch) + InfluxDB (closed klines, stamped with their open time);
+* ``trades`` -> price-alert matching (``PRICE_ALERTS_ENABLED``; :class:`connectors.alerts.matcher.PriceAlertSink`);
+* tickers (+ Bybit best bid/ask from ``orderbook.1``) -> ``merge_ticker`` -> Redis (TTL 300 s) + InfluxDB;
+* venue klines (closed) + the pipeline's closed complete klines -> ``reconcile`` -> ``system:monitoring``
+  counters (``kline_reconciled``, ``kline_mismatches``) and a warning with both values on a mismatch.
+
+Runs with any ``-w`` and as several processes: shards split across workers, klines keyed by
+``venue:instrument`` (one worker per instrument, so klines do not depend on the worker count).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+
+from connectors.alerts.matcher import PriceAlertSink
+from connectors.influx import InfluxPoint, InfluxSink
+from connectors.market_sinks import MarketRedisItem, MonitorDelta, kline_point, ticker_point, write_market
+from connectors.market_source import MarketSourceItem, MarketStats, market_sources
+from connectors.redis_sink import RedisPipelineSink
+from cryptoflow.logs import configure_logging, get_logger
+from cryptoflow.settings import Settings, settings_or_exit
+from operators.events import BestQuote, Kline, Ticker, Trade
+from operators.kline_steps import KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
+from operators.klines import Bucket
+from operators.tickers import TickerState, merge_ticker
+
+signal.signal(signal.SIGTERM, signal.default_int_handler)
+log = get_logger("dataflows.market_data")
+_FRESH_MS = 10_000
+
+
+def _value(kv: tuple[str, Any]) -> Any:
+    return kv[1]
+
+
+def _key(x: Trade | Ticker | BestQuote | Kline) -> str:
+    return f"{x.venue}:{x.instrument}"
+
+
+def report_late(b: Bucket) -> MonitorDelta:
+    log.warning("kline_late_trades", venue=b.venue, instrument=b.instrument, minute_ms=b.start_ms,
+                trades=b.trades, first_ms=b.first_ms, last_ms=b.last_ms, volume=str(b.volume))
+    return MonitorDelta(counters=(("kline_late_trades", b.trades),))
+
+
+def report_check(check: KlineCheck) -> MonitorDelta:
+    if check.match:
+        return MonitorDelta(counters=(("kline_reconciled", 1),))
+    ours, theirs = check.ours, check.venue
+    log.warning("kline_mismatch", venue=ours.venue, instrument=ours.instrument, timeframe=ours.timeframe,
+                open_ms=ours.open_ms,
+                ours={f: str(getattr(ours, f)) for f in ("open", "high", "low", "close", "volume", "trades")},
+                venue_kline={f: str(getattr(theirs, f)) for f in ("open", "high", "low", "close", "volume",
+                                                                   "trades")})
+    return MonitorDelta(counters=(("kline_reconciled", 1), ("kline_mismatches", 1)))
+
+
+def report_correction(o: KlineOut) -> MonitorDelta:
+    k = o.kline
+    log.warning("kline_corrected", venue=k.venue, instrument=k.instrument, open_ms=k.open_ms, trades=k.trades,
+                reason="trades closed a minute already published flat")
+    return MonitorDelta(counters=(("kline_corrections", 1),))
+
+
+def aggregate_stats(state: dict[tuple[str, int], MarketStats] | None,
+                    stats: MarketStats) -> tuple[dict[tuple[str, int], MarketStats], MonitorDelta]:
+    """Latest stats per shard of one venue -> that venue's gauges; counters pass through (HINCRBY)."""
+    shards = dict(state or {})
+    shards[(stats.source, stats.shard)] = stats
+    fresh = [s for s in shards.values() if stats.ts_ms - s.ts_ms <= _FRESH_MS]
+    v = stats.venue
+    gauges = ((f"market_{v}_connections", str(sum(s.connections for s in fresh))),
+              (f"market_{v}_reconnects", str(sum(s.reconnects for s in fresh))),
+              (f"market_{v}_topics", str(sum(s.topics for s in fresh))),
+              ("market_last_config_check", str(max(s.last_config_check_ms for s in fresh))))
+    return shards, MonitorDelta(stats.counters, gauges)
+
+
+def _merge_ticker(state: TickerState | None, ev: Ticker | BestQuote) -> tuple[TickerState, tuple[Ticker, bool] | None]:
+    st, ticker = merge_ticker(state, ev)
+    return st, None if ticker is None else (ticker, isinstance(ev, Ticker))
+
+
+def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
+    """Everything after the sources (tests feed ``items`` from a replay or a ``TestingSource``)."""
+    trades = op.filter_map("trades", items, lambda x: x if isinstance(x, Trade) else None)
+    if settings.price_alerts_enabled:
+        # Price alerts (ALERTS, issue 7): atomic Lua matching per batch of trades -> queue:email.
+        op.output("price_alerts", trades, PriceAlertSink.from_settings(settings))
+
+    ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness)
+    klines: Stream[KlineOut] = op.map("kline_values", ks.klines, _value)
+    late = op.map("report_late", op.map("late_values", ks.late, _value), report_late)
+    corrections = op.map("report_corrections", op.filter("corrections", klines, lambda o: o.correction),
+                         report_correction)
+
+    quotes: Stream[Ticker | BestQuote] = op.filter_map("quotes", items, lambda x: x if isinstance(x, Ticker | BestQuote) else None)
+    merged = op.stateful_map("merge_ticker", op.key_on("key_ticker", quotes, _key), _merge_ticker)
+    ticker_pairs = op.filter_map("ticker_values", merged, _value)
+    tickers: Stream[Ticker] = op.map("tickers_out", ticker_pairs, lambda tp: tp[0])
+
+    venue_klines = op.filter_map("venue_klines", items,
+                                 lambda x: x if isinstance(x, Kline) and x.closed else None)
+    ours = op.filter_map("complete_klines", klines,
+                         lambda o: o.kline if o.kline.closed and o.complete and not o.correction else None)
+    to_check = op.key_on("key_reconcile", op.merge("to_reconcile", ours, venue_klines), _key)
+    checks = op.stateful("reconcile", to_check, lambda state: ReconcileLogic(state))
+    checked = op.map("report_checks", op.map("check_values", checks, _value), report_check)
+
+    stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
+    totals = op.stateful_map("aggregate_stats", op.key_on("key_stats", stats, lambda s: s.venue), aggregate_stats)
+    monitor = op.merge("monitor", late, corrections, checked, op.map("stats_values", totals, _value))
+
+    to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor)
+    op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url), write_market))
+    if settings.influx_enabled:
+        closed = op.filter_map("closed_klines", klines,
+                               lambda o: kline_point(o.kline) if o.kline.closed else None)
+        ticks = op.filter_map("ticker_points", ticker_pairs, lambda tp: ticker_point(tp[0]) if tp[1] else None)
+        points: Stream[InfluxPoint] = op.merge("points", closed, ticks)
+        op.output("influx", points, InfluxSink(settings))
+
+
+def build(settings: Settings) -> Dataflow:
+    flow = Dataflow("market_data")
+    inputs = [op.input(step, flow, source) for step, source in market_sources(settings)]
+    if not inputs:
+        msg = "MARKET_DATA_VENUES selects no venue"
+        raise ValueError(msg)
+    items = inputs[0] if len(inputs) == 1 else op.merge("items", *inputs)
+    wire(items, settings)
+    return flow
+
+
+def _main() -> Dataflow:
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("market_data_starting", venues=list(settings.market_data_venues),
+             timeframes=list(settings.kline_timeframes), lateness_s=settings.kline_allowed_lateness,
+             trade_stream=settings.binance_trade_stream.value, price_alerts=settings.price_alerts_enabled)
+    return build(settings)
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
+    if name == "flow":
+        return _main()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
