@@ -1,0 +1,142 @@
+"""The email sender dataflow as a process, against a real redis-server and a real SMTP server (aiosmtpd):
+delivery and header safety, SMTP down -> retries -> dead list -> back up, and kill -9 mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+
+from cryptoflow.servers import free_port, stop_process
+from tests.fixtures.smtp import SmtpServer, _Inbox
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def job(i: int | str, **kw: Any) -> bytes:
+    n = int(i) if str(i).isdigit() else 0
+    base = {"id": f"job-{i}", "alert_id": f"alert-{i}", "to": f"user{i}@example.com",
+            "subject": f"Price alert: BTC-USDT rose to {36000 + n}",
+            "body": f"Your price alert fired.\n\nInstrument:    BTC-USDT\nJob {i}\n",
+            "created_at": "2026-11-21T09:00:00.000Z", "attempts": 0}
+    return orjson.dumps({**base, **kw})
+
+
+@contextmanager
+def sender(redis_url: str, smtp_port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    full = {**os.environ, "REDIS_URL": redis_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+            "SMTP_TIMEOUT": "2", "EMAIL_MAX_ATTEMPTS": "3", "EMAIL_BACKOFF_INITIAL": "0.1",
+            "EMAIL_BACKOFF_MAX": "0.3", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.email_sender"], cwd=ROOT, env=full,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def received(smtp: SmtpServer) -> Counter[str]:
+    return Counter(str(m["X-Cryptoflow-Job"]) for m in smtp.messages)
+
+
+def test_sends_readable_mail_and_dead_letters_unsafe_jobs(redis_server, redis_db, smtp_server) -> None:
+    good = [job(i) for i in range(5)]
+    bad = [b"not json", job("inj1", subject="hi\r\nBcc: victim@example.com"),
+           job("inj2", to="a@example.com\r\nBcc: victim@example.com"), job("inj3", to="nobody")]
+    redis_db.lpush("queue:email", *good, *bad)
+    with sender(redis_server.url, smtp_server.port):
+        wait_for(lambda: len(smtp_server.messages) >= 5 and redis_db.llen("queue:email:dead") >= 4,
+                 "delivery and dead-lettering")
+        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+    msgs = {str(m["X-Cryptoflow-Job"]): m for m in smtp_server.messages}
+    assert set(msgs) == {f"job-{i}" for i in range(5)}
+    m = msgs["job-3"]
+    assert m["To"] == "user3@example.com" and m["X-Envelope-To"] == "user3@example.com"
+    assert m["Subject"] == "Price alert: BTC-USDT rose to 36003" and m["From"] == "cryptoflow@localhost"
+    assert m.get_content_type() == "text/plain" and "Instrument:    BTC-USDT" in m.get_payload(decode=True).decode()
+    assert all("victim" not in str(v) for msg in smtp_server.messages for v in msg.values())
+    dead = [orjson.loads(d) for d in redis_db.lrange("queue:email:dead", 0, -1)]
+    assert sorted(d.get("id", d.get("raw")) for d in dead) == ["job-inj1", "job-inj2", "job-inj3", "not json"]
+    assert all(d["last_error"] for d in dead)
+    assert redis_db.llen("queue:email") == 0
+
+
+def test_smtp_down_retries_then_dead_list_then_recovers(redis_server, redis_db, smtp_server) -> None:
+    smtp_server.stop()
+    redis_db.lpush("queue:email", job(1), job(2))
+    with sender(redis_server.url, smtp_server.port):
+        # Held (with a growing attempts count) while retrying, then dead after EMAIL_MAX_ATTEMPTS=3.
+        wait_for(lambda: redis_db.llen("queue:email:dead") == 2, "both jobs to be dead-lettered")
+        dead = {d["id"]: d for d in map(orjson.loads, redis_db.lrange("queue:email:dead", 0, -1))}
+        assert set(dead) == {"job-1", "job-2"} and {d["attempts"] for d in dead.values()} == {3}
+        assert all("Connection" in d["last_error"] or "refused" in d["last_error"] for d in dead.values())
+        assert redis_db.llen("queue:email:processing:0") == 0
+        smtp_server.start()
+        redis_db.lpush("queue:email", job(3), job(4))
+        wait_for(lambda: set(received(smtp_server)) == {"job-3", "job-4"}, "new jobs to flow again")
+        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+    assert redis_db.llen("queue:email:dead") == 2
+
+
+@dataclass
+class _SlowInbox(_Inbox):
+    delay: float = 0.02
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def slow_smtp() -> Iterator[SmtpServer]:
+    inbox = _SlowInbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer(port, inbox, controller)
+    finally:
+        controller.stop()
+
+
+def test_kill9_mid_batch_then_restart_sends_every_job(redis_server, redis_db, slow_smtp) -> None:
+    ids = [f"job-{i}" for i in range(100)]
+    redis_db.lpush("queue:email", *[job(i) for i in range(100)])
+    env = {"EMAIL_CONCURRENCY": "1"}
+    with sender(redis_server.url, slow_smtp.port, **env) as proc:
+        wait_for(lambda: len(slow_smtp.messages) >= 20, "the first sends")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    at_kill = len(slow_smtp.messages)
+    assert at_kill < 100, "the kill landed after the end; make the SMTP server slower"
+    held = redis_db.llen("queue:email:processing:0") + redis_db.llen("queue:email")
+    assert held >= 100 - at_kill - 1  # nothing lost: every unsent job is still in Redis
+    with sender(redis_server.url, slow_smtp.port, **env):
+        wait_for(lambda: set(received(slow_smtp)) == set(ids), "every job after the restart")
+        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+    counts = received(slow_smtp)
+    twice = [i for i, n in counts.items() if n > 1]
+    assert len(twice) <= 1 and all(counts[i] == 2 for i in twice)  # at most the one in flight at the kill
+    assert redis_db.llen("queue:email") == 0 and redis_db.llen("queue:email:dead") == 0
