@@ -29,7 +29,7 @@ def _decimals(price: str) -> int:
 class SideIndex:
     """One side: ``bid=True`` keeps the best level last (highest price), asks keep it first."""
 
-    __slots__ = ("bid", "bins", "keys", "notionals", "prices", "sizes", "sorted_sizes", "width")
+    __slots__ = ("bid", "bins", "decimals", "keys", "notionals", "prices", "sizes", "sorted_sizes", "width")
 
     def __init__(self, *, bid: bool, width: float) -> None:
         self.bid = bid
@@ -40,6 +40,7 @@ class SideIndex:
         self.notionals: list[float] = []
         self.sorted_sizes: list[float] = []
         self.bins: dict[int, list[float]] = {}  # bin -> [levels, size, notional]
+        self.decimals = 0  # most decimals of an inserted price string
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -49,11 +50,8 @@ class SideIndex:
             return None
         return self.prices[-1] if self.bid else self.prices[0]
 
-    def _bin(self, price: float) -> int:
-        return math.floor(price / self.width + _EPS)
-
     def _bin_add(self, price: float, size: float, notional: float, count: int) -> None:
-        b = self._bin(price)
+        b = math.floor(price / self.width + _EPS)
         acc = self.bins.get(b)
         if acc is None:
             if count > 0:
@@ -88,6 +86,9 @@ class SideIndex:
                 self._remove_at(pos, old, old_n, sorted_done=True)
         elif s > 0:
             n = p * s
+            d = _decimals(price_s)
+            if d > self.decimals:
+                self.decimals = d
             prices.insert(pos, p)
             self.keys.insert(pos, price_s)
             self.sizes.insert(pos, s)
@@ -139,12 +140,11 @@ class SideIndex:
 class BookIndex:
     """Both sides, the price precision seen, and the update count since the last rebuild."""
 
-    __slots__ = ("asks", "bids", "decimals", "depth", "updates")
+    __slots__ = ("asks", "bids", "depth", "updates")
 
     def __init__(self, width: float, depth: int = 400) -> None:
         self.bids = SideIndex(bid=True, width=width)
         self.asks = SideIndex(bid=False, width=width)
-        self.decimals = 0
         self.depth = depth
         self.updates = 0
 
@@ -156,17 +156,19 @@ class BookIndex:
         return index
 
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        decimals = self.decimals
+        bid_set, ask_set = self.bids.set, self.asks.set
         for lv in bids:
-            self.bids.set(lv.price, lv.size)
-            decimals = max(decimals, _decimals(lv.price))
+            bid_set(lv.price, lv.size)
         for lv in asks:
-            self.asks.set(lv.price, lv.size)
-            decimals = max(decimals, _decimals(lv.price))
-        self.decimals = decimals
+            ask_set(lv.price, lv.size)
         self.bids.trim(self.depth)
         self.asks.trim(self.depth)
         self.updates += 1
+
+    @property
+    def decimals(self) -> int:
+        """The book's price precision: the most decimals of the price strings held."""
+        return max(self.bids.decimals, self.asks.decimals)
 
     def mid(self) -> float | None:
         """Mid price; a one-sided book uses its best price; an empty book has none."""
