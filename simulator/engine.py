@@ -186,6 +186,10 @@ class Engine:
                 for inst, market in self.markets.items():
                     if params.get("inst") in (None, inst) and market.drain is not None:
                         self.publish(inst, market.stop_drain(now_ms))
+            if target in (None, "depth_spike"):
+                for inst, market in self.markets.items():
+                    if params.get("inst") in (None, inst) and market.pinned:
+                        self.publish(inst, market.clear_spikes(now_ms))
         else:
             msg = f"unknown fault kind {kind!r}"
             raise FaultError(msg)

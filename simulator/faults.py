@@ -21,7 +21,8 @@ bybit_u1            ``inst``: Bybit sends a fresh snapshot with ``u=1`` (a servi
 refuse              ``seconds``: WebSocket handshakes are answered 503 for that long
 liquidity_drain     ``inst``, ``fraction`` (0.05), ``band`` (0.01): sizes within band of mid shrink to
                     fraction, and new ones stay small, until cleared
-depth_spike         ``inst``, ``side`` (bid/ask), ``multiple`` (200), ``distance`` (levels from best, 2)
+depth_spike         ``inst``, ``side`` (bid/ask), ``multiple`` (200), ``distance`` (levels from best, 2): a
+                    very large order that ordinary flow leaves alone (trades may eat it) until cleared
 clear               ``target`` (a kind, optional), ``inst`` (optional): end sustained faults
 ==================  ===================================================================================
 """

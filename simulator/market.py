@@ -165,6 +165,7 @@ class SyntheticMarket:
         self.next_trade_id = rng.randrange(100_000_000, 900_000_000)
         self.drain: tuple[float, float] | None = None  # (fraction, band) while a liquidity drain lasts
         self._uncross: tuple[bool, int] | None = None
+        self.pinned: set[tuple[bool, int]] = set()  # depth-spike levels that ordinary flow leaves alone
         mid = self.anchor
         for side, sign in ((self.bids, -1), (self.asks, 1)):
             tick = mid + sign * rng.randint(1, 2)
@@ -222,6 +223,8 @@ class SyntheticMarket:
             side = self.bids if is_bid else self.asks
             depth = min(int(rng.expovariate(0.15)), len(side) - 1)
             tick = side.top(depth + 1)[-1] if rng.random() < 0.7 else side.best() + (depth if not is_bid else -depth)
+            if (is_bid, tick) in self.pinned:
+                continue
             if tick in side.levels and rng.random() < 0.3:
                 self._set(out, is_bid, tick, 0)
             else:
@@ -235,6 +238,8 @@ class SyntheticMarket:
             return
         side.set(tick, lots)
         (out.bids if is_bid else out.asks)[tick] = lots
+        if lots == 0 and self.pinned:
+            self.pinned.discard((is_bid, tick))
 
     def _market_order(self, out: Step, buy: bool, now_ms: int) -> None:
         side = self.asks if buy else self.bids
@@ -323,11 +328,23 @@ class SyntheticMarket:
         return out
 
     def depth_spike(self, now_ms: int, is_bid: bool, multiple: float, distance: int) -> Step:
-        """A very large order ``distance`` levels from the best on one side (``multiple`` x a usual level)."""
+        """A very large order ``distance`` levels from the best on one side (``multiple`` x a usual level).
+
+        It stays (only trades can eat into it) until :meth:`clear_spikes`."""
         out = Step(now_ms)
         side = self.bids if is_bid else self.asks
         tick = side.top(distance + 1)[-1]
         self._set(out, is_bid, tick, max(side.levels[tick], int(self.unit * multiple)))
+        self.pinned.add((is_bid, tick))
+        return out
+
+    def clear_spikes(self, now_ms: int) -> Step:
+        out = Step(now_ms)
+        for is_bid, tick in sorted(self.pinned):
+            side = self.bids if is_bid else self.asks
+            if tick in side.levels:
+                self._set(out, is_bid, tick, self._new_size(tick))
+        self.pinned.clear()
         return out
 
     def crossed(self, now_ms: int) -> Step:
