@@ -1,0 +1,154 @@
+"""Unit tests of the generic WebSocket machinery's pure parts, the OKX hooks, the pairs poller and the
+collector's Redis sink (against the real Redis of the ``redis_server`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import orjson
+import pytest
+
+from connectors.book_sinks import CollectorRedisSink, MonitorUpdate, book_fields
+from connectors.okx.book_source import BookState, BufferFrame, ShardStats
+from connectors.okx.protocol import OkxHooks
+from connectors.pairs import PairsPoller
+from connectors.ws.budget import Backoff, Budget, per_second
+from connectors.ws.hooks import Ack, Notice, Pong, Reject
+from connectors.ws.shard import shard_of
+from cryptoflow.servers import free_port
+from dataflows.orderbook_collector import aggregate
+from operators.events import BookStatus, BookView, Level
+
+
+# --- budgets and backoff -------------------------------------------------------------------------------------
+def test_budget_allows_limit_per_window_then_frees_up() -> None:
+    b = Budget(3, 1.0)
+    assert [b.take(10.0), b.take(10.1), b.take(10.2), b.take(10.3)] == [True, True, True, False]
+    assert b.wait_time(10.3) == pytest.approx(0.7)
+    assert b.take(11.0) and not b.take(11.05)
+    hourly = Budget(480, 3600.0)
+    assert sum(hourly.take(t * 0.1) for t in range(1000)) == 480
+
+
+def test_fractional_rate_budget() -> None:
+    b = per_second(1.5)  # a process's 3 connections/s split over 2 shards
+    assert b.take(0.0) and not b.take(0.5) and b.take(1.0)
+    assert per_second(0.5).window == 2.0
+
+
+def test_backoff_is_capped_jittered_and_resets() -> None:
+    bo = Backoff(0.5, 8.0, random.Random(1))
+    delays = [bo.next_delay() for _ in range(30)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert max(delays[10:]) > 4.0  # it grows to the cap
+    assert len(set(delays)) > 20  # jittered
+    bo.reset()
+    assert bo.next_delay() <= 0.5
+
+
+# --- OKX hooks ----------------------------------------------------------------------------------------------
+def test_okx_requests_are_batched_with_ids() -> None:
+    hooks = OkxHooks("ws://x/ws/v5/public", channel="books")
+    topics = [f"C{i}-USDT" for i in range(25)]
+    reqs = hooks.requests("subscribe", topics, 7)
+    assert [len(r.topics) for r in reqs] == [20, 5]
+    assert len({r.req_id for r in reqs}) == 2
+    body = orjson.loads(reqs[1].text)
+    assert body == {"id": reqs[1].req_id, "op": "subscribe",
+                    "args": [{"channel": "books", "instId": t} for t in topics[20:]]}
+
+
+def test_okx_classify_answers() -> None:
+    hooks = OkxHooks("ws://x", channel="books")
+    assert hooks.classify('{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}') is None
+    assert hooks.classify("pong") == Pong()
+    assert hooks.classify('{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"},"connId":"a"}') \
+        == Ack("subscribe", ("BTC-USDT",), None)
+    assert hooks.classify('{"id":"12","event":"unsubscribe","arg":{"channel":"books","instId":"X-Y"}}') \
+        == Ack("unsubscribe", ("X-Y",), "12")
+    rej = hooks.classify('{"event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:FOO-BAR '
+                         "doesn't exist.\",\"connId\":\"a\"}")
+    assert isinstance(rej, Reject) and rej.topics == ("FOO-BAR",) and rej.reason.startswith("60018")
+    assert hooks.classify('{"event":"notice","code":"64008","msg":"upgrade"}') == Notice("64008 upgrade", True)
+    info = hooks.classify('{"event":"channel-conn-count","channel":"books","connCount":"2","connId":"a"}')
+    assert isinstance(info, Notice) and not info.reconnect
+    assert hooks.classify("not json") is None  # left to the data parser, which counts it
+
+
+def test_okx_multi_channel_topics() -> None:
+    hooks = OkxHooks("ws://x")
+    body = orjson.loads(hooks.requests("subscribe", ["trades:BTC-USDT"], 1)[0].text)
+    assert body["args"] == [{"channel": "trades", "instId": "BTC-USDT"}]
+    assert hooks.classify('{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}') \
+        == Ack("subscribe", ("trades:BTC-USDT",), None)
+
+
+def test_shard_assignment_is_stable_and_independent_of_the_set() -> None:
+    # The same on every process (crc32, not the salted hash) and per topic: adding one moves no other.
+    assert [shard_of(t, 4) for t in ("BTC-USDT", "ETH-USDT", "SOL-USDT")] == [shard_of(t, 4) for t in
+                                                                            ("BTC-USDT", "ETH-USDT", "SOL-USDT")]
+    spread = {shard_of(f"C{i}-USDT", 4) for i in range(40)}
+    assert spread == {0, 1, 2, 3}
+
+
+# --- monitoring aggregation --------------------------------------------------------------------------------
+def test_aggregate_sums_fresh_shards_and_passes_counters() -> None:
+    state, up = aggregate(None, ShardStats(0, 1_000, 2, 3, 1, 50, (("gaps", 1),), 900))
+    state, up = aggregate(state, ShardStats(1, 1_500, 1, 2, 0, 20, (("resyncs", 2),), 1_400))
+    assert (up.connections, up.active_pairs, up.messages, up.counters) == (3, 5, 70, (("resyncs", 2),))
+    assert up.last_config_check_ms == 1_400
+    _, up = aggregate(state, ShardStats(1, 20_000, 1, 2, 0, 30, ()))  # shard 0 silent for 19 s: not counted
+    assert (up.connections, up.active_pairs) == (1, 2)
+
+
+# --- Redis sink ---------------------------------------------------------------------------------------------
+def _view(inst: str, bid: str, seq: int, status: BookStatus = BookStatus.VALID) -> BookView:
+    return BookView("okx", inst, status, (Level(bid, "1"),), (Level("101", "2"),), 1_700_000_000_123,
+                    0, checksum=-5, seq_id=seq)
+
+
+def test_sink_coalesces_per_instrument_and_caps_the_buffer(redis_server, redis_db) -> None:
+    sink = CollectorRedisSink(redis_server.url, "buf", 3).build("s", 0, 1)
+    sink.write_batch([_view("A-B", "99", 1), BufferFrame("f1"), _view("A-B", "100", 2), BufferFrame("f2"),
+                      _view("C-D", "5", 9), BookState("C-D", BookStatus.RESYNCING)])
+    h = redis_db.hgetall("orderbook:A-B")
+    assert h == {"instrument_id": "A-B", "latest_timestamp": "2023-11-14T22:13:20.123Z", "bids": '[["100","1"]]',
+                 "asks": '[["101","2"]]', "checksum": "-5", "seq_id": "2", "status": "valid"}
+    assert redis_db.hget("orderbook:C-D", "status") == "resyncing"
+    sink.write_batch([BufferFrame("f3"), BufferFrame("f4"), BookState("C-D", BookStatus.SYNCING, removed=True)])
+    assert redis_db.lrange("buf", 0, -1) == ["f4", "f3", "f2"]  # newest first, capped at 3
+    assert not redis_db.exists("orderbook:C-D")
+    up = MonitorUpdate(1_700_000_000_000, 2, 3, 0, 10, 0.5, 0.0, (("gaps", 2), ("resyncs", 1)), 1_700_000_000_000)
+    sink.write_batch([up])
+    sink.write_batch([up])
+    mon = redis_db.hgetall("system:monitoring")
+    assert (mon["websocket_connections"], mon["active_pairs"], mon["gaps"], mon["resyncs"]) == ("2", "3", "4", "2")
+    assert mon["last_config_check"] == "2023-11-14T22:13:20.000Z" and int(mon["redis_memory_usage"]) > 0
+    sink.close()
+
+
+def test_book_fields_json_shape() -> None:
+    f = book_fields(_view("A-B", "1.50", 3))
+    assert json.loads(f["bids"]) == [["1.50", "1"]] and f["seq_id"] == "3"
+
+
+# --- pairs poller --------------------------------------------------------------------------------------------
+def test_pairs_poller_rules(redis_server, redis_db) -> None:
+    async def run() -> None:
+        p = PairsPoller(redis_server.url, "config:trading_pairs", limit=2, interval=1, venue="okx")
+        redis_db.sadd("config:trading_pairs", "C-USDT", "A-USDT", "B-USDT", "bad id")
+        assert await p.poll() == frozenset({"A-USDT", "B-USDT"})
+        assert "malformed" in redis_db.hget("config:trading_pairs:rejected", "bad id")
+        await p.report_rejected("A-USDT", "60018 nope")
+        assert await p.poll() == frozenset({"B-USDT", "C-USDT"})  # the refused one frees its slot
+        redis_db.srem("config:trading_pairs", "A-USDT", "bad id")
+        assert await p.poll() == frozenset({"B-USDT", "C-USDT"})
+        assert not redis_db.exists("config:trading_pairs:rejected")  # ids gone from the set are forgotten
+        await p.close()
+        down = PairsPoller(f"redis://127.0.0.1:{free_port()}/0", "k", limit=2, interval=1, venue="okx")
+        assert await down.poll() is None  # unreachable: the caller keeps its set
+        await down.close()
+
+    asyncio.run(run())
