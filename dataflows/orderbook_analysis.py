@@ -11,7 +11,10 @@ Input (``ORDERBOOK_SOURCE``):
   in a processing list until a committed snapshot covers it, and frames consumed after the last committed
   snapshot are delivered again on resume. With recovery on: no frame lost after ``kill -9``, every frame
   counted exactly once in the analysis state, outputs at-least-once (alerts deduplicated by id).
-* ``ws``: the OKX WebSocket directly, through the collector's OKX books source.
+* ``ws``: the OKX WebSocket directly, through the collector's OKX books source
+  (:func:`connectors.okx.book_source.okx_books_source`: subscriptions from ``config:trading_pairs``, integrity
+  checks and re-syncs); the raw frames it applied feed our analyzers, its status changes mark their books.
+  At-most-once (a crash loses the frames in flight; the books re-sync from fresh snapshots on restart).
 
 Frames are parsed (``connectors.okx.books.parse_books_frame``), keyed by instrument (so each instrument's
 frames stay in order on one worker while instruments spread over workers) and fed to one
@@ -28,18 +31,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.analysis_sink import AnalysisRedisSink, influx_points
 from connectors.influx import InfluxSink
+from connectors.okx.book_source import BookState, BufferFrame, okx_books_source
 from connectors.okx.books import OkxParseError, parse_books_frame
 from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
 from operators.analysis import AnalysisOutput, AnalysisParams, InstrumentAnalyzer
-from operators.events import BookDelta
+from operators.events import BookDelta, BookStatus
 from operators.orderbook import OrderBook
 
 signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -67,6 +72,16 @@ def analysis_params(settings: Settings) -> AnalysisParams:
     )
 
 
+class StatusReport(msgspec.Struct, frozen=True):
+    """A book status reported by the WebSocket source (re-syncing, removed from the set)."""
+
+    instrument: str
+    status: BookStatus
+
+
+BookInput = BookDelta | StatusReport
+
+
 def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
     """One raw frame -> its book deltas; protocol chatter is dropped, parse errors are logged."""
     raw = item.raw if isinstance(item, ListItem) else item
@@ -78,7 +93,7 @@ def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
     return ()
 
 
-class AnalyseLogic(StatefulBatchLogic[BookDelta, AnalysisOutput, bytes]):
+class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
     """One instrument's analyzer. Emits, per batch, the newest output plus every output carrying alerts.
 
     ``snapshot()`` returns the pickled analyzer (immutable bytes; the derived index is not included).
@@ -88,7 +103,7 @@ class AnalyseLogic(StatefulBatchLogic[BookDelta, AnalysisOutput, bytes]):
         self.params = params
         self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
 
-    def on_batch(self, values: list[BookDelta]) -> tuple[Iterable[AnalysisOutput], bool]:
+    def on_batch(self, values: list[BookInput]) -> tuple[Iterable[AnalysisOutput], bool]:
         analyzer = self.analyzer
         if analyzer is None:
             inst = values[0].instrument
@@ -96,8 +111,11 @@ class AnalyseLogic(StatefulBatchLogic[BookDelta, AnalysisOutput, bytes]):
                 inst, OrderBook(inst, depth=self.params.book_depth), self.params)
         out: list[AnalysisOutput] = []
         last: AnalysisOutput | None = None
-        for delta in values:
-            last = analyzer.on_delta(delta, self.params)
+        for value in values:
+            if isinstance(value, StatusReport):
+                last = analyzer.on_status(value.status)
+            else:
+                last = analyzer.on_delta(value, self.params)
             if last.alerts:
                 out.append(last)
         if last is not None and (not out or out[-1] is not last):
@@ -108,14 +126,14 @@ class AnalyseLogic(StatefulBatchLogic[BookDelta, AnalysisOutput, bytes]):
         return pickle.dumps(self.analyzer, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _ws_source(settings: Settings) -> Source[Any]:
-    try:
-        from connectors.okx.books_source import okx_books_source
-    except ImportError:
-        msg = "ORDERBOOK_SOURCE=ws needs the collector's OKX books source (connectors/okx/books_source.py)"
-        raise RuntimeError(msg) from None
-    src: Source[Any] = okx_books_source(settings)
-    return src
+def from_collector(item: object) -> Iterable[BookInput]:
+    """``ORDERBOOK_SOURCE=ws``: the collector source's applied raw frames (REST re-syncs arrive as rendered
+    snapshot frames) become deltas for our analyzers' books; its status changes mark them."""
+    if isinstance(item, BufferFrame):
+        return parse_frame(item.text)
+    if isinstance(item, BookState):
+        return (StatusReport(item.instrument, BookStatus.STALE if item.removed else item.status),)
+    return ()
 
 
 def build(
@@ -129,14 +147,18 @@ def build(
     flow = Dataflow("orderbook_analysis")
     if source is None:
         if settings.orderbook_source is OrderbookSource.WS:
-            source = _ws_source(settings)
+            source = okx_books_source(settings)
         else:
             source = ReliableRedisListSource(
                 str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,
                 batch_size=1000, poll_interval=POLL_INTERVAL_S,
             )
     frames = op.input("read", flow, source)
-    deltas: Stream[BookDelta] = op.flat_map("parse", frames, parse_frame)
+    deltas: Stream[BookInput]
+    if settings.orderbook_source is OrderbookSource.WS and not isinstance(source, ReliableRedisListSource):
+        deltas = op.flat_map("parse", frames, from_collector)
+    else:
+        deltas = op.flat_map("parse", frames, parse_frame)
     keyed = op.key_on("key", deltas, lambda d: d.instrument)
     analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(params, resume))
     outputs = op.key_rm("unkey", analysed)

@@ -108,3 +108,30 @@ def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
     before_stop = log.split("KeyboardInterrupt")[0]  # Bytewax prints its interrupt as a traceback
     assert "Traceback" not in before_stop and '"level":"error"' not in before_stop
     assert "frame_rejected" not in before_stop
+
+
+@pytest.mark.slow
+def test_orderbook_source_ws_analyses_the_okx_websocket_directly(
+    start_simulator: Any, redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path,
+) -> None:
+    sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "3", "--rate", "20", "--checksum", "real")
+    r = redis_db
+    r.sadd("config:trading_pairs", *PAIRS)
+    analysis = start_analysis(tmp_path, {
+        **sim.env(), "REDIS_URL": redis_server.url, "ORDERBOOK_SOURCE": "ws", "TRADING_PAIRS_POLL_INTERVAL": "1",
+        "ANALYSIS_DEPTH_WINDOW": "4", "ANALYSIS_LIQUIDITY_WINDOW": "6", "ANALYSIS_ALERT_COOLDOWN": "0",
+    })
+    try:
+        wait_for("both books analysed", lambda: all(
+            r.hget(f"analysis:{i}", "book_status") == "valid" and r.hget(f"analysis:{i}", "liquidity_index")
+            for i in PAIRS), timeout=60)
+        assert r.llen("okex_orderbook") == 0  # the buffer list is not involved
+        since = iso_now(-1)
+        sim.fault("gap", inst="BTC-USDT")  # the source re-syncs that book; analysis carries on after it
+        sim.fault("liquidity_drain", inst="BTC-USDT", fraction=0.05, band=0.01)
+        wait_for("a liquidity_shrink alert for BTC-USDT",
+                 lambda: alerts_since(r, "BTC-USDT", "liquidity_shrink", "alert", since), timeout=30)
+        assert r.hget("analysis:BTC-USDT", "book_status") == "valid"
+        assert analysis.poll() is None
+    finally:
+        stop_process(analysis)

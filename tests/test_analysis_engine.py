@@ -105,6 +105,17 @@ def test_analyzer_keeps_last_values_when_the_book_is_not_valid() -> None:
     assert out.analysed and out.result.support_level_1 == Decimal("90.5")
 
 
+def test_status_reports_from_the_source_mark_the_book() -> None:
+    a = analyzer()
+    a.on_delta(snapshot(BIDS, ASKS, ts_ms=T0), PARAMS)
+    out = a.on_status(BookStatus.STALE)
+    assert out.result.book_status is BookStatus.STALE and out.result.support_level_1 == Decimal("98.0")
+    assert a.on_delta(delta([("99.5", "2")], [], ts_ms=T0 + 1), PARAMS).result.book_status is BookStatus.VALID
+    out = a.on_status(BookStatus.RESYNCING)
+    assert out.result.book_status is BookStatus.RESYNCING and not out.analysed
+    assert a.on_delta(delta([("99.5", "3")], [], ts_ms=T0 + 2), PARAMS).result.book_status is BookStatus.RESYNCING
+
+
 def run_series(a: InstrumentAnalyzer, start: int, n: int, drain_from: int | None = None) -> list[object]:
     outs = []
     for i in range(start, start + n):

@@ -36,6 +36,10 @@ class BookOperator(Protocol):
 
     def view(self, levels: int = 400) -> BookView: ...
 
+    def mark_stale(self) -> None: ...
+
+    def mark_resyncing(self) -> None: ...
+
 
 class AnalysisOutput(msgspec.Struct, frozen=True):
     result: AnalysisResult
@@ -86,6 +90,16 @@ class InstrumentAnalyzer:
         else:
             index.apply(delta.bids, delta.asks)
         return self._analyse(index, delta, params)
+
+    def on_status(self, status: BookStatus) -> AnalysisOutput:
+        """The book's source reports a status change (the WebSocket source: re-syncing, stale, removed)."""
+        if status is BookStatus.STALE:
+            self.book.mark_stale()
+        elif status is not BookStatus.VALID:
+            self.book.mark_resyncing()
+        self.index = None
+        self.last = msgspec.structs.replace(self.last, book_status=self.book.status)
+        return AnalysisOutput(self.last, analysed=False)
 
     def _analyse(self, index: BookIndex, delta: BookDelta, params: AnalysisParams) -> AnalysisOutput:
         ts = max(self.clock_ms, delta.ts_ms)
