@@ -13,7 +13,9 @@
   each sink partition also sets ``avg_processing_latency`` (ms, frame receipt -> hash write, mean over the
   last second) and ``redis_memory_usage`` (bytes, every 5 s).
 
-Delivery: at-least-once per batch (hash writes are idempotent). Unit of parallelism: one client per worker.
+Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
+after the client's retries is dropped and logged, the dataflow carries on (the next update rewrites each hash).
+Unit of parallelism: one client per worker.
 """
 
 from __future__ import annotations
@@ -80,8 +82,14 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         self._lat_n = 0
         self._next_lat = 0.0
         self._next_mem = 0.0
+        self._down = False
+        self._dropped = 0
+        self._retry_at = 0.0
 
     def write_batch(self, items: list[RedisItem]) -> None:
+        if self._down and time.monotonic() < self._retry_at:
+            self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
+            return
         plans: dict[str, tuple[bool, dict[str, str]]] = {}
         recv: dict[str, int] = {}
         frames: list[str] = []
@@ -121,10 +129,23 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             self._next_mem = now + 5.0
             try:
                 pipe.hset(MONITORING_KEY, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
-            except RedisError as err:
+            except (RedisError, OSError) as err:
                 log.warning("redis_info_failed", error=str(err))
         if len(pipe):
-            pipe.execute()
+            try:
+                pipe.execute()
+            except (RedisError, OSError) as err:
+                # Redis away (after the client's own retries): drop this batch rather than stop the dataflow.
+                # Hashes are rewritten by the next update; a buffer consumer sees the gap and re-syncs.
+                self._dropped += len(items)
+                self._retry_at = time.monotonic() + 1.0
+                if not self._down:
+                    log.warning("redis_write_failed", error=str(err), action="dropping batches until Redis is back")
+                self._down = True
+                return
+            if self._down:
+                log.warning("redis_write_recovered", dropped_items=self._dropped)
+                self._down, self._dropped = False, 0
         if recv:
             done = time.time_ns()
             lats = [done - r for r in recv.values()]

@@ -14,7 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 
+from cryptoflow.servers import free_port, start_redis, stop_process
 from tests.collector_helpers import (
     hash_book,
     monitoring,
@@ -263,3 +265,30 @@ def test_replay_books_recording_same_books_with_any_workers(start_simulator, red
 
 def test_replay_tick_by_tick_recording(start_simulator, redis_server, redis_db, tmp_path) -> None:
     _replay_run(start_simulator, redis_server, redis_db, tmp_path, "books-l2-tbt")
+
+
+def test_redis_outage_keeps_the_subscriptions(start_simulator, tmp_path: Path) -> None:
+    """Redis goes away: the collector neither stops nor drops its pairs; when Redis is back it writes again."""
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--seed", "2", "--rate", "10")
+    r = redis.Redis(port=port, decode_responses=True)
+    r.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    try:
+        wait_for("books", lambda: valid(r, "BTC-USDT") and valid(r, "ETH-USDT"))
+        stop_process(server)
+        wait_for("poll and write failures noticed", lambda: col.events("pairs_poll_failed")
+                 and col.events("redis_write_failed"))
+        frames = {s["inst"]: s["frames"] for s in sim.status()["subscriptions"]}
+        wait_for("still subscribed and streaming", lambda: all(
+            s["frames"] > frames.get(s["inst"], 0) for s in sim.status()["subscriptions"]
+        ) and {s["inst"] for s in sim.status()["subscriptions"]} == {"BTC-USDT", "ETH-USDT"})
+        server = start_redis(port, tmp_path / "redis")  # an empty Redis: the pairs must be added again
+        r.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+        wait_for("books written again", lambda: valid(r, "BTC-USDT") and valid(r, "ETH-USDT"))
+        wait_for("poll recovered", lambda: col.events("pairs_poll_recovered") and col.events("redis_write_recovered"))
+        assert col.alive()
+    finally:
+        col.stop()
+        stop_process(server)
