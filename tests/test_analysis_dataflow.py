@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 import redis
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import TestingSource, cluster_main, run_main
 
 from cryptoflow.settings import load_settings
 from dataflows.orderbook_analysis import analysis_params, build
@@ -37,13 +37,18 @@ def test_params_come_from_settings(redis_server: RedisServer, monkeypatch: pytes
     assert p.min_size("BTC-USDT") == 5.0 and p.bin_width is not None and float(p.bin_width) == 10.0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_dataflow_writes_hashes_alerts_history_and_email_jobs(
-    redis_server: RedisServer, redis_db: redis.Redis,
+    redis_server: RedisServer, redis_db: redis.Redis, workers: int,
 ) -> None:
     frames = market(["BTC-USDT", "ETH-USDT"], seconds=20, rate=10, start_ms=T0, depth=100, events={15.0: 0.3})
     frames.insert(5, b'{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"}}')
     frames.insert(6, b"not json")
-    run_main(build(settings_for(redis_server), source=TestingSource(frames, batch_size=50)))
+    flow = build(settings_for(redis_server), source=TestingSource(frames, batch_size=50))
+    if workers == 1:
+        run_main(flow)
+    else:  # one reading partition, the instruments spread over two workers, each in order
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
     for inst in ("BTC-USDT", "ETH-USDT"):
         h = redis_db.hgetall(f"analysis:{inst}")
         assert set(h) == FIELDS

@@ -56,13 +56,13 @@ def reference(frames: list[bytes]) -> dict[str, AnalysisResult]:
     return last
 
 
-def start_flow(server: RedisServer, recovery: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_flow(server: RedisServer, recovery: Path, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     env = {**os.environ, **ENV, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT)}
     env.pop("INFLUX_URL", None)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis", "-r", str(recovery),
-             "-s", "1", "-b", "0"],
+             "-s", "1", "-b", "0", "-w", str(workers)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -112,7 +112,7 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
         kill9(proc)
         taken_at_crash = offset()
         assert 0 < taken_at_crash < len(frames), "the crash must happen mid-replay"
-        proc = start_flow(redis_server, recovery, log)
+        proc = start_flow(redis_server, recovery, log, workers=2)  # resume may change the worker count
         wait_for(pushed.is_set, "the producer to finish")
         wait_for(lambda: offset() == len(frames) and redis_db.llen("okex_orderbook") == 0, "every frame taken")
 
@@ -126,6 +126,7 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
         producer.join(30)
     text = log.read_text()
     assert "redis_list_resume_gap" not in text and "frame_rejected" not in text
+    assert "redis_list_redeliver" in text  # frames taken after the last committed snapshot were replayed
     for inst in INSTS:
         got = redis_db.hgetall(f"analysis:{inst}")
         want = hash_fields(expected[inst])
