@@ -187,8 +187,10 @@ def test_index_matches_a_naive_recomputation(batches: list[list[tuple[bool, str,
         for p, s in levels:
             bins[int(p // 1)] = bins.get(int(p // 1), 0.0) + s
         assert {b: acc[1] for b, acc in side.bins.items()} == pytest.approx(bins)
-        lo, hi = 95.0, 105.0
-        assert side.band(lo, hi)[0] == pytest.approx(sum(s for p, s in levels if lo <= p <= hi))
+        for lo, hi in ((95.0, 105.0), (91.0, 109.0), (0.0, 1e9), (99.0, 99.5)):  # narrow and wide bands
+            size, notional = side.band(lo, hi)
+            assert size == pytest.approx(sum(s for p, s in levels if lo <= p <= hi), abs=1e-9)
+            assert notional == pytest.approx(sum(p * s for p, s in levels if lo <= p <= hi), abs=1e-6)
 
 
 @settings(max_examples=60, deadline=None)

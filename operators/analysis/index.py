@@ -29,7 +29,8 @@ def _decimals(price: str) -> int:
 class SideIndex:
     """One side: ``bid=True`` keeps the best level last (highest price), asks keep it first."""
 
-    __slots__ = ("bid", "bins", "decimals", "keys", "notionals", "prices", "sizes", "sorted_sizes", "width")
+    __slots__ = ("bid", "bins", "decimals", "keys", "notionals", "prices", "sizes", "sorted_sizes",
+                 "total_notional", "total_size", "width")
 
     def __init__(self, *, bid: bool, width: float) -> None:
         self.bid = bid
@@ -41,6 +42,8 @@ class SideIndex:
         self.sorted_sizes: list[float] = []
         self.bins: dict[int, list[float]] = {}  # bin -> [levels, size, notional]
         self.decimals = 0  # most decimals of an inserted price string
+        self.total_size = 0.0  # running totals: a band covering most of the side sums only what is outside
+        self.total_notional = 0.0
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -51,6 +54,8 @@ class SideIndex:
         return self.prices[-1] if self.bid else self.prices[0]
 
     def _bin_add(self, price: float, size: float, notional: float, count: int) -> None:
+        self.total_size += size
+        self.total_notional += notional
         b = math.floor(price / self.width + _EPS)
         acc = self.bins.get(b)
         if acc is None:
@@ -112,16 +117,23 @@ class SideIndex:
     def rebin(self, width: float) -> None:
         self.width = width
         self.bins = {}
+        self.total_size = self.total_notional = 0.0
         for p, s, n in zip(self.prices, self.sizes, self.notionals, strict=True):
             self._bin_add(p, s, n, 1)
 
     def band(self, lo: float, hi: float) -> tuple[float, float]:
         """(size, notional) of the levels with lo <= price <= hi."""
-        i = bisect_left(self.prices, lo)
-        j = bisect_right(self.prices, hi)
+        prices = self.prices
+        i = bisect_left(prices, lo)
+        j = bisect_right(prices, hi)
         if i >= j:
             return 0.0, 0.0
-        return sum(self.sizes[i:j]), sum(self.notionals[i:j])
+        if j - i <= len(prices) // 2:
+            return sum(self.sizes[i:j]), sum(self.notionals[i:j])
+        sizes, notionals = self.sizes, self.notionals  # most of the side: total minus what is outside
+        size = self.total_size - sum(sizes[:i]) - sum(sizes[j:])
+        notional = self.total_notional - sum(notionals[:i]) - sum(notionals[j:])
+        return max(size, 0.0), max(notional, 0.0)
 
     def median_size(self) -> float | None:
         ss = self.sorted_sizes
