@@ -1,0 +1,102 @@
+"""connectors/smtp.py against real aiosmtpd servers: login when configured, error classification,
+connection reuse, and a message built only from checked, single-line header values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from connectors.smtp import (
+    SmtpConfig,
+    SmtpConnection,
+    SmtpPermanentError,
+    SmtpTemporaryError,
+    build_message,
+)
+from cryptoflow.servers import free_port
+from operators.alerts import InvalidJob
+from operators.events import EmailJob
+from tests.fixtures.smtp import SmtpServer, _Inbox
+
+JOB = EmailJob(id="j1", alert_id="a1", to="user@example.com", subject="Price alert: BTC-USDT rose to 36000",
+               body="line 1\nline 2\n", created_at="2026-11-21T09:00:00.000Z")
+
+
+@dataclass
+class _Picky(_Inbox):
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.startswith("gone@"):
+            return "550 5.1.1 no such user"
+        if address.startswith("busy@"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def _auth(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"bot", b"s3cret")
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+
+
+@pytest.fixture
+def auth_smtp() -> Iterator[SmtpServer]:
+    inbox = _Picky()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=_auth, auth_require_tls=False,
+                            auth_exclude_mechanism=["LOGIN"])  # smtplib then uses PLAIN only
+    controller.start()
+    try:
+        yield SmtpServer(port, inbox, controller)
+    finally:
+        controller.stop()
+
+
+def _config(port: int, **kw: Any) -> SmtpConfig:
+    return SmtpConfig(**{"host": "127.0.0.1", "port": port, "sender": "alerts@example.com", "timeout": 5.0, **kw})
+
+
+def test_login_then_several_messages_on_one_connection(auth_smtp) -> None:
+    conn = SmtpConnection(_config(auth_smtp.port, user="bot", password="s3cret"))
+    conn.send(JOB)
+    conn.send(EmailJob(**{**{f: getattr(JOB, f) for f in JOB.__struct_fields__}, "id": "j2"}))
+    conn.close()
+    got = auth_smtp.messages
+    assert [m["X-Cryptoflow-Job"] for m in got] == ["j1", "j2"]
+    assert got[0]["From"] == "alerts@example.com" and got[0]["To"] == "user@example.com"
+    assert got[0].get_payload().replace("\r\n", "\n") == "line 1\nline 2\n"
+
+
+def test_wrong_password_is_permanent_and_password_never_shown(auth_smtp) -> None:
+    config = _config(auth_smtp.port, user="bot", password="wrong-pw")
+    with pytest.raises(SmtpPermanentError, match="535"):
+        SmtpConnection(config).send(JOB)
+    assert "wrong-pw" not in repr(config)
+
+
+def test_recipient_refusals_are_classified(auth_smtp) -> None:
+    conn = SmtpConnection(_config(auth_smtp.port, user="bot", password="s3cret"))
+    with pytest.raises(SmtpPermanentError, match="550"):
+        conn.send(EmailJob(**{**{f: getattr(JOB, f) for f in JOB.__struct_fields__}, "to": "gone@example.com"}))
+    with pytest.raises(SmtpTemporaryError, match="451"):
+        conn.send(EmailJob(**{**{f: getattr(JOB, f) for f in JOB.__struct_fields__}, "to": "busy@example.com"}))
+    conn.send(JOB)  # the connection recovers after a failure
+    assert [m["X-Cryptoflow-Job"] for m in auth_smtp.messages] == ["j1"]
+
+
+def test_server_down_is_temporary() -> None:
+    with pytest.raises(SmtpTemporaryError):
+        SmtpConnection(_config(free_port(), timeout=1.0)).send(JOB)
+
+
+def test_message_builder_refuses_injection() -> None:
+    msg = build_message(JOB, "alerts@example.com")
+    assert msg["Subject"] == JOB.subject and msg["Message-ID"] == "<j1.0@cryptoflow>"
+    bad = EmailJob(**{**{f: getattr(JOB, f) for f in JOB.__struct_fields__},
+                      "subject": "x\r\nBcc: victim@example.com"})
+    with pytest.raises(InvalidJob):
+        build_message(bad, "alerts@example.com")
