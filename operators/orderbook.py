@@ -3,8 +3,9 @@
 Levels keep the exchange's strings as sent. Ordering uses integer ticks: a price string is read as an integer
 at the book's decimal scale (the most decimals seen so far; a finer price rescales the book once), so there
 are no float keys and no ``Decimal`` on the hot path. Each side is a dict ``ticks -> Level`` plus a sorted
-list of ticks (bids stored negated, so both lists are ascending and index 0 is the best level), plus a dict of
-pre-joined ``"price:size"`` strings that makes the OKX checksum cheap.
+list of ticks (bids stored negated, so both lists are ascending and index 0 is the best level), plus the
+pre-joined ``"price:size"`` strings of the top 25 levels, maintained incrementally, so the OKX checksum is one
+join and one CRC. A small per-book cache maps price text to ticks.
 
 Integrity (DESIGN.md, "Order books"), checked by :meth:`OrderBook.apply`:
 
@@ -23,7 +24,7 @@ snapshot. The caller (the connector) decides how to re-sync; see :mod:`operators
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -106,14 +107,18 @@ def _signed_crc(text: str) -> int:
     return crc - _CRC_MOD if crc >= _SIGN_BIT else crc
 
 
-def _interleave(bids: Sequence[str], asks: Sequence[str]) -> list[str]:
+def _interleave(bids: list[str], asks: list[str]) -> list[str]:
     nb, na = len(bids), len(asks)
+    if nb == na:
+        out = [""] * (nb + na)
+        out[::2] = bids
+        out[1::2] = asks
+        return out
     n = min(nb, na)
-    out = [s for pair in zip(bids[:n], asks[:n], strict=True) for s in pair]
-    if nb > n:
-        out.extend(bids[n:])
-    elif na > n:
-        out.extend(asks[n:])
+    out = [""] * (2 * n)
+    out[::2] = bids[:n]
+    out[1::2] = asks[:n]
+    out.extend(bids[n:] if nb > n else asks[n:])
     return out
 
 
@@ -126,7 +131,14 @@ def okx_checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
     return _signed_crc(":".join(_interleave(b, a)))
 
 
+_APPLIED_UPDATE = Applied("update")
+_APPLIED_SNAPSHOT = Applied("snapshot")
+
+
 # ------------------------------------------------------------------------------------------------- book
+_PRICE_CACHE_MAX = 4096  # price text -> ticks, per book; cleared when full or rescaled
+
+
 class _Rescale(Exception):
     def __init__(self, scale: int) -> None:
         self.scale = scale
@@ -138,16 +150,21 @@ class _BadPrice(Exception):
 
 
 class OrderBook:
-    """One instrument's book. Picklable (compact state: the levels' ``"price:size"`` strings, best first)."""
+    """One instrument's book. Picklable; its pickled state is compact (the levels' strings, best first).
+
+    Per side: ``dict ticks -> Level``, the sorted tick list (bids negated) and the ``"price:size"`` strings of
+    the top 25 levels, kept up to date incrementally so the checksum costs one join and one CRC.
+    """
 
     __slots__ = (
-        "_aj",
+        "_acache",
         "_ak",
         "_al",
-        "_bj",
+        "_at",
+        "_bcache",
         "_bk",
         "_bl",
-        "_crc",
+        "_bt",
         "_scale",
         "checksum",
         "depth",
@@ -158,7 +175,7 @@ class OrderBook:
         "status",
         "ts_ms",
         "venue",
-    )  # fmt: skip
+    )
 
     def __init__(self, instrument: str, venue: str = "okx", depth: int = 400) -> None:
         if depth < 1:
@@ -173,17 +190,18 @@ class OrderBook:
         self.ts_ms = 0
         self.recv_ns = 0
         self.last_action: Literal["snapshot", "update"] = "snapshot"
+        self._scale = 0  # decimals of the tick unit; only grows
+        self._bcache: dict[str, int] = {}  # price text -> key (-ticks) at the current scale
+        self._acache: dict[str, int] = {}  # price text -> key (ticks)
         self._clear()
 
     def _clear(self) -> None:
-        self._scale = 0
         self._bk: list[int] = []  # negated ticks, ascending: best bid first
         self._bl: dict[int, Level] = {}
-        self._bj: dict[int, str] = {}
+        self._bt: list[str] = []  # "price:size" of the top CHECKSUM_LEVELS bids, best first
         self._ak: list[int] = []  # ticks, ascending: best ask first
         self._al: dict[int, Level] = {}
-        self._aj: dict[int, str] = {}
-        self._crc: int | None = None  # cached checksum of the current top levels
+        self._at: list[str] = []
 
     # ------------------------------------------------------------------------------------- public API
     def apply(self, delta: BookDelta) -> IntegrityResult:
@@ -201,13 +219,16 @@ class OrderBook:
                 self.recv_ns = delta.recv_ns
                 return Heartbeat(seq)
         try:
-            dirty = self._update_side(delta.bids, True)
-            dirty = self._update_side(delta.asks, False) or dirty
+            if delta.bids:
+                self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
+            if delta.asks:
+                self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
+        except _Rescale as exc:
+            self._rescale_and_redo(delta, exc.scale)
         except _BadPrice as exc:
             return self._fail(InvalidLevel(exc.level.price, exc.level.size))
-        if dirty:
-            self._crc = None
-        self._truncate()
+        if len(self._bk) > self.depth or len(self._ak) > self.depth:
+            self._truncate()
         return self._finish(delta)
 
     def view(self, levels: int = 400) -> BookView:
@@ -237,12 +258,7 @@ class OrderBook:
 
     def computed_checksum(self) -> int:
         """The OKX checksum of the book as it is now."""
-        if self._crc is None:
-            bj, aj = self._bj, self._aj
-            b = list(map(bj.__getitem__, self._bk[:CHECKSUM_LEVELS]))
-            a = list(map(aj.__getitem__, self._ak[:CHECKSUM_LEVELS]))
-            self._crc = _signed_crc(":".join(_interleave(b, a)))
-        return self._crc
+        return _signed_crc(":".join(_interleave(self._bt, self._at)))
 
     def mark_stale(self) -> None:
         """No frame for too long: ``valid`` -> ``stale`` (the next good update makes it ``valid`` again)."""
@@ -266,91 +282,133 @@ class OrderBook:
             self.seq_id = delta.seq_id
         self.checksum = delta.checksum
         if delta.checksum:
-            computed = self.computed_checksum()
+            computed = _signed_crc(":".join(_interleave(self._bt, self._at)))
             if computed != delta.checksum:
                 return self._fail(ChecksumMismatch(delta.checksum, computed))
         if self._bk and self._ak and -self._bk[0] >= self._ak[0]:
             return self._fail(BookCrossed(self._bl[self._bk[0]].price, self._al[self._ak[0]].price))
         self.status = BookStatus.VALID
-        return Applied(delta.action)
+        return _APPLIED_UPDATE if delta.action == "update" else _APPLIED_SNAPSHOT
 
     def _apply_snapshot(self, delta: BookDelta) -> IntegrityResult:
-        self._clear()
         self.seq_id = None
-        try:
-            self._update_side(delta.bids, True)
-            self._update_side(delta.asks, False)
-        except _BadPrice as exc:
+        while True:
             self._clear()
-            return self._fail(InvalidLevel(exc.level.price, exc.level.size))
+            try:
+                self._load_side(delta.bids, True)
+                self._load_side(delta.asks, False)
+                break
+            except _Rescale as exc:  # a finer price than any before: rescale and start again
+                self._set_scale(exc.scale)
+            except _BadPrice as exc:
+                self._clear()
+                return self._fail(InvalidLevel(exc.level.price, exc.level.size))
         self._truncate()
         return self._finish(delta)
 
-    def _update_side(self, levels: Sequence[Level], bid: bool) -> bool:
-        """Apply levels to one side; True when the top ``CHECKSUM_LEVELS`` may have changed."""
-        while True:
-            try:
-                return self._update_side_at_scale(levels, bid)
-            except _Rescale as exc:  # a finer price than any before: rescale, then redo (idempotent)
-                self._rescale(exc.scale)
+    def _tick(self, level: Level, cache: dict[str, int], sign: int) -> int:
+        """The key of ``level.price`` at the book's scale (``sign`` -1 for bids), on a cache miss."""
+        whole, _, frac = level.price.partition(".")
+        n, scale = len(frac), self._scale
+        if n > scale:
+            raise _Rescale(n)
+        digits = whole + frac + "0" * (scale - n) if n < scale else whole + frac
+        if not (digits.isdigit() and digits.isascii()):
+            raise _BadPrice(level)
+        key = sign * int(digits)
+        if len(cache) >= _PRICE_CACHE_MAX:
+            cache.clear()
+        cache[level.price] = key
+        return key
 
-    def _update_side_at_scale(self, levels: Sequence[Level], bid: bool) -> bool:
-        if bid:
-            keys, book, joined = self._bk, self._bl, self._bj
-        else:
-            keys, book, joined = self._ak, self._al, self._aj
-        scale = self._scale
-        dirty = False
+    def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
+        book, cache, sign = (self._bl, self._bcache, -1) if bid else (self._al, self._acache, 1)
         for lv in levels:
-            price = lv.price
-            whole, _, frac = price.partition(".")
-            n = len(frac)
-            if n == scale:
-                digits = whole + frac
-            elif n < scale:
-                digits = whole + frac + "0" * (scale - n)
+            k = cache.get(lv.price)
+            if k is None:
+                k = self._tick(lv, cache, sign)
+            size = lv.size
+            if size == "0" or not size.strip("0."):
+                book.pop(k, None)
             else:
-                raise _Rescale(n)
-            if not (digits.isdigit() and digits.isascii()):
-                raise _BadPrice(lv)
-            k = -int(digits) if bid else int(digits)
+                book[k] = lv
+        keys = sorted(book)
+        top = [f"{lv.price}:{lv.size}" for lv in map(book.__getitem__, keys[:CHECKSUM_LEVELS])]
+        if bid:
+            self._bk, self._bt = keys, top
+        else:
+            self._ak, self._at = keys, top
+
+    def _rescale_and_redo(self, delta: BookDelta, scale: int) -> None:
+        """A finer price than any before: rescale, then apply the whole delta again (idempotent: every level
+        sets its final state, whatever part of the delta was applied before)."""
+        while True:
+            self._set_scale(scale)
+            try:
+                self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
+                self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
+                return
+            except _Rescale as exc:
+                scale = exc.scale
+
+    def _update_levels(
+        self,
+        levels: Sequence[Level],
+        cache: dict[str, int],
+        keys: list[int],
+        book: dict[int, Level],
+        top: list[str],
+        sign: int,
+    ) -> None:
+        # Invariant kept after every level: top == ["p:s" of book[k] for k in keys[:N]].
+        n_top = CHECKSUM_LEVELS
+        for lv in levels:
+            k = cache.get(lv.price)
+            if k is None:
+                k = self._tick(lv, cache, sign)
             size = lv.size
             if size == "0" or not size.strip("0."):
                 if k in book:
-                    if not dirty and (len(keys) <= CHECKSUM_LEVELS or k <= keys[CHECKSUM_LEVELS - 1]):
-                        dirty = True
                     del book[k]
-                    del joined[k]
-                    del keys[bisect_left(keys, k)]
-                continue
-            if not dirty and (len(keys) < CHECKSUM_LEVELS or k <= keys[CHECKSUM_LEVELS - 1]):
-                dirty = True
-            if k not in book:
-                insort(keys, k)
-            book[k] = lv
-            joined[k] = f"{price}:{size}"
-        return dirty
+                    i = bisect_left(keys, k)
+                    del keys[i]
+                    if i < n_top:
+                        del top[i]
+                        if len(keys) >= n_top:
+                            nxt = book[keys[n_top - 1]]
+                            top.append(f"{nxt.price}:{nxt.size}")
+            elif k in book:
+                book[k] = lv
+                if len(keys) <= n_top or k <= keys[n_top - 1]:
+                    top[bisect_left(keys, k)] = f"{lv.price}:{size}"
+            else:
+                book[k] = lv
+                i = bisect_left(keys, k)
+                keys.insert(i, k)
+                if i < n_top:
+                    top.insert(i, f"{lv.price}:{size}")
+                    if len(top) > n_top:
+                        del top[n_top:]
 
-    def _rescale(self, scale: int) -> None:
+    def _set_scale(self, scale: int) -> None:
         factor = 10 ** (scale - self._scale)
-        for keys, book, joined in ((self._bk, self._bl, self._bj), (self._ak, self._al, self._aj)):
+        self._bcache.clear()
+        self._acache.clear()
+        for keys, book in ((self._bk, self._bl), (self._ak, self._al)):
             keys[:] = [k * factor for k in keys]
-            items = [(k * factor, v, joined[k]) for k, v in book.items()]
+            items = [(k * factor, v) for k, v in book.items()]
             book.clear()
-            joined.clear()
-            for k, v, j in items:
-                book[k] = v
-                joined[k] = j
+            book.update(items)
         self._scale = scale
 
     def _truncate(self) -> None:
         depth = self.depth
-        for keys, book, joined in ((self._bk, self._bl, self._bj), (self._ak, self._al, self._aj)):
+        for keys, book, top in ((self._bk, self._bl, self._bt), (self._ak, self._al, self._at)):
             if len(keys) > depth:
                 for k in keys[depth:]:
                     del book[k]
-                    del joined[k]
                 del keys[depth:]
+                del top[depth:]
 
     # -------------------------------------------------------------------------------------------- pickle
     def __getstate__(self) -> dict[str, Any]:
@@ -364,8 +422,9 @@ class OrderBook:
             "ts_ms": self.ts_ms,
             "recv_ns": self.recv_ns,
             "last_action": self.last_action,
-            "bids": [self._bj[k] for k in self._bk],
-            "asks": [self._aj[k] for k in self._ak],
+            "scale": self._scale,
+            "bids": [s for lv in map(self._bl.__getitem__, self._bk) for s in (lv.price, lv.size)],
+            "asks": [s for lv in map(self._al.__getitem__, self._ak) for s in (lv.price, lv.size)],
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -378,9 +437,13 @@ class OrderBook:
         self.ts_ms = state["ts_ms"]
         self.recv_ns = state["recv_ns"]
         self.last_action = state["last_action"]
+        self._scale = state["scale"]
+        self._bcache = {}
+        self._acache = {}
         self._clear()
-        self._update_side([Level(*j.split(":", 1)) for j in state["bids"]], True)
-        self._update_side([Level(*j.split(":", 1)) for j in state["asks"]], False)
+        for side, bid in (("bids", True), ("asks", False)):
+            flat: list[str] = state[side]
+            self._load_side([Level(p, s) for p, s in zip(flat[::2], flat[1::2], strict=True)], bid)
 
     def __repr__(self) -> str:
         return (

@@ -138,6 +138,10 @@ def test_typed_errors() -> None:
     assert reason("[1,2,3]") == "unknown_message"
     assert reason('{"hello":"world"}') == "unknown_message"
     assert reason(b"\xff\xfe\x00") == "malformed_json"
+    assert reason(BOOKS_UPDATE_OLD.replace('"452"', '"\\u0661"')) == "invalid_number"  # JSON-escaped Arabic 1
+    assert reason(BOOKS_UPDATE_OLD.replace('"452"', '"\u0661"')) == "invalid_number"  # the raw character
+    escaped = parse_books_frame(BOOKS_UPDATE_OLD.replace('"452"', '"4\\u00352"'), recv_ns=1)  # "4\u00352" = 452
+    assert isinstance(escaped, tuple) and escaped[0].bids == (Level("30182.6", "452"),)
     err = parse_books_frame(BOOKS_UPDATE_OLD.replace('"452"', '"-452"'), recv_ns=7)
     assert isinstance(err, OkxParseError) and err.raw.startswith('{"arg"') and "-452" in err.detail
 
