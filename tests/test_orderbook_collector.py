@@ -161,18 +161,31 @@ def test_every_fault_heals_the_affected_book_only(start_simulator, redis_server,
         col.stop()
 
 
-def test_books_without_a_snapshot_bootstrap_from_rest(start_simulator, redis_server, redis_db, tmp_path) -> None:
+def test_books_without_a_snapshot_bootstrap_from_rest_and_reach_influx(start_simulator, redis_server, redis_db,
+                                                                      victoria, tmp_path) -> None:
     sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--seed", "5", "--rate", "20", "--no-snapshot")
     r = redis_db
     r.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
-    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url})
+    col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url, "INFLUX_URL": victoria.url,
+                                     "INFLUX_BOOK_LEVELS": "5"})
     try:
         for inst in ("BTC-USDT", "ETH-USDT"):
             _settled(sim, r, inst)
         assert {e["instrument"] for e in col.events("book_rest_bootstrap")} == {"BTC-USDT", "ETH-USDT"}
         # The buffer list shows a (rendered) snapshot for each, so a consumer can build the book too.
-        frames = r.lrange("okex_orderbook", 0, -1)
-        assert {f[:80] for f in frames if '"action":"snapshot"' in f}
+        snaps = [json.loads(f) for f in r.lrange("okex_orderbook", 0, -1) if '"action":"snapshot"' in f]
+        assert {s["arg"]["instId"] for s in snaps} == {"BTC-USDT", "ETH-USDT"}
+        # InfluxDB: the top levels per side (depth_level is a tag), and ws_metrics.
+        sim.pause()
+        try:
+            wait_for("settled", lambda: same_as_simulator(r, sim, "BTC-USDT"))
+            best_bid = float(hash_book(r, "BTC-USDT")["bids"][0][0])
+            wait_for("orderbook_data", lambda: best_bid in victoria.series(
+                "orderbook_data", "price", instrument_id="BTC-USDT", side="buy", depth_level="1").values())
+        finally:
+            sim.resume()
+        assert not victoria.series("orderbook_data", "price", instrument_id="BTC-USDT", depth_level="6")
+        wait_for("ws_metrics", lambda: victoria.series("ws_metrics", "connections", exchange="okx"))
         assert col.alive()
     finally:
         col.stop()
