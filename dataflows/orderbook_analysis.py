@@ -16,6 +16,10 @@ Input (``ORDERBOOK_SOURCE``):
   checks and re-syncs); the raw frames it applied feed our analyzers, its status changes mark their books.
   At-most-once (a crash loses the frames in flight; the books re-sync from fresh snapshots on restart).
 
+A book that cannot go on (no snapshot yet after a start without recovery state, or a gap in the list) is
+re-synced from the collector's ``orderbook:{inst}`` hash (:mod:`connectors.book_snapshots`); frames older than
+the book are skipped.
+
 Frames are parsed (``connectors.okx.books.parse_books_frame``), keyed by instrument (so each instrument's
 frames stay in order on one worker while instruments spread over workers) and fed to one
 :class:`operators.analysis.InstrumentAnalyzer` per instrument (the shared ``operators.orderbook.OrderBook``
@@ -37,6 +41,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.analysis_sink import AnalysisRedisSink, influx_points
+from connectors.book_snapshots import HashBookSnapshots
 from connectors.influx import InfluxSink
 from connectors.okx.book_source import BookState, BufferFrame, okx_books_source
 from connectors.okx.books import OkxParseError, parse_books_frame
@@ -99,9 +104,11 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
     ``snapshot()`` returns the pickled analyzer (immutable bytes; the derived index is not included).
     """
 
-    def __init__(self, params: AnalysisParams, resume: bytes | None) -> None:
+    def __init__(self, params: AnalysisParams, resume: bytes | None,
+                 snapshots: HashBookSnapshots | None = None) -> None:
         self.params = params
         self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
+        self.snapshots = snapshots
 
     def on_batch(self, values: list[BookInput]) -> tuple[Iterable[AnalysisOutput], bool]:
         analyzer = self.analyzer
@@ -115,6 +122,10 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
             if isinstance(value, StatusReport):
                 last = analyzer.on_status(value.status)
             else:
+                if self.snapshots is not None and analyzer.needs_snapshot(value):
+                    snap = self.snapshots.fetch(analyzer.instrument)
+                    if snap is not None:
+                        analyzer.on_delta(snap, self.params)
                 last = analyzer.on_delta(value, self.params)
             if last.alerts:
                 out.append(last)
@@ -160,7 +171,11 @@ def build(
     else:
         deltas = op.flat_map("parse", frames, parse_frame)
     keyed = op.key_on("key", deltas, lambda d: d.instrument)
-    analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(params, resume))
+    # A buffer-list reader that lost the chain (late start, trimmed frame) re-syncs from the collector's hash.
+    snapshots = (HashBookSnapshots(str(settings.redis_url))
+                 if isinstance(source, ReliableRedisListSource) or settings.orderbook_source is OrderbookSource.REDIS
+                 else None)
+    analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(params, resume, snapshots))
     outputs = op.key_rm("unkey", analysed)
     op.output("redis", outputs, AnalysisRedisSink(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,

@@ -7,8 +7,13 @@ import pytest
 import redis
 from bytewax.testing import TestingSource, cluster_main, run_main
 
+from connectors.analysis_sink import hash_fields
+from connectors.book_sinks import book_fields
+from connectors.okx.books import parse_books_frame
 from cryptoflow.settings import load_settings
 from dataflows.orderbook_analysis import analysis_params, build
+from operators.analysis import InstrumentAnalyzer
+from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
 
@@ -84,3 +89,43 @@ def test_an_invalid_book_shows_its_status_and_keeps_the_last_values(
     h = redis_db.hgetall("analysis:BTC-USDT")
     assert h["book_status"] == "resyncing"
     assert h["support_level_1"] != "" and h["analysis_time"] == "2023-11-14T22:13:21.900Z"
+
+
+def collector_hash(r: redis.Redis, frames: list[bytes]) -> int:
+    """Write ``orderbook:{inst}`` as the collector would after ``frames``; returns its seq_id."""
+    book = OrderBook("BTC-USDT")
+    for f in frames:
+        parsed = parse_books_frame(f, recv_ns=0)
+        assert isinstance(parsed, tuple)
+        for d in parsed:
+            book.apply(d)
+    r.hset("orderbook:BTC-USDT", mapping=book_fields(book.view()))
+    assert book.seq_id is not None
+    return book.seq_id
+
+
+@pytest.mark.parametrize("case", ["late_start", "gap"])
+def test_a_book_without_its_chain_resyncs_from_the_collector_hash(
+    redis_server: RedisServer, redis_db: redis.Redis, case: str,
+) -> None:
+    frames = market(["BTC-USDT"], seconds=6, rate=10, start_ms=T0, depth=100)
+    if case == "late_start":  # no snapshot in the list: it was consumed before this reader existed
+        fed = frames[10:]
+        collector_hash(redis_db, frames[:15])  # the hash is ahead of the first frame read
+    else:  # frame 30 was trimmed from the list; the collector's hash has moved on meanwhile
+        fed = frames[:30] + frames[31:]
+        collector_hash(redis_db, frames[:35])
+    run_main(build(settings_for(redis_server), source=TestingSource(fed, batch_size=5)))
+    params = analysis_params(settings_for(redis_server))
+    reference = InstrumentAnalyzer("BTC-USDT", OrderBook("BTC-USDT"), params)
+    for f in frames:
+        parsed = parse_books_frame(f, recv_ns=0)
+        assert isinstance(parsed, tuple)
+        for d in parsed:
+            want = reference.on_delta(d, params)
+    h = redis_db.hgetall("analysis:BTC-USDT")
+    assert h["book_status"] == "valid" and h["analysis_time"] == "2023-11-14T22:13:26.000Z"
+    fields = hash_fields(want.result)
+    for name in ("support_level_1", "support_level_2", "resistance_level_1", "resistance_level_2",
+                 "large_buy_orders", "large_sell_orders"):
+        assert h[name] == fields[name], name  # the same book as an uninterrupted reader's

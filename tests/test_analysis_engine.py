@@ -116,6 +116,18 @@ def test_status_reports_from_the_source_mark_the_book() -> None:
     assert a.on_delta(delta([("99.5", "3")], [], ts_ms=T0 + 2), PARAMS).result.book_status is BookStatus.RESYNCING
 
 
+def test_replayed_frames_older_than_the_book_are_skipped() -> None:
+    a = analyzer()
+    a.on_delta(snapshot(BIDS, ASKS, ts_ms=T0, seq=10, prev=-1), PARAMS)
+    a.on_delta(delta([("99.5", "5")], [], ts_ms=T0 + 1, seq=11, prev=10), PARAMS)
+    a.on_delta(delta([("99.5", "6")], [], ts_ms=T0 + 2, seq=12, prev=11), PARAMS)
+    out = a.on_delta(delta([("99.5", "5")], [], ts_ms=T0 + 1, seq=11, prev=10), PARAMS)  # a replay
+    assert not out.analysed and out.result.book_status is BookStatus.VALID
+    assert a.book.view().bids[0] == lv([("99.5", "6")])[0]
+    reset = a.on_delta(delta([("99.5", "7")], [], ts_ms=T0 + 3, seq=3, prev=12), PARAMS)  # OKX seq reset
+    assert reset.analysed and a.book.seq_id == 3
+
+
 def run_series(a: InstrumentAnalyzer, start: int, n: int, drain_from: int | None = None) -> list[object]:
     outs = []
     for i in range(start, start + n):

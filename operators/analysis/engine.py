@@ -32,6 +32,9 @@ class BookOperator(Protocol):
     @property
     def status(self) -> BookStatus: ...
 
+    @property
+    def seq_id(self) -> int | None: ...
+
     def apply(self, delta: BookDelta) -> Any: ...
 
     def view(self, levels: int = 400) -> BookView: ...
@@ -75,7 +78,21 @@ class InstrumentAnalyzer:
             index.rebin(width)
         return index
 
+    def needs_snapshot(self, delta: BookDelta) -> bool:
+        """True when ``delta`` cannot be applied before a snapshot (book syncing or re-syncing)."""
+        return delta.action == "update" and self.book.status in (BookStatus.SYNCING, BookStatus.RESYNCING)
+
+    def already_applied(self, delta: BookDelta) -> bool:
+        """An update whose predecessor is older than the book (a replayed or duplicated frame, or one that a
+        snapshot taken later already contains): skipping it keeps the book valid."""
+        seq = self.book.seq_id
+        return (delta.action == "update" and self.book.status is BookStatus.VALID and seq is not None
+                and delta.prev_seq_id is not None and delta.seq_id is not None and delta.prev_seq_id < seq
+                and delta.seq_id <= seq)
+
     def on_delta(self, delta: BookDelta, params: AnalysisParams) -> AnalysisOutput:
+        if self.already_applied(delta):
+            return AnalysisOutput(self.last, analysed=False)
         self.book.apply(delta)
         status = self.book.status
         if status is not BookStatus.VALID:
