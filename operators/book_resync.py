@@ -21,10 +21,13 @@ What :meth:`SnapshotResync.complete` does, precisely:
    all dropped (the book is valid at the snapshot); otherwise the snapshot and the buffer do not meet and the
    result is :class:`~operators.orderbook.SequenceGap` (expected ``S``, got the ``prev_seq_id`` of the first
    update newer than ``S``), the book stays ``resyncing``: fetch a new snapshot.
-3. With no ``seq_id`` on the snapshot (REST bodies without ``seqId``): updates with ``ts_ms <=`` the
-   snapshot's ``ts_ms`` are dropped and the rest applied in order; the first one is accepted without a chain
-   check (the book has no ``seq_id`` yet) and a non-zero checksum is the only proof. With ``checksum == 0``
-   this merge is best effort, which is why a WebSocket snapshot (resubscribe) is preferred when available.
+3. With no ``seq_id`` on the snapshot (OKX REST bodies carry none): updates with ``ts_ms <`` the snapshot's
+   ``ts_ms`` are dropped and the rest applied in order, the first one without a chain check (the book has no
+   ``seq_id`` yet; later ones must chain to it). The boundary is inclusive on purpose: OKX updates carry
+   absolute sizes, so re-applying, in order, an update the snapshot already contains is harmless, while
+   skipping one that it does not contain would leave the book silently wrong. A non-zero checksum is the only
+   proof; with ``checksum == 0`` the merge is best effort, which is why a WebSocket snapshot (resubscribe) is
+   preferred when available.
 
 Updates that fail to apply stop the replay: the result is that failure, the book is ``resyncing``.
 A WebSocket *snapshot* arriving while the REST request is pending makes the REST answer unnecessary: apply it
@@ -102,7 +105,7 @@ def _first_to_apply(buffered: list[BookDelta], snapshot: BookDelta) -> int | Seq
     if seq is None:
         ts = snapshot.ts_ms
         for i, u in enumerate(buffered):
-            if u.ts_ms > ts:
+            if u.ts_ms >= ts:
                 return i
         return len(buffered)
     for i, u in enumerate(buffered):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.book_resync import BufferOverflow, SnapshotResync
-from operators.events import BookStatus
-from operators.orderbook import Applied, BookCrossed, Heartbeat, OrderBook, SequenceGap
-from tests.book_helpers import delta, snapshot
+from operators.events import BookDelta, BookStatus
+from operators.orderbook import Applied, BookCrossed, Heartbeat, OrderBook, SequenceGap, is_failure
+from tests.book_helpers import NaiveBook, delta, snapshot
 
 
 def resyncing_book() -> OrderBook:
@@ -85,12 +87,12 @@ def test_failure_while_replaying_stops() -> None:
 def test_without_seq_ids_falls_back_to_timestamps() -> None:
     book = resyncing_book()
     pending = SnapshotResync()
-    pending.add(delta([("98", "1")], ts_ms=1000))
-    pending.add(delta([("97", "1")], ts_ms=2000))
+    pending.add(delta([("98", "1")], ts_ms=1000))  # older: dropped
+    pending.add(delta([("97", "1")], ts_ms=2000))  # same ms as the snapshot: re-applied (absolute sizes)
     pending.add(delta([("96", "1")], ts_ms=2001))
     out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], ts_ms=2000))
-    assert (out.result, out.applied, out.dropped) == (Applied("update"), 1, 2)
-    assert [lv.price for lv in book.view().bids] == ["99", "96"]
+    assert (out.result, out.applied, out.dropped) == (Applied("update"), 2, 1)
+    assert [lv.price for lv in book.view().bids] == ["99", "97", "96"]
 
 
 def test_bad_snapshot_drops_the_buffer() -> None:
@@ -111,3 +113,70 @@ def test_misuse_and_overflow() -> None:
         pending.add(delta(seq=3, prev=2))
     with pytest.raises(ValueError, match="needs a snapshot"):
         pending.complete(OrderBook("X-Y"), delta())
+
+
+level_changes = st.lists(
+    st.tuples(st.booleans(), st.integers(1, 30), st.sampled_from(["0", "1", "2.5", "0.001", "7"])),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    initial=level_changes,
+    steps=st.lists(st.tuples(level_changes, st.integers(0, 2)), min_size=1, max_size=12),
+    data=st.data(),
+    with_seq=st.booleans(),
+)
+def test_rest_snapshot_plus_buffer_rebuilds_the_true_book(
+    initial: list[tuple[bool, int, str]],
+    steps: list[tuple[list[tuple[bool, int, str]], int]],
+    data: st.DataObject,
+    with_seq: bool,
+) -> None:
+    """A true stream (snapshot + chained updates, ms timestamps that may repeat); the WS buffer starts at some
+    update, the REST snapshot shows the book after some update at or after the one before the buffer's start.
+    Whatever the overlap, the merged book equals the true book at the end."""
+
+    def sides(changes: list[tuple[bool, int, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        bids = [(str(100 - p), s) for is_bid, p, s in changes if is_bid]  # bids < 100 < asks: never crossed
+        asks = [(str(100 + p), s) for is_bid, p, s in changes if not is_bid]
+        return bids, asks
+
+    truth = NaiveBook()
+    first = snapshot(*sides(initial), seq=1000, prev=-1, ts_ms=5000)
+    truth.apply(first)
+    states = [(dict(truth.bids), dict(truth.asks), 1000, 5000)]
+    updates = []
+    seq, ts = 1000, 5000
+    for changes, dt in steps:
+        ts += dt
+        updates.append(delta(*sides(changes), seq=seq + 3, prev=seq, ts_ms=ts))
+        seq += 3
+        truth.apply(updates[-1])
+        states.append((dict(truth.bids), dict(truth.asks), seq, ts))
+
+    start = data.draw(st.integers(0, len(updates) - 1), label="buffer starts at update")
+    at = data.draw(st.integers(start, len(updates)), label="snapshot after update")  # states[at]
+    snap_bids, snap_asks, snap_seq, snap_ts = states[at]
+    rest = snapshot(
+        [snap_bids[k] for k in sorted(snap_bids, reverse=True)],
+        [snap_asks[k] for k in sorted(snap_asks)],
+        seq=snap_seq if with_seq else None,
+        prev=-1 if with_seq else None,
+        ts_ms=snap_ts,
+    )
+    book = OrderBook("BTC-USDT")
+    book.apply(first)
+    book.mark_resyncing()
+    pending = SnapshotResync()
+    for u in updates[start:]:
+        if not with_seq:  # the older format: no seqId at all
+            u = BookDelta(u.venue, u.instrument, u.action, u.bids, u.asks, u.ts_ms, u.recv_ns)
+        pending.add(u)
+    out = pending.complete(book, rest)
+    assert not is_failure(out.result), out
+    assert book.status is BookStatus.VALID
+    assert [(lv.price, lv.size) for lv in book.view().bids] == truth.sorted_bids()
+    assert [(lv.price, lv.size) for lv in book.view().asks] == truth.sorted_asks()
