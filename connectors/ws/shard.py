@@ -79,6 +79,10 @@ class ShardRunner:
         self._background: set[asyncio.Task[None]] = set()
         # The venue's new-connections-per-second budget is shared by all shards of the process.
         self._connect_budget = per_second(hooks.limits.connects_per_second / shards)
+        # Stagger the shards: shard i's first connection waits i / rate s, so N shards starting (or all
+        # reconnecting) together stay within the venue's per-second budget.
+        budget = self._connect_budget
+        budget.take(time.monotonic() - budget.window + index / hooks.limits.connects_per_second)
         self._conns: dict[int, WsConnection] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._owner: dict[str, int] = {}

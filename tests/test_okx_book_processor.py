@@ -1,0 +1,109 @@
+"""OkxBookProcessor (the worker side of the OKX books source) driven with ws events directly: what it emits
+and what it asks of its shard (a recording ShardControl; the I/O side is covered against the simulator)."""
+
+from __future__ import annotations
+
+import orjson
+
+from connectors.okx.book_source import BookState, BufferFrame, OkxBookProcessor, ShardStats
+from connectors.ws.events import Disconnected, Fetched, Frame, Subscribed, TopicsChecked
+from operators.events import BookStatus, BookView, Level
+from operators.orderbook import okx_checksum
+
+
+class Control:
+    connections = 1
+    reconnects = 0
+
+    def __init__(self) -> None:
+        self.resubscribed: list[str] = []
+        self.fetched: list[str] = []
+
+    def resubscribe(self, topic: str) -> None:
+        self.resubscribed.append(topic)
+
+    def fetch(self, topic: str) -> None:
+        self.fetched.append(topic)
+
+
+def frame(inst: str, action: str, bids, asks, prev: int, seq: int, checksum: int = 0) -> str:
+    data = {"asks": [[p, s, "0", "1"] for p, s in asks], "bids": [[p, s, "0", "1"] for p, s in bids],
+            "ts": "1700000000000", "checksum": checksum, "prevSeqId": prev, "seqId": seq}
+    return orjson.dumps({"arg": {"channel": "books", "instId": inst}, "action": action, "data": [data]}).decode()
+
+
+SNAP = frame("A-B", "snapshot", [("10", "1"), ("9", "2")], [("11", "1"), ("12", "3")], -1, 100,
+             okx_checksum([Level("10", "1"), Level("9", "2")], [Level("11", "1"), Level("12", "3")]))
+
+
+def ready(control: Control | None = None) -> tuple[OkxBookProcessor, Control]:
+    control = control or Control()
+    p = OkxBookProcessor(0, control, channel="books", stale_after=1.0, snapshot_wait=0.5)
+    p.on_events([TopicsChecked(0, True, ("A-B", "C-D"), ("A-B", "C-D")), Subscribed(0, "A-B"),
+                 Subscribed(0, "C-D")])
+    return p, control
+
+
+def views(items) -> list[BookView]:
+    return [i for i in items if isinstance(i, BookView)]
+
+
+def test_coalesces_one_view_per_instrument_per_batch_and_buffers_every_frame() -> None:
+    p, c = ready()
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    u2 = frame("A-B", "update", [], [("11", "0")], 101, 102)
+    out = p.on_events([Frame(SNAP, 1, 0), Frame(u1, 2, 0), Frame(u2, 3, 0)])
+    (view,) = views(out)
+    assert view.bids == (Level("10", "5"), Level("9", "2")) and view.asks == (Level("12", "3"),)
+    assert (view.seq_id, view.recv_ns, view.status) == (102, 3, BookStatus.VALID)
+    assert [i.text for i in out if isinstance(i, BufferFrame)] == [SNAP, u1, u2]
+    assert not c.resubscribed and not c.fetched
+
+
+def test_gap_resyncs_only_that_instrument_and_duplicates_are_ignored() -> None:
+    p, c = ready()
+    p.on_events([Frame(SNAP, 1, 0)])
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    assert not [i for i in p.on_events([Frame(u1, 2, 0), Frame(u1, 3, 0)]) if isinstance(i, BookState)]
+    out = p.on_events([Frame(frame("A-B", "update", [("9", "1")], [], 105, 106), 4, 0)])
+    assert BookState("A-B", BookStatus.RESYNCING) in out and not views(out)
+    assert not [i for i in out if isinstance(i, BufferFrame)]  # a broken chain is not passed on
+    assert c.resubscribed == ["A-B"]
+    out = p.on_events([Frame(SNAP, 5, 0)])  # the fresh snapshot after resubscribing
+    assert views(out)[0].status is BookStatus.VALID
+    stats = next(i for i in p.on_tick(10**18) if isinstance(i, ShardStats))
+    assert dict(stats.counters) == {"gaps": 1, "resyncs": 1, "duplicate_frames": 1, "subscription_changes": 2}
+
+
+def test_update_without_snapshot_bootstraps_from_rest_with_buffered_updates() -> None:
+    p, c = ready()
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    u2 = frame("A-B", "update", [("8", "1")], [], 101, 102)
+    assert not views(p.on_events([Frame(u1, 1, 0), Frame(u2, 2, 0)]))
+    assert c.fetched == ["A-B"]
+    rest = orjson.dumps({"code": "0", "msg": "", "data": [{"asks": [["11", "1", "0", "1"]],
+                                                             "bids": [["10", "1", "0", "1"]], "ts": "1700000000000",
+                                                             "seqId": 100}]}).decode()
+    out = p.on_events([Fetched("A-B", rest, None, 3)])
+    (view,) = views(out)
+    assert view.bids == (Level("10", "5"), Level("8", "1")) and view.seq_id == 102
+    buffered = [i.text for i in out if isinstance(i, BufferFrame)]
+    assert orjson.loads(buffered[0])["action"] == "snapshot" and buffered[1:] == [u1, u2]
+
+
+def test_stale_disconnect_removal_and_bad_input() -> None:
+    p, _ = ready()
+    p.on_events([Frame(SNAP, 1, 0)])
+    assert BookState("A-B", BookStatus.STALE) in p.on_tick(2_000_000_000)  # 1 s without a frame
+    out = p.on_events([Disconnected(0, "dropped", ("A-B",))])
+    assert BookState("A-B", BookStatus.RESYNCING) in out
+    out = p.on_events([Frame('{"arg":{"channel":"books","instId":"A-B"},"action":"upd', 2, 0),
+                       Frame('{"arg":{"channel":"candle1m","instId":"A-B"},"data":[[]]}', 3, 0),
+                       Frame(frame("A-B", "update", [("9", "-1")], [], 100, 101), 4, 0),
+                       TopicsChecked(5, True, ("C-D",), (), ("A-B",))])
+    assert out == [BookState("A-B", BookStatus.SYNCING, removed=True)]
+    counters = dict(next(i for i in p.on_tick(10**18) if isinstance(i, ShardStats)).counters)
+    assert counters["rejected_messages"] == 3
+    assert {k for k in counters if k.startswith("rejected_")} >= {"rejected_malformed_json",
+                                                                  "rejected_unknown_channel",
+                                                                  "rejected_negative_size"}

@@ -1,0 +1,84 @@
+"""The generic WebSocket machinery in-process (a ShardRunner and its connections) against the simulator:
+connection age roll, request budget, rejection after retries, unsubscribe diffing, shard stagger."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import replace
+
+from connectors.okx.protocol import OKX_LIMITS, OkxHooks
+from connectors.ws.events import Connected, Disconnected, Frame, Rejected, Subscribed, Unsubscribed
+from connectors.ws.shard import ShardRunner
+from tests.collector_helpers import wait_for
+
+
+class StaticTopics:
+    """A TopicSource whose wanted set the test changes directly."""
+
+    interval = 0.2
+
+    def __init__(self, topics: set[str]) -> None:
+        self.topics = set(topics)
+        self.rejected: dict[str, str] = {}
+
+    async def poll(self) -> frozenset[str] | None:
+        return frozenset(self.topics - set(self.rejected))
+
+    async def report_rejected(self, topic: str, reason: str) -> None:
+        self.rejected[topic] = reason
+
+    async def close(self) -> None:
+        pass
+
+
+def _runner(sim, topics: set[str], events: deque, **limits) -> tuple[ShardRunner, StaticTopics]:
+    hooks = OkxHooks(sim.okx_ws_url, channel="books", limits=replace(OKX_LIMITS, **limits))
+    source = StaticTopics(topics)
+    runner = ShardRunner(index=0, shards=1, hooks=hooks, source=source, emit=events.append, per_connection=2,
+                         backoff_initial=0.1, backoff_max=0.5)
+    return runner, source
+
+
+def _of(events: deque, kind: type) -> list:
+    return [e for e in list(events) if isinstance(e, kind)]
+
+
+def test_subscribe_diff_reject_and_pack_connections(start_simulator) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT,SOL-USDT", "--rate", "10")
+    events: deque = deque()
+    runner, source = _runner(sim, {"BTC-USDT", "ETH-USDT", "SOL-USDT", "FOO-BAR"}, events)
+    runner.start()
+    try:
+        wait_for("3 subscribed", lambda: {e.topic for e in _of(events, Subscribed)} == {"BTC-USDT", "ETH-USDT",
+                                                                                        "SOL-USDT"})
+        rejected = wait_for("FOO-BAR rejected", lambda: _of(events, Rejected))
+        assert rejected[0].topic == "FOO-BAR" and rejected[0].reason.startswith("60018")
+        assert source.rejected == {"FOO-BAR": rejected[0].reason}  # reported after 1 + 3 retries
+        wait_for("2 connections (2 pairs per connection)", lambda: runner.connections == 2)
+        wait_for("frames", lambda: len(_of(events, Frame)) > 10)
+        source.topics.discard("ETH-USDT")
+        wait_for("ETH unsubscribed", lambda: [e.topic for e in _of(events, Unsubscribed)] == ["ETH-USDT"])
+        subs = {s["inst"] for s in sim.status()["subscriptions"]}
+        assert subs == {"BTC-USDT", "SOL-USDT"}  # only the difference was touched on the live connections
+        assert len(_of(events, Connected)) == 2 and not _of(events, Disconnected)
+    finally:
+        runner.stop()
+
+
+def test_connection_age_roll_and_hourly_request_budget(start_simulator) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--rate", "10")
+    events: deque = deque()
+    # max_age 1 s: the connection is rolled and its topics subscribed again; 3 requests per hour (kept across
+    # reconnects of the same connection slot, conservatively): the fourth subscribe waits for the budget.
+    runner, _ = _runner(sim, {"BTC-USDT"}, events, max_age=1.0, requests_per_hour=3)
+    runner.start()
+    try:
+        wait_for("rolled twice", lambda: len(_of(events, Disconnected)) >= 2, timeout=20)
+        assert all("older than" in e.reason for e in _of(events, Disconnected))
+        wait_for("budget used up", lambda: len(_of(events, Subscribed)) == 3)
+        time.sleep(2.5)  # further rolls may not subscribe again within the hour
+        assert len(_of(events, Subscribed)) == 3
+        assert len(_of(events, Connected)) >= 4
+    finally:
+        runner.stop()
