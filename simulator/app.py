@@ -103,10 +103,11 @@ def _control(engine: Engine, action: str) -> Any:
 
 def status(engine: Engine) -> dict[str, Any]:
     subs = engine.subs()
-    replays = [s for s in subs if s.replay]
+    open_replays = [s for s in subs if s.replay]
     return {
         "paused": engine.paused, "steps": engine.steps, "connections": len(engine.all_conns()),
-        "replay_finished": bool(replays) and all(s.done for s in replays),
+        # every open replay subscription has sent its last frame, and at least one replay has ever finished
+        "replay_finished": engine.replays_finished > 0 and all(s.done for s in open_replays),
         "subscriptions": [s.describe() for s in subs], "faults": engine.faults.history[-50:],
         "connection_details": [{"venue": c.venue, "conn": c.conn_id, "path": c.path, "pongs": c.pongs,
                                 "subscriptions": len(c.subs)} for c in engine.all_conns()],

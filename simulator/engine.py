@@ -44,6 +44,7 @@ class Engine:
         self.faults = FaultState()
         self.paused = False
         self.steps = 0
+        self.replays_finished = 0  # replay subscriptions that sent their last recorded frame
         self._resync_clock = True
 
     def add_venue(self, venue: Venue) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -123,7 +123,7 @@ def load_recordings(paths: Iterable[str]) -> Recordings:
     return recordings
 
 
-async def replay_to(sub: Sub, frames: Frames, speed: float, transform: object = None) -> None:
+async def replay_to(sub: Sub, frames: Frames, speed: float, transform: object, on_done: Callable[[], None]) -> None:
     """Send ``frames`` to one subscription in order, paced by recorded time / ``speed`` (0: flow control only)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -142,6 +142,7 @@ async def replay_to(sub: Sub, frames: Frames, speed: float, transform: object = 
             conn.activity = True
             sub.frames += 1
         sub.done = True
+        on_done()
         log.info("replay_finished", venue=sub.venue, channel=sub.channel, inst=sub.inst, frames=sub.frames)
     except (ConnectionResetError, RuntimeError) as err:
         log.info("replay_stopped", venue=sub.venue, channel=sub.channel, inst=sub.inst, error=str(err))

@@ -147,7 +147,10 @@ class VenueBase:
 
     def start_replay(self, sub: Sub, frames: Frames, transform: Callable[[str], str] | None = None) -> None:
         sub.replay = True
-        sub.task = asyncio.create_task(replay_to(sub, frames, self.speed, transform))
+        def finished() -> None:
+            self.engine.replays_finished += 1
+
+        sub.task = asyncio.create_task(replay_to(sub, frames, self.speed, transform, finished))
 
     @staticmethod
     def send(subs: list[Sub], frame: bytes) -> None:

@@ -104,7 +104,7 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def connect(url: str) -> Any:
-    return websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10)
+    return websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10, close_timeout=2)
 
 
 def okx_sub(*args: tuple[str, str], op: str = "subscribe") -> str:
