@@ -54,7 +54,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         base = min(self.max_s, self.initial_s * 2 ** max(attempts - 1, 0))
-        return base * random.uniform(0.8, 1.0)  # jitter
+        return float(base * random.uniform(0.8, 1.0))  # jitter
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import cast
 
 import msgspec
 import redis
@@ -197,7 +198,7 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         gap: list[ListItem] = []
         if start > self._emitted:
             # An earlier move ran but its reply was lost: its elements are in the processing list.
-            held = self._client.lrange(self._proc, count - start, count - 1 - self._emitted)
+            held = cast(list[bytes], self._client.lrange(self._proc, count - start, count - 1 - self._emitted))
             gap = [ListItem(raw, self._part, self._emitted + i) for i, raw in enumerate(reversed(held))]
             log.warning("redis_list_recovered_lost_reply", key=self._src.key, partition=self._part,
                         items=len(gap))
@@ -294,7 +295,7 @@ class ListAcker:
 
     def ack_in(self, pipe: Pipeline, item: ListItem) -> None:
         """Queue the removal on ``pipe`` (put it in the same MULTI as the work's own writes)."""
-        pipe.lrem(processing_key(self.key, item.partition), 1, item.raw)
+        pipe.lrem(processing_key(self.key, item.partition), 1, item.raw)  # type: ignore[arg-type]
 
     def ack(self, items: Iterable[ListItem]) -> None:
         pipe = self._client.pipeline(transaction=False)

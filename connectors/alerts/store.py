@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any, cast
 
 import redis
 
@@ -75,7 +76,7 @@ class AlertStore:
 
     def add(self, alert: Alert) -> None:
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(alert_key(alert.id), mapping=alert.to_hash())
+        pipe.hset(alert_key(alert.id), mapping=cast(Any, alert.to_hash()))
         pipe.zadd(set_key(alert.crypto, alert.direction), {alert.id: float(alert.price)})
         pipe.execute()
 
@@ -83,7 +84,7 @@ class AlertStore:
         """Bulk insert (benchmarks, imports): one pipeline, each alert hash+set in the same MULTI."""
         pipe = self._r.pipeline(transaction=True)
         for alert in alerts:
-            pipe.hset(alert_key(alert.id), mapping=alert.to_hash())
+            pipe.hset(alert_key(alert.id), mapping=cast(Any, alert.to_hash()))
             pipe.zadd(set_key(alert.crypto, alert.direction), {alert.id: float(alert.price)})
         pipe.execute()
 
@@ -92,7 +93,7 @@ class AlertStore:
         if not fields:
             msg = f"no alert with id {alert_id}"
             raise AlertNotFound(msg)
-        return Alert.from_hash(fields)
+        return Alert.from_hash(cast(dict[str, str], fields))
 
     def iter_all(self, crypto: str | None = None) -> Iterator[Alert]:
         """Every alert hash (SCAN, so it does not block Redis), optionally of one instrument."""
