@@ -3,7 +3,8 @@
 1. ``throughput``: trade ticks for 10 instruments (100,000 alerts each, half ``gt`` half ``lt``, thresholds
    away from the price, so a tick is checked but rarely fires) matched in batches through
    :class:`connectors.alerts.matcher.PriceAlertSink` (freshness filter + per-instrument high/low + ONE Lua
-   call per batch) by one worker: ticks/s at several batch sizes.
+   call per batch) by one worker: ticks/s at several batch sizes, called directly and through a one-worker
+   Bytewax dataflow (``TestingSource`` -> the sink).
 2. ``latency``: one tick that fires exactly 10 alerts (10 fresh alerts just under its price, the other
    100,000 of that instrument out of reach): time of the whole ``match`` call (reduce + script round trip +
    10 hashes marked + 10 jobs queued); p50/p99 over many repetitions.
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from bytewax import operators as op  # noqa: E402
+from bytewax.dataflow import Dataflow  # noqa: E402
+from bytewax.testing import TestingSource, run_main  # noqa: E402
 
 from connectors.alerts.matcher import AlertMatcher, PriceAlertSink  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
@@ -80,6 +84,20 @@ def throughput(url: str, n_ticks: int, batch: int) -> float:
     elapsed = time.perf_counter() - started
     part.close()
     return n_ticks / elapsed
+
+
+def through_bytewax(url: str, n_ticks: int, batch: int) -> float:
+    """The same ticks through a one-worker Bytewax dataflow (TestingSource -> PriceAlertSink)."""
+    rng = random.Random(2)
+    now_ms = time.time_ns() // 1_000_000
+    trades = [Trade("okx", rng.choice(INSTRUMENTS), str(i), Decimal(f"{PRICE * rng.uniform(0.99, 1.01):.2f}"),
+                    Decimal(1), "buy", now_ms, now_ms * 1_000_000) for i in range(n_ticks)]
+    flow = Dataflow("bench_alerts")
+    op.output("match", op.input("ticks", flow, TestingSource(trades, batch_size=batch)),
+              PriceAlertSink(url, max_age_s=3600))
+    started = time.perf_counter()
+    run_main(flow)
+    return n_ticks / (time.perf_counter() - started)
 
 
 def latency(client: redis.Redis, reps: int) -> list[float]:
@@ -141,6 +159,10 @@ def main() -> None:
                 n = min(args.ticks, 20_000) if batch == 1 else args.ticks
                 rate = throughput(url, n, batch)
                 print(f"throughput batch={batch:<5} {rate:>12,.0f} ticks/s matched (one worker, {n:,} ticks)")
+            for batch in (100, 1000):
+                rate = through_bytewax(url, args.ticks, batch)
+                print(f"through Bytewax batch={batch:<5} {rate:>9,.0f} ticks/s matched (one worker, "
+                      f"{args.ticks:,} ticks)")
             ping = ping_baseline(client, args.reps)
             print(f"baseline PING round trip:      p50 {statistics.median(ping):.3f} ms  "
                   f"p99 {ping[int(len(ping) * 0.99) - 1]:.3f} ms (machine noise floor)")
