@@ -106,7 +106,8 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     corrections = op.map("report_corrections", op.filter("corrections", klines, lambda o: o.correction),
                          report_correction)
 
-    quotes: Stream[Ticker | BestQuote] = op.filter_map("quotes", items, lambda x: x if isinstance(x, Ticker | BestQuote) else None)
+    quotes: Stream[Ticker | BestQuote] = op.filter_map(
+        "quotes", items, lambda x: x if isinstance(x, Ticker | BestQuote) else None)
     merged = op.stateful_map("merge_ticker", op.key_on("key_ticker", quotes, _key), _merge_ticker)
     ticker_pairs = op.filter_map("ticker_values", merged, _value)
     tickers: Stream[Ticker] = op.map("tickers_out", ticker_pairs, lambda tp: tp[0])

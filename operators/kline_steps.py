@@ -287,7 +287,12 @@ class KlineStreams:
 def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
                      *, now: Callable[[], datetime] = _utcnow) -> KlineStreams:
     """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``)."""
-    buckets = op.flat_map_batch("bucket", trades, bucket_trades)
+    lateness_ms = round(lateness_s * 1000)
+
+    def bucket(batch: list[Trade]) -> list[Bucket]:
+        return bucket_trades(batch, MINUTE_MS, lateness_ms)
+
+    buckets = op.flat_map_batch("bucket", trades, bucket)
     keyed = op.key_on("key_bucket", buckets, _bucket_key)
     windows = win.window("minute", keyed, minute_clock(lateness_s, now), minute_windower(), MinuteLogic,
                          ordered=False)

@@ -95,12 +95,31 @@ class _Acc:
         self.trades = t.count
 
 
-def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS) -> list[Bucket]:
-    """One :class:`Bucket` per (venue, instrument, window) of ``trades``, in order of first appearance."""
-    accs: dict[tuple[str, str, int], _Acc] = {}
+def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
+                  lateness_ms: int | None = None) -> list[Bucket]:
+    """One :class:`Bucket` per (venue, instrument, window) of ``trades``, in order of first appearance.
+
+    With ``lateness_ms``, a trade older than the newest trade of its instrument seen so far in the batch by
+    more than ``lateness_ms`` is not merged into its window's bucket but gets a bucket of its own, placed
+    after the newer ones: the window then judges it late exactly as if it had come in a batch of its own
+    (a replay at full speed delivers whole minutes in one batch).
+    """
+    accs: dict[tuple[str, str, int, int], _Acc] = {}
+    newest: dict[tuple[str, str], int] = {}
+    stragglers = 0
     for t in trades:
         ts = t.ts_ms
-        key = (t.venue, t.instrument, ts - ts % window_ms)
+        start = ts - ts % window_ms
+        key = (t.venue, t.instrument, start, 0)
+        if lateness_ms is not None:
+            inst = (t.venue, t.instrument)
+            top = newest.get(inst)
+            if top is None or ts > top:
+                newest[inst] = ts
+            elif ts < top - lateness_ms:
+                stragglers += 1
+                accs[(t.venue, t.instrument, start, stragglers)] = _Acc(t)
+                continue
         cur = accs.get(key)
         if cur is None:
             accs[key] = _Acc(t)
@@ -122,7 +141,7 @@ def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS) -> list[B
     return [
         Bucket(venue, inst, start, a.first_ms, a.last_ms, a.open, a.high, a.low, a.close, a.volume,
                a.quote_volume, a.trades)
-        for (venue, inst, start), a in accs.items()
+        for (venue, inst, start, _), a in accs.items()
     ]
 
 

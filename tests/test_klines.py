@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given, settings
@@ -179,10 +180,12 @@ def run(trades: list[Trade], batch_size: int = 10) -> tuple[list[KlineOut], list
     return got, late
 
 
-def test_late_trade_is_reported_not_aggregated() -> None:
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_late_trade_is_reported_not_aggregated(batch_size: int) -> None:
+    """The same whether the late trade comes alone or in one batch with the trades it is late against."""
     trades = [trade(T0 + 1_000, "10"), trade(T0 + 65_000, "11"), trade(T0 + 30_000, "99", "5"),
               trade(T0 + 64_000, "12")]
-    got, late = run(trades, batch_size=1)
+    got, late = run(trades, batch_size=batch_size)
     assert [(b.first_ms, b.close, b.trades) for b in late] == [(T0 + 30_000, Decimal(99), 1)]
     closed = {o.kline.open_ms: o.kline for o in got if o.kline.closed and o.kline.timeframe == "1m"}
     assert closed[T0].high == Decimal(10) and closed[T0].trades == 1

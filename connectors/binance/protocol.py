@@ -13,7 +13,6 @@ Topics are ``"<stream kind>:<instrument id>"`` (``aggTrade:BTC-USDT``, ``ticker:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import msgspec
@@ -42,7 +41,6 @@ BINANCE_LIMITS = Limits(
     answer_timeout=5.0,
     max_retries=3,
 )
-_STREAM_IN_MSG = re.compile(r"([a-z0-9]+@[A-Za-z0-9_@]+)")
 
 
 class _Answer(msgspec.Struct, frozen=True):
@@ -71,7 +69,6 @@ class BinanceHooks:
         self._url = base_url.rstrip("/") + "/stream"
         self.limits = limits
         self.keepalive = KeepAlive(KeepAliveMode.PROTOCOL_IDLE, silence, pong_timeout)
-        self._topic_of: dict[str, str] = {}
         self._ops: dict[str, Op] = {}
 
     def url(self) -> str:
@@ -86,7 +83,6 @@ class BinanceHooks:
             streams = []
             for topic in chunk:
                 name = stream_name(topic)
-                self._topic_of[name] = topic
                 streams.append(name)
             method = "SUBSCRIBE" if op == "subscribe" else "UNSUBSCRIBE"
             text = orjson.dumps({"method": method, "params": streams, "id": req_id}).decode()
@@ -108,10 +104,10 @@ class BinanceHooks:
         req_id = None if ans.id is None else str(ans.id)
         op = self._ops.pop(req_id, "subscribe") if req_id is not None else "subscribe"
         if ans.error is not None:
+            # Binance refuses the whole request (one unknown stream fails them all): fail every topic of
+            # it, so that the machinery retries each alone and only the bad ones end up rejected.
             reason = f"{ans.error.get('code')} {ans.error.get('msg')}"
-            named = [self._topic_of[s] for s in _STREAM_IN_MSG.findall(str(ans.error.get("msg", "")))
-                     if s in self._topic_of]
-            return Reject(reason, tuple(named), req_id, op)
+            return Reject(reason, (), req_id, op)
         if req_id is not None:
             return Ack(op, (), req_id)
         return None

@@ -12,7 +12,6 @@ Topics are ``"<topic kind>:<instrument id>"`` (``publicTrade:BTC-USDT``, ``ticke
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import msgspec
@@ -41,7 +40,6 @@ BYBIT_LIMITS = Limits(
     answer_timeout=5.0,
     max_retries=3,
 )
-_ARG_IN_MSG = re.compile(r"\[([A-Za-z0-9.]+)\]")
 
 
 class _Answer(msgspec.Struct, frozen=True):
@@ -70,7 +68,6 @@ class BybitHooks:
         self._url = url
         self.limits = limits
         self.keepalive = KeepAlive(KeepAliveMode.TEXT_INTERVAL, ping_interval, pong_timeout, '{"op":"ping"}')
-        self._topic_of: dict[str, str] = {}
 
     def url(self) -> str:
         return self._url
@@ -83,7 +80,6 @@ class BybitHooks:
             args = []
             for topic in chunk:
                 arg = topic_arg(topic)
-                self._topic_of[arg] = topic
                 args.append(arg)
             req_id = str(first_id * 100 + n)
             text = orjson.dumps({"req_id": req_id, "op": op, "args": args}).decode()
@@ -103,6 +99,7 @@ class BybitHooks:
             return None
         op: Op = "subscribe" if ans.op == "subscribe" else "unsubscribe"
         if ans.success is False:
-            named = tuple(self._topic_of[a] for a in _ARG_IN_MSG.findall(ans.ret_msg) if a in self._topic_of)
-            return Reject(ans.ret_msg or "refused", named, ans.req_id or None, op)
+            # The whole request is refused (e.g. one invalid symbol among 10 args): fail all of its topics,
+            # the machinery retries each alone and only the bad ones end up rejected.
+            return Reject(ans.ret_msg or "refused", (), ans.req_id or None, op)
         return Ack(op, (), ans.req_id or None)

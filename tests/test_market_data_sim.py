@@ -1,0 +1,202 @@
+"""``dataflows.market_data`` as a real process against the simulator (real Redis, VictoriaMetrics).
+
+* synthetic market, all three venues: tickers land with their TTLs (Bybit's bid/ask from ``orderbook.1``),
+  klines are kept current, pairs are added and removed live;
+* a scripted Binance replay at ``--speed 0`` (written here in the recording format): minutes close, an empty
+  minute gives a flat kline, a late trade is reported, the venue's klines are reconciled (one mismatch
+  planted), the last minute closes on time with no later trade; and ``-w 2`` and two processes write
+  exactly the klines of one worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from cryptoflow.servers import free_port, stop_process, wait_for_port
+from tests.fixtures.influx import VictoriaMetrics
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    msg = f"timed out after {timeout} s waiting for {what}"
+    raise AssertionError(msg)
+
+
+@pytest.fixture
+def start_flow(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen[bytes]]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str], *, workers: int = 1, processes: int = 1) -> list[subprocess.Popen[bytes]]:
+        full = {**os.environ, "LOG_FORMAT": "json", "TRADING_PAIRS_POLL_INTERVAL": "0.5",
+                "PRICE_ALERTS_ENABLED": "false", **env}
+        addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        started = []
+        for i in range(processes):
+            cmd = [sys.executable, "-m", "bytewax.run", "dataflows.market_data", "-w", str(workers)]
+            if processes > 1:
+                cmd += ["-i", str(i), "-a", addrs]
+            log = (tmp_path / f"flow-{len(procs)}.log").open("wb")
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            procs.append(proc)
+            started.append(proc)
+        return started
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
+def test_live_tickers_klines_and_pairs(start_simulator: Any, start_flow: Any, redis_server: Any,
+                                       redis_db: Any) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--seed", "5", "--rate", "20")
+    redis_db.sadd("config:trading_pairs", "BTC-USDT")
+    start_flow({**sim.env(), "REDIS_URL": redis_server.url, "KLINE_TIMEFRAMES": "1m,5m"})
+    venues = ("okx", "binance", "bybit")
+    wait_for(lambda: all(redis_db.exists(f"ticker:{v}:BTC-USDT") for v in venues), what="three tickers")
+    for v in venues:
+        t = redis_db.hgetall(f"ticker:{v}:BTC-USDT")
+        assert Decimal(t["bid"]) <= Decimal(t["ask"]), (v, t)  # Bybit's come from orderbook.1
+        assert Decimal(t["low_24h"]) <= Decimal(t["price"]) <= Decimal(t["high_24h"]), (v, t)
+        assert t["timestamp"].endswith("Z") and 0 < redis_db.ttl(f"ticker:{v}:BTC-USDT") <= 300
+    wait_for(lambda: all(redis_db.exists(f"kline:{v}:BTC-USDT:{tf}") for v in venues for tf in ("1m", "5m")),
+             what="klines")
+    k = redis_db.hgetall("kline:binance:BTC-USDT:1m")
+    assert Decimal(k["low"]) <= Decimal(k["close"]) <= Decimal(k["high"]) and int(k["trades"]) > 0
+    assert 0 < redis_db.ttl("kline:okx:BTC-USDT:5m") <= 3600
+
+    # pairs change live: ETH-USDT added, BTC-USDT removed, without a restart
+    redis_db.sadd("config:trading_pairs", "ETH-USDT")
+    wait_for(lambda: all(redis_db.exists(f"ticker:{v}:ETH-USDT") for v in venues), what="ETH tickers")
+    redis_db.srem("config:trading_pairs", "BTC-USDT")
+
+    def btc_gone() -> bool:
+        subs = sim.status()["subscriptions"]
+        return not [s for s in subs if s["inst"] == "BTC-USDT"] and any(s["inst"] == "ETH-USDT" for s in subs)
+
+    wait_for(btc_gone, what="BTC-USDT unsubscribed on every venue")
+    mon = redis_db.hgetall("system:monitoring")
+    assert int(mon["market_binance_connections"]) >= 1 and int(mon["subscription_changes"]) >= 1
+
+
+# ------------------------------------------------------------------------------------------------ replay
+def _frame(stream: str, payload: dict[str, Any], recv_s: float) -> str:
+    data = json.dumps({"stream": stream, "data": payload}, separators=(",", ":"))
+    return json.dumps({"ts": recv_s, "source": "wss://stream.binance.com:9443/stream", "data": data})
+
+
+def _trade(sym: str, tid: int, ts: int, price: str, qty: str = "1",
+           recv_ms: int | None = None) -> tuple[str, dict[str, Any], float]:
+    return (f"{sym.lower()}@trade", {"e": "trade", "E": ts, "s": sym, "t": tid, "p": price, "q": qty, "T": ts,
+                                     "m": False, "M": True}, (recv_ms or ts) / 1000)
+
+
+def _kline(sym: str, start: int, o: str, h: str, lo: str, c: str, v: str, n: int,
+           recv_ms: int) -> tuple[str, dict[str, Any], float]:
+    body = {"t": start, "T": start + 59_999, "s": sym, "i": "1m", "f": 0, "L": 0, "o": o, "c": c, "h": h, "l": lo,
+            "v": v, "n": n, "x": True, "q": "0"}
+    return (f"{sym.lower()}@kline_1m", {"e": "kline", "E": recv_ms, "s": sym, "k": body}, recv_ms / 1000)
+
+
+SCRIPT = [
+    _trade("BTCUSDT", 1, T0 - 30_000, "100"),
+    _trade("ETHUSDT", 1, T0 - 20_000, "10"),
+    _trade("BTCUSDT", 2, T0 + 1_000, "100"), _trade("BTCUSDT", 3, T0 + 30_000, "105", "2"),
+    _trade("ETHUSDT", 2, T0 + 31_000, "11"),
+    _trade("BTCUSDT", 4, T0 + 50_000, "99"),
+    _trade("BTCUSDT", 5, T0 + 61_000, "101"), _trade("BTCUSDT", 6, T0 + 90_000, "102"),
+    # minute 2 (00:02): no BTC trade
+    _trade("ETHUSDT", 3, T0 + 150_000, "12"),
+    _trade("BTCUSDT", 7, T0 + 185_000, "103"),
+    _trade("BTCUSDT", 8, T0 + 100_000, "500", "7", recv_ms=T0 + 186_000),  # late: minute 1 is closed by now
+    _trade("BTCUSDT", 9, T0 + 200_000, "104"),
+    _trade("ETHUSDT", 4, T0 + 238_000, "13"),
+    _trade("BTCUSDT", 10, T0 + 239_500, "106"),  # the last trade: minute 3 must close on the clock
+    _kline("BTCUSDT", T0, "100", "105", "99", "99", "4", 3, T0 + 60_100),
+    _kline("BTCUSDT", T0 + 60_000, "101", "102", "101", "101", "2", 2, T0 + 120_100),  # planted mismatch
+    _kline("BTCUSDT", T0 + 120_000, "102", "102", "102", "102", "0", 0, T0 + 180_100),
+]
+EXPECTED_CLOSE = {T0 - 60_000: 100.0, T0: 99.0, T0 + 60_000: 102.0, T0 + 120_000: 102.0, T0 + 180_000: 106.0}
+EXPECTED_ETH = {T0 - 60_000: 10.0, T0: 11.0, T0 + 60_000: 11.0, T0 + 120_000: 12.0, T0 + 180_000: 13.0}
+
+
+@pytest.fixture
+def replay_sim(tmp_path: Path, start_simulator: Any) -> Any:
+    path = tmp_path / "binance-script.jsonl"
+    rows = sorted(SCRIPT, key=lambda r: r[2])  # a recording is in receive order
+    path.write_text("\n".join(_frame(*r) for r in rows) + "\n")
+    return start_simulator("--replay", str(path), "--speed", "0")
+
+
+def _closes(victoria: Any, symbol: str) -> dict[int, float]:
+    return victoria.series("kline", "close", exchange="binance", symbol=symbol, timeframe="1m")
+
+
+@contextlib.contextmanager
+def private_victoria(path: Path) -> Iterator[VictoriaMetrics]:
+    """A VictoriaMetrics of one run (its /api/v2/write ignores the bucket, so runs cannot share one)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={path}", "-retentionPeriod=100y",
+         "-search.disableCache", "-search.latencyOffset=0", "-loggerLevel=ERROR"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port, proc=proc)
+        yield VictoriaMetrics(port)
+    finally:
+        stop_process(proc)
+
+
+def test_replay_klines_flat_late_reconcile_and_workers(replay_sim: Any, start_flow: Any, redis_server: Any,
+                                                       tmp_path: Path) -> None:
+    base = {**replay_sim.env(), "MARKET_DATA_VENUES": "binance", "BINANCE_TRADE_STREAM": "trade",
+            "KLINE_TIMEFRAMES": "1m,5m", "INFLUX_TOKEN": "t"}
+    runs: dict[str, dict[str, dict[int, float]]] = {}
+    for name, workers, processes in (("w1", 1, 1), ("w2", 2, 1), ("p2", 1, 2)):
+        db = 1 + len(runs)
+        url = f"{redis_server.url.rsplit('/', 1)[0]}/{db}"
+        client = redis_lib.Redis.from_url(url, decode_responses=True)
+        client.flushdb()
+        client.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+        with private_victoria(tmp_path / f"vm-{name}") as vm:
+            procs = start_flow({**base, "REDIS_URL": url, "INFLUX_URL": vm.url}, workers=workers,
+                               processes=processes)
+            # minute 3 closes by the clock (no trade after it), the others by the data
+            wait_for(lambda vm=vm: [len(_closes(vm, s)) for s in ("BTC-USDT", "ETH-USDT")] == [5, 5],
+                     timeout=40, what=f"closed klines of run {name}")
+            runs[name] = {s: _closes(vm, s) for s in ("BTC-USDT", "ETH-USDT")}
+            if name == "w1":
+                vols = vm.series("kline", "volume", exchange="binance", symbol="BTC-USDT", timeframe="1m")
+                assert vols[T0 + 120_000] == 0.0 and vols[T0 + 60_000] == 2.0  # flat minute; late trade left out
+            mon = wait_for(lambda c=client: (m := c.hgetall("system:monitoring")) and "kline_mismatches" in m and m,
+                           what=f"reconciliation of run {name}")
+            assert mon["kline_late_trades"] == "1"
+            assert (mon["kline_reconciled"], mon["kline_mismatches"]) == ("3", "1")
+            for proc in procs:
+                stop_process(proc)
+        client.close()
+    assert runs["w1"]["BTC-USDT"] == EXPECTED_CLOSE  # minute 2 is flat at minute 1's close
+    assert runs["w1"]["ETH-USDT"] == EXPECTED_ETH
+    assert runs["w1"] == runs["w2"] == runs["p2"]
