@@ -4,7 +4,8 @@ Header injection is impossible: the job is checked (:func:`operators.alerts.chec
 ASCII address, subject one line, ids without CR/LF) and the message is built with
 :class:`email.message.EmailMessage` under the strict default policy, which refuses CR/LF in any header value.
 
-Errors are classified for the caller: :class:`SmtpPermanentError` (a 5xx reply: retrying will not help) and
+Errors are classified for the caller: :class:`SmtpPermanentError` (a 5xx reply, or login configured but no
+AUTH offered: retrying will not help) and
 :class:`SmtpTemporaryError` (4xx, refused or dropped connection, timeout: retry later).
 """
 
@@ -128,6 +129,9 @@ class SmtpConnection:
             if codes and all(500 <= c < 600 for c in codes):
                 raise SmtpPermanentError(detail) from None
             raise SmtpTemporaryError(detail) from None
+        except smtplib.SMTPNotSupportedError as err:  # e.g. login configured, AUTH not offered: a config error
+            self.close()
+            raise SmtpPermanentError(str(err)) from None
         except (smtplib.SMTPException, OSError) as err:  # OSError covers refused, reset and timeouts
             self.close()
             detail = f"{type(err).__name__}: {err}"

@@ -3,8 +3,12 @@ connection reuse, and a message built only from checked, single-line header valu
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +104,34 @@ def test_message_builder_refuses_injection() -> None:
                       "subject": "x\r\nBcc: victim@example.com"})
     with pytest.raises(InvalidJob):
         build_message(bad, "alerts@example.com")
+
+
+@pytest.fixture
+def tls_smtp(tmp_path) -> Iterator[tuple[SmtpServer, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    inbox = _Picky()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=_auth, tls_context=context,
+                            require_starttls=True, auth_exclude_mechanism=["LOGIN"])
+    controller.start()
+    try:
+        yield SmtpServer(port, inbox, controller), cert
+    finally:
+        controller.stop()
+
+
+def test_starttls_then_login(tls_smtp, monkeypatch) -> None:
+    server, cert = tls_smtp
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test CA the way an operator would
+    SmtpConnection(_config(server.port, user="bot", password="s3cret", starttls=True)).send(JOB)
+    assert [m["X-Cryptoflow-Job"] for m in server.messages] == ["j1"]
+    with pytest.raises(SmtpPermanentError):  # the server demands STARTTLS; without it nothing is sent
+        SmtpConnection(_config(server.port, user="bot", password="s3cret")).send(JOB)
+    assert len(server.messages) == 1
