@@ -1,5 +1,6 @@
-"""End to end: simulator -> orderbook_collector -> Redis buffer list -> orderbook_analysis -> Redis + VictoriaMetrics,
-with the simulator's ``liquidity_drain`` and ``depth_spike`` faults. Every component is a real process/server."""
+"""End to end: simulator -> orderbook_collector -> Redis buffer list -> orderbook_analysis -> Redis + VictoriaMetrics
+-> email_sender -> SMTP, with the simulator's ``liquidity_drain`` and ``depth_spike`` faults. Every component is a
+real process or server."""
 
 from __future__ import annotations
 
@@ -18,16 +19,22 @@ from cryptoflow.servers import stop_process
 from tests.collector_helpers import start_collector, wait_for
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
+from tests.fixtures.smtp import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["BTC-USDT", "ETH-USDT"]
 
 
-def start_analysis(tmp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_dataflow(tmp: Path, env: dict[str, str], name: str = "orderbook_analysis") -> subprocess.Popen[bytes]:
     full = {**os.environ, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env}
-    with (tmp / "analysis.log").open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis"], cwd=ROOT,
+    full.pop("INFLUX_URL", None) if "INFLUX_URL" not in env else None
+    with (tmp / f"{name}.log").open("wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], cwd=ROOT,
                                 env=full, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_analysis(tmp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return start_dataflow(tmp, env)
 
 
 def history(r: redis.Redis) -> list[dict[str, Any]]:
@@ -46,7 +53,7 @@ def iso_now(offset_s: float = 0.0) -> str:
 @pytest.mark.slow
 def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
     start_simulator: Any, redis_server: RedisServer, redis_db: redis.Redis, victoria: VictoriaMetrics,
-    tmp_path: Path,
+    smtp_server: SmtpServer, tmp_path: Path,
 ) -> None:
     sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "7", "--rate", "20")
     r = redis_db
@@ -57,6 +64,7 @@ def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
         "ANALYSIS_DEPTH_WINDOW": "4", "ANALYSIS_LIQUIDITY_WINDOW": "6", "ANALYSIS_ALERT_COOLDOWN": "0",
         "ANALYSIS_ALERT_EMAILS": "ops@example.com",
     })
+    sender: subprocess.Popen[bytes] | None = None
     try:
         def warmed() -> bool:
             hashes = [r.hgetall(f"analysis:{i}") for i in PAIRS]
@@ -101,10 +109,23 @@ def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
         wait_for("the depth alert point", lambda: victoria.series(
             "alerts", "value", instrument_id="ETH-USDT", alert_type="depth_anomaly", level="alert"), timeout=30)
         assert analysis.poll() is None and col.alive()
+
+        # ... and the email sender delivers them to the SMTP server
+        sender = start_dataflow(tmp_path, {"REDIS_URL": redis_server.url, "SMTP_HOST": "127.0.0.1",
+                                           "SMTP_PORT": str(smtp_server.port)}, "email_sender")
+        subjects = {j["subject"] for j in drained + spiked}
+
+        def delivered() -> bool:
+            got = {str(m["Subject"]) for m in smtp_server.messages if m["X-Envelope-To"] == "ops@example.com"}
+            return subjects <= got
+
+        wait_for("the alert emails at the SMTP server", delivered, timeout=30)
     finally:
         stop_process(analysis)
         col.stop()
-    log = (tmp_path / "analysis.log").read_text(errors="replace")
+        if sender is not None:
+            stop_process(sender)
+    log = (tmp_path / "orderbook_analysis.log").read_text(errors="replace")
     before_stop = log.split("KeyboardInterrupt")[0]  # Bytewax prints its interrupt as a traceback
     assert "Traceback" not in before_stop and '"level":"error"' not in before_stop
     assert "frame_rejected" not in before_stop
