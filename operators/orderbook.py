@@ -152,6 +152,10 @@ class _BadPrice(Exception):
 class OrderBook:
     """One instrument's book. Picklable; its pickled state is compact (the levels' strings, best first).
 
+    ``depth`` is how many levels per side are kept after each apply. Keep it at least the channel's depth
+    (OKX ``books``: 400, ``books50-l2-tbt``: 50): a shallower book loses the levels that move up when the top
+    empties, which then shows as checksum mismatches. Publish fewer levels with :meth:`view` instead.
+
     Per side: ``dict ticks -> Level``, the sorted tick list (bids negated) and the ``"price:size"`` strings of
     the top 25 levels, kept up to date incrementally so the checksum costs one join and one CRC.
     """
@@ -205,7 +209,9 @@ class OrderBook:
 
     # ------------------------------------------------------------------------------------- public API
     def apply(self, delta: BookDelta) -> IntegrityResult:
-        """Apply one snapshot or update and check it. See the module docstring for the rules."""
+        """Apply one snapshot or update and check it. See the module docstring for the rules.
+
+        ``delta.instrument`` is not compared with the book's: routing deltas to books is the caller's job."""
         if delta.action == "snapshot":
             return self._apply_snapshot(delta)
         if self.status is BookStatus.SYNCING or self.status is BookStatus.RESYNCING:

@@ -159,11 +159,23 @@ def _bad_number(text: str) -> bool:
     return not (text.replace(".", "", 1).isdigit() and text.isascii())
 
 
+_GOOD_PRICES: set[str] = set()  # prices that passed the fast check (books revisit the same prices a lot)
+_GOOD_PRICES_MAX = 100_000
+
+
 def _levels_look_ok(levels: tuple[Level, ...]) -> bool:
     """Fast path: every price and size is digits with at most one dot (ASCII is checked per frame)."""
-    for lv in levels:  # noqa: SIM110 - a plain loop is faster than all() over a generator here
-        if not (lv.size.replace(".", "", 1).isdigit() and lv.price.replace(".", "", 1).isdigit()):
+    good = _GOOD_PRICES
+    for lv in levels:
+        if not lv.size.replace(".", "", 1).isdigit():
             return False
+        price = lv.price
+        if price not in good:
+            if not price.replace(".", "", 1).isdigit():
+                return False
+            if len(good) >= _GOOD_PRICES_MAX:
+                good.clear()
+            good.add(price)
     return True
 
 
