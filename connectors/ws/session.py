@@ -201,10 +201,11 @@ class WsConnection:
             elif isinstance(ctl, Pong):
                 self._last_pong = self._last_rx
             elif isinstance(ctl, Notice):
-                self._log.warning("ws_notice", reason=ctl.reason, reconnect=ctl.reconnect)
                 if ctl.reconnect:
+                    self._log.warning("ws_notice", reason=ctl.reason, reconnect=True)
                     why = f"notice: {ctl.reason}"
                     raise _Reconnect(why, immediate=True)
+                self._log.info("ws_notice", reason=ctl.reason, reconnect=False)
         why = f"closed by server (code {ws.close_code})"
         raise _Reconnect(why)
 
