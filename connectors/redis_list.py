@@ -184,12 +184,13 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
                 self._maybe_trim()
             got = self._move(keys=[self._src.key, self._proc, self._offkey],
                              args=[self._src.batch_size, self._src.max_in_flight or 0])
+            raws: list[bytes] = got[1:]
+            # Recovery mode: if the gap read below fails, the next call finds the same gap again.
+            out = (self._with_offsets(int(got[0]), raws) if self._counted
+                   else [ListItem(raw, self._part) for raw in raws])
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self._failed(err)
             return []
-        raws: list[bytes] = got[1:]
-        out = (self._with_offsets(int(got[0]), raws) if self._counted
-               else [ListItem(raw, self._part) for raw in raws])
         self._ok(idle=not out)
         return out
 

@@ -207,3 +207,17 @@ def test_kill9_recovery_mode_state_counts_every_frame_once(redis_server, redis_d
     with _flow(spec, *args):
         _wait(lambda: redis_db.hgetall("frames:state") == expected, "the resumed state to count everything")
     assert redis_db.llen("frames") == 0
+
+
+def test_recovery_mode_recovers_a_move_whose_reply_was_lost(redis_server, redis_db) -> None:
+    from connectors.redis_list import _MOVE
+
+    _push(redis_db, "f", [f"f{i}" for i in range(6)])
+    part = ReliableRedisListSource(redis_server.url, "f", ack=AckMode.RECOVERY, batch_size=2).build_part(
+        "read", "0", None)
+    assert [i.raw for i in part.next_batch()] == [b"f0", b"f1"]
+    # A move that ran in Redis but whose reply never arrived (connection dropped): f2, f3 are held, unseen.
+    redis_db.eval(_MOVE, 3, "f", processing_key("f", "0"), offset_key("f", "0"), 2, 0)
+    got = part.next_batch()
+    assert [(i.raw, i.offset) for i in got] == [(b"f2", 2), (b"f3", 3), (b"f4", 4), (b"f5", 5)]
+    assert part.snapshot() == 6
