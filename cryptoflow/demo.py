@@ -85,7 +85,7 @@ class Demo:
             "BYBIT_WS_URL": urls["bybit_ws_url"],
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
             "TRADING_PAIRS_POLL_INTERVAL": "2", "LOG_FORMAT": "json",
-            "ANALYSIS_ALERT_EMAILS": os.environ.get("ANALYSIS_ALERT_EMAILS", "ops@example.test"),
+            "ANALYSIS_ALERT_EMAILS": os.environ.get("ANALYSIS_ALERT_EMAILS", "ops@example.com"),
         }
         if settings.influx_url is None:
             say("influxdb     INFLUX_URL is unset: running without InfluxDB (history is not written)")
@@ -99,21 +99,25 @@ class Demo:
 
     def _seed_alert(self, client: redis.Redis) -> None:
         """A price alert just above the market, so the demo shows an email end to end."""
-        try:
-            from connectors.alerts.store import AlertStore  # type: ignore[import-not-found]
-            from operators.alerts import NewAlert  # type: ignore[attr-defined]
-        except ImportError:
-            return
+        from connectors.alerts.store import AlertStore
+        from operators.alerts import create_alert, parse_new_alert
+
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             price = client.hget(f"ticker:okx:{self.pairs[0]}", "price")
             if price:
-                alert = NewAlert(crypto=self.pairs[0], price=float(price) * 1.0005, direction=True,
-                                 email="trader@example.test")
-                AlertStore(client).add(alert)
-                say(f"price alert  {self.pairs[0]} rises to {float(price) * 1.0005:.2f} -> trader@example.test")
+                # One alert a hair above and one a hair below the market: the random walk fires one soon.
+                store = AlertStore(client)
+                for direction, factor in ((True, 1.00003), (False, 0.99997)):
+                    threshold = round(float(price) * factor, 2)
+                    spec = parse_new_alert({"crypto": self.pairs[0], "price": threshold, "direction": direction,
+                                            "email": "trader@example.com"})
+                    store.add(create_alert(spec, int(time.time() * 1000)))
+                    say(f"price alert  {self.pairs[0]} {'rises' if direction else 'falls'} to {threshold} "
+                        "-> trader@example.com")
                 return
             time.sleep(0.5)
+        say("price alert  not seeded: no OKX ticker within 20 s (see logs/market_data.log)")
 
     def dead(self) -> list[str]:
         return [f"{n} exited with {p.returncode}" for n, p in self.procs.items() if p.poll() is not None]
@@ -157,7 +161,7 @@ def live_lines(client: redis.Redis, pairs: tuple[str, ...]) -> list[str]:
         lines.append(
             f"{inst:<9} book {book[0] or '-':<9} bid {bid:>10} ask {ask:>10} seq {book[3] or '-':>8} | "
             f"S1 {_short(a[0])} R1 {_short(a[1])} liq {_short(a[2])} depth {a[3] or '-'} trend {a[4] or '-'} | "
-            f"okx {t or '-'} | binance 1m o {k[0] or '-'} c {k[1] or '-'} n {k[2] or '-'}"
+            f"okx {t or '-'} | binance 1m o {_short(k[0])} c {_short(k[1])} n {k[2] or '-'}"
         )
     return lines
 
@@ -166,7 +170,7 @@ def _short(value: str | None) -> str:
     if not value:
         return "-"
     with contextlib.suppress(ValueError):
-        return f"{float(value):.2f}"
+        return f"{float(value):.6g}"
     return value
 
 
