@@ -26,79 +26,43 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-import msgspec
-
+from operators.book_results import (
+    FAILURES,
+    Applied,
+    BookCrossed,
+    ChecksumMismatch,
+    Heartbeat,
+    IntegrityFailure,
+    IntegrityResult,
+    InvalidLevel,
+    NotSynced,
+    SequenceGap,
+    is_failure,
+)
 from operators.events import BookDelta, BookStatus, BookView, Level
+
+__all__ = [
+    "CHECKSUM_LEVELS",
+    "FAILURES",
+    "Applied",
+    "BookCrossed",
+    "ChecksumMismatch",
+    "Heartbeat",
+    "IntegrityFailure",
+    "IntegrityResult",
+    "InvalidLevel",
+    "NotSynced",
+    "OrderBook",
+    "SequenceGap",
+    "is_failure",
+    "okx_checksum",
+]
 
 CHECKSUM_LEVELS = 25
 _SIGN_BIT = 1 << 31
 _CRC_MOD = 1 << 32
-
-
-# ---------------------------------------------------------------------------------------------- results
-class Applied(msgspec.Struct, frozen=True):
-    """The delta was applied and every check passed; the book is ``valid``."""
-
-    kind: ClassVar[str] = "applied"
-    action: Literal["snapshot", "update"]
-
-
-class Heartbeat(msgspec.Struct, frozen=True):
-    """An empty update with ``seqId == prevSeqId`` that chains: nothing changed, the book is ``valid``."""
-
-    kind: ClassVar[str] = "heartbeat"
-    seq_id: int
-
-
-class NotSynced(msgspec.Struct, frozen=True):
-    """An update arrived while the book waits for a snapshot (``syncing`` or ``resyncing``); ignored."""
-
-    kind: ClassVar[str] = "not_synced"
-    status: BookStatus
-
-
-class SequenceGap(msgspec.Struct, frozen=True):
-    """``prevSeqId`` (``got``) did not equal the last ``seqId`` (``expected``)."""
-
-    kind: ClassVar[str] = "sequence_gap"
-    expected: int
-    got: int
-
-
-class ChecksumMismatch(msgspec.Struct, frozen=True):
-    """The venue's checksum (``expected``) differs from the one computed over the book (``computed``)."""
-
-    kind: ClassVar[str] = "checksum_mismatch"
-    expected: int
-    computed: int
-
-
-class BookCrossed(msgspec.Struct, frozen=True):
-    """After applying, the best bid was at or above the best ask."""
-
-    kind: ClassVar[str] = "book_crossed"
-    best_bid: str
-    best_ask: str
-
-
-class InvalidLevel(msgspec.Struct, frozen=True):
-    """A level whose price is not a plain non-negative decimal string (parsers normally catch this first)."""
-
-    kind: ClassVar[str] = "invalid_level"
-    price: str
-    size: str
-
-
-IntegrityFailure = SequenceGap | ChecksumMismatch | BookCrossed | InvalidLevel
-IntegrityResult = Applied | Heartbeat | NotSynced | SequenceGap | ChecksumMismatch | BookCrossed | InvalidLevel
-FAILURES: tuple[type, ...] = (SequenceGap, ChecksumMismatch, BookCrossed, InvalidLevel)
-
-
-def is_failure(result: IntegrityResult) -> bool:
-    """True for results that put the book into ``resyncing``."""
-    return isinstance(result, FAILURES)
 
 
 # --------------------------------------------------------------------------------------------- checksum
