@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -115,7 +116,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             if delete:
                 pipe.delete(key)
             if fields:
-                pipe.hset(key, mapping=fields)
+                pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         if frames:
             pipe.lpush(self._buffer_key, *frames)
             if self._buffer_max:

@@ -13,6 +13,8 @@ Runs inside a shard's asyncio loop (redis.asyncio); one client per poller.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -50,10 +52,10 @@ class PairsPoller:
         client = self._redis()
         try:
             if self._unsaved:
-                await client.hset(self.rejected_key, mapping=self._unsaved)
+                await client.hset(self.rejected_key, mapping=cast("dict[Any, Any]", self._unsaved))
                 self._unsaved.clear()
-            members: set[str] = set(await client.smembers(self.key))
-            known: dict[str, str] = await client.hgetall(self.rejected_key)
+            members = {str(m) for m in await client.smembers(self.key)}
+            known = {str(k): str(v) for k, v in (await client.hgetall(self.rejected_key)).items()}
             refused = {i for i, why in known.items() if why.startswith(self._prefix)}
             selected, malformed = select_pairs(members - refused, self.limit)
             pipe = client.pipeline(transaction=False)
@@ -62,7 +64,7 @@ class PairsPoller:
                 pipe.hdel(self.rejected_key, *gone)
             fresh = {i: why for i, why in malformed.items() if known.get(i) != why}
             if fresh:
-                pipe.hset(self.rejected_key, mapping=fresh)
+                pipe.hset(self.rejected_key, mapping=cast("dict[Any, Any]", fresh))
             if len(pipe):
                 await pipe.execute()
         except (RedisError, OSError) as err:

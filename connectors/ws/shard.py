@@ -17,8 +17,8 @@ import asyncio
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from connectors.ws.budget import per_second
 from connectors.ws.events import Crashed, Fetched, Rejected, TopicsChecked, WsEvent
@@ -132,8 +132,8 @@ class ShardRunner:
             self._loop.run_until_complete(self._shutdown())
             self._loop.close()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -28,7 +28,6 @@ from connectors.ws.events import Crashed, WsEvent
 from connectors.ws.shard import ShardRunner
 
 X = TypeVar("X")
-X_co = TypeVar("X_co", covariant=True)
 
 
 class ShardControl(Protocol):
@@ -45,10 +44,10 @@ class ShardControl(Protocol):
     def reconnects(self) -> int: ...
 
 
-class ShardProcessor(Protocol[X_co]):
-    def on_events(self, events: list[WsEvent]) -> list[X_co]: ...
+class ShardProcessor(Protocol[X]):
+    def on_events(self, events: list[WsEvent]) -> list[X]: ...
 
-    def on_tick(self, now_ns: int) -> list[X_co]: ...
+    def on_tick(self, now_ns: int) -> list[X]: ...
 
 
 class ShardCrashed(RuntimeError):
