@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from connectors.okx.books import OkxParseError, OkxSubscribed, parse_books_frame
+from connectors.okx.books import (
+    OkxError,
+    OkxInfo,
+    OkxNotice,
+    OkxParseError,
+    OkxSubscribed,
+    OkxUnsubscribed,
+    parse_books_frame,
+)
 from operators.events import BookDelta, BookStatus
 from operators.orderbook import Applied, ChecksumMismatch, OrderBook, SequenceGap
 from tests.book_helpers import NaiveBook
@@ -110,3 +121,50 @@ def test_dropped_frame_is_caught_by_checksum_alone() -> None:
     assert first_failure is not None
     assert first_failure[0] == victim
     assert isinstance(first_failure[1], ChecksumMismatch | SequenceGap)
+
+
+REAL = [r for r in frames("okx-2022-05-13-books-trades-tickers.jsonl") if '"channel":"books"' in r and '"data"' in r]
+SYNCED: dict[str, OrderBook] = {}
+for _raw in REAL:
+    _out = parse_books_frame(_raw, recv_ns=0)
+    assert isinstance(_out, tuple)
+    for _d in _out:
+        SYNCED.setdefault(_d.instrument, OrderBook(_d.instrument)).apply(_d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    index=st.integers(0, len(REAL) - 1),
+    cut=st.tuples(st.integers(0, 2000), st.integers(0, 40)),
+    junk=st.binary(max_size=12) | st.sampled_from([b"-", b"0", b'"', b"]", b"[", b",", b".", b"e5", b"\\u0661"]),
+)
+def test_mutated_real_frames_give_typed_results_and_never_break_a_book(
+    index: int, cut: tuple[int, int], junk: bytes
+) -> None:
+    raw = REAL[index].encode()
+    start = cut[0] % (len(raw) + 1)
+    mutated = raw[:start] + junk + raw[start + cut[1] :]
+    out = parse_books_frame(mutated, recv_ns=1)
+    event(type(out).__name__ if not isinstance(out, tuple) else "deltas")
+    if not isinstance(out, tuple):
+        assert isinstance(out, OkxParseError | OkxSubscribed | OkxUnsubscribed | OkxError | OkxNotice | OkxInfo), out
+        return
+    for d in out:
+        base = SYNCED.get(d.instrument)
+        book = pickle.loads(pickle.dumps(base)) if base is not None else OrderBook(d.instrument)
+        result = book.apply(d)
+        event(result.kind)
+        assert result.kind in {
+            "applied",
+            "heartbeat",
+            "not_synced",
+            "sequence_gap",
+            "checksum_mismatch",
+            "book_crossed",
+            "invalid_level",
+        }
+        for lv in (*d.bids, *d.asks):  # what the parser lets through is a plain decimal
+            for text in (lv.price, lv.size):
+                assert text.replace(".", "", 1).isdigit() and text.isascii(), lv
+        assert 0 <= d.ts_ms < 10**16
+        book.view()

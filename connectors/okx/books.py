@@ -43,6 +43,7 @@ PARSE_REASONS = (
     "unknown_message",  # JSON that is neither a data frame nor an event
 )
 _RAW_SHOWN = 200
+_TS_DIGITS_MAX = 16  # epoch ms has 13 digits until the year 2286
 _INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")
 
 
@@ -208,7 +209,7 @@ def _to_deltas(
             if bad is not None:
                 return _error(bad[0], bad[1], raw, recv_ns)
         ts = d.ts
-        if not (ts.isdigit() and ts.isascii()):
+        if not (ts.isdigit() and ts.isascii() and len(ts) <= _TS_DIGITS_MAX):
             return _error("wrong_type", f"ts {ts!r} is not epoch milliseconds", raw, recv_ns)
         out.append(
             BookDelta(VENUE, inst_id, action, d.bids, d.asks, int(ts), recv_ns, d.checksum, d.seqId, d.prevSeqId)
