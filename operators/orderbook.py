@@ -292,11 +292,26 @@ class OrderBook:
         return key
 
     def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
+        """Fill one (cleared) side from a snapshot; the tick conversion is inlined (a snapshot is mostly misses)."""
         book, cache, sign = (self._bl, self._bcache, -1) if bid else (self._al, self._acache, 1)
+        if len(cache) + len(levels) > _PRICE_CACHE_MAX:
+            cache.clear()
+        scale = self._scale
         for lv in levels:
-            k = cache.get(lv.price)
+            price = lv.price
+            k = cache.get(price)
             if k is None:
-                k = self._tick(lv, cache, sign)
+                whole, _, frac = price.partition(".")
+                n = len(frac)
+                if n == scale:
+                    digits = whole + frac
+                elif n < scale:
+                    digits = whole + frac + "0" * (scale - n)
+                else:
+                    raise _Rescale(n)
+                if not (digits.isdigit() and digits.isascii()):
+                    raise _BadPrice(lv)
+                k = cache[price] = sign * int(digits)
             size = lv.size
             if size == "0" or not size.strip("0."):
                 book.pop(k, None)
