@@ -91,7 +91,7 @@ def history_entry(event: AlertEvent) -> bytes:
 
 def result_points(out: AnalysisOutput) -> list[InfluxPoint]:
     """``analysis_results``: one point per analysis type (none for a book that was not valid)."""
-    if not out.analysed:
+    if not out.analysed or not out.points:
         return []
     r = out.result
     inst = ("instrument_id", r.instrument)

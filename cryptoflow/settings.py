@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     analysis_alert_cooldown: float = Field(300.0, ge=0)
     analysis_alert_emails: CommaList = ()
     alerts_history_max: int = Field(1000, ge=1)
+    analysis_influx_interval: float = Field(1.0, ge=0)  # analysis_results points per instrument at most every N s
 
     # --- Market data ----------------------------------------------------------------------------------------
     market_data_venues: CommaList = ("okx", "binance", "bybit")

@@ -105,10 +105,12 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
     """
 
     def __init__(self, params: AnalysisParams, resume: bytes | None,
-                 snapshots: HashBookSnapshots | None = None) -> None:
+                 snapshots: HashBookSnapshots | None = None, points_every_ms: int = 0) -> None:
         self.params = params
         self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
         self.snapshots = snapshots
+        self.points_every_ms = points_every_ms
+        self.next_points_ms = 0  # event time from which the next analysis_results points are written
 
     def on_batch(self, values: list[BookInput]) -> tuple[Iterable[AnalysisOutput], bool]:
         analyzer = self.analyzer
@@ -131,7 +133,18 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
                 out.append(last)
         if last is not None and (not out or out[-1] is not last):
             out.append(last)
-        return out, StatefulBatchLogic.RETAIN
+        return [self._points_due(o) for o in out], StatefulBatchLogic.RETAIN
+
+    def _points_due(self, out: AnalysisOutput) -> AnalysisOutput:
+        """``analysis_results`` points at most every ``ANALYSIS_INFLUX_INTERVAL`` (event time), and always
+        with an alert; the hash is written for every output regardless."""
+        if not out.analysed:
+            return out
+        ts = out.result.analysis_ms
+        if out.alerts or ts >= self.next_points_ms:
+            self.next_points_ms = ts + self.points_every_ms
+            return out
+        return msgspec.structs.replace(out, points=False)
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.analyzer, protocol=pickle.HIGHEST_PROTOCOL)
@@ -175,7 +188,8 @@ def build(
     snapshots = (HashBookSnapshots(str(settings.redis_url))
                  if isinstance(source, ReliableRedisListSource) or settings.orderbook_source is OrderbookSource.REDIS
                  else None)
-    analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(params, resume, snapshots))
+    analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(
+        params, resume, snapshots, int(settings.analysis_influx_interval * 1000)))
     outputs = op.key_rm("unkey", analysed)
     op.output("redis", outputs, AnalysisRedisSink(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,

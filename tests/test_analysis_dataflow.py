@@ -7,11 +7,11 @@ import pytest
 import redis
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from connectors.analysis_sink import hash_fields
+from connectors.analysis_sink import hash_fields, influx_points
 from connectors.book_sinks import book_fields
 from connectors.okx.books import parse_books_frame
 from cryptoflow.settings import load_settings
-from dataflows.orderbook_analysis import analysis_params, build
+from dataflows.orderbook_analysis import AnalyseLogic, analysis_params, build
 from operators.analysis import InstrumentAnalyzer
 from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
@@ -129,3 +129,20 @@ def test_a_book_without_its_chain_resyncs_from_the_collector_hash(
     for name in ("support_level_1", "support_level_2", "resistance_level_1", "resistance_level_2",
                  "large_buy_orders", "large_sell_orders"):
         assert h[name] == fields[name], name  # the same book as an uninterrupted reader's
+
+
+def test_analysis_points_are_rate_limited_per_instrument_but_alerts_always_pass(redis_server: RedisServer) -> None:
+    params = analysis_params(settings_for(redis_server))
+    logic = AnalyseLogic(params, None, None, points_every_ms=1_000)
+    frames = market(["BTC-USDT"], seconds=12, rate=10, start_ms=T0, depth=50, events={10.0: 0.2})
+    deltas = [d for f in frames for d in parse_books_frame(f, recv_ns=0)]  # type: ignore[union-attr]
+    outs = [o for d in deltas for o in logic.on_batch([d])[0]]
+    assert len(outs) == len(deltas)  # one batch per delta here: every output reaches the hash sink
+    with_points = [o for o in outs if influx_points(o)]
+    stamps = [o.result.analysis_ms - T0 for o in with_points]
+    assert stamps == list(range(0, 12_001, 1_000))  # one per second of event time (10 s: the alerting one)
+    alerting = [o for o in outs if o.alerts]
+    assert alerting and all(influx_points(o) for o in alerting)
+    assert {p.measurement for o in alerting for p in influx_points(o)} == {"analysis_results", "alerts"}
+    restored = AnalyseLogic(params, logic.snapshot(), None)  # the snapshot is the pickled analyzer
+    assert restored.analyzer is not None and restored.analyzer.last == logic.analyzer.last  # type: ignore[union-attr]

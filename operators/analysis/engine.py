@@ -48,6 +48,7 @@ class AnalysisOutput(msgspec.Struct, frozen=True):
     result: AnalysisResult
     alerts: tuple[AlertEvent, ...] = ()
     analysed: bool = True  # False: the book was not valid, ``result`` repeats the last values
+    points: bool = True  # False: no analysis_results points for this one (the dataflow's Influx rate limit)
 
 
 class InstrumentAnalyzer:
