@@ -284,6 +284,7 @@ class OkxBookProcessor:
             self._subscribed.add(ev.topic)
             if ev.topic in self._wanted and ev.topic not in self._books:
                 self._books[ev.topic] = _Book(OrderBook(ev.topic, "okx", self._depth), since_ns=now)
+                out.append(BookState(ev.topic, BookStatus.SYNCING))  # a hash left by an earlier run is not valid
             elif ev.topic in self._books:
                 self._books[ev.topic].since_ns = now
         elif isinstance(ev, Unsubscribed):
