@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     analysis_alert_emails: CommaList = ()
     alerts_history_max: int = Field(1000, ge=1)
     analysis_influx_interval: float = Field(1.0, ge=0)  # analysis_results points per instrument at most every N s
+    analysis_window_buckets: int = Field(60, ge=2, le=10_000)  # time buckets per sliding window (state size)
+    analysis_window_min_fill: float = Field(0.5, gt=0, le=1)  # window statistics once this share of buckets has data
+    analysis_depth_min_std_pct: float = Field(0.1, ge=0)  # depth z-score deviation floor, % of the window mean
 
     # --- Market data ----------------------------------------------------------------------------------------
     market_data_venues: CommaList = ("okx", "binance", "bybit")

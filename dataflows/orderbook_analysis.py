@@ -74,6 +74,9 @@ def analysis_params(settings: Settings) -> AnalysisParams:
         liquidity_warning=settings.analysis_liquidity_warning,
         liquidity_alert=settings.analysis_liquidity_alert,
         alert_cooldown_ms=int(settings.analysis_alert_cooldown * 1000),
+        window_buckets=settings.analysis_window_buckets,
+        window_min_fill=settings.analysis_window_min_fill,
+        depth_min_std_pct=settings.analysis_depth_min_std_pct,
     )
 
 

@@ -40,6 +40,8 @@ def test_params_come_from_settings(redis_server: RedisServer, monkeypatch: pytes
     p = analysis_params(s)
     assert p.depth_window_ms == 5_000 and p.liquidity_window_ms == 10_000 and p.alert_cooldown_ms == 60_000
     assert p.min_size("BTC-USDT") == 5.0 and p.bin_width is not None and float(p.bin_width) == 10.0
+    assert (p.window_buckets, p.window_min_fill, p.depth_min_std_pct) == (60, 0.5, 0.1)  # defaults
+    assert (p.trend_margin, p.trend_hold_ms, p.band_pct, p.large_order_k) == (0.2, 10_000, 1.0, 5.0)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
