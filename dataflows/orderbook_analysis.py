@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -204,6 +205,11 @@ def build(
 
 def _flow_from_env() -> Dataflow:
     settings = settings_or_exit()
+    try:
+        analysis_params(settings)
+    except ValueError as err:  # a rule across two settings, e.g. the warning above the alert threshold
+        print(f"cryptoflow: invalid ANALYSIS_* settings: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", source=settings.orderbook_source.value, buffer_key=settings.orderbook_buffer_key,
              alert_recipients=len(settings.analysis_alert_emails))

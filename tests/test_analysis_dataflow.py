@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import orjson
 import pytest
 import redis
@@ -148,3 +153,13 @@ def test_analysis_points_are_rate_limited_per_instrument_but_alerts_always_pass(
     assert {p.measurement for o in alerting for p in influx_points(o)} == {"analysis_results", "alerts"}
     restored = AnalyseLogic(params, logic.snapshot(), None)  # the snapshot is the pickled analyzer
     assert restored.analyzer is not None and restored.analyzer.last == logic.analyzer.last  # type: ignore[union-attr]
+
+
+def test_inconsistent_thresholds_stop_start_up_with_one_line() -> None:
+    env = {**os.environ, "ANALYSIS_LIQUIDITY_WARNING": "0.4", "ANALYSIS_LIQUIDITY_ALERT": "0.5"}
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis"], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "cryptoflow: invalid ANALYSIS_* settings: invalid analysis parameters: expected "
+        "0 < liquidity_alert <= liquidity_warning"]
