@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +60,10 @@ class Collector:
         return all(p.poll() is None for p in self.procs)
 
     def stop(self) -> None:
+        for proc in self.procs:  # interrupt every member of the cluster first, so none waits for a peer
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
         for proc in self.procs:
             stop_process(proc)
 

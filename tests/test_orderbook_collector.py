@@ -245,7 +245,7 @@ def rebuild(path: Path, channel: str) -> tuple[dict[str, dict[str, list[list[str
 def _replay_run(start_simulator, redis_server, r, tmp_path: Path, channel: str, *, workers: int = 1,
                 processes: int = 1) -> None:
     expected, frames = rebuild(RECORDINGS[channel], channel)
-    sim = start_simulator("--replay", str(RECORDINGS[channel]), "--speed", "4")
+    sim = start_simulator("--replay", str(RECORDINGS[channel]), "--speed", "8")
     r.sadd("config:trading_pairs", *expected)
     env = {**sim.env(), "REDIS_URL": redis_server.url, "OKX_BOOK_CHANNEL": channel,
            "OKX_PAIRS_PER_CONNECTION": "1"}
