@@ -111,11 +111,12 @@ class ShardRunner:
 
     @property
     def connections(self) -> int:
-        return sum(1 for c in self._conns.values() if c.connected)
+        # Read from the worker thread while the loop may change the dict: copy first (atomic under the GIL).
+        return sum(1 for c in list(self._conns.values()) if c.connected)
 
     @property
     def reconnects(self) -> int:
-        return sum(c.reconnects for c in self._conns.values())
+        return sum(c.reconnects for c in list(self._conns.values()))
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _run(self) -> None:
