@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ from bytewax.testing import run_main  # noqa: E402
 
 from connectors.okx.books import parse_books_frame  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
-from cryptoflow.settings import load_settings  # noqa: E402
+from cryptoflow.settings import Settings, load_settings  # noqa: E402
 from dataflows.orderbook_analysis import analysis_params, build  # noqa: E402
 from operators.analysis import AnalysisOutput, InstrumentAnalyzer  # noqa: E402
 from operators.orderbook import OrderBook  # noqa: E402
@@ -66,19 +67,20 @@ def bench_operator(frames: list[bytes]) -> None:
           "(parse + book + 4 analyses)")
 
 
-def run_until(flow_settings: object, done: threading.Event, on_written: object) -> None:
-    """Run the dataflow in this thread until ``done`` is set (then interrupt it)."""
+def run_until(flow_settings: Settings, done: threading.Event,
+              on_written: Callable[[list[AnalysisOutput]], None]) -> None:
+    """Run the dataflow in this thread until ``done`` is set (then interrupt it: Bytewax surfaces the
+    interrupt as KeyboardInterrupt or as a runtime error wrapping it)."""
     def stopper() -> None:
         done.wait()
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=stopper, daemon=True).start()
     try:
-        run_main(build(flow_settings, on_written=on_written))  # type: ignore[arg-type]
-    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the interrupt is how we stop
+        run_main(build(flow_settings, on_written=on_written))
+    except (KeyboardInterrupt, Exception):
         if not done.is_set():
             raise
-        del exc
 
 
 def bench_saturation(url: str, frames: list[bytes]) -> None:

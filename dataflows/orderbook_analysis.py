@@ -28,7 +28,6 @@ plus the analyses' windows), kept in Bytewax state and snapshotted as pickled by
 
 from __future__ import annotations
 
-import pickle
 import signal
 import sys
 import time
@@ -36,10 +35,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import bytewax.operators as op
-import msgspec
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.operators import StatefulBatchLogic
 
 from connectors.analysis_sink import AnalysisRedisSink, influx_points
 from connectors.book_snapshots import HashBookSnapshots
@@ -49,9 +46,9 @@ from connectors.okx.books import OkxParseError, parse_books_frame
 from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
-from operators.analysis import AnalysisOutput, AnalysisParams, InstrumentAnalyzer
+from operators.analysis import AnalysisOutput, AnalysisParams
+from operators.analysis.step import AnalyseLogic, BookInput, StatusReport
 from operators.events import BookDelta, BookStatus
-from operators.orderbook import OrderBook
 
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 
@@ -81,16 +78,6 @@ def analysis_params(settings: Settings) -> AnalysisParams:
     )
 
 
-class StatusReport(msgspec.Struct, frozen=True):
-    """A book status reported by the WebSocket source (re-syncing, removed from the set)."""
-
-    instrument: str
-    status: BookStatus
-
-
-BookInput = BookDelta | StatusReport
-
-
 def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
     """One raw frame -> its book deltas; protocol chatter is dropped, parse errors are logged."""
     raw = item.raw if isinstance(item, ListItem) else item
@@ -100,58 +87,6 @@ def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
     if isinstance(parsed, OkxParseError):
         log.warning("frame_rejected", reason=parsed.reason, detail=parsed.detail, raw=parsed.raw)
     return ()
-
-
-class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
-    """One instrument's analyzer. Emits, per batch, the newest output plus every output carrying alerts.
-
-    ``snapshot()`` returns the pickled analyzer (immutable bytes; the derived index is not included).
-    """
-
-    def __init__(self, params: AnalysisParams, resume: bytes | None,
-                 snapshots: HashBookSnapshots | None = None, points_every_ms: int = 0) -> None:
-        self.params = params
-        self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
-        self.snapshots = snapshots
-        self.points_every_ms = points_every_ms
-        self.next_points_ms = 0  # event time from which the next analysis_results points are written
-
-    def on_batch(self, values: list[BookInput]) -> tuple[Iterable[AnalysisOutput], bool]:
-        analyzer = self.analyzer
-        if analyzer is None:
-            inst = values[0].instrument
-            analyzer = self.analyzer = InstrumentAnalyzer(
-                inst, OrderBook(inst, depth=self.params.book_depth), self.params)
-        out: list[AnalysisOutput] = []
-        last: AnalysisOutput | None = None
-        for value in values:
-            if isinstance(value, StatusReport):
-                last = analyzer.on_status(value.status)
-            else:
-                if self.snapshots is not None and analyzer.needs_snapshot(value):
-                    snap = self.snapshots.fetch(analyzer.instrument)
-                    if snap is not None:
-                        analyzer.on_delta(snap, self.params)
-                last = analyzer.on_delta(value, self.params)
-            if last.alerts:
-                out.append(last)
-        if last is not None and (not out or out[-1] is not last):
-            out.append(last)
-        return [self._points_due(o) for o in out], StatefulBatchLogic.RETAIN
-
-    def _points_due(self, out: AnalysisOutput) -> AnalysisOutput:
-        """``analysis_results`` points at most every ``ANALYSIS_INFLUX_INTERVAL`` (event time), and always
-        with an alert; the hash is written for every output regardless."""
-        if not out.analysed:
-            return out
-        ts = out.result.analysis_ms
-        if out.alerts or ts >= self.next_points_ms:
-            self.next_points_ms = ts + self.points_every_ms
-            return out
-        return msgspec.structs.replace(out, points=False)
-
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.analyzer, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def from_collector(item: object) -> Iterable[BookInput]:
@@ -192,8 +127,10 @@ def build(
     snapshots = (HashBookSnapshots(str(settings.redis_url))
                  if isinstance(source, ReliableRedisListSource) or settings.orderbook_source is OrderbookSource.REDIS
                  else None)
+    points_every_ms = int(settings.analysis_influx_interval * 1000)
+    stale_after = None if settings.orderbook_source is OrderbookSource.WS else settings.ws_stale_after
     analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(
-        params, resume, snapshots, int(settings.analysis_influx_interval * 1000)))
+        params, resume, snapshots, points_every_ms, stale_after))
     outputs = op.key_rm("unkey", analysed)
     op.output("redis", outputs, AnalysisRedisSink(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -16,8 +17,10 @@ from connectors.analysis_sink import hash_fields, influx_points
 from connectors.book_sinks import book_fields
 from connectors.okx.books import parse_books_frame
 from cryptoflow.settings import load_settings
-from dataflows.orderbook_analysis import AnalyseLogic, analysis_params, build
+from dataflows.orderbook_analysis import analysis_params, build
 from operators.analysis import InstrumentAnalyzer
+from operators.analysis.step import AnalyseLogic
+from operators.events import BookStatus
 from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
@@ -163,3 +166,21 @@ def test_inconsistent_thresholds_stop_start_up_with_one_line() -> None:
     assert proc.stderr.strip().splitlines() == [
         "cryptoflow: invalid ANALYSIS_* settings: invalid analysis parameters: expected "
         "0 < liquidity_alert <= liquidity_warning"]
+
+
+def test_a_book_without_frames_for_stale_after_is_marked_stale(redis_server: RedisServer) -> None:
+    logic = AnalyseLogic(analysis_params(settings_for(redis_server)), None, None, stale_after_s=30)
+    assert logic.notify_at() is None  # nothing yet
+    deltas = [d for f in market(["BTC-USDT"], seconds=1, rate=10, start_ms=T0, depth=20)
+              for d in parse_books_frame(f, recv_ns=0)]  # type: ignore[union-attr]
+    logic.on_batch(deltas)
+    due = logic.notify_at()
+    assert due is not None and 29 < (due - datetime.now(UTC)).total_seconds() <= 30
+    (out,), _ = logic.on_notify()
+    assert out.result.book_status is BookStatus.STALE and not out.analysed
+    assert out.result.support_level_1 is not None  # the last values stay
+    assert logic.notify_at() is None  # stale: nothing more to report until frames come back
+    more = [d for f in market(["BTC-USDT"], seconds=2, rate=10, start_ms=T0, depth=20)[11:]
+            for d in parse_books_frame(f, recv_ns=0)]  # type: ignore[union-attr]
+    (back,), _ = logic.on_batch(more)
+    assert back.result.book_status is BookStatus.VALID
