@@ -151,3 +151,25 @@ def test_two_workers_give_the_klines_of_one() -> None:
     one = _closed_klines(trades, 1)
     two = _closed_klines(trades, 2)
     assert len(one) > 15 and one == two
+
+
+def test_market_writer_refreshes_ttls_without_an_expire_per_batch(redis_db: Any, redis_server: Any) -> None:
+    import redis as redis_lib
+
+    from connectors.market_sinks import MarketWriter
+
+    now = [1000.0]
+    writer = MarketWriter(clock=lambda: now[0])
+    client = redis_lib.Redis.from_url(redis_server.url)
+    ticker = Ticker("okx", "BTC-USDT", D(1), D(1), D(1), D(1), None, D(1), D(1), T0)
+    sent = []
+    for step in (0.0, 10.0, 31.0):  # ticker TTL 300 s: refreshed after 30 s
+        now[0] += step
+        pipe = client.pipeline(transaction=False)
+        writer(pipe, [ticker])
+        (cmd,) = pipe.command_stack
+        sent.append(cmd[0][4])  # EVAL script 1 key ttl ...: the ttl argument (0: no EXPIRE)
+        pipe.execute()
+    assert sent == [300, 0, 300]
+    assert 290 < redis_db.ttl("ticker:okx:BTC-USDT") <= 300
+    client.close()
