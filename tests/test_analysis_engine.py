@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from operators.analysis import AnalysisParams, InstrumentAnalyzer, email_jobs
 from operators.analysis.alerts import AlertTracker
 from operators.analysis.index import BookIndex
+from operators.analysis.windows import RollingBuckets
 from operators.events import AlertEvent, BookStatus
 from operators.orderbook import OrderBook
 from tests.analysis_helpers import delta, lv, snapshot
@@ -219,3 +220,40 @@ def test_index_agrees_with_the_book_operator(batches: list[list[tuple[bool, str,
         view = book.view(20)
         assert index.bids.keys[::-1] == [x.price for x in view.bids]
         assert index.asks.keys == [x.price for x in view.asks]
+
+
+# ----------------------------------------------------------------------------------- window properties
+series = st.lists(st.tuples(st.integers(min_value=0, max_value=2_500), st.floats(min_value=0, max_value=1e6)),
+                  min_size=1, max_size=200)
+
+
+@settings(max_examples=150, deadline=None)
+@given(series, st.integers(min_value=2, max_value=12), st.sampled_from([0.25, 0.5, 1.0]))
+def test_window_baseline_matches_a_naive_recomputation(
+    steps: list[tuple[int, float]], buckets: int, min_fill: float,
+) -> None:
+    """Push values at increasing times; the baseline is exactly the values of the completed buckets of the
+    window before the current bucket."""
+    window_ms = buckets * 1_000
+    w = RollingBuckets(window_ms, buckets, min_fill)
+    pushed: list[tuple[int, float]] = []
+    t = T0
+    for dt, value in steps:
+        t += dt
+        w.push(t, value)
+        pushed.append((t, value))
+        current = t // 1_000
+        inside = [(ts, v) for ts, v in pushed if current - buckets <= ts // 1_000 < current]
+        filled = len({ts // 1_000 for ts, _ in inside})
+        base = w.baseline()
+        if filled < max(1, -(-int(min_fill * buckets * 1_000) // 1_000)):
+            assert base is None
+            continue
+        assert base is not None
+        values = [v for _, v in inside]
+        assert base.count == len(values) and base.filled == filled
+        assert base.mean == pytest.approx(statistics.fmean(values), rel=1e-9, abs=1e-6)
+        assert base.std == pytest.approx(statistics.pstdev(values), rel=1e-6, abs=1e-3)
+        means = [statistics.fmean(v for ts, v in inside if ts // 1_000 == b)
+                 for b in sorted({ts // 1_000 for ts, _ in inside})]
+        assert base.median_of_means == pytest.approx(statistics.median(means), rel=1e-9, abs=1e-6)
