@@ -77,18 +77,27 @@ class SideIndex:
         pos = bisect_left(prices, p)
         present = pos < len(prices) and prices[pos] == p
         if present:
-            old = self.sizes[pos]
-            old_n = self.notionals[pos]
-            del self.sorted_sizes[bisect_left(self.sorted_sizes, old)]
-            if s > 0:
+            sizes = self.sizes
+            old = sizes[pos]
+            if s == old:
+                return
+            sorted_sizes = self.sorted_sizes
+            del sorted_sizes[bisect_left(sorted_sizes, old)]
+            if s > 0:  # the common case, inlined: a size change of a known level
+                notionals = self.notionals
                 n = p * s
-                self.sizes[pos] = s
-                self.notionals[pos] = n
-                self.keys[pos] = price_s
-                insort(self.sorted_sizes, s)
-                self._bin_add(p, s - old, n - old_n, 0)
+                dn = n - notionals[pos]
+                sizes[pos] = s
+                notionals[pos] = n
+                insort(sorted_sizes, s)
+                ds = s - old
+                self.total_size += ds
+                self.total_notional += dn
+                acc = self.bins[math.floor(p / self.width + _EPS)]
+                acc[1] += ds
+                acc[2] += dn
             else:
-                self._remove_at(pos, old, old_n, sorted_done=True)
+                self._remove_at(pos, old, self.notionals[pos], sorted_done=True)
         elif s > 0:
             n = p * s
             d = _decimals(price_s)
