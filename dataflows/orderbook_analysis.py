@@ -117,18 +117,14 @@ def build(
                 batch_size=1000, poll_interval=POLL_INTERVAL_S,
             )
     frames = op.input("read", flow, source)
-    deltas: Stream[BookInput]
-    if settings.orderbook_source is OrderbookSource.WS and not isinstance(source, ReliableRedisListSource):
-        deltas = op.flat_map("parse", frames, from_collector)
-    else:
-        deltas = op.flat_map("parse", frames, parse_frame)
+    via_ws = settings.orderbook_source is OrderbookSource.WS and not isinstance(source, ReliableRedisListSource)
+    deltas: Stream[BookInput] = op.flat_map("parse", frames, from_collector if via_ws else parse_frame)
     keyed = op.key_on("key", deltas, lambda d: d.instrument)
-    # A buffer-list reader that lost the chain (late start, trimmed frame) re-syncs from the collector's hash.
-    snapshots = (HashBookSnapshots(str(settings.redis_url))
-                 if isinstance(source, ReliableRedisListSource) or settings.orderbook_source is OrderbookSource.REDIS
-                 else None)
+    # From the buffer list: a book that lost its chain (late start, trimmed frame) re-syncs from the collector's
+    # hash, and a list that stays silent for WS_STALE_AFTER marks the books stale. The WebSocket source does both.
+    snapshots = None if via_ws else HashBookSnapshots(str(settings.redis_url))
+    stale_after = None if via_ws else settings.ws_stale_after
     points_every_ms = int(settings.analysis_influx_interval * 1000)
-    stale_after = None if settings.orderbook_source is OrderbookSource.WS else settings.ws_stale_after
     analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(
         params, resume, snapshots, points_every_ms, stale_after))
     outputs = op.key_rm("unkey", analysed)
