@@ -40,6 +40,8 @@ class PairsPoller:
         self._down = False
         self._last_skipped: tuple[str, ...] = ()
         self._unsaved: dict[str, str] = {}
+        # Our own venue's refusals, also kept here: another venue may overwrite the id's reason in the hash.
+        self._refused: set[str] = set()
         self._prefix = f"{venue}: "
 
     def _redis(self) -> aioredis.Redis:
@@ -56,7 +58,8 @@ class PairsPoller:
                 self._unsaved.clear()
             members = {str(m) for m in await client.smembers(self.key)}
             known = {str(k): str(v) for k, v in (await client.hgetall(self.rejected_key)).items()}
-            refused = {i for i, why in known.items() if why.startswith(self._prefix)}
+            self._refused &= members  # an id that left the set is tried again when it comes back
+            refused = {i for i, why in known.items() if why.startswith(self._prefix)} | self._refused
             selected, malformed = select_pairs(members - refused, self.limit)
             pipe = client.pipeline(transaction=False)
             gone = [i for i in known if i not in members]
@@ -88,6 +91,7 @@ class PairsPoller:
 
     async def report_rejected(self, topic: str, reason: str) -> None:
         why = f"{self._prefix}{reason}"
+        self._refused.add(topic)
         log.warning("pair_rejected", instrument=topic, reason=why)
         try:
             await self._redis().hset(self.rejected_key, topic, why)

@@ -143,6 +143,8 @@ def test_pairs_poller_rules(redis_server, redis_db) -> None:
         assert "malformed" in redis_db.hget("config:trading_pairs:rejected", "bad id")
         await p.report_rejected("A-USDT", "60018 nope")
         assert await p.poll() == frozenset({"B-USDT", "C-USDT"})  # the refused one frees its slot
+        redis_db.hset("config:trading_pairs:rejected", "A-USDT", "binance: invalid symbol")  # another venue's
+        assert await p.poll() == frozenset({"B-USDT", "C-USDT"})  # still refused here: no retry flip-flop
         redis_db.srem("config:trading_pairs", "A-USDT", "bad id")
         assert await p.poll() == frozenset({"B-USDT", "C-USDT"})
         assert not redis_db.exists("config:trading_pairs:rejected")  # ids gone from the set are forgotten
