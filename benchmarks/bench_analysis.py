@@ -159,11 +159,16 @@ def bench_latency(url: str, seconds: float, rate: float, via_collector: bool) ->
                                                                daemon=True)
         producer.start()  # its own process: the producer must not share the dataflow's GIL
         threading.Thread(target=lambda: (producer.join(), done.set()), daemon=True).start()
+    collector_ms = None
     try:
         run_until(load_settings(redis_url=url), done, on_written)
+        collector_ms = r.hget("system:monitoring", "avg_processing_latency")
     finally:
         for stop in cleanup:
             stop()
+    if via_collector:
+        print(f"collector's own avg_processing_latency (frame receipt -> its Redis write): "
+              f"{collector_ms.decode() if collector_ms else '?'} ms")
     how = "simulator -> collector -> list -> analysis" if via_collector else "list -> analysis"
     print(f"latency ({how}, {len(INSTS)} pairs x {rate:g}/s, {len(lat)} hash writes): "
           f"p50 {statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.2f} ms "
