@@ -43,7 +43,7 @@ class AnalysisParams(msgspec.Struct, frozen=True):
     """A repeat alert of one instrument and type within this time is suppressed (escalations pass)."""
     book_depth: int = 400
     """Levels per side the analysis index keeps (the book's depth)."""
-    index_rebuild_every: int = 1_000
+    index_rebuild_every: int = 10_000
     """Rebuild the incremental index from the book every N updates (bounds float drift)."""
 
     def __post_init__(self) -> None:
