@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OKX closes connections without subscription or traffic after this many s (default 30)")
     p.add_argument("--binance-ping-interval", type=float, default=20.0,
                    help="seconds between Binance server ping frames (default 20)")
+    p.add_argument("--pregenerate", type=int, default=0, metavar="N",
+                   help="serve books from a precomputed cycle of 2N steps per pair (fast, books only, no trades; "
+                   "for throughput benchmarks; default 0 = off)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -53,13 +56,14 @@ def build_app(args: argparse.Namespace) -> tuple[web.Application, Engine]:
     recordings = load_recordings(args.replay)
     raw_pairs = args.pairs if args.pairs is not None else ("" if args.replay else "BTC-USDT,ETH-USDT")
     pairs = [validate_instrument(p.strip()) for p in raw_pairs.split(",") if p.strip()]
-    engine = Engine(pairs, args.seed, args.rate, recordings)
+    engine = Engine(pairs, args.seed, args.rate, recordings, args.pregenerate)
     okx = OkxVenue(engine, args.speed, checksum=args.checksum == "real", snapshot=not args.no_snapshot,
                    idle_timeout=args.idle_timeout)
     binance = BinanceVenue(engine, args.speed, ping_interval=args.binance_ping_interval)
     bybit = BybitVenue(engine, args.speed)
     for venue in (okx, binance, bybit):
         engine.add_venue(venue)
+    engine.warm_cycles()
     app = web.Application()
     app.add_routes([
         web.get("/ws/v5/public", okx.serve), web.get("/ws/v5/business", okx.serve),

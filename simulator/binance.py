@@ -138,11 +138,13 @@ class BinanceVenue(VenueBase):
         book = self.books.get(inst)
         if book is None:
             return
+        first = book.last_u + 1
+        book.last_u += len(step.bids) + len(step.asks)
+        if inst not in self.active:
+            return
         sym_l = inst.replace("-", "").lower()
         sym, cache = sym_l.upper(), self.cache[inst]
         if not step.heartbeat:
-            first = book.last_u + 1
-            book.last_u += len(step.bids) + len(step.asks)
             streams = [f"{sym_l}@{k}" for k in DEPTH_KINDS if f"{sym_l}@{k}" in self.topics]
             if streams:
                 faults = self.engine.faults.take("binance", inst) if self.engine.faults.pending("binance", inst) else []

@@ -143,10 +143,12 @@ class BybitVenue(VenueBase):
     def on_step(self, inst: str, market: SyntheticMarket, step: Step) -> None:
         if inst not in self.seq:
             return
+        self.seq[inst] += len(step.bids) + len(step.asks)
+        if inst not in self.active:
+            return
         symbol = inst.replace("-", "")
         cache = self.cache[inst]
         if not step.heartbeat:
-            self.seq[inst] += len(step.bids) + len(step.asks)
             faults = self.engine.faults.take("bybit", inst) if self.engine.faults.pending("bybit", inst) else []
             for kind in KINDS:
                 for depth in (1, 50, 200, 500):

@@ -23,6 +23,9 @@ log = get_logger("simulator.conn")
 
 # A client that does not read is cut off like a real venue does with a slow consumer.
 SLOW_CONSUMER_BYTES = 64 * 1024 * 1024
+# Frames wait in our list (cheap to append) rather than in asyncio's transport buffer, which Python 3.11
+# keeps as one bytearray that it shifts after every partial send (quadratic with a large backlog).
+TRANSPORT_HIGH_WATER = 256 * 1024
 _conn_ids = itertools.count(1)
 
 
@@ -70,6 +73,7 @@ class Conn:
     number: int = field(default_factory=lambda: next(_conn_ids))
     subs: dict[Any, Sub] = field(default_factory=dict)
     buffer: list[bytes] = field(default_factory=list)
+    buffered: int = 0  # bytes in ``buffer``
     activity: bool = False  # a frame went either way since the idle watchdog last looked
     closed: bool = False
     pongs: int = 0  # WebSocket pong frames received (answers to server pings)
@@ -82,6 +86,7 @@ class Conn:
         """Queue a pre-framed WebSocket frame; :meth:`flush` (or the engine) sends it."""
         if not self.closed:
             self.buffer.append(frame)
+            self.buffered += len(frame)
 
     def send_text(self, text: str) -> None:
         """Send one text frame now, after anything already queued."""
@@ -92,21 +97,26 @@ class Conn:
         if not self.buffer:
             return
         transport = self.transport
+        if transport is None or transport.is_closing():
+            self.buffer.clear()
+            self.buffered = 0
+            return
+        if transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER:
+            if self.buffered > SLOW_CONSUMER_BYTES:
+                log.warning("slow_consumer_dropped", venue=self.venue, conn=self.conn_id, buffered=self.buffered)
+                self.abort()
+            return  # the engine flushes again at its next wake-up
         data = b"".join(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
         self.buffer.clear()
-        if transport is None or transport.is_closing():
-            return
+        self.buffered = 0
         transport.write(data)
         self.activity = True
-        if transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES:
-            log.warning("slow_consumer_dropped", venue=self.venue, conn=self.conn_id,
-                        buffered=transport.get_write_buffer_size())
-            self.abort()
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame (what a client sees when a venue drops it)."""
         self.closed = True
         self.buffer.clear()
+        self.buffered = 0
         transport = self.transport
         if transport is not None:
             transport.abort()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub
 from simulator.faults import FRAME_FAULTS, VENUES, FaultError, FaultState
 from simulator.market import InstrumentSpec, Step, SyntheticMarket
+from simulator.pregen import Cycle
 from simulator.replay import Recordings
 
 log = get_logger("simulator.engine")
@@ -32,8 +33,13 @@ class Venue(Protocol):
     def shutdown_notice(self) -> int: ...
 
 
+@runtime_checkable
+class OkxWarm(Protocol):
+    def warm(self, inst: str, market: SyntheticMarket, step: Step) -> None: ...
+
+
 class Engine:
-    def __init__(self, pairs: list[str], seed: int, rate: float, recordings: Recordings) -> None:
+    def __init__(self, pairs: list[str], seed: int, rate: float, recordings: Recordings, pregenerate: int = 0) -> None:
         now_ms = int(time.time() * 1000)
         self.seed = seed
         self.rate = rate
@@ -41,6 +47,7 @@ class Engine:
         self.specs = {p: InstrumentSpec.for_instrument(p, seed) for p in pairs}
         self.markets = {p: SyntheticMarket(self.specs[p], seed, now_ms) for p in pairs}
         self.venues: dict[str, Venue] = {}
+        self.cycles = {p: Cycle(m, pregenerate, now_ms) for p, m in self.markets.items()} if pregenerate else {}
         self.faults = FaultState()
         self.paused = False
         self.steps = 0
@@ -49,6 +56,17 @@ class Engine:
 
     def add_venue(self, venue: Venue) -> None:
         self.venues[venue.name] = venue
+
+    def warm_cycles(self) -> None:
+        """``--pregenerate``: one dry lap of every cycle, so the OKX text of every step is encoded up front."""
+        okx = self.venues.get("okx")
+        started = time.perf_counter()
+        for inst, cycle in self.cycles.items():
+            for _ in range(len(cycle.steps)):
+                step = cycle.next(0)
+                if isinstance(okx, OkxWarm):
+                    okx.warm(inst, self.markets[inst], step)
+        log.info("cycles_encoded", pairs=len(self.cycles), seconds=round(time.perf_counter() - started, 2))
 
     def all_conns(self) -> list[Conn]:
         return [c for v in self.venues.values() for c in v.conns]
@@ -60,13 +78,13 @@ class Engine:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = max(0.004, min(0.05, 1.0 / self.rate))
-        t0 = wall0 = last_idle = 0.0
+        t0 = last_idle = 0.0
         done = 0
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
             if self._resync_clock:
-                t0, wall0, done, self._resync_clock = now, time.time(), 0, False
+                t0, done, self._resync_clock = now, 0, False
             if self.paused:
                 self._resync_clock = True
                 if now - last_idle >= 1.0:
@@ -81,10 +99,13 @@ class Engine:
                 log.warning("clock_behind", steps_skipped=due - int(self.rate))
                 done += due - int(self.rate)
                 due = int(self.rate)
-            for k in range(due):
-                ts_ms = int((wall0 + (done + k + 1) / self.rate) * 1000)
+            # Frames carry the time they are made (as an exchange stamps its events), not the step's
+            # scheduled time, so a client's measured latency does not include the clock's wake-up granularity.
+            ts_ms = int(time.time() * 1000)
+            cycles = self.cycles
+            for _ in range(due):
                 for inst, market in self.markets.items():
-                    self.publish(inst, market.step(ts_ms))
+                    self.publish(inst, cycles[inst].next(ts_ms) if cycles else market.step(ts_ms))
             done += due
             self.steps += due
             self.flush()
@@ -109,6 +130,9 @@ class Engine:
     # --- faults ---------------------------------------------------------------------------------------------
     def _market(self, params: dict[str, Any]) -> tuple[str, SyntheticMarket]:
         inst = params.get("inst")
+        if self.cycles and params.get("kind") in ("crossed_book", "liquidity_drain", "depth_spike"):
+            msg = f"market fault {params['kind']!r} is not available with --pregenerate (a fixed cycle of steps)"
+            raise FaultError(msg)
         if inst not in self.markets:
             msg = f"fault {params['kind']!r} needs inst= one of the synthetic pairs {sorted(self.markets)}, "
             msg += f"got {inst!r}"

@@ -15,6 +15,7 @@ import random
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 DEPTH = 400
 
@@ -90,6 +91,8 @@ class Step:
     asks: dict[int, int] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     closed: list[Kline] = field(default_factory=list)  # klines that this step's trades closed
+    before: dict[tuple[bool, int], int] = field(default_factory=dict)  # (is_bid, tick) -> lots before this step
+    memo: dict[str, Any] | None = None  # venues' pre-encoded text of a step that is served again (--pregenerate)
 
     @property
     def heartbeat(self) -> bool:
@@ -123,8 +126,10 @@ class SideBook:
         self.is_bid = is_bid
         self.levels: dict[int, int] = {}
         self._keys: list[int] = []
+        self.memo: dict[int, str] = {}  # a venue's text of a level (e.g. "price:size"), dropped when it changes
 
     def set(self, tick: int, lots: int) -> None:
+        self.memo.pop(tick, None)
         key = -tick if self.is_bid else tick
         if lots <= 0:
             if self.levels.pop(tick, None) is not None:
@@ -236,6 +241,8 @@ class SyntheticMarket:
         side = self.bids if is_bid else self.asks
         if lots == 0 and tick not in side.levels:
             return
+        if (is_bid, tick) not in out.before:
+            out.before[(is_bid, tick)] = side.levels.get(tick, 0)
         side.set(tick, lots)
         (out.bids if is_bid else out.asks)[tick] = lots
         if lots == 0 and self.pinned:

@@ -49,7 +49,6 @@ class OkxBook:
     views: dict[int, tuple[dict[int, int], dict[int, int]]] = field(default_factory=dict)  # depth -> view
     held: dict[str, bytes] = field(default_factory=dict)  # channel -> frame held back by reorder_frame
     last_ticker_ms: int = 0
-    level_text: dict[tuple[bool, int], tuple[int, str]] = field(default_factory=dict)
 
 
 class OkxVenue(VenueBase):
@@ -76,24 +75,28 @@ class OkxVenue(VenueBase):
         )
 
     def _checksum(self, inst: str, market: SyntheticMarket) -> int:
+        """Signed CRC32 of the top 25 levels interleaved ``bid:size:ask:size`` (one side alone when the other
+        runs out); each level's ``price:size`` text is memoised on the book until that level changes."""
         if not self.checksum:
             return 0
-        book, cache = self.books[inst], self.cache[inst]
-        texts = book.level_text
-        parts: list[str] = []
-        bids, asks = market.bids.top(25), market.asks.top(25)
-        for i in range(max(len(bids), len(asks))):
-            for is_bid, ticks, levels in ((True, bids, market.bids.levels), (False, asks, market.asks.levels)):
-                if i < len(ticks):
-                    tick = ticks[i]
-                    lots = levels[tick]
-                    known = texts.get((is_bid, tick))
-                    if known is None or known[0] != lots:
-                        known = (lots, f"{cache.price(tick)}:{cache.size(lots)}")
-                        texts[(is_bid, tick)] = known
-                    parts.append(known[1])
-        if len(texts) > 5000:
-            texts.clear()
+        cache = self.cache[inst]
+        texts: list[list[str]] = []
+        for side in (market.bids, market.asks):
+            memo, ticks = side.memo, side.top(25)
+            out = [memo.get(tick) for tick in ticks]
+            if None in out:
+                for i, tick in enumerate(ticks):
+                    if out[i] is None:
+                        out[i] = memo[tick] = f"{cache.price(tick)}:{cache.size(side.levels[tick])}"
+            texts.append(out)  # type: ignore[arg-type]  # no None left
+        bids, asks = texts
+        if len(bids) == len(asks):
+            parts: list[str] = [""] * (2 * len(bids))
+            parts[0::2], parts[1::2] = bids, asks
+        else:
+            parts = []
+            for i in range(max(len(bids), len(asks))):
+                parts.extend(side[i] for side in (bids, asks) if i < len(side))
         return signed_crc32(":".join(parts))
 
     def _book_frame(self, channel: str, inst: str, action: str, asks: str, bids: str, ts_ms: int, checksum: int,
@@ -142,33 +145,31 @@ class OkxVenue(VenueBase):
     # --- the market moved -----------------------------------------------------------------------------------
     def on_step(self, inst: str, market: SyntheticMarket, step: Step) -> None:
         book = self.books[inst]
-        book_topics = [(ch, self.topics.get((ch, inst))) for ch in BOOK_DEPTHS]
-        live = [(ch, subs) for ch, subs in book_topics if subs]
+        book.prev = book.seq
+        active = inst in self.active
         faults: list[str] = []
-        if step.heartbeat:
-            book.prev = book.seq
-        else:
-            if live and self.engine.faults.pending("okx", inst):
+        if not step.heartbeat:
+            if active and self.engine.faults.pending("okx", inst):
                 faults = self.engine.faults.take("okx", inst)
-            book.prev = book.seq
             book.seq = self.rng.randint(1, max(1, book.seq // 2)) if "seq_reset" in faults else book.seq + \
                 self.rng.randint(1, 3)
-        if live:
-            checksum = self._checksum(inst, market)
-            full_asks = full_bids = ""
-            if not step.heartbeat:
-                full_bids = self._levels(inst, True, sorted(step.bids.items(), reverse=True))
-                full_asks = self._levels(inst, False, sorted(step.asks.items()))
-            for channel, subs in live:
-                depth = BOOK_DEPTHS[channel]
-                if depth < 400 and not step.heartbeat:
-                    bids, asks = self._diff(inst, depth, market)
-                    bid_text, ask_text = self._levels(inst, True, bids), self._levels(inst, False, asks)
-                else:
-                    bid_text, ask_text = full_bids, full_asks
-                frame = self._book_frame(channel, inst, "update", ask_text, bid_text, step.ts_ms, checksum,
-                                         book.prev, book.seq)
-                self._send_book(book, channel, subs or [], frame, faults)
+        if not active:
+            return
+        full: tuple[str, str] | None = None
+        for channel, depth in BOOK_DEPTHS.items():
+            subs = self.topics.get((channel, inst))
+            if not subs:
+                continue
+            if depth < 400 and not step.heartbeat:
+                bids, asks = self._diff(inst, depth, market)
+                head, tail = self._update_text(inst, market, self._levels(inst, False, asks),
+                                               self._levels(inst, True, bids))
+            else:
+                full = full or self._full_update(inst, market, step)
+                head, tail = full
+            frame = text_frame(f'{{"arg":{{"channel":"{channel}","instId":"{inst}"}},{head}{step.ts_ms}{tail}'
+                               f'{book.prev},"seqId":{book.seq}}}]}}')
+            self._send_book(book, channel, subs, frame, faults)
         subs5 = self.topics.get(("books5", inst))
         if subs5 and not step.heartbeat:
             frame5 = self._books5(inst, market, step.ts_ms)
@@ -192,6 +193,25 @@ class OkxVenue(VenueBase):
                 if candle_subs:
                     for kline in (*[k for k in step.closed if k.interval == interval], market.klines[interval]):
                         self.send(candle_subs, text_frame(self._candle(channel, inst, kline)))
+
+    def _update_text(self, inst: str, market: SyntheticMarket, asks: str, bids: str) -> tuple[str, str]:
+        """An update frame without its arg, ts and seqIds: ``(text before ts, text between ts and prevSeqId)``."""
+        head = f'"action":"update","data":[{{"asks":[{asks}],"bids":[{bids}],"ts":"'
+        return head, f'","checksum":{self._checksum(inst, market)},"prevSeqId":'
+
+    def _full_update(self, inst: str, market: SyntheticMarket, step: Step) -> tuple[str, str]:
+        """The full-depth (400) update text of a step, kept on the step when it will be served again."""
+        memo = step.memo
+        if memo is not None and "okx" in memo:
+            return memo["okx"]  # type: ignore[no-any-return]
+        text = self._update_text(inst, market, self._levels(inst, False, sorted(step.asks.items())),
+                                 self._levels(inst, True, sorted(step.bids.items(), reverse=True)))
+        if memo is not None:
+            memo["okx"] = text
+        return text
+
+    def warm(self, inst: str, market: SyntheticMarket, step: Step) -> None:
+        self._full_update(inst, market, step)
 
     def _send_book(self, book: OkxBook, channel: str, subs: list[Sub], frame: bytes, faults: list[str]) -> None:
         if "drop" in faults:

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +62,7 @@ class VenueBase:
         self.speed = speed
         self.conns: set[Conn] = set()
         self.topics: dict[Any, list[Sub]] = defaultdict(list)
+        self.active: Counter[str] = Counter()  # instrument -> open subscriptions (idle instruments cost nothing)
 
     # --- session ----------------------------------------------------------------------------------------
     async def serve(self, request: web.Request) -> web.StreamResponse:
@@ -124,6 +124,7 @@ class VenueBase:
     def attach(self, sub: Sub) -> None:
         sub.conn.subs[sub.key] = sub
         self.topics[sub.key].append(sub)
+        self.active[sub.inst] += 1
 
     def detach(self, conn: Conn, key: Any) -> Sub | None:
         sub = conn.subs.pop(key, None)
@@ -135,9 +136,11 @@ class VenueBase:
 
     def _detach(self, sub: Sub) -> None:
         subs = self.topics.get(sub.key)
-        if subs is not None:
-            with contextlib.suppress(ValueError):
-                subs.remove(sub)
+        if subs is not None and sub in subs:
+            subs.remove(sub)
+            self.active[sub.inst] -= 1
+            if self.active[sub.inst] <= 0:
+                del self.active[sub.inst]
             if not subs:
                 del self.topics[sub.key]
                 self.topic_closed(sub.key)

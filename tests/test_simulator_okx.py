@@ -227,3 +227,29 @@ def test_derivative_ids_are_synthesised(start_simulator: Callable[..., Simulator
     asyncio.run(scenario())
     inst = http_json(f"{sim.okx_rest_url}/api/v5/public/instruments?instType=SWAP")
     assert [i["instId"] for i in inst["data"]] == ["BTC-USD-SWAP"]
+
+
+def test_pregenerated_cycle_keeps_books_exact(start_simulator: Callable[..., Simulator]) -> None:
+    """``--pregenerate``: the cycle runs back and forth over the same steps; chain, checksums and book hold
+    across laps (10 steps -> a lap is 20 frames; 70 frames is three and a half laps)."""
+    sim = start_simulator("--pairs", "BTC-USDT", "--pregenerate", "10", "--rate", "100")
+
+    async def scenario() -> None:
+        async with connect(sim.okx_ws_url) as ws:
+            await ws.send(okx_sub(("books", "BTC-USDT"), ("books50-l2-tbt", "BTC-USDT")))
+            chains = {"books": OkxChain(), "books50-l2-tbt": OkxChain()}
+            while min(c.frames for c in chains.values()) < 70:
+                msg = await recv_json(ws)
+                if "event" not in msg:
+                    chains[msg["arg"]["channel"]].feed(msg)
+            sim.pause()
+            for raw in await drain(ws):
+                msg = json.loads(raw)
+                chains[msg["arg"]["channel"]].feed(msg)
+            truth = sim.book("okx", "BTC-USDT")
+            assert chains["books"].book.top() == (truth["bids"], truth["asks"])
+            assert chains["books50-l2-tbt"].book.top(50) == (truth["bids"][:50], truth["asks"][:50])
+        with pytest.raises(RuntimeError, match="pregenerate"):
+            sim.fault("liquidity_drain", inst="BTC-USDT")
+
+    asyncio.run(scenario())
