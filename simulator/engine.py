@@ -59,6 +59,8 @@ class Engine:
 
     def warm_cycles(self) -> None:
         """``--pregenerate``: one dry lap of every cycle, so the OKX text of every step is encoded up front."""
+        if not self.cycles:
+            return
         okx = self.venues.get("okx")
         started = time.perf_counter()
         for inst, cycle in self.cycles.items():

@@ -263,3 +263,29 @@ def test_bad_fault_requests_are_rejected(simulator: Simulator, start_simulator: 
         simulator.fault("explode")
     with pytest.raises(RuntimeError, match="no endpoint line"):
         start_simulator("--faults", "explode@1")
+
+
+def test_binance_and_bybit_book_gaps(simulator: Simulator) -> None:
+    async def scenario() -> None:
+        async with connect(f"{simulator.binance_ws_url}/ws/ethusdt@depth@100ms") as binance, \
+                connect(simulator.bybit_ws_url) as bybit:
+            await bybit.send(json.dumps({"op": "subscribe", "args": ["orderbook.200.ETHUSDT"]}))
+            await recv_json(bybit)
+            last_bybit = (await recv_json(bybit))["data"]["u"]
+            last_u = (await recv_json(binance))["u"]
+            simulator.fault("gap", inst="ETH-USDT", venue="binance")
+            simulator.fault("gap", inst="ETH-USDT", venue="bybit")
+            while True:
+                event = await recv_json(binance)
+                if event["U"] != last_u + 1:
+                    break
+                last_u = event["u"]
+            assert event["U"] > last_u + 1  # updates between were never sent
+            while True:
+                msg = await recv_json(bybit)
+                if msg["data"]["u"] != last_bybit + 1:
+                    break
+                last_bybit = msg["data"]["u"]
+            assert msg["data"]["u"] == last_bybit + 2
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from cryptoflow.settings import Settings
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("simulator", help="run the local exchange simulator (see `cryptoflow simulator -h`)",
-                            add_help=False)
+                            add_help=False, prefix_chars="+")  # every "-" argument is the simulator's
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of python -m simulator")
     parser.set_defaults(run=run)
 
