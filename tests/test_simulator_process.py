@@ -29,7 +29,7 @@ def test_cryptoflow_simulator_prints_one_line_and_stops_cleanly_on_sigterm() -> 
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
     assert proc.returncode == 0
     assert out == b""  # exactly one line on stdout, already read
     events = [json.loads(line)["event"] for line in err.decode().splitlines() if line.startswith("{")]
