@@ -146,7 +146,9 @@ def main() -> None:
     args = p.parse_args()
     print(f"simulator: 10 pairs, --rate {args.rate:g}/pair (offered {args.rate * 10:,.0f} frames/s), "
           f"--checksum {args.checksum}, load {os.getloadavg()[0]:.2f}")
-    modes: list[tuple[str, list[str]]] = [("live", [])] + ([("pregenerated", ["--pregenerate", str(args.pregenerate)])] if args.pregenerate else [])
+    modes: list[tuple[str, list[str]]] = [("live", [])]
+    if args.pregenerate:
+        modes.append(("pregenerated", ["--pregenerate", str(args.pregenerate)]))
     for (mode, extra), layout in [(m, lay) for m in modes for lay in ("10x1", "1x10")]:
         sim = launch_simulator("--pairs", ",".join(PAIRS), "--rate", str(args.rate), "--checksum", args.checksum,
                                "--log-level", "WARNING", *extra)
