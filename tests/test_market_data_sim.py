@@ -2,10 +2,10 @@
 
 * synthetic market, all three venues: tickers land with their TTLs (Bybit's bid/ask from ``orderbook.1``),
   klines are kept current, pairs are added and removed live;
-* a scripted Binance replay at ``--speed 0`` (written here in the recording format): minutes close, an empty
-  minute gives a flat kline, a late trade is reported, the venue's klines are reconciled (one mismatch
-  planted), the last minute closes on time with no later trade; and ``-w 2`` and two processes write
-  exactly the klines of one worker.
+* a scripted replay per venue at ``--speed 0`` (written here in the recording format, in each venue's wire
+  shape): minutes close, an empty minute gives a flat kline, a late trade is reported, the venue's klines are
+  reconciled (one mismatch planted), the last minute closes on time with no later trade; for Binance also
+  ``-w 2`` and two processes, which must write exactly the klines of one worker.
 """
 
 from __future__ import annotations
@@ -102,56 +102,84 @@ def test_live_tickers_klines_and_pairs(start_simulator: Any, start_flow: Any, re
 
 
 # ------------------------------------------------------------------------------------------------ replay
-def _frame(stream: str, payload: dict[str, Any], recv_s: float) -> str:
-    data = json.dumps({"stream": stream, "data": payload}, separators=(",", ":"))
-    return json.dumps({"ts": recv_s, "source": "wss://stream.binance.com:9443/stream", "data": data})
+# A venue-neutral script: ("trade", symbol, id, exchange ms, price, qty, receive ms) and
+# ("kline", symbol, open ms, o, h, l, c, volume, trades, receive ms); encoded per venue below.
+def _t(sym: str, tid: int, ts: int, price: str, qty: str = "1", recv: int | None = None) -> tuple[Any, ...]:
+    return ("trade", sym, tid, ts, price, qty, recv or ts)
 
 
-def _trade(sym: str, tid: int, ts: int, price: str, qty: str = "1",
-           recv_ms: int | None = None) -> tuple[str, dict[str, Any], float]:
-    return (f"{sym.lower()}@trade", {"e": "trade", "E": ts, "s": sym, "t": tid, "p": price, "q": qty, "T": ts,
-                                     "m": False, "M": True}, (recv_ms or ts) / 1000)
-
-
-def _kline(sym: str, start: int, o: str, h: str, lo: str, c: str, v: str, n: int,
-           recv_ms: int) -> tuple[str, dict[str, Any], float]:
-    body = {"t": start, "T": start + 59_999, "s": sym, "i": "1m", "f": 0, "L": 0, "o": o, "c": c, "h": h, "l": lo,
-            "v": v, "n": n, "x": True, "q": "0"}
-    return (f"{sym.lower()}@kline_1m", {"e": "kline", "E": recv_ms, "s": sym, "k": body}, recv_ms / 1000)
+def _k(sym: str, start: int, o: str, h: str, lo: str, c: str, v: str, n: int, recv: int) -> tuple[Any, ...]:
+    return ("kline", sym, start, o, h, lo, c, v, n, recv)
 
 
 SCRIPT = [
-    _trade("BTCUSDT", 1, T0 - 30_000, "100"),
-    _trade("ETHUSDT", 1, T0 - 20_000, "10"),
-    _trade("BTCUSDT", 2, T0 + 1_000, "100"), _trade("BTCUSDT", 3, T0 + 30_000, "105", "2"),
-    _trade("ETHUSDT", 2, T0 + 31_000, "11"),
-    _trade("BTCUSDT", 4, T0 + 50_000, "99"),
-    _trade("BTCUSDT", 5, T0 + 61_000, "101"), _trade("BTCUSDT", 6, T0 + 90_000, "102"),
+    _t("BTCUSDT", 1, T0 - 30_000, "100"),
+    _t("ETHUSDT", 1, T0 - 20_000, "10"),
+    _t("BTCUSDT", 2, T0 + 1_000, "100"), _t("BTCUSDT", 3, T0 + 30_000, "105", "2"),
+    _t("ETHUSDT", 2, T0 + 31_000, "11"),
+    _t("BTCUSDT", 4, T0 + 50_000, "99"),
+    _t("BTCUSDT", 5, T0 + 61_000, "101"), _t("BTCUSDT", 6, T0 + 90_000, "102"),
     # minute 2 (00:02): no BTC trade
-    _trade("ETHUSDT", 3, T0 + 150_000, "12"),
-    _trade("BTCUSDT", 7, T0 + 185_000, "103"),
-    _trade("BTCUSDT", 8, T0 + 100_000, "500", "7", recv_ms=T0 + 186_000),  # late: minute 1 is closed by now
-    _trade("BTCUSDT", 9, T0 + 200_000, "104"),
-    _trade("ETHUSDT", 4, T0 + 238_000, "13"),
-    _trade("BTCUSDT", 10, T0 + 239_500, "106"),  # the last trade: minute 3 must close on the clock
-    _kline("BTCUSDT", T0, "100", "105", "99", "99", "4", 3, T0 + 60_100),
-    _kline("BTCUSDT", T0 + 60_000, "101", "102", "101", "101", "2", 2, T0 + 120_100),  # planted mismatch
-    _kline("BTCUSDT", T0 + 120_000, "102", "102", "102", "102", "0", 0, T0 + 180_100),
+    _t("ETHUSDT", 3, T0 + 150_000, "12"),
+    _t("BTCUSDT", 7, T0 + 185_000, "103"),
+    _t("BTCUSDT", 8, T0 + 100_000, "500", "7", recv=T0 + 186_000),  # late: minute 1 is closed by now
+    _t("BTCUSDT", 9, T0 + 200_000, "104"),
+    _t("ETHUSDT", 4, T0 + 238_000, "13"),
+    _t("BTCUSDT", 10, T0 + 239_500, "106"),  # the last trade: minute 3 must close on the clock
+    _k("BTCUSDT", T0, "100", "105", "99", "99", "4", 3, T0 + 60_100),
+    _k("BTCUSDT", T0 + 60_000, "101", "102", "101", "101", "2", 2, T0 + 120_100),  # planted mismatch
+    _k("BTCUSDT", T0 + 120_000, "102", "102", "102", "102", "0", 0, T0 + 180_100),
 ]
 EXPECTED_CLOSE = {T0 - 60_000: 100.0, T0: 99.0, T0 + 60_000: 102.0, T0 + 120_000: 102.0, T0 + 180_000: 106.0}
 EXPECTED_ETH = {T0 - 60_000: 10.0, T0: 11.0, T0 + 60_000: 11.0, T0 + 120_000: 12.0, T0 + 180_000: 13.0}
 
 
-@pytest.fixture
-def replay_sim(tmp_path: Path, start_simulator: Any) -> Any:
-    path = tmp_path / "binance-script.jsonl"
-    rows = sorted(SCRIPT, key=lambda r: r[2])  # a recording is in receive order
-    path.write_text("\n".join(_frame(*r) for r in rows) + "\n")
-    return start_simulator("--replay", str(path), "--speed", "0")
+def _inst(sym: str) -> str:
+    return f"{sym[:-4]}-{sym[-4:]}"
 
 
-def _closes(victoria: Any, symbol: str) -> dict[int, float]:
-    return victoria.series("kline", "close", exchange="binance", symbol=symbol, timeframe="1m")
+def _encode(venue: str, row: tuple[Any, ...]) -> tuple[float, str, dict[str, Any]]:
+    """(receive s, source URL, frame) of one script row, as ``venue`` sends it."""
+    if row[0] == "trade":
+        _, sym, tid, ts, price, qty, recv = row
+        if venue == "binance":
+            return recv / 1000, "wss://stream.binance.com:9443/stream", {"stream": f"{sym.lower()}@trade", "data": {
+                "e": "trade", "E": ts, "s": sym, "t": tid, "p": price, "q": qty, "T": ts, "m": False, "M": True}}
+        if venue == "okx":
+            inst = _inst(sym)
+            return recv / 1000, "wss://ws.okx.com:8443/ws/v5/public", {
+                "arg": {"channel": "trades", "instId": inst},
+                "data": [{"instId": inst, "tradeId": str(tid), "px": price, "sz": qty, "side": "buy", "ts": str(ts)}]}
+        return recv / 1000, "wss://stream.bybit.com/v5/public/spot", {
+            "topic": f"publicTrade.{sym}", "type": "snapshot", "ts": ts,
+            "data": [{"i": str(tid), "T": ts, "p": price, "v": qty, "S": "Buy", "s": sym, "BT": False}]}
+    _, sym, start, o, h, lo, c, v, n, recv = row
+    if venue == "binance":
+        body = {"t": start, "T": start + 59_999, "s": sym, "i": "1m", "f": 0, "L": 0, "o": o, "c": c, "h": h,
+                "l": lo, "v": v, "n": n, "x": True, "q": "0"}
+        return recv / 1000, "wss://stream.binance.com:9443/stream", {
+            "stream": f"{sym.lower()}@kline_1m", "data": {"e": "kline", "E": recv, "s": sym, "k": body}}
+    if venue == "okx":
+        return recv / 1000, "wss://ws.okx.com:8443/ws/v5/business", {
+            "arg": {"channel": "candle1m", "instId": _inst(sym)},
+            "data": [[str(start), o, h, lo, c, v, "0", "0", "1"]]}
+    return recv / 1000, "wss://stream.bybit.com/v5/public/spot", {
+        "topic": f"kline.1.{sym}", "type": "snapshot", "ts": recv,
+        "data": [{"start": start, "end": start + 59_999, "interval": "1", "open": o, "close": c, "high": h,
+                  "low": lo, "volume": v, "turnover": "0", "confirm": True, "timestamp": recv}]}
+
+
+def write_replay(path: Path, venue: str) -> Path:
+    """The script as a recording (DESIGN.md format), in receive order."""
+    rows = sorted((_encode(venue, r) for r in SCRIPT), key=lambda e: e[0])
+    lines = [json.dumps({"ts": ts, "source": src, "data": json.dumps(frame, separators=(",", ":"))})
+             for ts, src, frame in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _closes(victoria: Any, venue: str, symbol: str) -> dict[int, float]:
+    return victoria.series("kline", "close", exchange=venue, symbol=symbol, timeframe="1m")
 
 
 @contextlib.contextmanager
@@ -169,12 +197,16 @@ def private_victoria(path: Path) -> Iterator[VictoriaMetrics]:
         stop_process(proc)
 
 
-def test_replay_klines_flat_late_reconcile_and_workers(replay_sim: Any, start_flow: Any, redis_server: Any,
-                                                       tmp_path: Path) -> None:
-    base = {**replay_sim.env(), "MARKET_DATA_VENUES": "binance", "BINANCE_TRADE_STREAM": "trade",
+@pytest.mark.parametrize("venue", ["binance", "okx", "bybit"])
+def test_replay_klines_flat_late_reconcile_and_workers(venue: str, start_simulator: Any, start_flow: Any,
+                                                       redis_server: Any, tmp_path: Path) -> None:
+    sim = start_simulator("--replay", str(write_replay(tmp_path / f"{venue}-script.jsonl", venue)), "--speed", "0")
+    base = {**sim.env(), "MARKET_DATA_VENUES": venue, "BINANCE_TRADE_STREAM": "trade",
             "KLINE_TIMEFRAMES": "1m,5m", "INFLUX_TOKEN": "t"}
+    # every venue once; Binance also with two workers and as two processes (the same klines are required)
+    configs = (("w1", 1, 1), ("w2", 2, 1), ("p2", 1, 2)) if venue == "binance" else (("w1", 1, 1),)
     runs: dict[str, dict[str, dict[int, float]]] = {}
-    for name, workers, processes in (("w1", 1, 1), ("w2", 2, 1), ("p2", 1, 2)):
+    for name, workers, processes in configs:
         db = 1 + len(runs)
         url = f"{redis_server.url.rsplit('/', 1)[0]}/{db}"
         client = redis_lib.Redis.from_url(url, decode_responses=True)
@@ -184,11 +216,11 @@ def test_replay_klines_flat_late_reconcile_and_workers(replay_sim: Any, start_fl
             procs = start_flow({**base, "REDIS_URL": url, "INFLUX_URL": vm.url}, workers=workers,
                                processes=processes)
             # minute 3 closes by the clock (no trade after it), the others by the data
-            wait_for(lambda vm=vm: [len(_closes(vm, s)) for s in ("BTC-USDT", "ETH-USDT")] == [5, 5],
-                     timeout=40, what=f"closed klines of run {name}")
-            runs[name] = {s: _closes(vm, s) for s in ("BTC-USDT", "ETH-USDT")}
+            wait_for(lambda vm=vm: [len(_closes(vm, venue, s)) for s in ("BTC-USDT", "ETH-USDT")] == [5, 5],
+                     timeout=40, what=f"closed {venue} klines of run {name}")
+            runs[name] = {s: _closes(vm, venue, s) for s in ("BTC-USDT", "ETH-USDT")}
             if name == "w1":
-                vols = vm.series("kline", "volume", exchange="binance", symbol="BTC-USDT", timeframe="1m")
+                vols = vm.series("kline", "volume", exchange=venue, symbol="BTC-USDT", timeframe="1m")
                 assert vols[T0 + 120_000] == 0.0 and vols[T0 + 60_000] == 2.0  # flat minute; late trade left out
             mon = wait_for(lambda c=client: (m := c.hgetall("system:monitoring")) and "kline_mismatches" in m and m,
                            what=f"reconciliation of run {name}")
@@ -199,4 +231,4 @@ def test_replay_klines_flat_late_reconcile_and_workers(replay_sim: Any, start_fl
         client.close()
     assert runs["w1"]["BTC-USDT"] == EXPECTED_CLOSE  # minute 2 is flat at minute 1's close
     assert runs["w1"]["ETH-USDT"] == EXPECTED_ETH
-    assert runs["w1"] == runs["w2"] == runs["p2"]
+    assert all(run == runs["w1"] for run in runs.values())
