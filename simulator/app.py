@@ -141,6 +141,15 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     clock = asyncio.create_task(engine.run())
+    failed: list[BaseException] = []
+
+    def clock_stopped(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())  # type: ignore[arg-type]
+            log.error("clock_failed", error=repr(task.exception()))
+            stop.set()  # a market that stopped moving must not look alive
+
+    clock.add_done_callback(clock_stopped)
     for spec in args.faults:
         engine.schedule_faults(parse_spec(spec))
     await stop.wait()
@@ -152,6 +161,8 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.wait_for(conn.close(code=1001, message=b"simulator stopping"), 0.5)
     await runner.cleanup()
     log.info("simulator_stopped")
+    if failed:
+        raise failed[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,3 +253,44 @@ def test_pregenerated_cycle_keeps_books_exact(start_simulator: Callable[..., Sim
             sim.fault("liquidity_drain", inst="BTC-USDT")
 
     asyncio.run(scenario())
+
+
+def test_trades_consume_the_book_and_build_the_candles(simulator: Simulator) -> None:
+    """A trade takes liquidity that was in the book just before it (buy: an ask at that price with at least
+    that size), and the 1-minute candle closes at the last trade with a range covering every trade."""
+
+    async def scenario() -> None:
+        async with connect(simulator.okx_ws_url) as ws, connect(simulator.okx_ws_business_url) as biz:
+            await ws.send(okx_sub(("books", "SOL-USDT"), ("trades", "SOL-USDT")))
+            await biz.send(okx_sub(("candle1m", "SOL-USDT")))
+            await recv_json(biz)
+            chain, before = OkxChain(), Book()
+            trades: list[dict[str, str]] = []
+            paused = False
+            while True:
+                if len(trades) >= 15 and not paused:
+                    simulator.pause()
+                    paused = True
+                try:
+                    msg = await recv_json(ws, timeout=0.5 if paused else 10)
+                except TimeoutError:
+                    break
+                if "event" in msg:
+                    continue
+                if msg["arg"]["channel"] == "books":
+                    before.bids, before.asks = dict(chain.book.bids), dict(chain.book.asks)
+                    chain.feed(msg)
+                    continue
+                trade = msg["data"][0]
+                levels = before.asks if trade["side"] == "buy" else before.bids
+                assert trade["px"] in levels and Decimal(trade["sz"]) <= Decimal(levels[trade["px"]])
+                trades.append(trade)
+            last = trades[-1]
+            minute = int(last["ts"]) - int(last["ts"]) % 60_000
+            in_minute = [Decimal(t["px"]) for t in trades if int(t["ts"]) >= minute]
+            candle = [json.loads(raw)["data"][0] for raw in await drain(biz)][-1]
+            simulator.resume()
+            assert int(candle[0]) == minute and candle[4] == last["px"]
+            assert Decimal(candle[3]) <= min(in_minute) and max(in_minute) <= Decimal(candle[2])
+
+    asyncio.run(scenario())
