@@ -173,3 +173,52 @@ def test_market_writer_refreshes_ttls_without_an_expire_per_batch(redis_db: Any,
     assert sent == [300, 0, 300]
     assert 290 < redis_db.ttl("ticker:okx:BTC-USDT") <= 300
     client.close()
+
+
+# ------------------------------------------------------------------------------------------------ source parts
+class _Control:
+    connections = 1
+    reconnects = 0
+
+    def resubscribe(self, topic: str) -> None: ...
+
+    def fetch(self, topic: str) -> None: ...
+
+
+def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
+    from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
+    from connectors.ws.events import Frame, TopicsChecked
+
+    proc = MarketProcessor("binance", "binance", 0, _Control(), _binance_parse)
+    trade_frame = ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":7,"p":"1.5","q":"2",'
+                   '"T":5,"m":false,"M":true}}')
+    assert proc.on_events([Frame(trade_frame, 9, 0)]) == []  # not subscribed yet: reported, not guessed
+    out = proc.on_events([TopicsChecked(100, True, ("trade:ETH-USDT", "ticker:ETH-USDT"), ("trade:ETH-USDT",)),
+                          Frame(trade_frame, 9, 0), Frame("junk", 10, 0), Frame('{"result":null,"id":1}', 11, 0)])
+    assert out == [Trade("binance", "ETH-USDT", "7", D("1.5"), D(2), "buy", 5, 9)]
+    (stats,) = proc.on_tick(10**18)
+    assert isinstance(stats, MarketStats) and stats.topics == 2 and stats.last_config_check_ms == 100
+    assert dict(stats.counters) == {"market_parse_errors": 2, "subscription_changes": 1}
+    assert proc.on_tick(10**18 + 1) == []  # at most one stats item per interval
+
+
+def test_channel_topics_spot_only_and_rejections(redis_server: Any, redis_db: Any) -> None:
+    import asyncio
+
+    from connectors.market_source import ChannelTopics
+    from connectors.pairs import PairsPoller
+
+    redis_db.sadd("config:trading_pairs", "BTC-USDT", "UNI-USD-SWAP", "bad id")
+    poller = PairsPoller(redis_server.url, "config:trading_pairs", limit=10, interval=1.0, venue="bybit")
+    topics = ChannelTopics(poller, ("publicTrade", "tickers"), spot_only=True, primary="publicTrade")
+
+    async def run() -> frozenset[str] | None:
+        got = await topics.poll()
+        await topics.report_rejected("tickers:BTC-USDT", "no tickers here")  # secondary channel: logged only
+        await topics.report_rejected("publicTrade:BTC-USDT", "Invalid symbol")  # the pair itself is refused
+        await topics.close()
+        return got
+
+    assert asyncio.run(run()) == {"publicTrade:BTC-USDT", "tickers:BTC-USDT"}  # derivatives are OKX-only
+    rejected = redis_db.hgetall("config:trading_pairs:rejected")
+    assert rejected["BTC-USDT"] == "bybit: Invalid symbol" and "bad id" in rejected
