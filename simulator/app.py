@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from functools import partial
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from cryptoflow.logs import configure_logging, get_logger
 from operators.instruments import InvalidInstrument, validate_instrument
+from simulator import okx_rest
 from simulator.binance import BinanceVenue
 from simulator.bybit import BybitVenue
 from simulator.engine import Engine
@@ -67,7 +69,8 @@ def build_app(args: argparse.Namespace) -> tuple[web.Application, Engine]:
     app = web.Application()
     app.add_routes([
         web.get("/ws/v5/public", okx.serve), web.get("/ws/v5/business", okx.serve),
-        web.get("/api/v5/market/books", okx.rest_books), web.get("/api/v5/public/instruments", okx.rest_instruments),
+        web.get("/api/v5/market/books", partial(okx_rest.books, okx)),
+        web.get("/api/v5/public/instruments", partial(okx_rest.instruments, okx)),
         web.get("/stream", binance.serve), web.get("/ws", binance.serve), web.get("/ws/{stream}", binance.serve),
         web.get("/api/v3/depth", binance.rest_depth), web.get("/api/v1/depth", binance.rest_depth),
         web.get("/v5/public/{kind}", bybit.serve),

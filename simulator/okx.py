@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
 
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub, text_frame
@@ -68,7 +67,7 @@ class OkxVenue(VenueBase):
         return inst in self.engine.markets or inst in self.engine.recordings.okx_instruments
 
     # --- encoding -------------------------------------------------------------------------------------------
-    def _levels(self, inst: str, is_bid: bool, items: list[tuple[int, int]]) -> str:
+    def levels_text(self, inst: str, is_bid: bool, items: list[tuple[int, int]]) -> str:
         cache = self.cache[inst]
         return ",".join(
             f'["{cache.price(t)}","{cache.size(lots)}","0","{(1 + lots % 9) if lots else 0}"]' for t, lots in items
@@ -112,8 +111,8 @@ class OkxVenue(VenueBase):
         asks = [(t, market.asks.levels[t]) for t in market.asks.top(depth)]
         if depth < 400:
             self.books[inst].views[depth] = (dict(bids), dict(asks))
-        return self._book_frame(channel, inst, "snapshot", self._levels(inst, False, asks),
-                                self._levels(inst, True, bids), ts_ms, self._checksum(inst, market), -1,
+        return self._book_frame(channel, inst, "snapshot", self.levels_text(inst, False, asks),
+                                self.levels_text(inst, True, bids), ts_ms, self._checksum(inst, market), -1,
                                 self.books[inst].seq)
 
     def _books5(self, inst: str, market: SyntheticMarket, ts_ms: int) -> bytes | None:
@@ -124,9 +123,10 @@ class OkxVenue(VenueBase):
         if book.views.get(5) == view:
             return None
         book.views[5] = view
+        ask_text, bid_text = self.levels_text(inst, False, asks), self.levels_text(inst, True, bids)
         return text_frame(
-            f'{{"arg":{{"channel":"books5","instId":"{inst}"}},"data":[{{"asks":[{self._levels(inst, False, asks)}],'
-            f'"bids":[{self._levels(inst, True, bids)}],"instId":"{inst}","ts":"{ts_ms}","seqId":{book.seq}}}]}}'
+            f'{{"arg":{{"channel":"books5","instId":"{inst}"}},"data":[{{"asks":[{ask_text}],'
+            f'"bids":[{bid_text}],"instId":"{inst}","ts":"{ts_ms}","seqId":{book.seq}}}]}}'
         )
 
     def _diff(self, inst: str, depth: int, market: SyntheticMarket) -> tuple[list[tuple[int, int]], ...]:
@@ -162,8 +162,8 @@ class OkxVenue(VenueBase):
                 continue
             if depth < 400 and not step.heartbeat:
                 bids, asks = self._diff(inst, depth, market)
-                head, tail = self._update_text(inst, market, self._levels(inst, False, asks),
-                                               self._levels(inst, True, bids))
+                head, tail = self._update_text(inst, market, self.levels_text(inst, False, asks),
+                                               self.levels_text(inst, True, bids))
             else:
                 full = full or self._full_update(inst, market, step)
                 head, tail = full
@@ -204,8 +204,8 @@ class OkxVenue(VenueBase):
         memo = step.memo
         if memo is not None and "okx" in memo:
             return memo["okx"]  # type: ignore[no-any-return]
-        text = self._update_text(inst, market, self._levels(inst, False, sorted(step.asks.items())),
-                                 self._levels(inst, True, sorted(step.bids.items(), reverse=True)))
+        text = self._update_text(inst, market, self.levels_text(inst, False, sorted(step.asks.items())),
+                                 self.levels_text(inst, True, sorted(step.bids.items(), reverse=True)))
         if memo is not None:
             memo["okx"] = text
         return text
@@ -232,7 +232,7 @@ class OkxVenue(VenueBase):
         for channel in BOOK_DEPTHS:
             subs = self.topics.get((channel, inst))
             if subs:
-                self.send(subs, self._book_frame(channel, inst, "update", "", "", _now_ms(),
+                self.send(subs, self._book_frame(channel, inst, "update", "", "", now_ms(),
                                                  self._checksum(inst, market), book.seq, book.seq))
 
     def topic_closed(self, key: Any) -> None:
@@ -253,7 +253,7 @@ class OkxVenue(VenueBase):
         return orjson.dumps({
             "arg": {"channel": "tickers", "instId": inst},
             "data": [{
-                "instType": _inst_type(inst), "instId": inst, "last": cache.price(last.tick),
+                "instType": inst_type(inst), "instId": inst, "last": cache.price(last.tick),
                 "lastSz": cache.size(last.lots), "askPx": cache.price(ask),
                 "askSz": cache.size(market.asks.levels[ask]), "bidPx": cache.price(bid),
                 "bidSz": cache.size(market.bids.levels[bid]), "open24h": cache.price(market.open_24h),
@@ -331,10 +331,10 @@ class OkxVenue(VenueBase):
     def _first_frame(self, sub: Sub) -> None:
         market = self.engine.markets[sub.inst]
         if sub.channel in BOOK_DEPTHS and self.snapshot:
-            self.send([sub], self._snapshot(sub.channel, sub.inst, market, _now_ms()))
+            self.send([sub], self._snapshot(sub.channel, sub.inst, market, now_ms()))
         elif sub.channel == "books5":
             self.books[sub.inst].views.pop(5, None)
-            frame = self._books5(sub.inst, market, _now_ms())
+            frame = self._books5(sub.inst, market, now_ms())
             if frame is not None:
                 self.send([sub], frame)
         elif sub.channel in BOOK_DEPTHS and BOOK_DEPTHS[sub.channel] < 400:
@@ -366,50 +366,9 @@ class OkxVenue(VenueBase):
             "asks": [[cache.price(t), cache.size(market.asks.levels[t])] for t in market.asks.top(400)],
         }
 
-    async def rest_books(self, request: web.Request) -> web.Response:
-        inst = request.query.get("instId", "")
-        recorded = self.engine.recordings.okx_rest_books.get(inst)
-        if recorded:
-            n = self.rest_served.get(inst, 0)
-            self.rest_served[inst] = n + 1
-            return web.Response(text=recorded[min(n, len(recorded) - 1)], content_type="application/json")
-        if inst not in self.engine.markets:
-            return _okx_json({"code": "51001", "msg": "Instrument ID does not exist", "data": []})
-        try:
-            size = max(1, min(400, int(request.query.get("sz", "1"))))
-        except ValueError:
-            return _okx_json({"code": "51000", "msg": "Parameter sz error", "data": []})
-        market = self.engine.markets[inst]
-        bids = [(t, market.bids.levels[t]) for t in market.bids.top(size)]
-        asks = [(t, market.asks.levels[t]) for t in market.asks.top(size)]
-        body = (f'{{"code":"0","msg":"","data":[{{"asks":[{self._levels(inst, False, asks)}],'
-                f'"bids":[{self._levels(inst, True, bids)}],"ts":"{_now_ms()}","seqId":{self.books[inst].seq}}}]}}')
-        return web.Response(text=body, content_type="application/json")
 
-    async def rest_instruments(self, request: web.Request) -> web.Response:
-        wanted = request.query.get("instType")
-        rows = []
-        for inst in sorted(set(self.engine.markets) | self.engine.recordings.okx_instruments):
-            kind = _inst_type(inst)
-            if wanted and wanted != kind:
-                continue
-            parts = inst.split("-")
-            spec = self.engine.specs.get(inst)
-            rows.append({
-                "instType": kind, "instId": inst, "baseCcy": parts[0] if kind == "SPOT" else "",
-                "quoteCcy": parts[1] if kind == "SPOT" else "", "settleCcy": "" if kind == "SPOT" else parts[1],
-                "uly": "" if kind == "SPOT" else f"{parts[0]}-{parts[1]}", "ctVal": "" if kind == "SPOT" else "1",
-                "tickSz": spec.tick_size if spec else "", "lotSz": spec.lot_size if spec else "",
-                "minSz": spec.lot_size if spec else "", "state": "live",
-            })
-        return _okx_json({"code": "0", "msg": "", "data": rows})
-
-
-def _okx_json(body: dict[str, Any]) -> web.Response:
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-
-def _inst_type(inst: str) -> str:
+def inst_type(inst: str) -> str:
+    """OKX ``instType`` of an instrument id: SPOT, SWAP, FUTURES or OPTION."""
     parts = inst.split("-")
     if len(parts) == 2:
         return "SPOT"
@@ -422,5 +381,5 @@ def _fixed_quote(value: float, decimals: int) -> str:
     return f"{value / 10**decimals:.4f}"
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
