@@ -40,6 +40,7 @@ from connectors.ws.source import ShardControl, WsShardSource
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
 from operators.instruments import is_spot
+from operators.kline_steps import InstrumentRemoved
 
 log = get_logger("connectors.market_source")
 Parser = Callable[[str, int, SymbolMap], list[MarketItem]]
@@ -59,7 +60,7 @@ class MarketStats(msgspec.Struct, frozen=True):
     last_config_check_ms: int = 0
 
 
-MarketSourceItem = MarketEvent | MarketStats
+MarketSourceItem = MarketEvent | MarketStats | InstrumentRemoved
 
 
 class ChannelTopics:
@@ -98,8 +99,9 @@ class MarketProcessor:
     """Parses one shard's frames into domain events; counts what it drops; reports stats every second."""
 
     def __init__(self, venue: str, source: str, shard: int, control: ShardControl, parse: Parser,
-                 stats_interval: float = 1.0) -> None:
+                 stats_interval: float = 1.0, primary: str = "") -> None:
         self.venue = venue
+        self.primary = primary  # the trades channel: its removal means the pair left the set
         self.source = source
         self.shard = shard
         self._control = control
@@ -131,6 +133,10 @@ class MarketProcessor:
                     self._topics = len(ev.topics)
                     self._symbols.update(symbol_map(t.partition(":")[2] for t in ev.topics))
                     self._counters["subscription_changes"] += len(ev.added) + len(ev.removed)
+                    for topic in ev.removed:
+                        channel, _, inst = topic.partition(":")
+                        if channel == self.primary:
+                            out.append(InstrumentRemoved(self.venue, inst))
             elif isinstance(ev, Rejected):
                 self._counters["market_rejected_topics"] += 1
             elif isinstance(ev, Disconnected) and not ev.planned:
@@ -227,7 +233,8 @@ def market_sources(settings: Settings) -> list[tuple[str, WsShardSource[MarketSo
                                backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max)
 
         def processor(index: int, control: ShardControl, spec: _Spec = spec) -> MarketProcessor:
-            return MarketProcessor(spec.venue, spec.source, index, control, _PARSERS[spec.venue])
+            return MarketProcessor(spec.venue, spec.source, index, control, _PARSERS[spec.venue],
+                                   primary=spec.primary)
 
         out.append((spec.source, WsShardSource(spec.shards, runner, processor)))
     return out

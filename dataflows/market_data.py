@@ -19,7 +19,7 @@ Runs with any ``-w`` and as several processes: shards split across workers, klin
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -32,7 +32,7 @@ from connectors.redis_sink import RedisPipelineSink
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
 from operators.events import BestQuote, Kline, Ticker, Trade
-from operators.kline_steps import KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
+from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
 from operators.klines import Bucket
 from operators.tickers import TickerState, merge_ticker
 
@@ -96,13 +96,14 @@ def _merge_ticker(state: TickerState | None, ev: Ticker | BestQuote) -> tuple[Ti
 def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     """Everything after the sources (tests feed ``items`` from a replay or a ``TestingSource``)."""
     split = op.branch("split_trades", items, lambda x: isinstance(x, Trade))
-    trades: Stream[Trade] = split.trues  # the hot path passes one test; the rest are few
+    trades = cast("Stream[Trade]", split.trues)  # the hot path passes one test; the rest are few
     items = split.falses
     if settings.price_alerts_enabled:
         # Price alerts (ALERTS, issue 7): atomic Lua matching per batch of trades -> queue:email.
         op.output("price_alerts", trades, PriceAlertSink.from_settings(settings))
 
-    ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness)
+    removals = op.filter_map("removals", items, lambda x: x if isinstance(x, InstrumentRemoved) else None)
+    ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness, removals=removals)
     klines: Stream[KlineOut] = op.map("kline_values", ks.klines, _value)
     late = op.map("report_late", op.map("late_values", ks.late, _value), report_late)
     corrections = op.map("report_corrections", op.filter("corrections", klines, lambda o: o.correction),

@@ -170,16 +170,25 @@ class RollupState:
     open_minutes: dict[int, Kline]
     last_close_wall: datetime | None = None
     idle_fills: int = 0
+    removed: bool = False  # the pair left the monitored set: no flat minutes until its trades resume
 
 
-class RollupLogic(StatefulBatchLogic[Minute, KlineOut, "RollupState | None"]):
+class InstrumentRemoved(msgspec.Struct, frozen=True):
+    """The instrument left the monitored set (``config:trading_pairs``): stop filling its empty minutes."""
+
+    venue: str
+    instrument: str
+
+
+class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "RollupState | None"]):
     """Per instrument: 1-minute klines from the window, every longer timeframe, flat klines for empty minutes.
 
     An updating kline of every timeframe is emitted once per batch that touched an open minute. Minutes with
     no trade never open a window, so a timer fills them: when one minute's length (+ ``grace``) has passed on
     the wall clock since the last minute closed and the next minute has not opened, it is closed flat — for
-    at most ``max_idle_minutes`` in a row (a delisted or removed pair stops producing after a day). A gap seen
-    when trades resume is filled the same way.
+    at most ``max_idle_minutes`` in a row. A gap seen when trades resume is filled the same way. A pair removed
+    from the monitored set (:class:`InstrumentRemoved`) gets no flat minutes, and starts afresh (partial first
+    interval, no gap filling) if it comes back.
     """
 
     def __init__(self, timeframes: tuple[str, ...], state: RollupState | None, *, now: Callable[[], datetime],
@@ -195,14 +204,17 @@ class RollupLogic(StatefulBatchLogic[Minute, KlineOut, "RollupState | None"]):
         r = st.rollup
         return [KlineOut(k, r.is_complete(k)) for k in klines if self.emit_minutes or k.timeframe != "1m"]
 
-    def on_batch(self, values: list[Minute]) -> tuple[Iterable[KlineOut], bool]:
-        if self.state is None:
-            first = values[0].bucket
-            self.state = RollupState(Rollup(first.venue, first.instrument, self.longer), {})
-        st = self.state
+    def on_batch(self, values: list[Minute | InstrumentRemoved]) -> tuple[Iterable[KlineOut], bool]:
         out: list[KlineOut] = []
         touched = False
         for m in values:
+            if isinstance(m, InstrumentRemoved):
+                if self.state is not None:
+                    self.state.removed = True
+                continue
+            if self.state is None or (self.state.removed and not m.closed):
+                self.state = RollupState(Rollup(m.bucket.venue, m.bucket.instrument, self.longer), {})
+            st = self.state
             k = to_kline(m.bucket, "1m", closed=m.closed)
             if not m.closed:
                 st.open_minutes[k.open_ms] = k
@@ -216,14 +228,17 @@ class RollupLogic(StatefulBatchLogic[Minute, KlineOut, "RollupState | None"]):
             out.extend(self._out(st, st.rollup.feed_closed(k)))
             st.last_close_wall = self.now()
             st.idle_fills = 0
+        final = self.state
+        if final is None:
+            return out, False
         if touched and self.emit_minutes:
-            out.extend(KlineOut(k) for k in st.open_minutes.values())
-        out.extend(KlineOut(k) for k in st.rollup.updating(st.open_minutes.values()))
+            out.extend(KlineOut(k) for k in final.open_minutes.values())
+        out.extend(KlineOut(k) for k in final.rollup.updating(final.open_minutes.values()))
         return out, False
 
     def notify_at(self) -> datetime | None:
         st = self.state
-        if st is None or st.last_close_wall is None or st.idle_fills >= self.max_idle:
+        if st is None or st.removed or st.last_close_wall is None or st.idle_fills >= self.max_idle:
             return None
         return st.last_close_wall + timedelta(milliseconds=MINUTE_MS) + self.grace
 
@@ -285,8 +300,10 @@ class KlineStreams:
 
 
 def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
-                     *, now: Callable[[], datetime] = _utcnow) -> KlineStreams:
-    """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``)."""
+                     *, now: Callable[[], datetime] = _utcnow,
+                     removals: Stream[InstrumentRemoved] | None = None) -> KlineStreams:
+    """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``);
+    ``removals`` tell the rollup which pairs left the monitored set."""
     lateness_ms = round(lateness_s * 1000)
 
     def bucket(batch: list[Trade]) -> list[Bucket]:
@@ -302,7 +319,11 @@ def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], latenes
     def builder(state: RollupState | None) -> RollupLogic:
         return RollupLogic(timeframes, state, now=now)
 
-    klines = op.stateful_batch("rollup", minutes, builder)
+    rollup_in: KeyedStream[Minute | InstrumentRemoved] = minutes
+    if removals is not None:
+        keyed_removals = op.key_on("key_removed", removals, lambda r: f"{r.venue}:{r.instrument}")
+        rollup_in = op.merge("rollup_in", minutes, keyed_removals)
+    klines = op.stateful_batch("rollup", rollup_in, builder)
     return KlineStreams(klines, late)
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from operators.events import Kline, Trade
 from operators.kline_steps import (
+    InstrumentRemoved,
     KlineOut,
     Minute,
     ReconcileLogic,
@@ -127,6 +128,21 @@ def test_rollup_timer_closes_an_empty_minute_flat() -> None:
     logic.on_batch([minute(T0 + 120_500, "101", closed=False)])
     wall[0] = logic.notify_at() or wall[0]
     assert list(logic.on_notify()[0]) == []
+
+
+def test_a_removed_pair_gets_no_flat_minutes_and_restarts_fresh() -> None:
+    wall = [datetime(2026, 1, 1, tzinfo=UTC)]
+    logic = RollupLogic(("1m", "5m"), None, now=lambda: wall[0])
+    logic.on_batch([minute(T0 + 1000, "100", closed=True)])
+    assert logic.notify_at() is not None
+    logic.on_batch([InstrumentRemoved("binance", "BTC-USDT")])
+    assert logic.notify_at() is None  # no flat minutes for a pair nobody watches
+    out, _ = logic.on_batch([minute(T0 + 3_600_000, "90", closed=False)])  # back, an hour later
+    assert [o.kline.timeframe for o in out] == ["1m", "5m"]
+    out, _ = logic.on_batch([minute(T0 + 3_600_000, "90", closed=True)])
+    # no 59 flat minutes for the hour it was away; the first interval back is partial again
+    closed = [(o.kline.timeframe, o.kline.open_ms, o.complete) for o in out if o.kline.closed]
+    assert closed == [("1m", T0 + 3_600_000, False)]
 
 
 def test_rollup_reports_a_minute_closed_after_its_flat_fill_as_correction() -> None:

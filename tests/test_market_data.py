@@ -17,7 +17,7 @@ from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from cryptoflow.settings import load_settings
 from dataflows.market_data import wire
 from operators.events import BestQuote, Kline, Ticker, Trade
-from operators.kline_steps import KlineOut, aggregate_klines
+from operators.kline_steps import InstrumentRemoved, KlineOut, aggregate_klines
 from tests.test_klines_golden import DATA, _lines, _parse
 
 T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
@@ -189,7 +189,7 @@ def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
     from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
     from connectors.ws.events import Frame, TopicsChecked
 
-    proc = MarketProcessor("binance", "binance", 0, _Control(), _binance_parse)
+    proc = MarketProcessor("binance", "binance", 0, _Control(), _binance_parse, primary="trade")
     trade_frame = ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":7,"p":"1.5","q":"2",'
                    '"T":5,"m":false,"M":true}}')
     assert proc.on_events([Frame(trade_frame, 9, 0)]) == []  # not subscribed yet: reported, not guessed
@@ -200,6 +200,8 @@ def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
     assert isinstance(stats, MarketStats) and stats.topics == 2 and stats.last_config_check_ms == 100
     assert dict(stats.counters) == {"market_parse_errors": 2, "subscription_changes": 1}
     assert proc.on_tick(10**18 + 1) == []  # at most one stats item per interval
+    removed = proc.on_events([TopicsChecked(200, True, ("ticker:ETH-USDT",), (), ("trade:ETH-USDT",))])
+    assert removed == [InstrumentRemoved("binance", "ETH-USDT")]  # the pair left: its klines stop filling
 
 
 def test_channel_topics_spot_only_and_rejections(redis_server: Any, redis_db: Any) -> None:
