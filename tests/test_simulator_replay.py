@@ -168,3 +168,19 @@ def test_replayed_instruments_are_known(start_simulator: Callable[..., Simulator
     assert {m["arg"]["instId"] for m in msgs[2:]} == {"UNI-USD-SWAP", "ETH-USDT"}  # replayed + synthetic
     ids = {i["instId"] for i in json.loads(http_text(f"{sim.okx_rest_url}/api/v5/public/instruments"))["data"]}
     assert {"BTC-USDT", "BTC-USD-220527", "UNI-USD-SWAP", "ETH-USDT"} <= ids
+
+
+def test_several_files_of_several_venues_at_once(start_simulator: Callable[..., Simulator]) -> None:
+    files = [DATA / "okx" / "okx-2022-05-13-books-trades-tickers.jsonl",
+             DATA / "simulator" / "binance" / "binance-2021-10-12-depth-aggtrade-kline.jsonl",
+             DATA / "simulator" / "bybit" / "bybit-2024-12-01-xrpusdt-orderbook500.jsonl"]
+    expected: dict[tuple[str, ...], list[str]] = {}
+    for path in files:
+        expected.update(_expected(_records(path)))
+    wanted = {k: v for k, v in expected.items() if k in {("okx", "trades", "UNI-USD-SWAP"),
+                                                         ("binance", "nknusdt@aggTrade"),
+                                                         ("bybit", "linear", "orderbook.500.XRPUSDT")}}
+    assert len(wanted) == 3
+    sim = start_simulator("--replay", *map(str, files), "--speed", "0")
+    got = asyncio.run(_collect(sim, wanted))
+    assert got == wanted
