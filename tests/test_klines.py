@@ -219,3 +219,23 @@ def test_trades_of_several_instruments_and_an_empty_minute() -> None:
     assert sorted(btc) == [T0, T0 + 60_000, T0 + 120_000]
     assert ohlcv(btc[T0 + 60_000]) == (Decimal(10),) * 4 + (Decimal(0), Decimal(0), 0)
     assert all(o.kline.venue == "binance" for o in got)
+
+
+def test_merge_ticker_fills_bid_ask_from_best_quotes_only_where_missing() -> None:
+    from operators.events import BestQuote, Ticker
+    from operators.tickers import merge_ticker
+
+    bybit = Ticker("bybit", "BTC-USDT", Decimal(100), None, None, Decimal(5), Decimal(1), Decimal(101),
+                   Decimal(99), T0)
+    st, out = merge_ticker(None, BestQuote("bybit", "BTC-USDT", Decimal("99.9"), Decimal("100.1"), T0 - 1))
+    assert out is None  # no ticker yet
+    st, out = merge_ticker(st, bybit)
+    assert out is not None and (out.bid, out.ask, out.ts_ms) == (Decimal("99.9"), Decimal("100.1"), T0)
+    st, out = merge_ticker(st, BestQuote("bybit", "BTC-USDT", Decimal("99.8"), Decimal("100.2"), T0 + 5))
+    assert out is not None and (out.bid, out.ask, out.price, out.ts_ms) == (
+        Decimal("99.8"), Decimal("100.2"), Decimal(100), T0 + 5)
+    okx = Ticker("okx", "BTC-USDT", Decimal(100), Decimal(99), Decimal(101), Decimal(5), None, Decimal(101),
+                 Decimal(99), T0)
+    st2, out = merge_ticker(None, okx)
+    assert out == okx
+    assert merge_ticker(st2, BestQuote("okx", "BTC-USDT", Decimal(1), Decimal(2), T0))[1] is None
