@@ -59,7 +59,8 @@ class BookCrossed(msgspec.Struct, frozen=True):
 
 
 class InvalidLevel(msgspec.Struct, frozen=True):
-    """A level whose price is not a plain non-negative decimal string (parsers normally catch this first)."""
+    """A level whose price is not a plain non-negative decimal string of at most 40 characters and 20 decimals
+    (parsers normally catch the first part)."""
 
     kind: ClassVar[str] = "invalid_level"
     price: str

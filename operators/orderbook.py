@@ -46,6 +46,8 @@ from operators.events import BookDelta, BookStatus, BookView, Level
 __all__ = [
     "CHECKSUM_LEVELS",
     "FAILURES",
+    "MAX_DECIMALS",
+    "MAX_PRICE_CHARS",
     "Applied",
     "BookCrossed",
     "ChecksumMismatch",
@@ -61,6 +63,8 @@ __all__ = [
 ]
 
 CHECKSUM_LEVELS = 25
+MAX_DECIMALS = 20  # a price with more decimals is junk (real ones have <= 10), not a reason to rescale
+MAX_PRICE_CHARS = 40  # likewise; also keeps int() far from CPython's 4300-digit limit
 _SIGN_BIT = 1 << 31
 _CRC_MOD = 1 << 32
 
@@ -186,15 +190,16 @@ class OrderBook:
                 return self._fail(SequenceGap(self.seq_id, prev))
             if seq == prev and not delta.bids and not delta.asks:
                 self.status = BookStatus.VALID
-                self.recv_ns = delta.recv_ns
+                self.ts_ms, self.recv_ns = delta.ts_ms, delta.recv_ns  # unchanged as of this heartbeat
                 return Heartbeat(seq)
         try:
-            if delta.bids:
-                self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
-            if delta.asks:
-                self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
-        except _Rescale as exc:
-            self._rescale_and_redo(delta, exc.scale)
+            try:
+                if delta.bids:
+                    self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
+                if delta.asks:
+                    self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
+            except _Rescale as exc:
+                self._rescale_and_redo(delta, exc.scale)
         except _BadPrice as exc:
             return self._fail(InvalidLevel(exc.level.price, exc.level.size))
         if len(self._bk) > self.depth or len(self._ak) > self.depth:
@@ -278,17 +283,20 @@ class OrderBook:
 
     def _tick(self, level: Level, cache: dict[str, int], sign: int) -> int:
         """The key of ``level.price`` at the book's scale (``sign`` -1 for bids), on a cache miss."""
-        whole, _, frac = level.price.partition(".")
-        n, scale = len(frac), self._scale
-        if n > scale:
-            raise _Rescale(n)
-        digits = whole + frac + "0" * (scale - n) if n < scale else whole + frac
-        if not (digits.isdigit() and digits.isascii()):
+        price = level.price
+        whole, _, frac = price.partition(".")
+        n = len(frac)
+        digits = whole + frac
+        if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
             raise _BadPrice(level)
+        if n > self._scale:
+            raise _Rescale(n)
+        if n < self._scale:
+            digits += "0" * (self._scale - n)
         key = sign * int(digits)
         if len(cache) >= _PRICE_CACHE_MAX:
             cache.clear()
-        cache[level.price] = key
+        cache[price] = key
         return key
 
     def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
@@ -303,14 +311,13 @@ class OrderBook:
             if k is None:
                 whole, _, frac = price.partition(".")
                 n = len(frac)
-                if n == scale:
-                    digits = whole + frac
-                elif n < scale:
-                    digits = whole + frac + "0" * (scale - n)
-                else:
-                    raise _Rescale(n)
-                if not (digits.isdigit() and digits.isascii()):
+                digits = whole + frac
+                if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
                     raise _BadPrice(lv)
+                if n > scale:
+                    raise _Rescale(n)
+                if n < scale:
+                    digits += "0" * (scale - n)
                 k = cache[price] = sign * int(digits)
             size = lv.size
             if size == "0" or not size.strip("0."):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 from decimal import Decimal
@@ -57,6 +58,18 @@ def naive_checksum(bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, st
     return crc - 2**32 if crc > 2**31 - 1 else crc
 
 
+_PRICE = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+
+
+def valid_price(price: str) -> bool:
+    """The book's rule: a plain decimal, at most 40 characters and 20 decimals."""
+    return bool(_PRICE.fullmatch(price)) and len(price) <= 40 and len(price.partition(".")[2]) <= 20
+
+
+class _Invalid(Exception):
+    pass
+
+
 class NaiveBook:
     """Reference model: a dict Decimal -> (price, size) per side, sorted() on every read."""
 
@@ -75,6 +88,8 @@ class NaiveBook:
 
     def _set(self, side: dict[Decimal, tuple[str, str]], pairs: Sequence[Level]) -> None:
         for lv in pairs:
+            if not valid_price(lv.price):
+                raise _Invalid
             key = Decimal(lv.price)
             if Decimal(lv.size) == 0:
                 side.pop(key, None)
@@ -94,8 +109,11 @@ class NaiveBook:
         copy = NaiveBook(self.depth)
         if d.action == "update":
             copy.bids, copy.asks = dict(self.bids), dict(self.asks)
-        copy._set(copy.bids, d.bids)
-        copy._set(copy.asks, d.asks)
+        try:
+            copy._set(copy.bids, d.bids)
+            copy._set(copy.asks, d.asks)
+        except _Invalid:
+            pass
         copy._truncate()
         return copy
 
@@ -114,8 +132,14 @@ class NaiveBook:
                 if d.seq_id == d.prev_seq_id and not d.bids and not d.asks:
                     self.status = "valid"
                     return "heartbeat"
-        self._set(self.bids, d.bids)
-        self._set(self.asks, d.asks)
+        try:
+            self._set(self.bids, d.bids)
+            self._set(self.asks, d.asks)
+        except _Invalid:
+            if d.action == "snapshot":
+                self.bids, self.asks = {}, {}
+            self.status = "resyncing"
+            return "invalid_level"
         self._truncate()
         if d.seq_id is not None:
             self.seq = d.seq_id

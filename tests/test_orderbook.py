@@ -101,8 +101,9 @@ def test_heartbeat_keeps_book_and_seq() -> None:
     book = synced()
     book.mark_stale()
     assert book.status is BookStatus.STALE
-    assert book.apply(delta(seq=10, prev=10)) == Heartbeat(10)
+    assert book.apply(delta(seq=10, prev=10, ts_ms=1_700_000_000_500)) == Heartbeat(10)
     assert book.status is BookStatus.VALID
+    assert book.ts_ms == 1_700_000_000_500
     assert sides(book) == (BIDS, ASKS)
     assert book.seq_id == 10
 
@@ -176,6 +177,13 @@ def test_invalid_price_is_a_failure_not_an_exception() -> None:
     for bad in ("-1", "", "1.2.3", " 1", "١٢", "1_0", "+1"):
         fresh = OrderBook("BTC-USDT")
         assert fresh.apply(snapshot([(bad, "1")], [])) == InvalidLevel(bad, "1")
+
+
+def test_invalid_price_after_a_rescale_is_still_a_typed_failure() -> None:
+    book = synced()
+    result = book.apply(delta([("100.123", "1"), ("x.5", "1")], seq=11, prev=10))
+    assert result == InvalidLevel("x.5", "1")
+    assert book.status is BookStatus.RESYNCING
 
 
 def test_depth_truncation() -> None:

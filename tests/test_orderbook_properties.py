@@ -37,6 +37,16 @@ def side_levels(low: int, high: int, max_size: int = 30) -> st.SearchStrategy[li
     return st.lists(st.tuples(prices(low, high), sizes()), max_size=max_size)
 
 
+BAD_PRICES = st.sampled_from(["", ".", "1.2.3", "-5", "1e5", " 7", "1_0", "x.5", "1." + "0" * 21, "9" * 41, "١٢"])
+
+
+@st.composite
+def with_bad_price(draw: st.DrawFn, low: int, high: int) -> list[tuple[str, str]]:
+    good = draw(side_levels(low, high, 10))
+    at = draw(st.integers(0, len(good)))
+    return [*good[:at], (draw(BAD_PRICES), draw(sizes())), *good[at:]]
+
+
 def as_pairs(levels: tuple[Level, ...]) -> list[tuple[str, str]]:
     return [(lv.price, lv.size) for lv in levels]
 
@@ -122,6 +132,18 @@ class BookMachine(RuleBasedStateMachine):
         else:
             seq = prev = None
         self._run(self._checksum(delta(bids, asks, seq=seq, prev=prev), mode))
+
+    @rule(
+        bids=side_levels(1, 1000, 5) | with_bad_price(1, 1000),
+        asks=with_bad_price(1000, 2000),
+        snap=st.booleans(),
+    )
+    def bad_price(self, bids: list[tuple[str, str]], asks: list[tuple[str, str]], snap: bool) -> None:
+        last = self.model.seq if self.model.seq is not None else self.seq
+        if snap:
+            self._run(delta(bids, asks, action="snapshot", seq=last + 1, prev=-1))
+        else:
+            self._run(delta(bids, asks, seq=last + 1, prev=last))
 
     @precondition(lambda self: self.model.seq is not None)
     @rule()
