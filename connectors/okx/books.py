@@ -29,7 +29,7 @@ from typing import Literal
 import msgspec
 
 from operators.events import BookDelta, BookView, Level
-from operators.orderbook import okx_checksum
+from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS, okx_checksum
 
 VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt", "books5", "bbo-tbt"})
@@ -172,12 +172,17 @@ def _levels_look_ok(levels: tuple[Level, ...]) -> bool:
             return False
         price = lv.price
         if price not in good:
-            if not price.replace(".", "", 1).isdigit():
+            if not (price.replace(".", "", 1).isdigit() and _price_in_bounds(price)):
                 return False
             if len(good) >= _GOOD_PRICES_MAX:
                 good.clear()
             good.add(price)
     return True
+
+
+def _price_in_bounds(price: str) -> bool:
+    """The order book's limits (:data:`operators.orderbook.MAX_PRICE_CHARS`, ``MAX_DECIMALS``)."""
+    return len(price) <= MAX_PRICE_CHARS and len(price.partition(".")[2]) <= MAX_DECIMALS
 
 
 def _level_problem(levels: tuple[Level, ...]) -> tuple[str, str] | None:
@@ -188,8 +193,8 @@ def _level_problem(levels: tuple[Level, ...]) -> tuple[str, str] | None:
             if size.startswith("-") and not _bad_number(size[1:]):
                 return "negative_size", f"size {size!r} at price {lv.price!r}"
             return "invalid_number", f"size {size!r} at price {lv.price!r}"
-        if _bad_number(lv.price):
-            return "invalid_number", f"price {lv.price!r}"
+        if _bad_number(lv.price) or not _price_in_bounds(lv.price):
+            return "invalid_number", f"price {lv.price[:60]!r}"
     return None
 
 
