@@ -147,6 +147,11 @@ class SideBook:
         key = self._keys[0]
         return -key if self.is_bid else key
 
+    def at(self, depth: int) -> int:
+        """The tick of the level ``depth`` places from the best (0 = best)."""
+        key = self._keys[depth]
+        return -key if self.is_bid else key
+
     def worst(self) -> int:
         key = self._keys[-1]
         return -key if self.is_bid else key
@@ -227,7 +232,7 @@ class SyntheticMarket:
             is_bid = rng.random() < 0.5
             side = self.bids if is_bid else self.asks
             depth = min(int(rng.expovariate(0.15)), len(side) - 1)
-            tick = side.top(depth + 1)[-1] if rng.random() < 0.7 else side.best() + (depth if not is_bid else -depth)
+            tick = side.at(depth) if rng.random() < 0.7 else side.best() + (depth if not is_bid else -depth)
             if (is_bid, tick) in self.pinned:
                 continue
             if tick in side.levels and rng.random() < 0.3:
@@ -340,7 +345,7 @@ class SyntheticMarket:
         It stays (only trades can eat into it) until :meth:`clear_spikes`."""
         out = Step(now_ms)
         side = self.bids if is_bid else self.asks
-        tick = side.top(distance + 1)[-1]
+        tick = side.at(distance)
         self._set(out, is_bid, tick, max(side.levels[tick], int(self.unit * multiple)))
         self.pinned.add((is_bid, tick))
         return out
