@@ -123,6 +123,10 @@ def status(engine: Engine) -> dict[str, Any]:
 
 async def serve(args: argparse.Namespace) -> None:
     app, engine = build_app(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the URL line: a script may signal right after reading it
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -139,10 +143,6 @@ async def serve(args: argparse.Namespace) -> None:
     sys.stdout.flush()
     log.info("simulator_started", port=port, pairs=sorted(engine.markets), rate=args.rate, seed=args.seed,
              replay=len(args.replay), recorded_frames=engine.recordings.frames)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     clock = asyncio.create_task(engine.run())
     failed: list[BaseException] = []
 
