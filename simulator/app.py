@@ -123,6 +123,8 @@ def status(engine: Engine) -> dict[str, Any]:
 
 async def serve(args: argparse.Namespace) -> None:
     app, engine = build_app(args)
+    for spec in args.faults:
+        engine.schedule_faults(parse_spec(spec))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the URL line: a script may signal right after reading it
@@ -153,8 +155,6 @@ async def serve(args: argparse.Namespace) -> None:
             stop.set()  # a market that stopped moving must not look alive
 
     clock.add_done_callback(clock_stopped)
-    for spec in args.faults:
-        engine.schedule_faults(parse_spec(spec))
     await stop.wait()
     log.info("simulator_stopping", connections=len(engine.all_conns()))
     clock.cancel()

@@ -39,6 +39,7 @@ def test_cryptoflow_simulator_prints_one_line_and_stops_cleanly_on_sigterm() -> 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--pairs", "btc/usdt"], "malformed instrument id"),
     (["--faults", "gap@x"], "fault time"),
+    (["--pairs", "BTC-USDT", "--faults", "gap@1,inst=ETH-USDT"], "not one of --pairs"),
 ])
 def test_bad_arguments_stop_start_up_with_one_line(args: list[str], needle: str) -> None:
     done = subprocess.run([sys.executable, "-m", "simulator", "--port", "0", *args], cwd=ROOT, capture_output=True,
