@@ -19,8 +19,11 @@ def _levels(m: SyntheticMarket) -> tuple[dict[int, int], dict[int, int]]:
     return dict(m.bids.levels), dict(m.asks.levels)
 
 
+INSTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "ABC-BTC", "UNI-USD-SWAP"]
+
+
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10**6), inst=st.sampled_from(["BTC-USDT", "ETH-USDT", "SOL-USDT", "ABC-BTC", "UNI-USD-SWAP"]))
+@given(seed=st.integers(0, 10**6), inst=st.sampled_from(INSTS))
 def test_market_keeps_a_full_uncrossed_book_and_reports_every_change(seed: int, inst: str) -> None:
     m = _market(inst, seed)
     for i in range(300):
