@@ -20,6 +20,7 @@ from bytewax.dataflow import Dataflow
 
 from connectors.email_sink import EMAIL_QUEUE, EmailSink
 from connectors.redis_list import AckMode, ReliableRedisListSource
+from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 
@@ -48,9 +49,4 @@ def _flow_from_env() -> Dataflow:
     return build(settings)
 
 
-def __getattr__(name: str) -> Dataflow:
-    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
-    if name == "flow":
-        return _flow_from_env()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _flow_from_env)

@@ -29,6 +29,7 @@ from connectors.influx import InfluxPoint, InfluxSink
 from connectors.market_sinks import MarketRedisItem, MarketWriter, MonitorDelta, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
 from connectors.redis_sink import RedisPipelineSink
+from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
 from operators.events import BestQuote, Kline, Ticker, Trade
@@ -157,9 +158,4 @@ def _main() -> Dataflow:
     return build(settings)
 
 
-def __getattr__(name: str) -> Dataflow:
-    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
-    if name == "flow":
-        return _main()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _main)

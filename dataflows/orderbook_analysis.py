@@ -44,6 +44,7 @@ from connectors.influx import InfluxSink
 from connectors.okx.book_source import BookState, BufferFrame, okx_books_source
 from connectors.okx.books import OkxParseError, parse_books_frame
 from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
+from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
 from operators.analysis import AnalysisOutput, AnalysisParams
@@ -149,9 +150,4 @@ def _flow_from_env() -> Dataflow:
     return build(settings)
 
 
-def __getattr__(name: str) -> Dataflow:
-    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
-    if name == "flow":
-        return _flow_from_env()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _flow_from_env)

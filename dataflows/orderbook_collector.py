@@ -17,6 +17,7 @@ from bytewax.dataflow import Dataflow, Stream
 from connectors.book_sinks import CollectorRedisSink, MonitorUpdate, RedisItem
 from connectors.influx import InfluxPoint, InfluxSink
 from connectors.okx.book_source import BookSample, CollectorItem, ShardStats, okx_books_source
+from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
 
@@ -94,9 +95,4 @@ def _main() -> Dataflow:
     return build(settings)
 
 
-def __getattr__(name: str) -> Dataflow:
-    # `flow` is built on first access (by `python -m bytewax.run`), so tests can import build() freely.
-    if name == "flow":
-        return _main()
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_flow(__name__, _main)

@@ -71,3 +71,18 @@ def test_masked_view_hides_secrets() -> None:
     assert s.masked()["redis_url"] == "redis://u:***@h:6379/0"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
     assert "tok-123" not in repr(s)
+
+
+DATAFLOWS = ["orderbook_collector", "orderbook_analysis", "market_data", "email_sender"]
+
+
+@pytest.mark.parametrize("name", DATAFLOWS)
+def test_each_dataflow_refuses_a_bad_setting_with_one_line(name: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG")}
+    proc = subprocess.run([sys.executable, "-m", "bytewax.run", f"dataflows.{name}"],
+                          env={**clean, "INFLUX_BOOK_INTERVAL": "-1"}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "cryptoflow: invalid setting INFLUX_BOOK_INTERVAL: Input should be greater than 0 (got '-1')"
+    ]
