@@ -193,8 +193,7 @@ class BinanceVenue(VenueBase):
     def _ticker(self, sym: str, cache: PriceCache, market: SyntheticMarket, best: tuple[int, int, int, int],
                 ts_ms: int) -> str:
         last = market.last_trade
-        ticks = [t for _, t, _ in market.window]
-        high, low = max([market.high_24h, *ticks]), min([market.low_24h, *ticks])
+        high, low = market.high_low_24h()
         lots, quote = market.volume_24h()
         scale = 10 ** (cache.spec.price_decimals + cache.spec.size_decimals)
         change = last.tick - market.open_24h

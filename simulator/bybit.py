@@ -214,13 +214,13 @@ class BybitVenue(VenueBase):
 
     def _ticker(self, kind: str, inst: str, symbol: str, market: SyntheticMarket, ts_ms: int) -> str:
         cache = self.cache[inst]
-        ticks = [t for _, t, _ in market.window]
+        high, low = market.high_low_24h()
         lots, quote = market.volume_24h()
         last = market.last_trade.tick
         data: dict[str, Any] = {
             "symbol": symbol, "lastPrice": cache.price(last),
-            "highPrice24h": cache.price(max([market.high_24h, *ticks])),
-            "lowPrice24h": cache.price(min([market.low_24h, *ticks])), "prevPrice24h": cache.price(market.open_24h),
+            "highPrice24h": cache.price(high), "lowPrice24h": cache.price(low),
+            "prevPrice24h": cache.price(market.open_24h),
             "volume24h": cache.size(lots), "turnover24h": _quote(quote, cache),
             "price24hPcnt": f"{(last - market.open_24h) / market.open_24h:.4f}", "usdIndexPrice": cache.price(last),
         }

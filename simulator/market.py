@@ -188,7 +188,8 @@ class SyntheticMarket:
         self.low_24h = min(mid, self.open_24h) - round(mid * rng.uniform(0.002, 0.02))
         self.base_lots_24h = self.unit * rng.randint(20_000, 60_000)
         self.base_quote_24h = self.base_lots_24h * mid
-        self.window: deque[tuple[int, int, int]] = deque()  # (ts_ms, tick, lots) of this run's trades
+        # this run's trades per minute, for 24 h: [minute_ms, high, low, lots, quote]; bounded (1,440 entries)
+        self.window: deque[list[int]] = deque()
         self.run_lots = 0
         self.run_quote = 0
         self.start_ms = now_ms
@@ -270,13 +271,20 @@ class SyntheticMarket:
         self.trade_count += 1
         out.trades.append(trade)
         self.last_trade = trade
-        self.window.append((now_ms, tick, lots))
+        minute, window = now_ms - now_ms % 60_000, self.window
+        if window and window[-1][0] == minute:
+            bucket = window[-1]
+            bucket[1], bucket[2] = max(bucket[1], tick), min(bucket[2], tick)
+            bucket[3] += lots
+            bucket[4] += lots * tick
+        else:
+            window.append([minute, tick, tick, lots, lots * tick])
+            while window[0][0] <= now_ms - 86_400_000:
+                old = window.popleft()
+                self.run_lots -= old[3]
+                self.run_quote -= old[4]
         self.run_lots += lots
         self.run_quote += lots * tick
-        while self.window and self.window[0][0] < now_ms - 86_400_000:
-            _, old_tick, old_lots = self.window.popleft()
-            self.run_lots -= old_lots
-            self.run_quote -= old_lots * old_tick
         for kline in list(self.klines.values()):
             self._kline_add(out, kline, trade)
 
@@ -367,8 +375,14 @@ class SyntheticMarket:
         self._uncross = (True, tick)
         return out
 
+    def high_low_24h(self) -> tuple[int, int]:
+        """Highest and lowest price (ticks) of the rolling 24 h: the seeded day's range and this run's trades."""
+        high = max((b[1] for b in self.window), default=self.high_24h)
+        low = min((b[2] for b in self.window), default=self.low_24h)
+        return max(high, self.high_24h), min(low, self.low_24h)
+
     def volume_24h(self) -> tuple[int, float]:
         """(lots, quote in tick*lot units) over the rolling 24 h: the seeded day, fading out, plus real trades."""
-        now = self.window[-1][0] if self.window else self.start_ms
+        now = self.last_trade.ts_ms if self.window else self.start_ms
         fade = max(0.0, 1.0 - (now - self.start_ms) / 86_400_000)
         return int(self.base_lots_24h * fade) + self.run_lots, self.base_quote_24h * fade + self.run_quote

@@ -247,8 +247,7 @@ class OkxVenue(VenueBase):
         vol_lots, vol_quote = market.volume_24h()
         last = market.last_trade
         bid, ask = market.bids.best(), market.asks.best()
-        high = max(market.high_24h, *(t for _, t, _ in market.window)) if market.window else market.high_24h
-        low = min(market.low_24h, *(t for _, t, _ in market.window)) if market.window else market.low_24h
+        high, low = market.high_low_24h()
         quote = _fixed_quote(vol_quote, market.spec.price_decimals + market.spec.size_decimals)
         return orjson.dumps({
             "arg": {"channel": "tickers", "instId": inst},

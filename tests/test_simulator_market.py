@@ -91,3 +91,16 @@ def test_fault_spec() -> None:
     for bad in ("explode", "gap@soon", "gap,inst"):
         with pytest.raises(FaultError):
             parse_spec(bad)
+
+
+def test_rolling_24h_statistics_stay_bounded() -> None:
+    m = _market("BTC-USDT", 4)
+    t0 = 1_700_000_000_000
+    for i in range(3000):  # two simulated days, a step every minute
+        m.step(t0 + i * 60_000)
+    assert len(m.window) <= 1440
+    high, low = m.high_low_24h()
+    recent = list(m.window)
+    assert high >= max(b[1] for b in recent) and low <= min(b[2] for b in recent)
+    lots, _ = m.volume_24h()
+    assert lots == sum(b[3] for b in recent)  # the seeded day has faded out; only the last 24 h count
