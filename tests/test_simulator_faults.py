@@ -289,3 +289,21 @@ def test_binance_and_bybit_book_gaps(simulator: Simulator) -> None:
             assert msg["data"]["u"] == last_bybit + 2
 
     asyncio.run(scenario())
+
+
+def test_websocket_ping_frames_unanswered_under_no_pong(simulator: Simulator) -> None:
+    """Binance clients ping with WebSocket ping frames: no_pong withholds the pong frame too."""
+
+    async def scenario() -> None:
+        async with connect(f"{simulator.binance_ws_url}/ws/btcusdt@depth") as ws:
+            await asyncio.wait_for(await ws.ping(b"a"), 10)  # answered normally
+            simulator.fault("no_pong", venue="binance")
+            waiter = await ws.ping(b"b")
+            reader = asyncio.ensure_future(drain(ws, quiet=5, limit=1.5))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), 1.5)
+            assert await reader  # depth frames kept flowing meanwhile
+            simulator.clear_faults("no_pong")
+            await asyncio.wait_for(await ws.ping(b"c"), 10)
+
+    asyncio.run(scenario())
