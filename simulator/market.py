@@ -91,7 +91,8 @@ class Step:
     asks: dict[int, int] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     closed: list[Kline] = field(default_factory=list)  # klines that this step's trades closed
-    before: dict[tuple[bool, int], int] = field(default_factory=dict)  # (is_bid, tick) -> lots before this step
+    # (is_bid, tick) -> lots before this step; filled only while SyntheticMarket.record_before is set
+    before: dict[tuple[bool, int], int] = field(default_factory=dict)
     memo: dict[str, Any] | None = None  # venues' pre-encoded text of a step that is served again (--pregenerate)
 
     @property
@@ -176,6 +177,7 @@ class SyntheticMarket:
         self.drain: tuple[float, float] | None = None  # (fraction, band) while a liquidity drain lasts
         self._uncross: tuple[bool, int] | None = None
         self.pinned: set[tuple[bool, int]] = set()  # depth-spike levels that ordinary flow leaves alone
+        self.record_before = False  # keep each step's prior sizes (Step.before), for pregen.Cycle
         mid = self.anchor
         for side, sign in ((self.bids, -1), (self.asks, 1)):
             tick = mid + sign * rng.randint(1, 2)
@@ -247,7 +249,7 @@ class SyntheticMarket:
         side = self.bids if is_bid else self.asks
         if lots == 0 and tick not in side.levels:
             return
-        if (is_bid, tick) not in out.before:
+        if self.record_before and (is_bid, tick) not in out.before:
             out.before[(is_bid, tick)] = side.levels.get(tick, 0)
         side.set(tick, lots)
         (out.bids if is_bid else out.asks)[tick] = lots

@@ -22,7 +22,9 @@ def _undo(step: Step) -> Step:
 
 class Cycle:
     def __init__(self, market: SyntheticMarket, steps: int, now_ms: int) -> None:
+        market.record_before = True
         forward = [market.step(now_ms) for _ in range(steps)]
+        market.record_before = False
         for step in forward:
             step.trades, step.closed, step.memo = [], [], {}
         self.market = market
