@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import struct
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class Conn:
     conn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     number: int = field(default_factory=lambda: next(_conn_ids))
     subs: dict[Any, Sub] = field(default_factory=dict)
-    buffer: list[bytes] = field(default_factory=list)
+    buffer: deque[bytes] = field(default_factory=deque)
     buffered: int = 0  # bytes in ``buffer``
     activity: bool = False  # a frame went either way since the idle watchdog last looked
     closed: bool = False
@@ -94,23 +95,33 @@ class Conn:
         self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
-            return
+        """Hand queued frames to the transport, about a high-water mark at a time, while it takes them."""
         transport = self.transport
         if transport is None or transport.is_closing():
             self.buffer.clear()
             self.buffered = 0
             return
-        if transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER:
-            if self.buffered > SLOW_CONSUMER_BYTES:
-                log.warning("slow_consumer_dropped", venue=self.venue, conn=self.conn_id, buffered=self.buffered)
-                self.abort()
-            return  # the engine flushes again at its next wake-up
-        data = b"".join(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
-        self.buffer.clear()
-        self.buffered = 0
-        transport.write(data)
-        self.activity = True
+        buffer = self.buffer
+        while buffer:
+            if transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER:
+                if self.buffered > SLOW_CONSUMER_BYTES:
+                    log.warning("slow_consumer_dropped", venue=self.venue, conn=self.conn_id, buffered=self.buffered)
+                    self.abort()
+                return  # the socket is full: the engine flushes again at its next wake-up
+            if self.buffered <= TRANSPORT_HIGH_WATER:
+                data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
+                buffer.clear()
+                size = self.buffered
+            else:
+                chunk, size, pop = [], 0, buffer.popleft
+                while size < TRANSPORT_HIGH_WATER:
+                    frame = pop()
+                    chunk.append(frame)
+                    size += len(frame)
+                data = b"".join(chunk)
+            self.buffered -= size
+            transport.write(data)
+            self.activity = True
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame (what a client sees when a venue drops it)."""
