@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Runs are stopped with SIGINT; Bytewax reports that as a panic, whose Rust backtrace is only noise here.
+os.environ["RUST_BACKTRACE"] = "0"
 
 import redis  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
