@@ -17,7 +17,7 @@ test: bootstrap lint
 
 lint:
 	$(BIN)/ruff check .
-	$(BIN)/mypy operators
+	$(BIN)/mypy operators connectors dataflows cryptoflow simulator
 
 bench: bootstrap
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

