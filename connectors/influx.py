@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -139,22 +138,6 @@ class InfluxWriter:
 
 def _lines(data: str | bytes) -> int:
     return (data.count(b"\n") if isinstance(data, bytes) else data.count("\n")) + 1
-
-
-class WriteRate:
-    """Points per second accepted by the server, over the interval since the last reading."""
-
-    def __init__(self, writer: InfluxWriter | None) -> None:
-        self._writer = writer
-        self._last = (time.monotonic(), 0)
-
-    def read(self) -> float:
-        if self._writer is None:
-            return 0.0
-        now, written = time.monotonic(), self._writer.points_written
-        then, before = self._last
-        self._last = (now, written)
-        return (written - before) / (now - then) if now > then else 0.0
 
 
 def writer_from_settings(settings: Settings) -> InfluxWriter | None:

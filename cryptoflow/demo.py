@@ -86,6 +86,9 @@ class Demo:
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
             "TRADING_PAIRS_POLL_INTERVAL": "2", "LOG_FORMAT": "json",
             "ANALYSIS_ALERT_EMAILS": os.environ.get("ANALYSIS_ALERT_EMAILS", "ops@example.com"),
+            # Short analysis windows so the liquidity index and depth z-scores show within a minute.
+            "ANALYSIS_LIQUIDITY_WINDOW": os.environ.get("ANALYSIS_LIQUIDITY_WINDOW", "60"),
+            "ANALYSIS_DEPTH_WINDOW": os.environ.get("ANALYSIS_DEPTH_WINDOW", "20"),
         }
         if settings.influx_url is None:
             say("influxdb     INFLUX_URL is unset: running without InfluxDB (history is not written)")
