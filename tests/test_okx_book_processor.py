@@ -107,3 +107,14 @@ def test_stale_disconnect_removal_and_bad_input() -> None:
     assert {k for k in counters if k.startswith("rejected_")} >= {"rejected_malformed_json",
                                                                   "rejected_unknown_channel",
                                                                   "rejected_negative_size"}
+
+
+def test_a_book_that_fails_later_in_the_batch_publishes_no_view() -> None:
+    p, c = ready()
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    bad = frame("A-B", "update", [("9", "7")], [], 101, 102, checksum=12345)  # a wrong checksum
+    out = p.on_events([Frame(SNAP, 1, 0), Frame(u1, 2, 0), Frame(bad, 3, 0)])
+    assert not views(out)  # the hash keeps its last verified levels; only the status changes
+    assert BookState("A-B", BookStatus.RESYNCING) in out
+    assert [i.text for i in out if isinstance(i, BufferFrame)] == [SNAP, u1]
+    assert c.resubscribed == ["A-B"]

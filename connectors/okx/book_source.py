@@ -165,8 +165,9 @@ class OkxBookProcessor:
         now = time.time_ns()
         levels = self._sample_levels
         for inst, st in dirty.items():
-            if self._books.get(inst) is not st:
-                continue
+            if self._books.get(inst) is not st or st.book.status is not BookStatus.VALID:
+                continue  # removed, or failed later in the batch: its BookState went out, the hash keeps the
+                # last verified levels (never the levels of a book that failed its check)
             view = st.book.view(self._depth)
             out.append(view)
             if levels is not None and now - st.last_sample_ns >= self._sample_ns:
