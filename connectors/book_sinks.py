@@ -14,7 +14,10 @@
   last second) and ``redis_memory_usage`` (bytes, every 5 s).
 
 Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
-after the client's retries is dropped and logged, the dataflow carries on (the next update rewrites each hash).
+after the client's retries is dropped and logged, the dataflow carries on. Its book writes are not lost: the
+newest state of each ``orderbook:{inst}`` (levels, status, deletion) is kept, merged with later batches, and
+written with the first batch after Redis is back, so a book that went stale or was removed during the outage
+does not stay ``valid`` in the hash; buffer frames and monitoring counters of dropped batches are lost.
 Unit of parallelism: one client per worker.
 """
 
@@ -86,15 +89,14 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         self._down = False
         self._dropped = 0
         self._retry_at = 0.0
+        self._unwritten: dict[str, tuple[bool, dict[str, str]]] = {}  # book writes of dropped batches
 
     def write_batch(self, items: list[RedisItem]) -> None:
-        if self._down and time.monotonic() < self._retry_at:
-            self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
-            return
-        plans: dict[str, tuple[bool, dict[str, str]]] = {}
+        # instrument -> (delete the hash first, fields to set); starts from what dropped batches could not write
+        plans, self._unwritten = self._unwritten, {}
         recv: dict[str, int] = {}
         frames: list[str] = []
-        pipe = self._client.pipeline(transaction=False)
+        monitors: list[MonitorUpdate] = []
         for item in items:
             if type(item) is BufferFrame:
                 frames.append(item.text)
@@ -110,7 +112,14 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                     plan = plans.setdefault(item.instrument, (False, {}))
                     plan[1]["status"] = item.status.value
             elif type(item) is MonitorUpdate:
-                self._monitor(pipe, item)
+                monitors.append(item)
+        if self._down and time.monotonic() < self._retry_at:
+            self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
+            self._unwritten = plans
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for up in monitors:
+            self._monitor(pipe, up)
         for inst, (delete, fields) in plans.items():
             key = f"orderbook:{inst}"
             if delete:
@@ -126,7 +135,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             pipe.hset(MONITORING_KEY, "avg_processing_latency", f"{self._lat_sum / self._lat_n / 1e6:.3f}")
             self._lat_sum = self._lat_n = 0
             self._next_lat = now + 1.0
-        if now >= self._next_mem:
+        if now >= self._next_mem and not self._down:  # INFO is its own round trip: not while Redis is away
             self._next_mem = now + 5.0
             try:
                 pipe.hset(MONITORING_KEY, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
@@ -137,8 +146,9 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 pipe.execute()
             except (RedisError, OSError) as err:
                 # Redis away (after the client's own retries): drop this batch rather than stop the dataflow.
-                # Hashes are rewritten by the next update; a buffer consumer sees the gap and re-syncs.
+                # The book writes are kept for the next batch; a buffer consumer sees the gap and re-syncs.
                 self._dropped += len(items)
+                self._unwritten = plans
                 self._retry_at = time.monotonic() + 1.0
                 if not self._down:
                     log.warning("redis_write_failed", error=str(err), action="dropping batches until Redis is back")

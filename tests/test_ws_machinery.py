@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 
 import orjson
 import pytest
+import redis
 
 from connectors.book_sinks import CollectorRedisSink, MonitorUpdate, book_fields
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
@@ -17,7 +19,7 @@ from connectors.pairs import PairsPoller
 from connectors.ws.budget import Backoff, Budget, per_second
 from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from connectors.ws.shard import shard_of
-from cryptoflow.servers import free_port
+from cryptoflow.servers import free_port, start_redis, stop_process
 from dataflows.orderbook_collector import aggregate
 from operators.events import BookStatus, BookView, Level
 
@@ -127,6 +129,30 @@ def test_sink_coalesces_per_instrument_and_caps_the_buffer(redis_server, redis_d
     assert (mon["websocket_connections"], mon["active_pairs"], mon["gaps"], mon["resyncs"]) == ("2", "3", "4", "2")
     assert mon["last_config_check"] == "2023-11-14T22:13:20.000Z" and int(mon["redis_memory_usage"]) > 0
     sink.close()
+
+
+def test_sink_keeps_book_writes_of_batches_dropped_while_redis_is_down(tmp_path) -> None:
+    port = free_port()
+    sink = CollectorRedisSink(f"redis://127.0.0.1:{port}/0", "buf", 0).build("s", 0, 1)
+    server = None
+    try:
+        sink.write_batch([_view("A-B", "99", 1), _view("C-D", "5", 2)])  # nobody listens: dropped, kept
+        sink.write_batch([BookState("A-B", BookStatus.STALE), BookState("C-D", BookStatus.SYNCING, removed=True)])
+        server = start_redis(port, tmp_path / "redis")
+        client = redis.Redis(port=port, decode_responses=True)
+        client.hset("orderbook:C-D", "status", "valid")  # left from before the outage
+        deadline = time.monotonic() + 30
+        while not client.exists("orderbook:A-B") and time.monotonic() < deadline:
+            sink.write_batch([BufferFrame("f")])  # the sink retries Redis once a second
+            time.sleep(0.05)
+        h = client.hgetall("orderbook:A-B")
+        assert (h["bids"], h["seq_id"], h["status"]) == ('[["99","1"]]', "1", "stale")
+        assert not client.exists("orderbook:C-D")  # removed during the outage
+        client.close()
+    finally:
+        sink.close()
+        if server is not None:
+            stop_process(server)
 
 
 def test_book_fields_json_shape() -> None:
