@@ -3,13 +3,15 @@ connection age roll, request budget, rejection after retries, unsubscribe diffin
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import replace
 
 from connectors.okx.protocol import OKX_LIMITS, OkxHooks
-from connectors.ws.events import Connected, Disconnected, Frame, Rejected, Subscribed, Unsubscribed
+from connectors.ws.events import Connected, Crashed, Disconnected, Frame, Rejected, Subscribed, Unsubscribed
 from connectors.ws.shard import ShardRunner
+from cryptoflow.servers import free_port
 from tests.collector_helpers import wait_for
 
 
@@ -82,3 +84,34 @@ def test_connection_age_roll_and_hourly_request_budget(start_simulator) -> None:
         assert len(_of(events, Connected)) >= 4
     finally:
         runner.stop()
+
+
+class _BuggyHooks(OkxHooks):
+    def classify(self, text: str):  # a bug in venue code on a data frame
+        if text.startswith('{"arg"'):
+            msg = "boom"
+            raise ValueError(msg)
+        return super().classify(text)
+
+
+def test_a_connection_dying_of_a_bug_is_reported_not_silent(start_simulator) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT", "--rate", "10")
+    events: deque = deque()
+    hooks = _BuggyHooks(sim.okx_ws_url, channel="books")
+    runner = ShardRunner(index=0, shards=1, hooks=hooks, source=StaticTopics({"BTC-USDT"}), emit=events.append,
+                         per_connection=2)
+    runner.start()
+    try:
+        (crash,) = wait_for("the crash reported", lambda: _of(events, Crashed))
+        assert "ValueError: boom" in crash.error
+    finally:
+        runner.stop()
+
+
+def test_stop_right_after_start_ends_the_thread() -> None:
+    port = free_port()  # nobody listens: the connection is retrying when stop() comes
+    runner = ShardRunner(index=0, shards=1, hooks=OkxHooks(f"ws://127.0.0.1:{port}", channel="books"),
+                         source=StaticTopics({"BTC-USDT"}), emit=deque().append, per_connection=2)
+    runner.start()
+    runner.stop(timeout=30)
+    assert not [t for t in threading.enumerate() if t.name == "ws-okx-0" and t.is_alive()]

@@ -14,6 +14,7 @@ methods :meth:`resubscribe` and :meth:`fetch`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import zlib
@@ -97,9 +98,15 @@ class ShardRunner:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread.is_alive() and self._main is not None:
-            self._loop.call_soon_threadsafe(self._main.cancel)
+        # Cancel from inside the loop: ``_main`` may not exist yet when stop() follows start() at once.
+        if self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the thread is ending anyway
+                self._loop.call_soon_threadsafe(self._cancel_main)
         self._thread.join(timeout)
+
+    def _cancel_main(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
 
     def resubscribe(self, topic: str) -> None:
         """Thread-safe: unsubscribe + subscribe ``topic`` on its connection (a fresh snapshot follows)."""
@@ -180,8 +187,18 @@ class ShardRunner:
         conn = WsConnection(conn_id, self.hooks, self._on_event, connect_budget=self._connect_budget,
                             backoff_initial=self._backoff[0], backoff_max=self._backoff[1])
         self._conns[conn_id] = conn
-        self._tasks[conn_id] = self._loop.create_task(conn.run())
+        task = self._loop.create_task(conn.run())
+        task.add_done_callback(self._conn_ended)
+        self._tasks[conn_id] = task
         return conn_id
+
+    def _conn_ended(self, task: asyncio.Task[None]) -> None:
+        """A connection's ``run()`` only returns when closed; an exception it did not classify as retryable is a
+        bug: stop the dataflow loudly instead of leaving that connection's topics silently without data."""
+        if task.cancelled() or (err := task.exception()) is None:
+            return
+        self._log.error("ws_connection_crashed", error=f"{type(err).__name__}: {err}", exc_info=err)
+        self._emit(Crashed(f"connection task: {type(err).__name__}: {err}"))
 
     def _close(self, conn_id: int) -> None:
         conn = self._conns.pop(conn_id)
@@ -193,8 +210,15 @@ class ShardRunner:
         await conn.close()
         try:
             await asyncio.wait_for(task, 3.0)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             task.cancel()
+        except asyncio.CancelledError:
+            task.cancel()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled (shutdown), not just the connection task
+        except Exception:  # the connection task's own error, already reported by _conn_ended
+            pass
 
     def _on_event(self, event: WsEvent) -> None:
         if isinstance(event, Rejected):
