@@ -10,6 +10,7 @@ A bad value stops start-up with ONE line that names the variable and the reason,
 
 from __future__ import annotations
 
+import re
 import sys
 from decimal import Decimal
 from enum import StrEnum
@@ -24,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 
 class LogFormat(StrEnum):
@@ -199,6 +201,15 @@ class Settings(BaseSettings):
         msg = "expected 'json' or 'console'"
         raise ValueError(msg)
 
+    @field_validator("email_from", "smtp_user")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        # EMAIL_FROM becomes the From header: a CR/LF would be a header injection (and every send would fail).
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            msg = "must be one line without control characters"
+            raise ValueError(msg)
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: AnyUrl) -> AnyUrl:
@@ -250,6 +261,12 @@ class Settings(BaseSettings):
                 shown[name] = value
         return shown
 
+    def __repr_args__(self) -> Any:
+        # repr()/str() of the settings (a traceback, a debugger, a log line) must not show URL passwords;
+        # SecretStr fields already render as '**********'.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(str(value)) if isinstance(value, AnyUrl) else value
+
 
 SECRET_FIELDS = frozenset({"influx_token", "smtp_password"})
 URL_FIELDS = frozenset(
@@ -257,10 +274,17 @@ URL_FIELDS = frozenset(
 )
 
 
+_USERINFO = re.compile(r"(?P<head>//[^/@:]*:)[^@]*@")
+
+
 def mask_url(url: str) -> str:
     """``redis://user:pw@host`` -> ``redis://user:***@host``; URLs without a password are unchanged."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable (e.g. a broken IPv6 host): mask whatever sits between ':' and '@'
+        return _USERINFO.sub(r"\g<head>***@", url)
+    if password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
@@ -291,6 +315,11 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         raise SettingsError(describe_error(err)) from None
+    except SourceError as err:  # a value pydantic-settings could not decode (e.g. bad JSON for a dict setting)
+        found = re.search(r'field "(\w+)"', str(err))
+        name = found.group(1).upper() if found else "settings"
+        msg = f"invalid setting {name}: expected a JSON value ({err})"
+        raise SettingsError(msg) from None
 
 
 def settings_or_exit(**overrides: Any) -> Settings:

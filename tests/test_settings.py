@@ -40,6 +40,8 @@ BAD = [
     ("MARKET_DATA_VENUES", "okx,ftx", "unknown venue 'ftx'"),
     ("ORDERBOOK_SOURCE", "kafka", "'redis' or 'ws'"),
     ("PRICE_ALERTS_ENABLED", "maybe", "valid boolean"),
+    ("ANALYSIS_LARGE_ORDER_MIN_SIZE", "notjson", "expected a JSON value"),  # pydantic-settings' decode error
+    ("EMAIL_FROM", "a@b.example\nBcc: victim@c.example", "one line"),  # header injection through the config
 ]
 
 
@@ -62,6 +64,8 @@ def test_secret_values_are_never_echoed() -> None:
     assert proc.returncode == 2 and "hunter2" not in proc.stderr
     proc = run_cli({"REDIS_URL": "redis://user:hunter2@127.0.0.1:1/0"})
     assert proc.returncode == 1 and "cannot reach Redis" in proc.stderr and "hunter2" not in proc.stderr
+    proc = run_cli({"REDIS_URL": "redis://user:hunter2@[::1/0"})  # a URL urllib cannot even split
+    assert proc.returncode == 2 and "hunter2" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_masked_view_hides_secrets() -> None:
@@ -71,6 +75,7 @@ def test_masked_view_hides_secrets() -> None:
     assert s.masked()["redis_url"] == "redis://u:***@h:6379/0"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
     assert "tok-123" not in repr(s)
+    assert "pw-789" not in repr(s) and "pw-789" not in str(s) and "redis://u:***@h:6379/0" in repr(s)
 
 
 DATAFLOWS = ["orderbook_collector", "orderbook_analysis", "market_data", "email_sender"]
