@@ -105,7 +105,7 @@ def check_instrument(value: Any) -> str:
 
 
 def check_alert_id(value: str) -> str:
-    if not ALERT_ID_RE.match(value):
+    if not ALERT_ID_RE.fullmatch(value):
         msg = f"malformed alert id {value!r}: expected 32 lower-case hex digits"
         raise AlertInputError(msg)
     return value

@@ -18,7 +18,7 @@ class InvalidInstrument(ValueError):
 
 def validate_instrument(inst_id: str) -> str:
     """Return ``inst_id`` if it is a well-formed instrument id, else raise :class:`InvalidInstrument`."""
-    if not _INST_RE.match(inst_id):
+    if not _INST_RE.fullmatch(inst_id):  # fullmatch: `$` alone would let a trailing "\n" through
         msg = (
             f"malformed instrument id {inst_id!r}: expected BASE-QUOTE (BTC-USDT) or an OKX derivative id "
             "(BTC-USD-SWAP, BTC-USD-220527, BTC-USD-220527-40000-C)"
@@ -28,7 +28,7 @@ def validate_instrument(inst_id: str) -> str:
 
 
 def is_spot(inst_id: str) -> bool:
-    return _SPOT_RE.match(inst_id) is not None
+    return _SPOT_RE.fullmatch(inst_id) is not None
 
 
 def venue_symbol(inst_id: str) -> str:

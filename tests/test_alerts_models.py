@@ -118,3 +118,16 @@ def test_jobs_that_could_inject_headers_are_invalid(bad) -> None:
 
 def test_a_good_job_passes_with_multiline_body() -> None:
     assert check_job(_job()).body == "b\r\nline 2"
+
+
+def test_a_trailing_newline_never_passes_an_id_check() -> None:
+    # `re.match` with `$` accepts "X\n": ids reach Redis keys, subscriptions and email text.
+    from operators.alerts import check_alert_id
+    from operators.instruments import InvalidInstrument, is_spot, validate_instrument
+
+    with pytest.raises(InvalidInstrument):
+        validate_instrument("BTC-USDT\n")
+    assert not is_spot("BTC-USDT\n") and is_spot("BTC-USDT")
+    with pytest.raises(AlertInputError):
+        check_alert_id("0" * 32 + "\n")
+    assert check_alert_id("0" * 32) == "0" * 32
