@@ -94,10 +94,14 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
     log = tmp_path / "flow.log"
 
     pushed = threading.Event()
+    crashed = threading.Event()
+    half = len(frames) // 2
 
     def push() -> None:  # a producer LPUSHing ~200 frames/s, across the crash
         client = redis_server.client()
         for i in range(0, len(frames), 10):
+            if i >= half:  # the rest only after the kill, so the crash is mid-replay however slow the machine
+                crashed.wait(120)
             client.lpush("okex_orderbook", *frames[i:i + 10])
             time.sleep(0.05)
         pushed.set()
@@ -110,6 +114,7 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
         wait_for(lambda: offset() > len(frames) // 3, "a third of the frames taken")
         time.sleep(1.2)  # let at least one snapshot (every 1 s) commit, then die mid-replay
         kill9(proc)
+        crashed.set()
         taken_at_crash = offset()
         assert 0 < taken_at_crash < len(frames), "the crash must happen mid-replay"
         proc = start_flow(redis_server, recovery, log, workers=2)  # resume may change the worker count
@@ -122,6 +127,7 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
 
         wait_for(done, "the last frame of every instrument analysed")
     finally:
+        crashed.set()
         stop(proc)
         producer.join(30)
     text = log.read_text()
