@@ -11,11 +11,14 @@ Redis, one pipeline per batch (:class:`AnalysisRedisSink`):
   recipient on ``queue:email``.
 
 Delivery: hashes are at-least-once and idempotent; alerts and email jobs exactly once per alert id while the
-dedupe key lives (24 h). Unit of parallelism: one connection per worker.
+dedupe key lives (24 h). Redis unreachable (after the client's own retries): the batch is retried with capped
+backoff until it is written, holding the worker (back-pressure; an alert is never dropped, and the dedupe key
+makes a re-sent batch harmless). Unit of parallelism: one connection per worker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
@@ -27,11 +30,15 @@ from redis.client import Pipeline
 
 from connectors.influx import FieldValue, InfluxPoint
 from connectors.redis_sink import redis_client
+from cryptoflow.logs import get_logger
 from operators.analysis import AnalysisOutput, email_jobs
 from operators.analysis.alerts import alert_id, iso_ms
 from operators.events import AlertEvent, AnalysisResult
 
+log = get_logger("connectors.analysis_sink")
 HISTORY_KEY = "alerts:history"
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
 EMAIL_QUEUE_KEY = "queue:email"
 DEDUPE_TTL_S = 86_400
 
@@ -137,8 +144,26 @@ class _Partition(StatelessSinkPartition[AnalysisOutput]):
         self._publish = self._client.register_script(_PUBLISH_ALERT)
 
     def write_batch(self, items: list[AnalysisOutput]) -> None:
+        delay = _RETRY_FIRST_S
+        failed = False
+        while True:
+            try:
+                self._queue(self._client.pipeline(transaction=False), items).execute()  # a fresh pipeline per try
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                if not failed:
+                    log.warning("redis_write_failed", error=str(err), items=len(items),
+                                action="retrying the batch until Redis is back")
+                failed = True
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        if failed:
+            log.warning("redis_write_recovered", items=len(items))
+        if self._sink.on_written is not None:
+            self._sink.on_written(items)
+
+    def _queue(self, pipe: Pipeline, items: list[AnalysisOutput]) -> Pipeline:
         latest: dict[str, AnalysisResult] = {}
-        pipe: Pipeline = self._client.pipeline(transaction=False)
         for out in items:
             latest[out.result.instrument] = out.result
             for event in out.alerts:
@@ -149,9 +174,7 @@ class _Partition(StatelessSinkPartition[AnalysisOutput]):
                 )
         for inst, result in latest.items():
             pipe.hset(analysis_key(inst), mapping=hash_fields(result))  # type: ignore[arg-type]
-        pipe.execute()
-        if self._sink.on_written is not None:
-            self._sink.on_written(items)
+        return pipe
 
     def close(self) -> None:
         self._client.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +15,15 @@ import pytest
 import redis
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from connectors.analysis_sink import hash_fields, influx_points
+from connectors.analysis_sink import AnalysisRedisSink, hash_fields, influx_points
 from connectors.book_sinks import book_fields
 from connectors.okx.books import parse_books_frame
+from cryptoflow.servers import free_port, start_redis, stop_process
 from cryptoflow.settings import load_settings
 from dataflows.orderbook_analysis import analysis_params, build
-from operators.analysis import InstrumentAnalyzer
+from operators.analysis import AnalysisOutput, InstrumentAnalyzer
 from operators.analysis.step import AnalyseLogic
-from operators.events import BookStatus
+from operators.events import AlertEvent, AnalysisResult, BookStatus
 from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
@@ -184,3 +187,29 @@ def test_a_book_without_frames_for_stale_after_is_marked_stale(redis_server: Red
             for d in parse_books_frame(f, recv_ns=0)]  # type: ignore[union-attr]
     (back,), _ = logic.on_batch(more)
     assert back.result.book_status is BookStatus.VALID
+
+
+def test_the_redis_sink_holds_a_batch_until_redis_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    event = AlertEvent(instrument="BTC-USDT", alert_type="liquidity_shrink", level="alert", value=0.4,
+                       threshold=0.5, message="liquidity index 0.40 below 0.50", ts_ms=T0)
+    out = AnalysisOutput(AnalysisResult(instrument="BTC-USDT", analysis_ms=T0, book_status=BookStatus.VALID),
+                         (event,))
+    part = AnalysisRedisSink(f"redis://127.0.0.1:{port}/0", recipients=("ops@example.com",)).build("s", 0, 1)
+    writer = threading.Thread(target=part.write_batch, args=([out],), daemon=True)
+    writer.start()  # nobody listens on the port yet: the sink keeps retrying
+    time.sleep(4)  # past the client's own retries (~3 s), after which the batch used to be lost with an error
+    assert writer.is_alive()
+    server = start_redis(port, tmp_path / "redis")
+    try:
+        writer.join(60)
+        assert not writer.is_alive()
+        client = redis.Redis(port=port, decode_responses=True)
+        assert client.hgetall("analysis:BTC-USDT")["analysis_time"] == "2023-11-14T22:13:20.000Z"
+        (entry,) = client.lrange("alerts:history", 0, -1)
+        assert orjson.loads(entry)["alert_type"] == "liquidity_shrink"
+        assert orjson.loads(client.lindex("queue:email", 0))["to"] == "ops@example.com"
+        client.close()
+    finally:
+        part.close()
+        stop_process(server)
