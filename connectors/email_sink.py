@@ -107,7 +107,10 @@ class _Pool:
         conn = SmtpConnection(self._smtp)
         try:
             while (item := self._next()) is not None:
-                self._settle(item, self._attempt(conn, item))
+                try:
+                    self._settle(item, self._attempt(conn, item))
+                except Exception:  # never let one job end this sender thread (the pool would shrink silently)
+                    log.exception("email_worker_error", raw=item.raw[:200])  # still held: re-sent at next start
         finally:
             conn.close()
 
@@ -126,17 +129,23 @@ class _Pool:
             log.error("email_rejected", job=job.id, to=job.to, error=str(err))
             return _Outcome(dead=_with_error(item.raw, str(err), job.attempts + 1))
         except SmtpTemporaryError as err:
-            attempts = job.attempts + 1
-            if attempts >= self._policy.max_attempts:
-                log.error("email_dead", job=job.id, attempts=attempts, error=str(err))
-                return _Outcome(dead=_with_error(item.raw, str(err), attempts))
-            delay = self._policy.delay(attempts)
-            log.warning("email_retry", job=job.id, attempts=attempts, error=str(err), retry_in_s=round(delay, 2))
-            raw = msgspec.json.encode(msgspec.structs.replace(job, attempts=attempts))
-            return _Outcome(retry=raw, delay=delay)
+            return self._retry_or_dead(item, job, str(err))
+        except Exception as err:  # unforeseen (a library or message-building error): retried, then dead
+            log.exception("email_send_error", job=job.id)
+            return self._retry_or_dead(item, job, f"{type(err).__name__}: {err}")
         log.info("email_sent", job=job.id, alert_id=job.alert_id, attempts=job.attempts + 1,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))
         return _Outcome()
+
+    def _retry_or_dead(self, item: ListItem, job: EmailJob, error: str) -> _Outcome:
+        attempts = job.attempts + 1
+        if attempts >= self._policy.max_attempts:
+            log.error("email_dead", job=job.id, attempts=attempts, error=error)
+            return _Outcome(dead=_with_error(item.raw, error, attempts))
+        delay = self._policy.delay(attempts)
+        log.warning("email_retry", job=job.id, attempts=attempts, error=error, retry_in_s=round(delay, 2))
+        raw = msgspec.json.encode(msgspec.structs.replace(job, attempts=attempts))
+        return _Outcome(retry=raw, delay=delay)
 
     def _settle(self, item: ListItem, outcome: _Outcome) -> None:
         """Apply the outcome in Redis, retrying while Redis is unreachable (never re-sending the email)."""
@@ -150,7 +159,7 @@ class _Pool:
                 else:
                     self._acker.ack([item])
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except redis.RedisError as err:  # unreachable, or refusing writes (e.g. OOM): keep trying
                 if self._stopping:
                     return  # still held in the processing list: re-delivered at the next start
                 log.warning("email_redis_unavailable", error=str(err), retry_in_s=delay)
@@ -158,9 +167,14 @@ class _Pool:
                 delay = min(delay * 2, 5.0)
 
     def stop(self) -> None:
+        """Stop taking jobs; wait (bounded by the SMTP timeout) for the conversations in progress to finish
+        and be acked, so a clean shutdown does not re-send them at the next start."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        deadline = time.monotonic() + self._smtp.timeout + 2.0
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def _with_error(raw: bytes, error: str, attempts: int | None = None) -> bytes:
