@@ -56,24 +56,32 @@ def start_redis(port: int, workdir: Path, binary: str | None = None) -> subproce
          "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    wait_for_port(port, proc=proc)
+    try:
+        wait_for_port(port, proc=proc)
+    except BaseException:
+        stop_process(proc)  # a server that did not come up in time must not outlive the caller
+        raise
     return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGINT, then SIGTERM, then SIGKILL the process group, until nothing of it is left."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+    if proc.returncode is not None:
+        return  # reaped earlier: its pid (and group id) may belong to another process by now
+    # Decided once, while the pid is still ours: after the leader is reaped getpgid() fails, and the final
+    # SIGKILL would skip the group members that outlived the leader.
+    group = _own_group(proc)
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    if group:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig) if _own_group(proc) else proc.send_signal(sig)
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):
-        if _own_group(proc):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
