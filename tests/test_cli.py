@@ -45,7 +45,8 @@ def test_status_shows_monitoring_and_book_status(redis_server, redis_db: redis.R
     redis_db.hset("orderbook:BTC-USDT", mapping={"status": "valid", "seq_id": 42,
                                                  "latest_timestamp": "2026-01-01T00:00:00Z"})
     out = cli(redis_server.url, "status").stdout
-    assert "active_pairs           2" in out or "active_pairs  " in out
+    table = [line.split() for line in out.splitlines()]
+    assert ["active_pairs", "2"] in table and ["websocket_connections", "1"] in table
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[-2:]}
     assert rows["BTC-USDT"][:2] == ["valid", "42"]
     assert rows["ETH-USDT"][:2] == ["-", "-"]
