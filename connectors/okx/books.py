@@ -44,7 +44,7 @@ PARSE_REASONS = (
 )
 _RAW_SHOWN = 200
 _TS_DIGITS_MAX = 16  # epoch ms has 13 digits until the year 2286
-_INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")
+INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")  # the instId an error names
 
 
 # ------------------------------------------------------------------------------------------ wire models
@@ -280,7 +280,7 @@ def _parse_event(raw: bytes | str, recv_ns: int) -> OkxMessage | OkxParseError:
     if ev.event == "error":
         inst = ev.arg.instId if ev.arg is not None else ""
         if not inst:
-            m = _INST_IN_MSG.search(ev.msg)
+            m = INST_IN_MSG.search(ev.msg)
             inst = m.group(1) if m else ""
         return OkxError(ev.code, ev.msg, recv_ns, inst)
     if ev.event == "notice":

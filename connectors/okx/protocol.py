@@ -17,13 +17,12 @@ channels on one connection, e.g. trades + tickers), a topic is ``"<channel>:<ins
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import msgspec
 import orjson
 
-from connectors.okx.books import OkxEventFrame
+from connectors.okx.books import INST_IN_MSG, OkxEventFrame
 from connectors.ws.hooks import (
     Ack,
     Control,
@@ -38,7 +37,6 @@ from connectors.ws.hooks import (
 )
 
 _event_decoder = msgspec.json.Decoder(OkxEventFrame)
-_INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")
 RECONNECT_NOTICES = frozenset({"64008"})
 
 OKX_LIMITS = Limits(
@@ -115,7 +113,7 @@ class OkxHooks:
         if ev.event == "error":
             if ev.arg is not None and ev.arg.instId:
                 topics = (self._topic(ev.arg.channel, ev.arg.instId),)
-            elif self.channel is not None and (m := _INST_IN_MSG.search(ev.msg)):
+            elif self.channel is not None and (m := INST_IN_MSG.search(ev.msg)):
                 topics = (m.group(1),)
             return Reject(f"{ev.code} {ev.msg}".strip(), topics, req_id)
         if ev.event == "notice":
