@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import zlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import redis
 
 from cryptoflow.servers import free_port, start_redis, stop_process
+from tests.book_helpers import naive_checksum
 from tests.collector_helpers import (
     hash_book,
     monitoring,
@@ -199,17 +199,6 @@ RECORDINGS = {
 }
 
 
-def _crc(bids: list[list[str]], asks: list[list[str]]) -> int:
-    parts: list[str] = []
-    for i in range(25):
-        if i < len(bids):
-            parts.append(f"{bids[i][0]}:{bids[i][1]}")
-        if i < len(asks):
-            parts.append(f"{asks[i][0]}:{asks[i][1]}")
-    value = zlib.crc32(":".join(parts).encode())
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
 def rebuild(path: Path, channel: str) -> tuple[dict[str, dict[str, list[list[str]]]], dict[str, list[str]]]:
     """The recording's final books, rebuilt here with a plain dict + Decimal sort (not the product's code),
     verifying every recorded checksum on the way; and each instrument's book frames in order."""
@@ -233,7 +222,7 @@ def rebuild(path: Path, channel: str) -> tuple[dict[str, dict[str, list[list[str
                         books[inst][side][price] = size
             b = sorted(books[inst]["bids"].items(), key=lambda kv: -Decimal(kv[0]))
             a = sorted(books[inst]["asks"].items(), key=lambda kv: Decimal(kv[0]))
-            assert _crc([list(x) for x in b], [list(x) for x in a]) == entry["checksum"]
+            assert naive_checksum(b, a) == entry["checksum"]
     final = {}
     for inst, book in books.items():
         b = sorted(book["bids"].items(), key=lambda kv: -Decimal(kv[0]))[:400]
