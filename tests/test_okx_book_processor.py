@@ -118,3 +118,17 @@ def test_a_book_that_fails_later_in_the_batch_publishes_no_view() -> None:
     assert BookState("A-B", BookStatus.RESYNCING) in out
     assert [i.text for i in out if isinstance(i, BufferFrame)] == [SNAP, u1]
     assert c.resubscribed == ["A-B"]
+
+
+def test_frames_after_a_removal_are_not_bad_input_and_a_pair_added_back_gets_a_book() -> None:
+    p, c = ready()
+    p.on_events([Frame(SNAP, 1, 0)])
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    out = p.on_events([TopicsChecked(2, True, ("C-D",), (), ("A-B",)), Frame(u1, 3, 0)])  # still subscribed
+    assert out == [BookState("A-B", BookStatus.SYNCING, removed=True)]
+    counters = dict(next(i for i in p.on_tick(10**18) if isinstance(i, ShardStats)).counters)
+    assert counters["frames_after_removal"] == 1 and "rejected_messages" not in counters
+    # Added back before the unsubscribe went out: no new Subscribed comes, the stream just goes on.
+    u2 = frame("A-B", "update", [("9", "4")], [], 101, 102)
+    out = p.on_events([TopicsChecked(4, True, ("A-B", "C-D"), ("A-B",), ()), Frame(u2, 5, 0)])
+    assert BookState("A-B", BookStatus.SYNCING) in out and c.fetched == ["A-B"]  # bootstrapped from REST

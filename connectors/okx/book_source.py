@@ -188,8 +188,9 @@ class OkxBookProcessor:
         for delta in res:
             st = self._books.get(delta.instrument)
             if st is None:
-                self._bad("unsubscribed_instrument", detail=delta.instrument, raw=frame.text[:200])
-                continue
+                st = self._untracked(delta.instrument, frame, out)
+                if st is None:
+                    continue
             st.last_frame_ns = frame.recv_ns
             if st.rest is not None:
                 if delta.action == "update":
@@ -214,6 +215,20 @@ class OkxBookProcessor:
                 self._start_rest(st, delta, frame.text, out)  # no initial snapshot: bootstrap from REST
             elif st.book.status is BookStatus.RESYNCING and was is not BookStatus.RESYNCING:
                 self._failed(st, result, out)
+
+    def _untracked(self, inst: str, frame: Frame, out: list[CollectorItem]) -> _Book | None:
+        """A frame of an instrument without a book: in flight after its removal (until the unsubscribe is
+        answered), or wanted and subscribed without our having seen the ``Subscribed`` (removed and added back
+        before its unsubscribe went out): then start its book now, else it would stay without one for good."""
+        if inst in self._subscribed:
+            if inst not in self._wanted:
+                self._counters["frames_after_removal"] += 1  # expected, not bad input
+                return None
+            st = self._books[inst] = _Book(OrderBook(inst, "okx", self._depth), since_ns=frame.recv_ns)
+            out.append(BookState(inst, BookStatus.SYNCING))
+            return st
+        self._bad("unsubscribed_instrument", detail=inst, raw=frame.text[:200])
+        return None
 
     def _failed(self, st: _Book, result: object, out: list[CollectorItem]) -> None:
         kinds: dict[type, str] = {SequenceGap: "gaps", ChecksumMismatch: "checksum_errors",
