@@ -201,6 +201,14 @@ class Settings(BaseSettings):
         msg = "expected 'json' or 'console'"
         raise ValueError(msg)
 
+    @field_validator("analysis_alert_emails")
+    @classmethod
+    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Checked at start-up (one line, exit 2) rather than dead-lettering every analysis alert email later.
+        from operators.alerts import check_email
+
+        return tuple(check_email(address) for address in value)
+
     @field_validator("email_from", "smtp_user")
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:

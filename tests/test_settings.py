@@ -42,6 +42,7 @@ BAD = [
     ("PRICE_ALERTS_ENABLED", "maybe", "valid boolean"),
     ("ANALYSIS_LARGE_ORDER_MIN_SIZE", "notjson", "expected a JSON value"),  # pydantic-settings' decode error
     ("EMAIL_FROM", "a@b.example\nBcc: victim@c.example", "one line"),  # header injection through the config
+    ("ANALYSIS_ALERT_EMAILS", "ops@example.com,nobody", "not a valid address 'nobody'"),
 ]
 
 
