@@ -126,13 +126,23 @@ class Demo:
         return [f"{n} exited with {p.returncode}" for n, p in self.procs.items() if p.poll() is not None]
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.procs.items())):
-            stop_process(proc)
-            say(f"stopped      {name}")
-        if self.smtp is not None:
-            self.smtp.stop()
-        for log in self.logs:
-            log.close()
+        try:
+            for name, proc in reversed(list(self.procs.items())):
+                stop_process(proc)
+                say(f"stopped      {name}")
+        except KeyboardInterrupt:  # Ctrl-C again while stopping: no more waiting, but nothing left behind
+            for proc in self.procs.values():
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)  # each child leads its own group
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+            say("killed       everything still running")
+        finally:
+            if self.smtp is not None:
+                self.smtp.stop()
+            for log in self.logs:
+                log.close()
 
 
 class _PrintingInbox:
