@@ -141,13 +141,22 @@ class _Partition(StatelessSinkPartition[Trade]):
         self._matcher = AlertMatcher(self._client, queue_key=queue_key)
         self._max_age_ms = max_age_ms
         self._stale = 0
+        self._warned_at: float | None = None
 
     def write_batch(self, items: list[Trade]) -> None:
         now_ms = time.time_ns() // 1_000_000
         ticks, stale = fresh_ticks(items, self._max_age_ms, now_ms)
         if stale:
             self._stale += stale
-            log.debug("price_alerts_stale_ticks_skipped", skipped=stale, total_skipped=self._stale)
+            # A warning at most once a minute: if every trade is stale (a lagging feed, or this machine's clock
+            # off by more than PRICE_ALERT_MAX_AGE) no alert can fire, and that must be visible at INFO.
+            now = time.monotonic()
+            if self._warned_at is None or now - self._warned_at >= 60.0:
+                self._warned_at = now
+                log.warning("price_alerts_stale_ticks_skipped", skipped=stale, fresh=len(ticks),
+                            total_skipped=self._stale, max_age_ms=self._max_age_ms)
+            else:
+                log.debug("price_alerts_stale_ticks_skipped", skipped=stale, total_skipped=self._stale)
         if not ticks:
             return
         try:
