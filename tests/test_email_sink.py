@@ -3,26 +3,18 @@ an unforeseen error while sending is retried then dead-lettered, and never ends 
 
 from __future__ import annotations
 
-import time
-
 import orjson
 
 from connectors.email_sink import RetryPolicy, _Pool
 from connectors.redis_list import ListAcker, ListItem
 from connectors.smtp import SmtpConfig
+from tests.collector_helpers import wait_for
 
 
 def _job(i: int) -> bytes:
     return orjson.dumps({"id": f"job-{i}", "alert_id": f"alert-{i}", "to": f"user{i}@example.com",
                          "subject": "Price alert: BTC-USDT rose to 36000", "body": "hello\n",
                          "created_at": "2026-11-21T09:00:00.000Z", "attempts": 0})
-
-
-def _wait(cond, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_unforeseen_send_error_is_retried_then_dead_and_the_thread_lives_on(redis_server, redis_db,
@@ -36,7 +28,7 @@ def test_unforeseen_send_error_is_retried_then_dead_and_the_thread_lives_on(redi
                  "queue:email:dead", concurrency=1)
     try:
         pool.submit([ListItem(_job(1), "0")])
-        _wait(lambda: redis_db.llen("queue:email:dead") == 1, "the job to be dead-lettered")
+        wait_for("the job to be dead-lettered", lambda: redis_db.llen("queue:email:dead") == 1)
         [dead] = [orjson.loads(d) for d in redis_db.lrange("queue:email:dead", 0, -1)]
         assert dead["id"] == "job-1" and dead["attempts"] == 3 and dead["last_error"].startswith("ValueError")
         assert redis_db.llen("queue:email:processing:0") == 0
