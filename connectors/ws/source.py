@@ -11,8 +11,10 @@ Partitions are fixed for a run (``shards`` of them, listed by every worker; Byte
 of the cluster, so ``-w N`` and ``-i/-a`` processes split the shards). The topics are dynamic: each shard
 follows its part of the wanted set (see :mod:`connectors.ws.shard`).
 
-Delivery: at-most-once while connected, with gaps healed by the processor (a live feed cannot be replayed);
-no resume state (``snapshot()`` is ``None``). Unit of parallelism: the shard.
+Delivery: at-most-once while connected, with gaps healed by the processor (a live feed cannot be replayed).
+Resume state: a processor with ``snapshot()`` (and ``resume(state)``) has its state snapshotted and given
+back on a restart with Bytewax recovery (e.g. the market processor's per-instrument trade high-water);
+otherwise ``None``. Unit of parallelism: the shard.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -58,7 +60,7 @@ RunnerFactory = Callable[[int, int, Callable[[WsEvent], None]], ShardRunner]
 ProcessorFactory = Callable[[int, ShardControl], ShardProcessor[X]]
 
 
-class _Partition(StatefulSourcePartition[X, None], Generic[X]):
+class _Partition(StatefulSourcePartition[X, Any], Generic[X]):
     def __init__(self, runner: ShardRunner, events: deque[WsEvent], processor: ShardProcessor[X],
                  tick_interval: float, max_batch: int) -> None:
         self._runner = runner
@@ -86,14 +88,15 @@ class _Partition(StatefulSourcePartition[X, None], Generic[X]):
             out.extend(self._processor.on_tick(now))
         return out
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> Any:
+        snapshot = getattr(self._processor, "snapshot", None)
+        return None if snapshot is None else snapshot()
 
     def close(self) -> None:
         self._runner.stop()
 
 
-class WsShardSource(FixedPartitionedSource[X, None], Generic[X]):
+class WsShardSource(FixedPartitionedSource[X, Any], Generic[X]):
     """``shards`` partitions named ``shard-<i>``; see the module docstring."""
 
     def __init__(self, shards: int, runner: RunnerFactory, processor: ProcessorFactory[X], *,
@@ -107,10 +110,13 @@ class WsShardSource(FixedPartitionedSource[X, None], Generic[X]):
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition[X]:
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition[X]:
         index = int(for_part.removeprefix("shard-"))
         events: deque[WsEvent] = deque()
         runner = self._runner(index, self.shards, events.append)
         processor = self._processor(index, runner)
+        resume = getattr(processor, "resume", None)
+        if resume_state is not None and resume is not None:
+            resume(resume_state)
         runner.start()
         return _Partition(runner, events, processor, self._tick_interval, self._max_batch)
