@@ -69,23 +69,39 @@ class _ExactWakeClockLogic(ClockLogic[Any, Any]):
     clock), so replays of old data and live data both sleep until the window really closes.
     """
 
-    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime]) -> None:
+    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime], *, held: bool = False) -> None:
         self._inner = inner
         self._now_getter = now
         self._now = now()
         self._watermark: datetime | None = None
+        self._held = held  # resumed from a snapshot: the watermark waits for the first item (see ExactWakeEventClock)
+
+    def _hold(self) -> None:
+        """Keep the restored watermark where it is: no system time has passed since the "max event"."""
+        state = getattr(self._inner, "state", None)
+        system_now = getattr(self._inner, "_system_now", None)
+        if state is not None and system_now is not None and system_now > state.system_time_of_max_event:
+            state.system_time_of_max_event = system_now
 
     def before_batch(self) -> None:
         self._inner.before_batch()
+        if self._held:
+            self._hold()
         self._now = self._now_getter()
 
     def on_item(self, value: Any) -> tuple[datetime, datetime]:
         ts, watermark = self._inner.on_item(value)
+        self._held = False
         self._watermark = watermark
         return ts, watermark
 
     def on_notify(self) -> datetime:
-        watermark = self._inner.on_notify()
+        if self._held and hasattr(self._inner, "state"):
+            self._inner.before_batch()
+            self._hold()
+            watermark: datetime = self._inner.state.watermark_base
+        else:
+            watermark = self._inner.on_notify()
         self._now = self._now_getter()
         self._watermark = watermark
         return watermark
@@ -107,13 +123,22 @@ class _ExactWakeClockLogic(ClockLogic[Any, Any]):
 
 @dataclass(frozen=True)
 class ExactWakeEventClock(Clock[Any, Any]):
-    """An :class:`EventClock` (same watermark, same state) that wakes exactly when a window can close."""
+    """An :class:`EventClock` (same watermark, same state) that wakes exactly when a window can close.
+
+    Resumed from a snapshot (Bytewax recovery), the watermark does NOT advance with the system time that
+    passed while the dataflow was down, nor while it waits for the first item of its key after the restart:
+    it stays at the snapshot's watermark until an item arrives, then runs on as before. So a feed that
+    resends from before the snapshot (a replay; deduplicated by the source, see
+    ``connectors.market_source.MarketProcessor``) or a live feed that resumes a little later does not turn
+    the trades right after the snapshot into late ones; the windows open at the snapshot close when the
+    first later trade (or the system time after it) moves the watermark past them.
+    """
 
     inner: EventClock[Any]
     now: Callable[[], datetime] = field(default=_utcnow)
 
     def build(self, resume_state: Any | None) -> ClockLogic[Any, Any]:
-        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now)
+        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now, held=resume_state is not None)
 
 
 def minute_clock(lateness_s: float, now: Callable[[], datetime] = _utcnow) -> ExactWakeEventClock:
@@ -195,6 +220,10 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
                  grace: timedelta = timedelta(seconds=1), max_idle_minutes: int = 1440) -> None:
         self.longer = tuple(tf for tf in timeframes if TIMEFRAME_MS[tf] > MINUTE_MS)
         self.emit_minutes = "1m" in timeframes
+        if state is not None and state.last_close_wall is not None:
+            # resumed from a snapshot: the flat-minute timer restarts with the dataflow (the downtime, or a
+            # resent feed catching up, is not a minute without trades)
+            state.last_close_wall = max(state.last_close_wall, now())
         self.state = state
         self.now = now
         self.grace = grace
