@@ -77,9 +77,10 @@ def test_login_then_several_messages_on_one_connection(auth_smtp) -> None:
 
 def test_wrong_password_is_permanent_and_password_never_shown(auth_smtp) -> None:
     config = _config(auth_smtp.port, user="bot", password="wrong-pw")
-    with pytest.raises(SmtpPermanentError, match="535"):
+    with pytest.raises(SmtpPermanentError, match="535") as err:
         SmtpConnection(config).send(JOB)
     assert "wrong-pw" not in repr(config)
+    assert "wrong-pw" not in str(err.value)  # the error is logged and written to the dead list
 
 
 def test_recipient_refusals_are_classified(auth_smtp) -> None:
