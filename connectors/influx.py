@@ -141,8 +141,9 @@ def _lines(data: str | bytes) -> int:
 
 
 def writer_from_settings(settings: Settings) -> InfluxWriter | None:
-    """The writer, or ``None`` when ``INFLUX_URL`` is unset (the caller logs that once)."""
+    """The writer, or ``None`` (logged) when ``INFLUX_URL`` is unset."""
     if settings.influx_url is None:
+        log.info("influx_disabled", reason="INFLUX_URL is unset: history is not written to InfluxDB")
         return None
     return InfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
                         settings.influx_org, settings.influx_bucket,
