@@ -38,8 +38,12 @@ class Deployment(BaseModel):
         return [[*base, "-i", str(i), "-a", addresses] for i in range(self.processes)]
 
     def init_recovery(self, python: str = sys.executable) -> list[str] | None:
-        """The command that creates the recovery store, or None when there is none or it exists."""
-        if self.recovery is None or self.recovery.dir.exists():
+        """The command that creates the recovery store, or None when there is none or it exists.
+
+        ``bytewax.recovery`` needs the directory to exist already (the caller creates it), so "exists" means
+        the store's partition files are there, not merely the directory.
+        """
+        if self.recovery is None or any(self.recovery.dir.glob("part-*.sqlite3")):
             return None
         return [python, "-m", "bytewax.recovery", str(self.recovery.dir), str(self.recovery.partitions)]
 

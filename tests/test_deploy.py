@@ -39,3 +39,17 @@ def test_run_dry_run_prints_the_commands() -> None:
     proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "nope", "--dry-run"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "no dataflow 'nope'" in proc.stderr
+
+
+def test_run_creates_the_recovery_store_on_first_start(tmp_path: Path) -> None:
+    """bytewax.recovery refuses a directory that does not exist: `cryptoflow run` must create it first."""
+    store = tmp_path / "recovery" / "x"
+    spec = tmp_path / "bytewax.yaml"
+    # A module that does not exist: the dataflow itself fails at once, after the store was made.
+    spec.write_text(f"dataflows:\n  x:\n    module: dataflows.no_such_flow\n    recovery:\n      dir: {store}\n")
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "x", "--file", str(spec)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "creating the recovery store failed" not in proc.stderr, proc.stderr
+    assert (store / "part-0.sqlite3").is_file(), proc.stderr
+    assert proc.returncode != 0  # the missing module
+    assert load(spec).dataflows["x"].init_recovery() is None  # the next start reuses the store

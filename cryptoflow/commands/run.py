@@ -30,12 +30,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     dep = deployments[args.name]
     init = dep.init_recovery()
     commands = dep.commands()
+    mkdir = ["mkdir", "-p", str(dep.recovery.dir)] if init and dep.recovery is not None else None
     if args.dry_run:
-        for cmd in ([init] if init else []) + commands:
+        for cmd in ([mkdir, init] if mkdir and init else []) + commands:
             print(shlex.join(cmd))
         return 0
-    if init:
-        subprocess.run(init, check=True)
+    if init and dep.recovery is not None:
+        dep.recovery.dir.mkdir(parents=True, exist_ok=True)  # bytewax.recovery refuses a missing directory
+    if init and subprocess.run(init, check=False).returncode != 0:
+        print(f"cryptoflow run: creating the recovery store failed: {shlex.join(init)}", file=sys.stderr)
+        return 1
     procs = [subprocess.Popen(cmd, start_new_session=True) for cmd in commands]
     try:
         return max(p.wait() for p in procs)
