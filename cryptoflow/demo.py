@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pkgutil
+import select
 import signal
 import subprocess
 import sys
@@ -64,7 +65,9 @@ class Demo:
                                         ",".join(self.pairs), "--seed", "1", "--rate", str(self.rate)],
                           dict(os.environ), stdout=subprocess.PIPE)
         assert sim.stdout is not None
-        urls = orjson.loads(sim.stdout.readline() or b"{}")
+        # Bounded: a simulator that hangs before printing its URL line must not hang the demo.
+        ready, _, _ = select.select([sim.stdout], [], [], 60)
+        urls = orjson.loads(sim.stdout.readline() or b"{}") if ready else {}
         if not urls:
             msg = f"the simulator did not start; see {self.workdir / 'logs' / 'simulator.log'}"
             raise RuntimeError(msg)
