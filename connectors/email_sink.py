@@ -175,6 +175,7 @@ class _Pool:
         deadline = time.monotonic() + self._smtp.timeout + 2.0
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        self._acker.close()
 
 
 def _with_error(raw: bytes, error: str, attempts: int | None = None) -> bytes:
