@@ -24,7 +24,16 @@ _BASE_PRICES = {
     "LTC": 80.0, "DOT": 6.0, "UNI": 8.0, "LINK": 15.0, "AVAX": 30.0, "TRX": 0.12, "OKB": 45.0,
     "USDT": 1.0, "USDC": 1.0, "USD": 1.0, "EUR": 1.08,
 }
-KLINE_INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
+KLINE_INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000,
+                      "1d_hk": 86_400_000}
+# Intervals whose windows do not start at UTC midnight: OKX's plain daily candle (``candle1D``) follows Hong
+# Kong time (UTC+8), so its day opens at 16:00 UTC. Every other interval is aligned to UTC.
+KLINE_SHIFT_MS = {"1d_hk": 8 * 3_600_000}
+
+
+def kline_start(interval: str, ts_ms: int) -> int:
+    """Open time of the ``interval`` window holding ``ts_ms`` (UTC-aligned unless :data:`KLINE_SHIFT_MS`)."""
+    return ts_ms - (ts_ms + KLINE_SHIFT_MS.get(interval, 0)) % KLINE_INTERVALS_MS[interval]
 
 
 @dataclass(frozen=True)
@@ -198,7 +207,7 @@ class SyntheticMarket:
         self.last_trade: Trade = Trade(self.next_trade_id - 1, mid, self.unit, "buy", now_ms)
         self.trade_count = 0
         self.klines: dict[str, Kline] = {
-            name: Kline(name, now_ms - now_ms % ms, mid, mid, mid, mid) for name, ms in KLINE_INTERVALS_MS.items()
+            name: Kline(name, kline_start(name, now_ms), mid, mid, mid, mid) for name in KLINE_INTERVALS_MS
         }
 
     # --- state ----------------------------------------------------------------------------------------------
@@ -295,7 +304,7 @@ class SyntheticMarket:
         if trade.ts_ms >= kline.open_ms + ms:
             kline.closed = True
             out.closed.append(kline)
-            start = trade.ts_ms - trade.ts_ms % ms
+            start = kline_start(kline.interval, trade.ts_ms)
             self.klines[kline.interval] = kline = Kline(kline.interval, start, trade.tick, trade.tick, trade.tick,
                                                         trade.tick)
         if kline.trades == 0:

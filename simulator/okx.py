@@ -29,7 +29,11 @@ log = get_logger("simulator.okx")
 
 BOOK_DEPTHS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
 PUBLIC = frozenset({*BOOK_DEPTHS, "books5", "trades", "tickers"})
-CANDLES = {"candle1m": "1m", "candle5m": "5m", "candle1H": "1h", "candle1D": "1d"}
+# OKX candle channel -> simulator kline interval. Up to 4 h OKX candles are UTC-aligned (Hong Kong midnight,
+# 16:00 UTC, is a multiple of 4 h); the plain daily candle follows Hong Kong time and ``candle1Dutc`` is the
+# UTC day. (OKX has no ``candle4Hutc``: its ``...utc`` channels are 6H/12H/1D and longer.)
+CANDLES = {"candle1m": "1m", "candle5m": "5m", "candle1H": "1h", "candle4H": "4h", "candle1D": "1d_hk",
+           "candle1Dutc": "1d"}
 BUSINESS = frozenset(CANDLES)
 NOTICE_64008 = "The connection will soon be closed for a service upgrade. Please reconnect."
 
