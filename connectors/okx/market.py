@@ -10,8 +10,9 @@ Wire shapes (fixtures: ``tests/data/okx/okx-2022-05-13-books-trades-tickers.json
   "vol24h","ts",...}]}`` — ``askPx``/``bidPx`` may be ``""``; ``change_24h`` = (last - open24h) / open24h;
 * ``{"arg":{"channel":"candle1m","instId":...},"data":[["ts","o","h","l","c","vol","volCcy",
   "volCcyQuote","confirm"]]}`` — ``confirm == "1"``: the candle is closed. ``vol`` is in base currency for
-  spot (contracts for derivatives), ``volCcyQuote`` in quote currency. Daily and 4-hour candles use the
-  ``...utc`` channels (OKX's plain ``candle1D`` follows Hong Kong time).
+  spot (contracts for derivatives), ``volCcyQuote`` in quote currency. The daily candle is ``candle1Dutc``
+  (OKX's plain ``candle1D`` follows Hong Kong time); ``candle4H`` is already UTC-aligned (Hong Kong midnight
+  is 16:00 UTC) and OKX has no ``candle4Hutc`` (its ``...utc`` channels are 6H, 12H, 1D and longer).
 * events (``subscribe``/``error``/``notice``) and the text ``pong`` -> :class:`MarketControl`.
 """
 
@@ -38,7 +39,7 @@ CANDLE_CHANNELS: dict[str, str] = {
     "5m": "candle5m",
     "15m": "candle15m",
     "1h": "candle1H",
-    "4h": "candle4Hutc",
+    "4h": "candle4H",
     "1d": "candle1Dutc",
 }
 _TIMEFRAME_OF_CHANNEL = {ch: tf for tf, ch in CANDLE_CHANNELS.items()}
