@@ -287,12 +287,23 @@ class ReliableRedisListSource(FixedPartitionedSource[ListItem, int | None]):
         return _Partition(self, for_part, resume_state if self.ack is AckMode.RECOVERY else None)
 
 
+# KEYS: processing list, destination. ARGV: the held element, the element to push. Pushes only if the held
+# element was still there, so a call repeated after a lost reply (the caller retries on a connection error)
+# neither duplicates the element nor resurrects it.
+_SWAP = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class ListAcker:
     """Removes finished elements from their processing list (explicit mode)."""
 
     def __init__(self, redis_url: str, key: str, client: redis.Redis | None = None) -> None:
         self.key = key
         self._client = client or list_client(redis_url)
+        self._swap = self._client.register_script(_SWAP)
 
     def ack_in(self, pipe: Pipeline, item: ListItem) -> None:
         """Queue the removal on ``pipe`` (put it in the same MULTI as the work's own writes)."""
@@ -306,19 +317,17 @@ class ListAcker:
             pipe.execute()
 
     def replace(self, item: ListItem, raw: bytes) -> ListItem:
-        """Swap the held element for an updated one (e.g. a retry counter), atomically; returns the new item."""
-        pipe = self._client.pipeline(transaction=True)
-        self.ack_in(pipe, item)
-        pipe.lpush(processing_key(self.key, item.partition), raw)
-        pipe.execute()
+        """Swap the held element for an updated one (e.g. a retry counter), atomically; returns the new item.
+        Safe to repeat after a lost reply (the swap happens once)."""
+        proc = processing_key(self.key, item.partition)
+        self._swap(keys=[proc, proc], args=[item.raw, raw])
         return ListItem(raw, item.partition)
 
     def move_to(self, item: ListItem, dest: str, raw: bytes | None = None) -> None:
-        """Atomically take the element out of processing and LPUSH it (or ``raw``) onto ``dest``."""
-        pipe = self._client.pipeline(transaction=True)
-        self.ack_in(pipe, item)
-        pipe.lpush(dest, item.raw if raw is None else raw)
-        pipe.execute()
+        """Atomically take the element out of processing and LPUSH it (or ``raw``) onto ``dest``. Safe to
+        repeat after a lost reply (the move happens once)."""
+        self._swap(keys=[processing_key(self.key, item.partition), dest],
+                   args=[item.raw, item.raw if raw is None else raw])
 
     def close(self) -> None:
         self._client.close()

@@ -37,3 +37,19 @@ def test_unforeseen_send_error_is_retried_then_dead_and_the_thread_lives_on(redi
     finally:
         pool.stop()
     assert not any(t.is_alive() for t in pool._threads)  # stop() waits for the threads
+
+
+def test_settling_again_after_a_lost_reply_changes_nothing(redis_server, redis_db) -> None:
+    """The sink repeats a retry swap or a dead-letter move when the reply was lost (a connection error after
+    Redis ran it): the repeat must not leave a second copy, which would be sent again at the next start."""
+    acker = ListAcker(redis_server.url, "queue:email")
+    held, retry = ListItem(_job(1), "0"), _job(1).replace(b'"attempts":0', b'"attempts":1')
+    redis_db.lpush("queue:email:processing:0", _job(2), _job(1))
+    for _ in range(2):
+        new = acker.replace(held, retry)
+    assert redis_db.lrange("queue:email:processing:0", 0, -1) == [retry.decode(), _job(2).decode()]
+    for _ in range(2):
+        acker.move_to(new, "queue:email:dead", b'{"dead": 1}')
+    assert redis_db.lrange("queue:email:processing:0", 0, -1) == [_job(2).decode()]
+    assert redis_db.lrange("queue:email:dead", 0, -1) == ['{"dead": 1}']
+    acker.close()
