@@ -15,16 +15,20 @@ from pathlib import Path
 import pytest
 
 
-def processes_with_marker(marker: str) -> list[int]:
+def processes_with_marker(marker: str, workdir: Path | None = None) -> list[int]:
+    """Processes carrying the demo's marker in their environment, or (``workdir``) running inside it:
+    redis-server rewrites its environment area with its process title, so only its cwd (--dir) tells."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cwd = os.readlink(f"/proc/{pid}/cwd") if workdir is not None else ""
         except OSError:
             continue
-        if f"CRYPTOFLOW_DEMO={marker}".encode() in environ:
+        if f"CRYPTOFLOW_DEMO={marker}".encode() in environ or (workdir is not None and
+                                                                cwd.startswith(str(workdir))):
             found.append(int(pid))
     return found
 
@@ -65,7 +69,7 @@ def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        survivors = _wait_gone(marker)
+        survivors = _wait_gone(marker, tmp_path)
         for pid in survivors:  # never leave them running on a shared machine, whatever the outcome
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -74,8 +78,8 @@ def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
     assert survivors == [], "processes survived the demo"
 
 
-def _wait_gone(marker: str, timeout: float = 10.0) -> list[int]:
+def _wait_gone(marker: str, workdir: Path, timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
-    while (left := processes_with_marker(marker)) and time.monotonic() < deadline:
+    while (left := processes_with_marker(marker, workdir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
