@@ -57,7 +57,9 @@ class Demo:
     def start(self, settings: Settings) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         redis_port = free_port()
-        os.environ["CRYPTOFLOW_DEMO"] = self.marker  # start_redis inherits it, so the leak check sees it
+        # Inherited by every child (redis-server overwrites its environment with its process title, so a
+        # leak check finds it by its working directory, workdir/redis, instead).
+        os.environ["CRYPTOFLOW_DEMO"] = self.marker
         self.procs["redis"] = start_redis(redis_port, self.workdir / "redis")
         say(f"redis        127.0.0.1:{redis_port} (private, no persistence)")
 
