@@ -32,8 +32,8 @@ from connectors.influx import FieldValue, InfluxPoint
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.analysis import AnalysisOutput, email_jobs
-from operators.analysis.alerts import alert_id, iso_ms
-from operators.events import AlertEvent, AnalysisResult
+from operators.analysis.alerts import alert_id
+from operators.events import AlertEvent, AnalysisResult, iso_ms
 
 log = get_logger("connectors.analysis_sink")
 HISTORY_KEY = "alerts:history"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgspec
@@ -35,7 +34,7 @@ from redis.exceptions import RedisError
 from connectors.okx.book_source import BookState, BufferFrame
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
-from operators.events import BookView
+from operators.events import BookView, iso_ms
 
 log = get_logger("connectors.book_sinks")
 MONITORING_KEY = "system:monitoring"
@@ -60,8 +59,6 @@ RedisItem = BookView | BookState | BufferFrame | MonitorUpdate
 LatencyObserver = Callable[[list[int]], None]
 
 
-def iso_ms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def book_fields(view: BookView) -> dict[str, str]:

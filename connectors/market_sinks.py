@@ -15,14 +15,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
 from redis.client import Pipeline
 
 from connectors.influx import InfluxPoint
-from operators.events import Kline, Ticker
+from operators.events import Kline, Ticker, iso_ms
 from operators.kline_steps import KlineOut
 
 TICKER_TTL_S = 300
@@ -41,8 +40,6 @@ MarketRedisItem = Ticker | KlineOut | MonitorDelta
 
 
 @functools.lru_cache(maxsize=8192)
-def iso_ms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _num(value: Decimal | None) -> str:

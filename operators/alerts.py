@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from operators.events import EmailJob
+from operators.events import EmailJob, iso_ms
 from operators.instruments import InvalidInstrument, validate_instrument
 
 ALERT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -228,9 +227,6 @@ def new_alert_id() -> str:
     return uuid.uuid4().hex
 
 
-def iso_ms(ts_ms: int) -> str:
-    """Epoch ms -> ISO-8601 UTC with milliseconds (``2026-11-21T09:00:00.123Z``)."""
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def create_alert(spec: NewAlert, now_ms: int, alert_id: str | None = None) -> Alert:

@@ -7,6 +7,7 @@ Venue wire models live in ``connectors/<venue>/``; only these types cross step b
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
@@ -14,6 +15,12 @@ from typing import Literal
 import msgspec
 
 Side = Literal["buy", "sell"]
+
+
+def iso_ms(ts_ms: int) -> str:
+    """Epoch milliseconds -> ISO-8601 UTC with milliseconds (``2026-11-21T09:00:00.123Z``): the one place
+    where our integer times become the strings Redis hashes and emails show."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class BookStatus(StrEnum):

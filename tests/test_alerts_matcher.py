@@ -18,8 +18,8 @@ from bytewax.testing import TestingSource, run_main
 from connectors.alerts.matcher import AlertMatcher, PriceAlertSink, fresh_ticks, reduce_ticks
 from connectors.alerts.store import AlertStore
 from cryptoflow.servers import stop_process
-from operators.alerts import Alert, create_alert, iso_ms, parse_new_alert, render_email
-from operators.events import Trade
+from operators.alerts import Alert, create_alert, parse_new_alert, render_email
+from operators.events import Trade, iso_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_763_715_600_000  # 2025-11-21T09:00:00Z

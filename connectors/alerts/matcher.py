@@ -26,8 +26,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
-from operators.alerts import BODY_TEMPLATE, SUBJECT_TEMPLATE, VERBS, iso_ms
-from operators.events import Trade
+from operators.alerts import BODY_TEMPLATE, SUBJECT_TEMPLATE, VERBS
+from operators.events import Trade, iso_ms
 
 log = get_logger("price_alerts")
 

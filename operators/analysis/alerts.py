@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from operators.analysis.depth_anomaly import AlertLevel
-from operators.events import AlertEvent, EmailJob
+from operators.events import AlertEvent, EmailJob, iso_ms
 
 _RANK: dict[AlertLevel, int] = {"normal": 0, "warning": 1, "alert": 2}
 
 
-def iso_ms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AlertTracker:
