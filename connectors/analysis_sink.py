@@ -18,7 +18,6 @@ makes a re-sent batch harmless). Unit of parallelism: one connection per worker.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
@@ -29,7 +28,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
 from connectors.influx import FieldValue, InfluxPoint
-from connectors.redis_sink import redis_client
+from connectors.redis_sink import execute_until_written, redis_client
 from cryptoflow.logs import get_logger
 from operators.analysis import AnalysisOutput, email_jobs
 from operators.analysis.alerts import alert_id
@@ -37,8 +36,6 @@ from operators.events import AlertEvent, AnalysisResult, iso_ms
 
 log = get_logger("connectors.analysis_sink")
 HISTORY_KEY = "alerts:history"
-_RETRY_FIRST_S = 0.1
-_RETRY_MAX_S = 5.0
 EMAIL_QUEUE_KEY = "queue:email"
 DEDUPE_TTL_S = 86_400
 
@@ -144,21 +141,7 @@ class _Partition(StatelessSinkPartition[AnalysisOutput]):
         self._publish = self._client.register_script(_PUBLISH_ALERT)
 
     def write_batch(self, items: list[AnalysisOutput]) -> None:
-        delay = _RETRY_FIRST_S
-        failed = False
-        while True:
-            try:
-                self._queue(self._client.pipeline(transaction=False), items).execute()  # a fresh pipeline per try
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as err:
-                if not failed:
-                    log.warning("redis_write_failed", error=str(err), items=len(items),
-                                action="retrying the batch until Redis is back")
-                failed = True
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-        if failed:
-            log.warning("redis_write_recovered", items=len(items))
+        execute_until_written(self._client, lambda pipe: self._queue(pipe, items), len(items))
         if self._sink.on_written is not None:
             self._sink.on_written(items)
 

@@ -2,12 +2,15 @@
 
 The caller supplies ``write(pipe, items)``, which queues the commands for a batch (coalescing per key as it
 sees fit); the sink executes the pipeline before returning, so a batch is in Redis when the next one
-starts. Delivery: at-least-once (a batch re-processed after recovery is written again; hashes and capped
-lists make that harmless). Unit of parallelism: one connection per worker.
+starts. Redis down: the batch is retried on a fresh pipeline with capped backoff until Redis is back,
+holding the worker (back-pressure; nothing is dropped, a warning says so once per outage).
+Delivery: at-least-once (a batch re-processed after recovery is written again; hashes and capped lists make
+that harmless). Unit of parallelism: one connection per worker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -15,8 +18,13 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from cryptoflow.logs import get_logger
+
 T = TypeVar("T")
 WriteFn = Callable[[Pipeline, list[T]], None]
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+log = get_logger("connectors.redis_sink")
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -30,16 +38,36 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], object], items: int) -> None:
+    """Queue a batch on a fresh pipeline and execute it; while Redis is unreachable, wait (capped backoff)
+    and try again. A fresh pipeline per try: redis-py empties a pipeline whose execute failed."""
+    delay, failed = RETRY_FIRST_S, False
+    while True:
+        pipe = client.pipeline(transaction=False)
+        queue(pipe)
+        if not len(pipe):
+            return
+        try:
+            pipe.execute()
+            break
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            if not failed:
+                log.warning("redis_write_failed", error=str(err), items=items,
+                            action="retrying the batch until Redis is back")
+            failed = True
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    if failed:
+        log.warning("redis_write_recovered", items=items)
+
+
 class _Partition(StatelessSinkPartition[T], Generic[T]):
     def __init__(self, url: str, write: WriteFn[T]) -> None:
         self._client = redis_client(url)
         self._write = write
 
     def write_batch(self, items: list[T]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        self._write(pipe, items)
-        if len(pipe):
-            pipe.execute()
+        execute_until_written(self._client, lambda pipe: self._write(pipe, items), len(items))
 
     def close(self) -> None:
         self._client.close()
