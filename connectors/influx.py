@@ -140,10 +140,17 @@ def _lines(data: str | bytes) -> int:
     return (data.count(b"\n") if isinstance(data, bytes) else data.count("\n")) + 1
 
 
-def writer_from_settings(settings: Settings) -> InfluxWriter | None:
-    """The writer, or ``None`` (logged) when ``INFLUX_URL`` is unset."""
+def influx_enabled(settings: Settings) -> bool:
+    """Whether InfluxDB is configured; says once, in the log, when it is not."""
     if settings.influx_url is None:
         log.info("influx_disabled", reason="INFLUX_URL is unset: history is not written to InfluxDB")
+        return False
+    return True
+
+
+def writer_from_settings(settings: Settings) -> InfluxWriter | None:
+    """The writer, or ``None`` (logged) when ``INFLUX_URL`` is unset."""
+    if not influx_enabled(settings):
         return None
     return InfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
                         settings.influx_org, settings.influx_bucket,

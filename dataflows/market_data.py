@@ -25,7 +25,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.alerts.matcher import PriceAlertSink
-from connectors.influx import InfluxPoint, InfluxSink
+from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
 from connectors.market_sinks import MarketRedisItem, MarketWriter, MonitorDelta, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
 from connectors.redis_sink import RedisPipelineSink
@@ -130,7 +130,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor)
     op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url), MarketWriter()))
-    if settings.influx_enabled:
+    if influx_enabled(settings):
         closed = op.filter_map("closed_klines", klines,
                                lambda o: kline_point(o.kline) if o.kline.closed else None)
         ticks = op.filter_map("ticker_points", ticker_pairs, lambda tp: ticker_point(tp[0]) if tp[1] else None)

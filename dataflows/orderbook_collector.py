@@ -15,7 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.book_sinks import CollectorRedisSink, MonitorUpdate, RedisItem
-from connectors.influx import InfluxPoint, InfluxSink
+from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
 from connectors.okx.book_source import BookSample, CollectorItem, ShardStats, okx_books_source
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
@@ -78,7 +78,7 @@ def build(settings: Settings) -> Dataflow:
     to_redis: Stream[RedisItem] = op.merge("to_redis", books, updates)
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
                                                     settings.orderbook_buffer_max))
-    if settings.influx_enabled:
+    if influx_enabled(settings):
         levels = settings.influx_book_levels
         samples = op.flat_map("book_points", items,
                               lambda x: book_points(x, levels) if isinstance(x, BookSample) else [])
