@@ -6,6 +6,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cryptoflow.deploy import load
@@ -42,9 +43,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     procs = [subprocess.Popen(cmd, start_new_session=True) for cmd in commands]
     try:
-        return max(p.wait() for p in procs)
+        return _wait_any(procs)
     except KeyboardInterrupt:
         return 130
     finally:
         for p in procs:
             stop_process(p)
+
+
+def _wait_any(procs: list[subprocess.Popen[bytes]]) -> int:
+    """Wait until one process of the cluster exits (the others are then stopped); its exit code."""
+    while True:
+        for proc in procs:
+            code = proc.poll()
+            if code is not None:
+                return code
+        time.sleep(0.2)
