@@ -125,10 +125,15 @@ def test_books5_trades_tickers_and_candles(simulator: Simulator) -> None:
         assert Decimal(t["bidPx"]) < Decimal(t["askPx"])
         assert Decimal(t["low24h"]) <= Decimal(t["last"]) <= Decimal(t["high24h"])
         assert t["instType"] == "SPOT" and Decimal(t["vol24h"]) > 0
+    volumes = []
     for msg in got["candle1m"]:
         ts, o, h, low, c, vol, _, _, confirm = msg["data"][0]
         assert Decimal(low) <= min(Decimal(o), Decimal(c)) <= max(Decimal(o), Decimal(c)) <= Decimal(h)
-        assert int(ts) % 60_000 == 0 and confirm in ("0", "1") and Decimal(vol) > 0
+        assert int(ts) % 60_000 == 0 and confirm in ("0", "1") and Decimal(vol) >= 0
+        volumes.append(Decimal(vol))
+    # A minute that has just opened may show a flat, zero-volume candle (the test can start on a boundary);
+    # the candles are built from trades, so some volume must show.
+    assert max(volumes) > 0
 
 
 def test_subscribe_errors_ping_and_unsubscribe(simulator: Simulator) -> None:
