@@ -30,6 +30,7 @@ from connectors.market_frames import (
     parse_error,
     to_decimal,
 )
+from connectors.okx.books import OkxArg
 from operators.events import Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -43,11 +44,6 @@ CANDLE_CHANNELS: dict[str, str] = {
     "1d": "candle1Dutc",
 }
 _TIMEFRAME_OF_CHANNEL = {ch: tf for tf, ch in CANDLE_CHANNELS.items()}
-
-
-class OkxMarketArg(msgspec.Struct, frozen=True):
-    channel: str
-    instId: str = ""
 
 
 class OkxTradeData(msgspec.Struct, frozen=True):
@@ -75,7 +71,7 @@ class OkxTickerData(msgspec.Struct, frozen=True):
 class OkxMarketFrame(msgspec.Struct, frozen=True):
     """A data push (``arg`` + ``data``) or an event (``event``...)."""
 
-    arg: OkxMarketArg | None = None
+    arg: OkxArg | None = None
     data: msgspec.Raw = msgspec.Raw()
     event: str = ""
     code: str = ""
