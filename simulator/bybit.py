@@ -20,7 +20,7 @@ import orjson
 from cryptoflow.logs import get_logger
 from operators.instruments import is_spot
 from simulator.conn import Conn, Sub, text_frame
-from simulator.market import Kline, Step, SyntheticMarket
+from simulator.market import Kline, Step, SyntheticMarket, view_diff
 from simulator.venue import PriceCache, VenueBase
 
 if TYPE_CHECKING:
@@ -116,16 +116,8 @@ class BybitVenue(VenueBase):
 
     # --- books ----------------------------------------------------------------------------------------------
     def _view_diff(self, state: BookTopic, market: SyntheticMarket) -> tuple[list[tuple[int, int]], ...]:
-        old_b, old_a = state.view
-        new_b = {t: market.bids.levels[t] for t in market.bids.top(state.depth)}
-        new_a = {t: market.asks.levels[t] for t in market.asks.top(state.depth)}
-        state.view = (new_b, new_a)
-        out = []
-        for old, new, reverse in ((old_b, new_b, True), (old_a, new_a, False)):
-            changes = {t: 0 for t in old if t not in new}
-            changes.update({t: lots for t, lots in new.items() if old.get(t) != lots})
-            out.append(sorted(changes.items(), reverse=reverse))
-        return out[0], out[1]
+        old, state.view = state.view, market.view(state.depth)
+        return view_diff(old, state.view)
 
     def _book_frame(self, topic: str, inst: str, state: BookTopic, kind: str, ts_ms: int, *, full: bool = False,
                     bids: list[tuple[int, int]] | None = None, asks: list[tuple[int, int]] | None = None) -> bytes:

@@ -170,6 +170,20 @@ class SideBook:
         return len(self._keys)
 
 
+BookViewLots = tuple[dict[int, int], dict[int, int]]
+"""(bids, asks) of one view of a book: tick -> lots."""
+
+
+def view_diff(old: BookViewLots, new: BookViewLots) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Per side, the levels that changed between two views, best first (a level that left the view: 0 lots)."""
+    out = []
+    for old_side, new_side, reverse in ((old[0], new[0], True), (old[1], new[1], False)):
+        changes = {t: 0 for t in old_side if t not in new_side}
+        changes.update({t: lots for t, lots in new_side.items() if old_side.get(t) != lots})
+        out.append(sorted(changes.items(), reverse=reverse))
+    return out[0], out[1]
+
+
 class SyntheticMarket:
     """The market of one instrument. Deterministic for a given seed and sequence of calls."""
 
@@ -213,6 +227,11 @@ class SyntheticMarket:
     # --- state ----------------------------------------------------------------------------------------------
     def mid(self) -> float:
         return (self.bids.best() + self.asks.best()) / 2
+
+    def view(self, depth: int) -> BookViewLots:
+        """The top ``depth`` levels per side, tick -> lots (what a ``depth``-level channel shows now)."""
+        return ({t: self.bids.levels[t] for t in self.bids.top(depth)},
+                {t: self.asks.levels[t] for t in self.asks.top(depth)})
 
     def _new_size(self, tick: int) -> int:
         lots = max(1, int(self.unit * self.rng.expovariate(1.0)) + 1)

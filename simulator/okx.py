@@ -19,7 +19,7 @@ import orjson
 
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub, text_frame
-from simulator.market import Kline, Step, SyntheticMarket
+from simulator.market import Kline, Step, SyntheticMarket, view_diff
 from simulator.venue import PriceCache, VenueBase
 
 if TYPE_CHECKING:
@@ -135,16 +135,9 @@ class OkxVenue(VenueBase):
 
     def _diff(self, inst: str, depth: int, market: SyntheticMarket) -> tuple[list[tuple[int, int]], ...]:
         """Changes of the top-``depth`` view since the last frame of that depth (levels leaving it: size 0)."""
-        old_b, old_a = self.books[inst].views.get(depth, ({}, {}))
-        new_b = {t: market.bids.levels[t] for t in market.bids.top(depth)}
-        new_a = {t: market.asks.levels[t] for t in market.asks.top(depth)}
-        self.books[inst].views[depth] = (new_b, new_a)
-        out = []
-        for old, new, reverse in ((old_b, new_b, True), (old_a, new_a, False)):
-            changes = {t: 0 for t in old if t not in new}
-            changes.update({t: lots for t, lots in new.items() if old.get(t) != lots})
-            out.append(sorted(changes.items(), reverse=reverse))
-        return out[0], out[1]
+        views = self.books[inst].views
+        old, views[depth] = views.get(depth, ({}, {})), market.view(depth)
+        return view_diff(old, views[depth])
 
     # --- the market moved -----------------------------------------------------------------------------------
     def on_step(self, inst: str, market: SyntheticMarket, step: Step) -> None:
