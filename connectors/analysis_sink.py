@@ -28,6 +28,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
 from connectors.influx import FieldValue, InfluxPoint
+from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, analysis_key
 from connectors.redis_sink import execute_until_written, redis_client
 from cryptoflow.logs import get_logger
 from operators.analysis import AnalysisOutput, email_jobs
@@ -35,8 +36,6 @@ from operators.analysis.alerts import alert_id
 from operators.events import AlertEvent, AnalysisResult, iso_ms
 
 log = get_logger("connectors.analysis_sink")
-HISTORY_KEY = "alerts:history"
-EMAIL_QUEUE_KEY = "queue:email"
 DEDUPE_TTL_S = 86_400
 
 # KEYS: dedupe, history, email queue. ARGV: ttl, history max, history entry, job...
@@ -51,10 +50,6 @@ for i = 4, #ARGV do
 end
 return 1
 """
-
-
-def analysis_key(instrument: str) -> str:
-    return f"analysis:{instrument}"
 
 
 def _num(value: Decimal | float | None, digits: int = 6) -> str:
@@ -152,7 +147,7 @@ class _Partition(StatelessSinkPartition[AnalysisOutput]):
             for event in out.alerts:
                 jobs = [msgspec.json.encode(j) for j in email_jobs(event, self._sink.recipients)]
                 self._publish(
-                    keys=[f"analysis:alert_sent:{alert_id(event)}", HISTORY_KEY, EMAIL_QUEUE_KEY],
+                    keys=[f"analysis:alert_sent:{alert_id(event)}", ALERTS_HISTORY, EMAIL_QUEUE],
                     args=[DEDUPE_TTL_S, self._sink.history_max, history_entry(event), *jobs], client=pipe,
                 )
         for inst, result in latest.items():

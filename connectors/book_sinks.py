@@ -32,12 +32,12 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
 from connectors.okx.book_source import BookState, BufferFrame
+from connectors.redis_keys import MONITORING, orderbook_key
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.events import BookView, iso_ms
 
 log = get_logger("connectors.book_sinks")
-MONITORING_KEY = "system:monitoring"
 _json = msgspec.json.Encoder()
 
 
@@ -118,7 +118,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         for up in monitors:
             self._monitor(pipe, up)
         for inst, (delete, fields) in plans.items():
-            key = f"orderbook:{inst}"
+            key = orderbook_key(inst)
             if delete:
                 pipe.delete(key)
             if fields:
@@ -129,13 +129,13 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 pipe.ltrim(self._buffer_key, 0, self._buffer_max - 1)
         now = time.monotonic()
         if recv and now >= self._next_lat and self._lat_n:
-            pipe.hset(MONITORING_KEY, "avg_processing_latency", f"{self._lat_sum / self._lat_n / 1e6:.3f}")
+            pipe.hset(MONITORING, "avg_processing_latency", f"{self._lat_sum / self._lat_n / 1e6:.3f}")
             self._lat_sum = self._lat_n = 0
             self._next_lat = now + 1.0
         if now >= self._next_mem and not self._down:  # INFO is its own round trip: not while Redis is away
             self._next_mem = now + 5.0
             try:
-                pipe.hset(MONITORING_KEY, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
+                pipe.hset(MONITORING, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
             except (RedisError, OSError) as err:
                 log.warning("redis_info_failed", error=str(err))
         if len(pipe):
@@ -168,10 +168,10 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                   "influxdb_write_rate": f"{up.influx_rate:.1f}"}
         if up.last_config_check_ms:
             fields["last_config_check"] = iso_ms(up.last_config_check_ms)
-        pipe.hset(MONITORING_KEY, mapping=fields)  # type: ignore[attr-defined]
+        pipe.hset(MONITORING, mapping=fields)  # type: ignore[attr-defined]
         for name, n in up.counters:
             if n:
-                pipe.hincrby(MONITORING_KEY, name, n)  # type: ignore[attr-defined]
+                pipe.hincrby(MONITORING, name, n)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._client.close()

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import redis
 
+from connectors.redis_keys import orderbook_key
 from cryptoflow.logs import get_logger
 from operators.events import BookDelta, Level
 
@@ -57,7 +58,7 @@ class HashBookSnapshots:
             return None
         self._last[instrument] = now
         try:
-            fields = self._client.hgetall(f"orderbook:{instrument}")
+            fields = self._client.hgetall(orderbook_key(instrument))
         except (redis.RedisError, OSError) as err:
             log.warning("book_hash_unreachable", instrument=instrument, error=str(err))
             return None

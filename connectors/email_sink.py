@@ -34,6 +34,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_list import ListAcker, ListItem
 from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError
 from cryptoflow.logs import get_logger
@@ -43,7 +44,6 @@ from operators.events import EmailJob
 
 log = get_logger("email_sender")
 
-EMAIL_QUEUE = "queue:email"
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ import msgspec
 from redis.client import Pipeline
 
 from connectors.influx import InfluxPoint
+from connectors.redis_keys import MONITORING
 from operators.events import Kline, Ticker, iso_ms
 from operators.kline_steps import KlineOut
 
 TICKER_TTL_S = 300
 KLINE_TTL_S = 3600
-MONITORING_KEY = "system:monitoring"
 
 
 class MonitorDelta(msgspec.Struct, frozen=True):
@@ -139,9 +139,9 @@ class MarketWriter:
             pipe.eval(_HSET_MANY, len(keys), *keys, *args)
         for name, n in counters.items():
             if n:
-                pipe.hincrby(MONITORING_KEY, name, n)
+                pipe.hincrby(MONITORING, name, n)
         if gauges:
-            pipe.hset(MONITORING_KEY, mapping=gauges)  # type: ignore[arg-type]
+            pipe.hset(MONITORING, mapping=gauges)  # type: ignore[arg-type]
 
 
 def write_market(pipe: Pipeline, items: list[MarketRedisItem]) -> None:

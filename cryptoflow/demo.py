@@ -25,6 +25,7 @@ import orjson
 import redis
 
 import dataflows
+from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, analysis_key, orderbook_key
 from cryptoflow.servers import free_port, start_redis, stop_process
 from cryptoflow.settings import Settings
 
@@ -167,12 +168,12 @@ def live_lines(client: redis.Redis, pairs: tuple[str, ...]) -> list[str]:
     """One line per pair: book, analysis, ticker and the 1m kline, as they are in Redis now."""
     lines = []
     for inst in pairs:
-        book = cast(list[str | None], client.hmget(f"orderbook:{inst}", "status", "bids", "asks", "seq_id"))
+        book = cast(list[str | None], client.hmget(orderbook_key(inst), "status", "bids", "asks", "seq_id"))
         bid = ask = "-"
         if book[1] and book[2]:
             bids, asks = orjson.loads(book[1]), orjson.loads(book[2])
             bid, ask = (bids[0][0] if bids else "-"), (asks[0][0] if asks else "-")
-        a = cast(list[str | None], client.hmget(f"analysis:{inst}", "support_level_1", "resistance_level_1",
+        a = cast(list[str | None], client.hmget(analysis_key(inst), "support_level_1", "resistance_level_1",
                                                 "liquidity_index", "depth_anomaly_alert", "large_order_trend"))
         t = cast(str | None, client.hget(f"ticker:okx:{inst}", "price"))
         k = cast(list[str | None], client.hmget(f"kline:binance:{inst}:1m", "open", "close", "trades"))
@@ -209,8 +210,8 @@ def run(settings: Settings, workdir: Path, duration: float | None = None) -> int
                     say(f"WARNING {line}; see {workdir / 'logs'}")
             for line in live_lines(client, demo.pairs):
                 say(line)
-            emails = client.llen("queue:email")
-            alerts = cast(list[str], client.lrange("alerts:history", 0, 0))
+            emails = client.llen(EMAIL_QUEUE)
+            alerts = cast(list[str], client.lrange(ALERTS_HISTORY, 0, 0))
             if alerts or emails:
                 say(f"queue:email {emails} pending; last analysis alert: {alerts[0] if alerts else '-'}")
     except KeyboardInterrupt:

@@ -18,7 +18,8 @@ import signal
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from connectors.email_sink import EMAIL_QUEUE, EmailSink
+from connectors.email_sink import EmailSink
+from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_list import AckMode, ReliableRedisListSource
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger

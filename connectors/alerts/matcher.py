@@ -23,6 +23,7 @@ from decimal import Decimal
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
@@ -31,7 +32,6 @@ from operators.events import Trade, iso_ms
 
 log = get_logger("price_alerts")
 
-EMAIL_QUEUE = "queue:email"
 
 # KEYS[1]: the email queue. ARGV: limit, created_at, subject tpl, body tpl, verb up, verb_long up, verb down,
 # verb_long down, then per instrument: inst, high, high time, low, low time.

@@ -1,0 +1,16 @@
+"""The fixed Redis keys of the product contract (DESIGN.md "Redis"), spelled once.
+
+Keys that users rename (``REDIS_TRADING_PAIRS_KEY``, ``ORDERBOOK_BUFFER_KEY``) come from the settings instead.
+"""
+
+MONITORING = "system:monitoring"
+EMAIL_QUEUE = "queue:email"
+ALERTS_HISTORY = "alerts:history"
+
+
+def orderbook_key(instrument: str) -> str:
+    return f"orderbook:{instrument}"
+
+
+def analysis_key(instrument: str) -> str:
+    return f"analysis:{instrument}"
