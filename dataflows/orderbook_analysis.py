@@ -94,7 +94,7 @@ def from_collector(item: object) -> Iterable[BookInput]:
     """``ORDERBOOK_SOURCE=ws``: the collector source's applied raw frames (REST re-syncs arrive as rendered
     snapshot frames) become deltas for our analyzers' books; its status changes mark them."""
     if isinstance(item, BufferFrame):
-        return parse_frame(item.text)
+        return item.deltas or parse_frame(item.text)
     if isinstance(item, BookState):
         return (StatusReport(item.instrument, BookStatus.STALE if item.removed else item.status),)
     return ()

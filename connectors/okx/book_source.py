@@ -74,9 +74,13 @@ class BookState(msgspec.Struct, frozen=True):
 
 
 class BufferFrame(msgspec.Struct, frozen=True):
-    """One raw OKX frame for the buffer list, exactly as received (or a rendered snapshot after REST)."""
+    """One raw OKX frame for the buffer list, exactly as received (or a rendered snapshot after REST).
+
+    ``deltas`` are the frame already parsed, when the processor has them at hand, so a consumer in the same
+    dataflow (``ORDERBOOK_SOURCE=ws``) does not parse it again; empty means "parse ``text``"."""
 
     text: str
+    deltas: tuple[BookDelta, ...] = ()
 
 
 class BookSample(msgspec.Struct, frozen=True):
@@ -205,7 +209,7 @@ class OkxBookProcessor:
             result = st.book.apply(delta)
             if type(result) is Applied or type(result) is Heartbeat:
                 if not pushed:
-                    out.append(BufferFrame(frame.text))
+                    out.append(BufferFrame(frame.text, res))
                     pushed = True
                 dirty[delta.instrument] = st
                 if was is BookStatus.RESYNCING:
@@ -288,7 +292,7 @@ class OkxBookProcessor:
             log.warning("book_rest_merge_failed", instrument=ev.topic, result=repr(outcome.result))
             self._resync(st, time.time_ns())
             return
-        out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel)))
+        out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel), (snap,)))
         if outcome.applied:
             out.extend(BufferFrame(t) for t in held[len(held) - outcome.applied :])
         dirty[ev.topic] = st
