@@ -98,6 +98,14 @@ class MarketWriter:
         self._fraction = refresh_fraction
         self._clock = clock
         self._expired_at: dict[str, float] = {}
+        self._pruned_at = clock()
+
+    def _prune(self, now: float) -> None:
+        """Forget keys not refreshed for a whole (longest) TTL: they expired in Redis, and the next write of
+        one is due either way. Keeps the map to the keys in use as pairs come and go."""
+        if now - self._pruned_at >= KLINE_TTL_S:
+            self._pruned_at = now
+            self._expired_at = {k: t for k, t in self._expired_at.items() if now - t < KLINE_TTL_S}
 
     def _due(self, key: str, ttl: int, now: float) -> bool:
         last = self._expired_at.get(key)
@@ -125,6 +133,7 @@ class MarketWriter:
                     counters[name] = counters.get(name, 0) + n
                 gauges.update(item.gauges)
         now = self._clock()
+        self._prune(now)
         keys: list[str] = []
         args: list[str | int] = []
         for key, fields, ttl in [*((k, ticker_fields(t), TICKER_TTL_S) for k, t in tickers.items()),

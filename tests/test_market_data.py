@@ -224,3 +224,25 @@ def test_channel_topics_spot_only_and_rejections(redis_server: Any, redis_db: An
     assert asyncio.run(run()) == {"publicTrade:BTC-USDT", "tickers:BTC-USDT"}  # derivatives are OKX-only
     rejected = redis_db.hgetall("config:trading_pairs:rejected")
     assert rejected["BTC-USDT"] == "bybit: Invalid symbol" and "bad id" in rejected
+
+
+def test_market_writer_forgets_keys_idle_for_a_whole_ttl(redis_server: Any) -> None:
+    import redis as redis_lib
+
+    from connectors.market_sinks import KLINE_TTL_S, MarketWriter
+
+    now = [1000.0]
+    writer = MarketWriter(clock=lambda: now[0])
+    client = redis_lib.Redis.from_url(redis_server.url)
+    for inst in ("AAA-USDT", "BBB-USDT"):
+        pipe = client.pipeline(transaction=False)
+        writer(pipe, [Ticker("okx", inst, D(1), D(1), D(1), D(1), None, D(1), D(1), T0)])
+        pipe.execute()
+    now[0] += KLINE_TTL_S  # a removed pair's keys expired in Redis long ago
+    pipe = client.pipeline(transaction=False)
+    writer(pipe, [Ticker("okx", "BBB-USDT", D(1), D(1), D(1), D(1), None, D(1), D(1), T0)])
+    (cmd,) = pipe.command_stack
+    assert cmd[0][4] == 300  # a due key still gets its TTL
+    pipe.execute()
+    assert set(writer._expired_at) == {"ticker:okx:BBB-USDT"}
+    client.close()
