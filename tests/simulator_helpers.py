@@ -7,13 +7,14 @@ import asyncio
 import json
 import time
 import urllib.request
-import zlib
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from tests.book_helpers import naive_checksum as okx_checksum  # OKX's algorithm, written apart from ours
 
 
 def http_json(url: str) -> Any:
@@ -24,18 +25,6 @@ def http_json(url: str) -> Any:
 def http_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return str(resp.read().decode())
-
-
-def okx_checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
-    """OKX v5: CRC32 of the top 25 bids/asks interleaved ``bid:size:ask:size``, as a signed 32-bit int."""
-    parts: list[str] = []
-    for i in range(25):
-        if i < len(bids):
-            parts.append(f"{bids[i][0]}:{bids[i][1]}")
-        if i < len(asks):
-            parts.append(f"{asks[i][0]}:{asks[i][1]}")
-    value = zlib.crc32(":".join(parts).encode()) & 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 class Book:

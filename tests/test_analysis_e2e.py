@@ -16,10 +16,11 @@ import pytest
 import redis
 
 from cryptoflow.servers import stop_process
-from tests.collector_helpers import start_collector, wait_for
+from tests.collector_helpers import start_collector
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.smtp import SmtpServer
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ["BTC-USDT", "ETH-USDT"]

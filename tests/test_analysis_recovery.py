@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -25,21 +24,13 @@ from operators.events import AnalysisResult
 from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
+from tests.waiting import wait_for
 
 T0 = 1_700_000_000_000
 INSTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"ANALYSIS_DEPTH_WINDOW": "5", "ANALYSIS_LIQUIDITY_WINDOW": "10", "ANALYSIS_ALERT_COOLDOWN": "600",
        "ANALYSIS_ALERT_EMAILS": "ops@example.com", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def reference(frames: list[bytes]) -> dict[str, AnalysisResult]:
@@ -111,21 +102,21 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
     producer.start()
     try:
         offset = lambda: int(redis_db.get("okex_orderbook:processing:0:offset") or 0)  # noqa: E731
-        wait_for(lambda: offset() > len(frames) // 3, "a third of the frames taken")
+        wait_for("a third of the frames taken", lambda: offset() > len(frames) // 3)
         time.sleep(1.2)  # let at least one snapshot (every 1 s) commit, then die mid-replay
         kill9(proc)
         crashed.set()
         taken_at_crash = offset()
         assert 0 < taken_at_crash < len(frames), "the crash must happen mid-replay"
         proc = start_flow(redis_server, recovery, log, workers=2)  # resume may change the worker count
-        wait_for(pushed.is_set, "the producer to finish")
-        wait_for(lambda: offset() == len(frames) and redis_db.llen("okex_orderbook") == 0, "every frame taken")
+        wait_for("the producer to finish", pushed.is_set)
+        wait_for("every frame taken", lambda: offset() == len(frames) and redis_db.llen("okex_orderbook") == 0)
 
         def done() -> bool:
             return all(redis_db.hget(f"analysis:{i}", "analysis_time") == "2023-11-14T22:14:00.000Z"
                        for i in INSTS)
 
-        wait_for(done, "the last frame of every instrument analysed")
+        wait_for("the last frame of every instrument analysed", done)
     finally:
         crashed.set()
         stop(proc)

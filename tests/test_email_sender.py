@@ -8,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from aiosmtpd.controller import Controller
 
 from cryptoflow.servers import free_port, stop_process
 from tests.fixtures.smtp import SmtpServer, _Inbox
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -49,14 +49,6 @@ def sender(redis_url: str, smtp_port: int, **env: str) -> Iterator[subprocess.Po
         stop_process(proc)  # type: ignore[arg-type]
 
 
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def received(smtp: SmtpServer) -> Counter[str]:
     return Counter(str(m["X-Cryptoflow-Job"]) for m in smtp.messages)
 
@@ -67,9 +59,9 @@ def test_sends_readable_mail_and_dead_letters_unsafe_jobs(redis_server, redis_db
            job("inj2", to="a@example.com\r\nBcc: victim@example.com"), job("inj3", to="nobody")]
     redis_db.lpush("queue:email", *good, *bad)
     with sender(redis_server.url, smtp_server.port):
-        wait_for(lambda: len(smtp_server.messages) >= 5 and redis_db.llen("queue:email:dead") >= 4,
-                 "delivery and dead-lettering")
-        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+        wait_for("delivery and dead-lettering",
+                 lambda: len(smtp_server.messages) >= 5 and redis_db.llen("queue:email:dead") >= 4)
+        wait_for("the processing list to empty", lambda: redis_db.llen("queue:email:processing:0") == 0)
     msgs = {str(m["X-Cryptoflow-Job"]): m for m in smtp_server.messages}
     assert set(msgs) == {f"job-{i}" for i in range(5)}
     m = msgs["job-3"]
@@ -88,15 +80,15 @@ def test_smtp_down_retries_then_dead_list_then_recovers(redis_server, redis_db, 
     redis_db.lpush("queue:email", job(1), job(2))
     with sender(redis_server.url, smtp_server.port):
         # Held (with a growing attempts count) while retrying, then dead after EMAIL_MAX_ATTEMPTS=3.
-        wait_for(lambda: redis_db.llen("queue:email:dead") == 2, "both jobs to be dead-lettered")
+        wait_for("both jobs to be dead-lettered", lambda: redis_db.llen("queue:email:dead") == 2)
         dead = {d["id"]: d for d in map(orjson.loads, redis_db.lrange("queue:email:dead", 0, -1))}
         assert set(dead) == {"job-1", "job-2"} and {d["attempts"] for d in dead.values()} == {3}
         assert all("Connection" in d["last_error"] or "refused" in d["last_error"] for d in dead.values())
         assert redis_db.llen("queue:email:processing:0") == 0
         smtp_server.start()
         redis_db.lpush("queue:email", job(3), job(4))
-        wait_for(lambda: set(received(smtp_server)) == {"job-3", "job-4"}, "new jobs to flow again")
-        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+        wait_for("new jobs to flow again", lambda: set(received(smtp_server)) == {"job-3", "job-4"})
+        wait_for("the processing list to empty", lambda: redis_db.llen("queue:email:processing:0") == 0)
     assert redis_db.llen("queue:email:dead") == 2
 
 
@@ -126,7 +118,7 @@ def test_kill9_mid_batch_then_restart_sends_every_job(redis_server, redis_db, sl
     redis_db.lpush("queue:email", *[job(i) for i in range(100)])
     env = {"EMAIL_CONCURRENCY": "1"}
     with sender(redis_server.url, slow_smtp.port, **env) as proc:
-        wait_for(lambda: len(slow_smtp.messages) >= 20, "the first sends")
+        wait_for("the first sends", lambda: len(slow_smtp.messages) >= 20)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     at_kill = len(slow_smtp.messages)
@@ -134,8 +126,8 @@ def test_kill9_mid_batch_then_restart_sends_every_job(redis_server, redis_db, sl
     held = redis_db.llen("queue:email:processing:0") + redis_db.llen("queue:email")
     assert held >= 100 - at_kill - 1  # nothing lost: every unsent job is still in Redis
     with sender(redis_server.url, slow_smtp.port, **env):
-        wait_for(lambda: set(received(slow_smtp)) == set(ids), "every job after the restart")
-        wait_for(lambda: redis_db.llen("queue:email:processing:0") == 0, "the processing list to empty")
+        wait_for("every job after the restart", lambda: set(received(slow_smtp)) == set(ids))
+        wait_for("the processing list to empty", lambda: redis_db.llen("queue:email:processing:0") == 0)
     counts = received(slow_smtp)
     twice = [i for i, n in counts.items() if n > 1]
     assert len(twice) <= 1 and all(counts[i] == 2 for i in twice)  # at most the one in flight at the kill

@@ -8,7 +8,7 @@ import orjson
 from connectors.email_sink import RetryPolicy, _Pool
 from connectors.redis_list import ListAcker, ListItem
 from connectors.smtp import SmtpConfig
-from tests.collector_helpers import wait_for
+from tests.waiting import wait_for
 
 
 def _job(i: int) -> bytes:

@@ -26,7 +26,8 @@ import pytest
 import redis as redis_lib
 
 from cryptoflow.servers import stop_process
-from tests.test_market_data_sim import private_victoria, wait_for
+from tests.test_market_data_sim import private_victoria
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "tests/data/binance/binance-2024-08-08-ethusdt-trade.jsonl.gz"
@@ -119,7 +120,9 @@ def test_kill_9_mid_replay_and_restart_gives_the_uninterrupted_klines(start_simu
         flows({**sim.env(), "REDIS_URL": urls["reference"], "INFLUX_URL": ref_vm.url}, "reference")
         rec_env = {**sim.env(), "REDIS_URL": urls["recovered"], "INFLUX_URL": rec_vm.url}
         first = flows(rec_env, "recovered-1", store)
-        wait_for(lambda: closed_minutes(rec_vm) >= 4, timeout=40, what="four closed minutes before the kill")
+        wait_for("four closed minutes before the kill",
+                 lambda: closed_minutes(rec_vm) >= 4,
+                 timeout=40)
         # mid-way (minute 5 or 6 of 12 is open); snapshots are taken every second
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
@@ -134,7 +137,9 @@ def test_kill_9_mid_replay_and_restart_gives_the_uninterrupted_klines(start_simu
             return seen[-1] == (MINUTES, MINUTES)
 
         try:
-            wait_for(all_closed, timeout=60, what="every minute closed in both runs")
+            wait_for("every minute closed in both runs",
+                     all_closed,
+                     timeout=60)
         except AssertionError as e:
             raise AssertionError(f"{e}: closed minutes (reference, recovered) {seen[-1]}, {before} before") from e
         ref, rec = klines(ref_vm), klines(rec_vm)
@@ -151,8 +156,9 @@ def test_kill_9_mid_replay_and_restart_gives_the_uninterrupted_klines(start_simu
         return [clients[name].hgetall(f"kline:binance:ETH-USDT:{tf}") for tf in TIMEFRAMES]
 
     # the latest klines in Redis agree as well: the open minute 00:05 (with all its trades) and its rollups
-    wait_for(lambda: latest("recovered") == latest("reference") and latest("reference")[0]["trades"]
-             == str(expected_last[5]), what="equal latest klines in Redis")
+    wait_for("equal latest klines in Redis",
+             lambda: latest("recovered") == latest("reference") and latest("reference")[0]["trades"]
+             == str(expected_last[5]))
     mon = clients["recovered"].hgetall("system:monitoring")
     assert int(mon.get("market_replayed_trades", 0)) > 0  # the resent trades were recognised
     assert "kline_late_trades" not in mon and "kline_corrections" not in mon

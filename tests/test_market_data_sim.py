@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,22 +25,12 @@ import redis as redis_lib
 
 from cryptoflow.servers import free_port, stop_process, wait_for_port
 from tests.fixtures.influx import VictoriaMetrics
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    msg = f"timed out after {timeout} s waiting for {what}"
-    raise AssertionError(msg)
 
 
 @pytest.fixture
@@ -75,28 +64,28 @@ def test_live_tickers_klines_and_pairs(start_simulator: Any, start_flow: Any, re
     redis_db.sadd("config:trading_pairs", "BTC-USDT")
     start_flow({**sim.env(), "REDIS_URL": redis_server.url, "KLINE_TIMEFRAMES": "1m,5m"})
     venues = ("okx", "binance", "bybit")
-    wait_for(lambda: all(redis_db.exists(f"ticker:{v}:BTC-USDT") for v in venues), what="three tickers")
+    wait_for("three tickers", lambda: all(redis_db.exists(f"ticker:{v}:BTC-USDT") for v in venues))
     for v in venues:
         t = redis_db.hgetall(f"ticker:{v}:BTC-USDT")
         assert Decimal(t["bid"]) <= Decimal(t["ask"]), (v, t)  # Bybit's come from orderbook.1
         assert Decimal(t["low_24h"]) <= Decimal(t["price"]) <= Decimal(t["high_24h"]), (v, t)
         assert t["timestamp"].endswith("Z") and 0 < redis_db.ttl(f"ticker:{v}:BTC-USDT") <= 300
-    wait_for(lambda: all(redis_db.exists(f"kline:{v}:BTC-USDT:{tf}") for v in venues for tf in ("1m", "5m")),
-             what="klines")
+    wait_for("klines", lambda: all(redis_db.exists(f"kline:{v}:BTC-USDT:{tf}")
+                                   for v in venues for tf in ("1m", "5m")))
     k = redis_db.hgetall("kline:binance:BTC-USDT:1m")
     assert Decimal(k["low"]) <= Decimal(k["close"]) <= Decimal(k["high"]) and int(k["trades"]) > 0
     assert 0 < redis_db.ttl("kline:okx:BTC-USDT:5m") <= 3600
 
     # pairs change live: ETH-USDT added, BTC-USDT removed, without a restart
     redis_db.sadd("config:trading_pairs", "ETH-USDT")
-    wait_for(lambda: all(redis_db.exists(f"ticker:{v}:ETH-USDT") for v in venues), what="ETH tickers")
+    wait_for("ETH tickers", lambda: all(redis_db.exists(f"ticker:{v}:ETH-USDT") for v in venues))
     redis_db.srem("config:trading_pairs", "BTC-USDT")
 
     def btc_gone() -> bool:
         subs = sim.status()["subscriptions"]
         return not [s for s in subs if s["inst"] == "BTC-USDT"] and any(s["inst"] == "ETH-USDT" for s in subs)
 
-    wait_for(btc_gone, what="BTC-USDT unsubscribed on every venue")
+    wait_for("BTC-USDT unsubscribed on every venue", btc_gone)
     mon = redis_db.hgetall("system:monitoring")
     assert int(mon["market_binance_connections"]) >= 1 and int(mon["subscription_changes"]) >= 1
 
@@ -216,14 +205,15 @@ def test_replay_klines_flat_late_reconcile_and_workers(venue: str, start_simulat
             procs = start_flow({**base, "REDIS_URL": url, "INFLUX_URL": vm.url}, workers=workers,
                                processes=processes)
             # minute 3 closes by the clock (no trade after it), the others by the data
-            wait_for(lambda vm=vm: [len(_closes(vm, venue, s)) for s in ("BTC-USDT", "ETH-USDT")] == [5, 5],
-                     timeout=40, what=f"closed {venue} klines of run {name}")
+            wait_for(f"closed {venue} klines of run {name}",
+                     lambda vm=vm: [len(_closes(vm, venue, s)) for s in ("BTC-USDT", "ETH-USDT")] == [5, 5],
+                     timeout=40)
             runs[name] = {s: _closes(vm, venue, s) for s in ("BTC-USDT", "ETH-USDT")}
             if name == "w1":
                 vols = vm.series("kline", "volume", exchange=venue, symbol="BTC-USDT", timeframe="1m")
                 assert vols[T0 + 120_000] == 0.0 and vols[T0 + 60_000] == 2.0  # flat minute; late trade left out
-            mon = wait_for(lambda c=client: (m := c.hgetall("system:monitoring")) and "kline_mismatches" in m and m,
-                           what=f"reconciliation of run {name}")
+            mon = wait_for(f"reconciliation of run {name}",
+                           lambda c=client: (m := c.hgetall("system:monitoring")) and "kline_mismatches" in m and m)
             assert mon["kline_late_trades"] == "1"
             assert (mon["kline_reconciled"], mon["kline_mismatches"]) == ("3", "1")
             for proc in procs:

@@ -26,7 +26,7 @@ from operators.events import Kline
 from simulator.market import kline_start
 from tests.fixtures.simulator import Simulator
 from tests.simulator_helpers import connect, okx_sub, recv_json
-from tests.test_market_data_sim import wait_for
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3_600_000
@@ -101,10 +101,12 @@ def test_market_data_okx_candle_subscriptions_accepted(start_simulator: Any, red
             subs = [s for s in sim.status()["subscriptions"] if s["channel"].startswith("candle")]
             return {s["channel"] for s in subs if s["frames"] > 0} == wanted
 
-        wait_for(candles_flowing, what="OKX candle subscriptions with frames")
-        wait_for(lambda: redis_db.exists("kline:okx:BTC-USDT:1d", "kline:okx:BTC-USDT:4h") == 2, what="klines")
-        mon = wait_for(lambda: (m := redis_db.hgetall("system:monitoring")) and "market_okx_topics" in m and m,
-                       what="market stats")
+        wait_for("OKX candle subscriptions with frames",
+                 candles_flowing)
+        wait_for("klines",
+                 lambda: redis_db.exists("kline:okx:BTC-USDT:1d", "kline:okx:BTC-USDT:4h") == 2)
+        mon = wait_for("market stats",
+                       lambda: (m := redis_db.hgetall("system:monitoring")) and "market_okx_topics" in m and m)
         assert "market_rejected_topics" not in mon and "market_error_messages" not in mon, mon
     finally:
         stop_process(proc)

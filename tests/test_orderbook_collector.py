@@ -22,8 +22,8 @@ from tests.collector_helpers import (
     monitoring,
     same_as_simulator,
     start_collector,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 PAIRS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]

@@ -12,7 +12,7 @@ from connectors.okx.protocol import OKX_LIMITS, OkxHooks
 from connectors.ws.events import Connected, Crashed, Disconnected, Frame, Rejected, Subscribed, Unsubscribed
 from connectors.ws.shard import ShardRunner
 from cryptoflow.servers import free_port
-from tests.collector_helpers import wait_for
+from tests.waiting import wait_for
 
 
 class StaticTopics:
