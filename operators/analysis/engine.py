@@ -139,18 +139,14 @@ class InstrumentAnalyzer:
         )
         self.last = result
         events: list[AlertEvent] = []
-        depth_threshold = params.depth_alert_z if depth_level == "alert" else params.depth_warning_z
-        event = self.alerts.observe(
-            self.instrument, "depth_anomaly", depth_level, value=score, threshold=depth_threshold,
-            ts_ms=ts, cooldown_ms=params.alert_cooldown_ms, describe="depth z-score",
-        )
-        if event is not None:
-            events.append(event)
-        liq_threshold = params.liquidity_alert if liq_level == "alert" else params.liquidity_warning
-        event = self.alerts.observe(
-            self.instrument, "liquidity_shrink", liq_level, value=liq, threshold=liq_threshold,
-            ts_ms=ts, cooldown_ms=params.alert_cooldown_ms, describe="liquidity index",
-        )
-        if event is not None:
-            events.append(event)
+        for alert_type, level, value, warning, alert, describe in (
+            ("depth_anomaly", depth_level, score, params.depth_warning_z, params.depth_alert_z, "depth z-score"),
+            ("liquidity_shrink", liq_level, liq, params.liquidity_warning, params.liquidity_alert, "liquidity index"),
+        ):
+            event = self.alerts.observe(
+                self.instrument, alert_type, level, value=value, threshold=alert if level == "alert" else warning,
+                ts_ms=ts, cooldown_ms=params.alert_cooldown_ms, describe=describe,
+            )
+            if event is not None:
+                events.append(event)
         return AnalysisOutput(result, tuple(events))
