@@ -111,7 +111,7 @@ def build(
     flow = Dataflow("orderbook_analysis")
     if source is None:
         if settings.orderbook_source is OrderbookSource.WS:
-            source = okx_books_source(settings)
+            source = okx_books_source(settings, with_deltas=True)
         else:
             source = ReliableRedisListSource(
                 str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,

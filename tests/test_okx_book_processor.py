@@ -132,3 +132,17 @@ def test_frames_after_a_removal_are_not_bad_input_and_a_pair_added_back_gets_a_b
     u2 = frame("A-B", "update", [("9", "4")], [], 101, 102)
     out = p.on_events([TopicsChecked(4, True, ("A-B", "C-D"), ("A-B",), ()), Frame(u2, 5, 0)])
     assert BookState("A-B", BookStatus.SYNCING) in out and c.fetched == ["A-B"]  # bootstrapped from REST
+
+
+def test_parsed_deltas_ride_along_only_when_asked() -> None:
+    from connectors.okx.books import parse_books_frame
+
+    u1 = frame("A-B", "update", [("10", "5")], [], 100, 101)
+    plain, _ = ready()
+    assert [i.deltas for i in plain.on_events([Frame(SNAP, 1, 0), Frame(u1, 2, 0)])
+            if isinstance(i, BufferFrame)] == [(), ()]  # the collector does not keep them alive
+    control = Control()
+    p = OkxBookProcessor(0, control, channel="books", stale_after=1.0, snapshot_wait=0.5, with_deltas=True)
+    p.on_events([TopicsChecked(0, True, ("A-B",), ("A-B",)), Subscribed(0, "A-B")])
+    out = [i for i in p.on_events([Frame(SNAP, 1, 0), Frame(u1, 2, 0)]) if isinstance(i, BufferFrame)]
+    assert [f.deltas for f in out] == [parse_books_frame(SNAP, recv_ns=1), parse_books_frame(u1, recv_ns=2)]

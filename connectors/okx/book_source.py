@@ -131,8 +131,11 @@ class OkxBookProcessor:
 
     def __init__(self, shard: int, control: ShardControl, *, channel: str, depth: int = 400,
                  stale_after: float = 30.0, snapshot_wait: float = 3.0, sample_interval: float = 1.0,
-                 sample_levels: int | None = None, stats_interval: float = 1.0) -> None:
+                 sample_levels: int | None = None, stats_interval: float = 1.0, with_deltas: bool = False) -> None:
         self.shard = shard
+        # Parsed deltas ride along with each BufferFrame only for a consumer in the same dataflow (analysis
+        # with ORDERBOOK_SOURCE=ws): keeping them alive costs the collector ~30 % at large batches (GC).
+        self._with_deltas = with_deltas
         self._control = control
         self._channel = channel
         self._depth = depth
@@ -209,7 +212,7 @@ class OkxBookProcessor:
             result = st.book.apply(delta)
             if type(result) is Applied or type(result) is Heartbeat:
                 if not pushed:
-                    out.append(BufferFrame(frame.text, res))
+                    out.append(BufferFrame(frame.text, res if self._with_deltas else ()))
                     pushed = True
                 dirty[delta.instrument] = st
                 if was is BookStatus.RESYNCING:
@@ -292,7 +295,8 @@ class OkxBookProcessor:
             log.warning("book_rest_merge_failed", instrument=ev.topic, result=repr(outcome.result))
             self._resync(st, time.time_ns())
             return
-        out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel), (snap,)))
+        out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel),
+                               (snap,) if self._with_deltas else ()))
         if outcome.applied:
             out.extend(BufferFrame(t) for t in held[len(held) - outcome.applied :])
         dirty[ev.topic] = st
@@ -378,8 +382,10 @@ def shard_count(settings: Settings) -> int:
     return max(1, math.ceil(settings.max_trading_pairs / settings.okx_pairs_per_connection))
 
 
-def okx_books_source(settings: Settings, *, shards: int | None = None) -> WsShardSource[CollectorItem]:
-    """The source of the order-book collector, configured from ``settings``."""
+def okx_books_source(settings: Settings, *, shards: int | None = None,
+                     with_deltas: bool = False) -> WsShardSource[CollectorItem]:
+    """The source of the order-book collector, configured from ``settings``; ``with_deltas``: each
+    :class:`BufferFrame` also carries its parsed deltas (for the analysis dataflow's ws mode)."""
     count = shards or shard_count(settings)
     channel = settings.okx_book_channel.value
 
@@ -397,6 +403,7 @@ def okx_books_source(settings: Settings, *, shards: int | None = None) -> WsShar
     def processor(index: int, control: ShardControl) -> OkxBookProcessor:
         return OkxBookProcessor(index, control, channel=channel, stale_after=settings.ws_stale_after,
                                 sample_interval=settings.influx_book_interval,
-                                sample_levels=settings.influx_book_levels if settings.influx_enabled else None)
+                                sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
+                                with_deltas=with_deltas)
 
     return WsShardSource(count, runner, processor)
