@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +26,8 @@ from connectors.ws.shard import shard_of
 from cryptoflow.servers import free_port, start_redis, stop_process
 from dataflows.orderbook_collector import aggregate
 from operators.events import BookStatus, BookView, Level
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- budgets and backoff -------------------------------------------------------------------------------------
@@ -87,12 +93,39 @@ def test_okx_multi_channel_topics() -> None:
         == Ack("subscribe", ("trades:BTC-USDT",), None)
 
 
-def test_shard_assignment_is_stable_and_independent_of_the_set() -> None:
-    # The same on every process (crc32, not the salted hash) and per topic: adding one moves no other.
-    assert [shard_of(t, 4) for t in ("BTC-USDT", "ETH-USDT", "SOL-USDT")] == [shard_of(t, 4) for t in
-                                                                            ("BTC-USDT", "ETH-USDT", "SOL-USDT")]
-    spread = {shard_of(f"C{i}-USDT", 4) for i in range(40)}
-    assert spread == {0, 1, 2, 3}
+def _crc32(data: bytes) -> int:
+    """CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) bit by bit: the test's own oracle, not zlib's."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+SHARD_TOPICS = [*(f"C{i}-USDT" for i in range(40)), "BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT",
+                "BTC-USD-SWAP", "trades:BTC-USDT", "btcusdt@aggTrade", "kline.1.BTCUSDT"]
+_SHARDS_IN_CHILD = (
+    "import json, sys; from connectors.ws.shard import shard_of; "
+    "print(json.dumps([[shard_of(t, n) for n in (1, 2, 3, 4, 7)] for t in json.loads(sys.argv[1])]))"
+)
+
+
+def test_shard_assignment_is_crc32_in_every_process_and_independent_of_the_set() -> None:
+    assert _crc32(b"123456789") == 0xCBF43926  # the standard CRC-32 check value: the oracle itself is right
+    oracle = [[_crc32(t.encode()) % n for n in (1, 2, 3, 4, 7)] for t in SHARD_TOPICS]
+    # Literal values, so that a change of the formula is seen even if the oracle were changed with it.
+    assert {t: shard_of(t, 4) for t in ("BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT")} == {
+        "BTC-USDT": 3, "ETH-USDT": 1, "SOL-USDT": 3, "DOGE-USDT": 0}
+    assert [[shard_of(t, n) for n in (1, 2, 3, 4, 7)] for t in SHARD_TOPICS] == oracle
+    # Other processes, with different string-hash salts (a salted ``hash()`` differs between them): the same.
+    for seed in ("0", "1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+        child = subprocess.run([sys.executable, "-c", _SHARDS_IN_CHILD, json.dumps(SHARD_TOPICS)], cwd=ROOT,
+                               env=env, capture_output=True, text=True, check=True, timeout=60)
+        assert json.loads(child.stdout) == oracle, f"PYTHONHASHSEED={seed}"
+    # per topic: a topic's shard does not depend on which other topics exist (adding one moves no other)
+    assert {shard_of(f"C{i}-USDT", 4) for i in range(40)} == {0, 1, 2, 3}
 
 
 # --- monitoring aggregation --------------------------------------------------------------------------------
