@@ -15,6 +15,7 @@ import json
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 import pytest
@@ -60,14 +61,29 @@ def closed(outs: list[KlineOut], tf: str) -> dict[tuple[str, int], KlineOut]:
     return {(o.kline.instrument, o.kline.open_ms): o for o in outs if o.kline.closed and o.kline.timeframe == tf}
 
 
-@pytest.mark.parametrize("name", ["binance-2021-08-14-aggtrade-kline.jsonl", "binance-2021-10-12-aggtrade-kline.jsonl"])
+# How many venue kline frames each recording lets us compare: those whose every trade (ids ``f..L``) is in the
+# recording. Counted from the files: FTMUSDT and SXPBTC at 14:47 UTC on 2021-08-14 (the 14:46 ones started
+# before the recording), LRCBTC at 00:28 UTC on 2021-10-12 (NKNUSDT's started before).
+VENUE_KLINES = {"binance-2021-08-14-aggtrade-kline.jsonl": 2, "binance-2021-10-12-aggtrade-kline.jsonl": 1}
+
+
+def _raw_kline(aggs: list[dict[str, Any]]) -> tuple[Decimal | int, ...]:
+    """OHLCV, quote volume and trade count of raw aggTrade records, written out longhand (no production code)."""
+    ordered = sorted(aggs, key=lambda a: (a["T"], a["a"]))
+    prices = [Decimal(a["p"]) for a in ordered]
+    volume = sum((Decimal(a["q"]) for a in ordered), Decimal(0))
+    quote = sum((Decimal(a["p"]) * Decimal(a["q"]) for a in ordered), Decimal(0))
+    count = sum(a["l"] - a["f"] + 1 for a in ordered)
+    return prices[0], max(prices), min(prices), prices[-1], volume, quote.quantize(Decimal("1e-8")), count
+
+
+@pytest.mark.parametrize("name", sorted(VENUE_KLINES))
 def test_venue_klines_equal_pipeline_klines(name: str) -> None:
     lines = _lines(DATA / name)
     raw = [json.loads(json.loads(line)["data"])["data"] for line in lines]
     symbols = symbol_map(f"{d['s'][:-4]}-{d['s'][-4:]}" if d["s"].endswith("USDT") else f"{d['s'][:-3]}-{d['s'][-3:]}"
                          for d in raw)
     items = _parse(lines, symbols)
-    trades = [t for t in items if isinstance(t, Trade)]
     covered: dict[str, set[int]] = defaultdict(set)
     for d in raw:
         if d["e"] == "aggTrade":
@@ -80,16 +96,26 @@ def test_venue_klines_equal_pipeline_klines(name: str) -> None:
         if not set(range(k["f"], k["L"] + 1)) <= covered[d["s"]]:
             continue  # trades of this minute before the recording started
         assert isinstance(item, Kline) and item.source == "venue"
+        # The independent oracle: the raw aggTrades of this kline (by trade id) aggregated here, which must be
+        # exactly the trades f..L and give the venue's own numbers.
+        mine = [a for a in raw if a["e"] == "aggTrade" and a["s"] == d["s"] and k["f"] <= a["f"] and a["l"] <= k["L"]]
+        assert sorted(i for a in mine for i in range(a["f"], a["l"] + 1)) == list(range(k["f"], k["L"] + 1))
+        assert all(k["t"] <= a["T"] <= k["T"] for a in mine)
+        oracle = _raw_kline(mine)
+        assert oracle == (Decimal(k["o"]), Decimal(k["h"]), Decimal(k["l"]), Decimal(k["c"]), Decimal(k["v"]),
+                          Decimal(k["q"]), k["n"])
+        # The pipeline, fed every recorded trade of the symbol up to the kline's last one (earlier minutes too).
         upto = [t for t, r in zip(items, raw, strict=True)
                 if isinstance(t, Trade) and r["s"] == d["s"] and r["l"] <= k["L"]]
-        assert upto and all(t in trades for t in upto)
         ours = closed(run_klines(upto, ("1m",)), "1m")[(item.instrument, item.open_ms)].kline
+        assert (ours.open, ours.high, ours.low, ours.close, ours.volume, ours.quote_volume.quantize(Decimal("1e-8")),
+                ours.trades) == oracle, (ours, oracle)
         assert (ours.open, ours.high, ours.low, ours.close, ours.volume, ours.trades) == (
             item.open, item.high, item.low, item.close, item.volume, item.trades), (ours, item)
         assert ours.quote_volume.quantize(Decimal("1e-8")) == item.quote_volume
-        assert (ours.open_ms, ours.close_ms) == (item.open_ms, item.close_ms)
+        assert (ours.open_ms, ours.close_ms) == (item.open_ms, item.close_ms) == (k["t"], k["T"] + 1)
         compared += 1
-    assert compared >= 1
+    assert compared == VENUE_KLINES[name]
 
 
 def _naive(trades: list[tuple[int, Decimal, Decimal]]) -> tuple[Decimal, ...]:
