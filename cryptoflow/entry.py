@@ -1,4 +1,8 @@
-"""The module-level ``flow`` of each dataflow, built only when ``python -m bytewax.run`` asks for it."""
+"""The module-level ``flow`` of each dataflow, built only when ``python -m bytewax.run`` asks for it.
+
+Building it is also when the process becomes a dataflow: SIGINT/SIGTERM then stop it cleanly
+(:mod:`connectors.stopping`). Nothing is installed at import, so tests and tools can import the modules.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,19 @@ from collections.abc import Callable
 
 from bytewax.dataflow import Dataflow
 
+from connectors import stopping
+
 
 def lazy_flow(module: str, make: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
     """A module ``__getattr__``: ``flow`` is ``make()`` on first access, so tests can import ``build`` freely
-    without settings from the environment (``make`` reads them and exits 2 on a bad one)."""
+    without settings from the environment (``make`` reads them and exits 2 on a bad one). Once ``make()``
+    succeeded, the first SIGINT/SIGTERM stops the dataflow cleanly (:func:`connectors.stopping.install`)."""
 
     def __getattr__(name: str) -> Dataflow:
         if name == "flow":
-            return make()
+            flow = make()
+            stopping.install(module.rsplit(".", 1)[-1])
+            return flow
         msg = f"module {module!r} has no attribute {name!r}"
         raise AttributeError(msg)
 

@@ -56,6 +56,10 @@ def ms_to_dt(ts_ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ts_ms)
 
 
+def _never() -> bool:
+    return False
+
+
 def _bucket_time(b: Bucket) -> datetime:
     return EPOCH + timedelta(milliseconds=b.last_ms)
 
@@ -69,8 +73,10 @@ class _ExactWakeClockLogic(ClockLogic[Any, Any]):
     clock), so replays of old data and live data both sleep until the window really closes.
     """
 
-    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime], *, held: bool = False) -> None:
+    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime], *, held: bool = False,
+                 hold_at_eof: Callable[[], bool] = _never) -> None:
         self._inner = inner
+        self._hold_at_eof = hold_at_eof
         self._now_getter = now
         self._now = now()
         self._watermark: datetime | None = None
@@ -107,6 +113,16 @@ class _ExactWakeClockLogic(ClockLogic[Any, Any]):
         return watermark
 
     def on_eof(self) -> datetime:
+        """The end of time when the input really ended (a replay, a test), else the watermark of now.
+
+        A dataflow stopped by SIGINT/SIGTERM (``connectors/stopping.py``) ends its input too, but the minutes
+        still open are not over: ``EventClock.on_eof`` would jump to ``UTC_MAX`` and make the window operator
+        close them all, publishing partial klines as closed and dropping them from the recovery snapshot.
+        Held, only the windows whose time really passed close; the open ones stay in the state (and the
+        snapshot), and a restart with recovery continues them as after ``kill -9``.
+        """
+        if self._hold_at_eof():
+            return self.on_notify()
         return self._inner.on_eof()
 
     def to_system_utc(self, timestamp: datetime) -> datetime | None:
@@ -132,19 +148,27 @@ class ExactWakeEventClock(Clock[Any, Any]):
     ``connectors.market_source.MarketProcessor``) or a live feed that resumes a little later does not turn
     the trades right after the snapshot into late ones; the windows open at the snapshot close when the
     first later trade (or the system time after it) moves the watermark past them.
+
+    At the end of input the windows all close (Bytewax's ``EventClock``), unless ``hold_at_eof()`` says the
+    input ended only because the dataflow is stopping: then the open ones stay open (see ``on_eof``).
     """
 
     inner: EventClock[Any]
     now: Callable[[], datetime] = field(default=_utcnow)
+    hold_at_eof: Callable[[], bool] = field(default=_never)
 
     def build(self, resume_state: Any | None) -> ClockLogic[Any, Any]:
-        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now, held=resume_state is not None)
+        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now, held=resume_state is not None,
+                                    hold_at_eof=self.hold_at_eof)
 
 
-def minute_clock(lateness_s: float, now: Callable[[], datetime] = _utcnow) -> ExactWakeEventClock:
-    """Event time = the newest trade of a bucket; windows close ``lateness_s`` after the watermark passes."""
+def minute_clock(lateness_s: float, now: Callable[[], datetime] = _utcnow, *,
+                 hold_at_eof: Callable[[], bool] = _never) -> ExactWakeEventClock:
+    """Event time = the newest trade of a bucket; windows close ``lateness_s`` after the watermark passes
+    (and all of them at the end of input, unless ``hold_at_eof()``)."""
     wait = timedelta(seconds=lateness_s)
-    return ExactWakeEventClock(EventClock(_bucket_time, wait_for_system_duration=wait, now_getter=now), now)
+    return ExactWakeEventClock(EventClock(_bucket_time, wait_for_system_duration=wait, now_getter=now), now,
+                               hold_at_eof)
 
 
 def minute_windower() -> TumblingWindower:
@@ -330,9 +354,12 @@ class KlineStreams:
 
 def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
                      *, now: Callable[[], datetime] = _utcnow,
-                     removals: Stream[InstrumentRemoved] | None = None) -> KlineStreams:
+                     removals: Stream[InstrumentRemoved] | None = None,
+                     hold_at_eof: Callable[[], bool] = _never) -> KlineStreams:
     """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``);
-    ``removals`` tell the rollup which pairs left the monitored set."""
+    ``removals`` tell the rollup which pairs left the monitored set. At the end of input every open minute
+    closes (a finite replay is over), unless ``hold_at_eof()`` is true then (a live dataflow that is stopping:
+    the open minutes stay in the state, for the recovery snapshot)."""
     lateness_ms = round(lateness_s * 1000)
 
     def bucket(batch: list[Trade]) -> list[Bucket]:
@@ -340,8 +367,8 @@ def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], latenes
 
     buckets = op.flat_map_batch("bucket", trades, bucket)
     keyed = op.key_on("key_bucket", buckets, _bucket_key)
-    windows = win.window("minute", keyed, minute_clock(lateness_s, now), minute_windower(), MinuteLogic,
-                         ordered=False)
+    clock = minute_clock(lateness_s, now, hold_at_eof=hold_at_eof)
+    windows = win.window("minute", keyed, clock, minute_windower(), MinuteLogic, ordered=False)
     minutes = op.map_value("minute_value", windows.down, _second)
     late = op.map_value("late_value", windows.late, _second)
 

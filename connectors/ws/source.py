@@ -5,7 +5,8 @@ appends :mod:`connectors.ws.events` to a deque. ``next_batch()`` never blocks: i
 (up to ``max_batch``), hands them to the partition's :class:`ShardProcessor` (venue logic such as parsing and
 book maintenance runs HERE, on the worker, not on the I/O thread) and returns what the processor produced;
 ``on_tick`` runs at most every ``tick_interval`` seconds for time-driven work (staleness, metrics).
-``close()`` stops the loop and joins the thread.
+``close()`` stops the loop and joins the thread. After a SIGINT/SIGTERM (:mod:`connectors.stopping`) the
+events received so far are still processed, then the partition ends (``StopIteration``).
 
 Partitions are fixed for a run (``shards`` of them, listed by every worker; Bytewax gives each to one worker
 of the cluster, so ``-w N`` and ``-i/-a`` processes split the shards). The topics are dynamic: each shard
@@ -26,6 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.stopping import stop_requested
 from connectors.ws.events import Crashed, WsEvent
 from connectors.ws.shard import ShardRunner
 
@@ -69,9 +71,18 @@ class _Partition(StatefulSourcePartition[X, Any], Generic[X]):
         self._tick_ns = int(tick_interval * 1e9)
         self._next_tick = 0
         self._max_batch = max_batch
+        self._left_at_stop: int | None = None  # events still to process after a stop was requested
 
     def next_batch(self) -> list[X]:
         events = self._events
+        if stop_requested():
+            # A clean stop: the events already received still go through (a last batch, at most
+            # ``max_batch`` per call), then the partition ends; close() stops the shard thread.
+            if self._left_at_stop is None:
+                self._left_at_stop = len(events)
+            if not self._left_at_stop:
+                raise StopIteration
+            self._left_at_stop -= min(self._left_at_stop, self._max_batch)
         if events:
             n = min(len(events), self._max_batch)
             popleft = events.popleft
