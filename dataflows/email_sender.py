@@ -13,8 +13,6 @@ held at once. No recovery store is needed: the processing list is the state.
 
 from __future__ import annotations
 
-import signal
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
@@ -25,7 +23,6 @@ from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 
-signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 log = get_logger("email_sender")
 

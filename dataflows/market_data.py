@@ -18,12 +18,12 @@ Runs with any ``-w`` and as several processes: shards split across workers, klin
 
 from __future__ import annotations
 
-import signal
 from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from connectors import stopping
 from connectors.alerts.matcher import PriceAlertSink
 from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
 from connectors.market_sinks import MarketRedisItem, MarketWriter, MonitorDelta, kline_point, ticker_point
@@ -37,7 +37,6 @@ from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, Recon
 from operators.klines import Bucket
 from operators.tickers import TickerState, merge_ticker
 
-signal.signal(signal.SIGTERM, signal.default_int_handler)
 log = get_logger("dataflows.market_data")
 _FRESH_MS = 10_000
 
@@ -104,7 +103,10 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
         op.output("price_alerts", trades, PriceAlertSink.from_settings(settings))
 
     removals = op.filter_map("removals", items, lambda x: x if isinstance(x, InstrumentRemoved) else None)
-    ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness, removals=removals)
+    # a SIGINT/SIGTERM stop ends the input but not the open minutes: they stay in the state (and the recovery
+    # snapshot) instead of being closed and published as partial klines
+    ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness, removals=removals,
+                          hold_at_eof=stopping.stop_requested)
     klines: Stream[KlineOut] = op.map("kline_values", ks.klines, _value)
     late = op.map("report_late", op.map("late_values", ks.late, _value), report_late)
     corrections = op.map("report_corrections", op.filter("corrections", klines, lambda o: o.correction),

@@ -28,7 +28,6 @@ plus the analyses' windows), kept in Bytewax state and snapshotted as pickled by
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +50,6 @@ from operators.analysis import AnalysisOutput, AnalysisParams
 from operators.analysis.step import AnalyseLogic, BookInput, StatusReport
 from operators.events import BookDelta, BookStatus
 
-signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 log = get_logger("orderbook_analysis")
 POLL_INTERVAL_S = 0.001  # an idle list is polled every 1 ms (one cheap round trip): latency over idle CPU

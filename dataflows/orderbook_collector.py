@@ -9,8 +9,6 @@ step (``aggregate``) into ``system:monitoring``; book samples and ``ws_metrics``
 
 from __future__ import annotations
 
-import signal
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
@@ -21,7 +19,6 @@ from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
 
-signal.signal(signal.SIGTERM, signal.default_int_handler)
 log = get_logger("dataflows.orderbook_collector")
 _FRESH_MS = 10_000  # a shard that has not reported for this long no longer counts in the gauges
 
