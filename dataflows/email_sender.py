@@ -23,7 +23,6 @@ from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 
-
 log = get_logger("email_sender")
 
 

@@ -50,7 +50,6 @@ from operators.analysis import AnalysisOutput, AnalysisParams
 from operators.analysis.step import AnalyseLogic, BookInput, StatusReport
 from operators.events import BookDelta, BookStatus
 
-
 log = get_logger("orderbook_analysis")
 POLL_INTERVAL_S = 0.001  # an idle list is polled every 1 ms (one cheap round trip): latency over idle CPU
 
