@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class Recovery(BaseModel):
@@ -53,5 +53,27 @@ class DeployFile(BaseModel):
     dataflows: dict[str, Deployment]
 
 
+class DeployFileError(Exception):
+    """``bytewax.yaml`` is missing, unreadable or not of the expected shape (the message is one line)."""
+
+
 def load(path: Path = Path("bytewax.yaml")) -> DeployFile:
-    return DeployFile.model_validate(yaml.safe_load(path.read_text()))
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        msg = (f"{path} not found in {Path.cwd()}: run from the cryptoflow project directory "
+               "or pass --file PATH")
+        raise DeployFileError(msg) from None
+    except OSError as err:
+        msg = f"cannot read {path}: {err.strerror or err}"
+        raise DeployFileError(msg) from None
+    try:
+        return DeployFile.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as err:
+        msg = f"{path} is not valid YAML: {' '.join(str(err).split())}"
+        raise DeployFileError(msg) from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = f"{path}: {where}: {first['msg']}"
+        raise DeployFileError(msg) from None

@@ -53,3 +53,24 @@ def test_run_creates_the_recovery_store_on_first_start(tmp_path: Path) -> None:
     assert (store / "part-0.sqlite3").is_file(), proc.stderr
     assert proc.returncode != 0  # the missing module
     assert load(spec).dataflows["x"].init_recovery() is None  # the next start reuses the store
+
+
+def test_run_outside_the_project_says_so_in_one_line(tmp_path: Path) -> None:
+    """No bytewax.yaml in the working directory: one line naming it and what to do, exit 2, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "market_data"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"cryptoflow run: bytewax.yaml not found in {tmp_path}: run from the cryptoflow "
+                                   "project directory or pass --file PATH")
+
+
+def test_run_with_a_broken_deploy_file_says_what_is_wrong(tmp_path: Path) -> None:
+    spec = tmp_path / "bytewax.yaml"
+    for text, expected in (("dataflows: [", "is not valid YAML"),
+                           ("dataflows:\n  x:\n    module: dataflows.x\n    workers: 0\n",
+                            "dataflows.x.workers: Input should be greater than or equal to 1")):
+        spec.write_text(text)
+        proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "x", "--file", str(spec)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2
+        assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cryptoflow.deploy import load
+from cryptoflow.deploy import DeployFileError, load
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
 
@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    deployments = load(args.file).dataflows
+    try:
+        deployments = load(args.file).dataflows
+    except DeployFileError as err:
+        print(f"cryptoflow run: {err}", file=sys.stderr)
+        return 2
     if args.name not in deployments:
         print(f"cryptoflow run: no dataflow {args.name!r} in {args.file}; known: {', '.join(deployments)}",
               file=sys.stderr)
