@@ -1,7 +1,9 @@
 """What the market-data parsers of every venue return: domain events, typed non-data messages, typed errors.
 
-A parser never raises on what the wire brings: junk becomes a :class:`MarketParseError` (counted and logged
-by the dataflow), protocol chatter (acks, pongs, channels we do not aggregate) a :class:`MarketControl`.
+A parser never raises on what the wire brings: junk becomes a :class:`MarketParseError` (a
+:class:`connectors.untrusted.Rejected`, ``reason`` one of :data:`MARKET_REASONS`; counted and logged once per
+reason by the dataflow), every decode is bounded by :func:`connectors.untrusted.decode`; protocol chatter
+(acks, pongs, channels we do not aggregate) a :class:`MarketControl`.
 Symbols of Binance/Bybit are mapped back to our instrument ids (OKX ``instId`` style) through a
 :data:`SymbolMap` built from the subscribed set.
 """
@@ -10,24 +12,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
 import msgspec
 
+from connectors import untrusted
+from connectors.untrusted import Rejected
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.instruments import InvalidInstrument, venue_symbol
 
 MarketEvent = Trade | Ticker | BestQuote | Kline
 SymbolMap = Mapping[str, str]  # venue symbol (upper case, BTCUSDT) -> instrument id (BTC-USDT)
 
-_RAW_SHOWN = 200
+T = TypeVar("T")
+MARKET_REASONS = (
+    *untrusted.REASONS,  # too_large, too_deep, malformed_json, wrong_type
+    "invalid_number",  # a price/size/time that is not a finite number
+    "invalid_value",  # a field outside its allowed values (side, count)
+    "not_subscribed",  # a symbol we did not subscribe to
+    "unknown_channel",  # a data frame of a channel we do not parse
+    "unknown_message",  # JSON that is neither a data frame nor a control answer
+)
 
 
-class MarketParseError(msgspec.Struct, frozen=True):
-    """A frame that could not be turned into events; ``raw`` is its start, for the log."""
+class MarketParseError(Rejected, frozen=True):
+    """A frame that could not be turned into events: a :class:`~connectors.untrusted.Rejected` (``reason``
+    one of :data:`MARKET_REASONS`, ``detail``, ``sample`` = the frame's start) of ``venue``."""
 
-    venue: str
-    reason: str
-    raw: str
+    venue: str = ""
+
+    @property
+    def raw(self) -> str:
+        """The frame's start (the ``sample``)."""
+        return self.sample
+
+
+class InvalidField(ValueError):
+    """Raised inside a parser by a field check; the parser returns it as a :class:`MarketParseError`."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class MarketControl(msgspec.Struct, frozen=True):
@@ -41,9 +66,20 @@ class MarketControl(msgspec.Struct, frozen=True):
 MarketItem = MarketEvent | MarketControl | MarketParseError
 
 
-def parse_error(venue: str, reason: str, raw: bytes | str) -> MarketParseError:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
-    return MarketParseError(venue, reason, text[:_RAW_SHOWN])
+def parse_error(venue: str, reason: str, detail: str, raw: bytes | str) -> MarketParseError:
+    return MarketParseError(reason, detail[: untrusted.SAMPLE_CHARS], untrusted.sample(raw), venue)
+
+
+def rejection(venue: str, r: Rejected) -> MarketParseError:
+    return MarketParseError(r.reason, r.detail, r.sample, venue)
+
+
+def decode_field(decoder: msgspec.json.Decoder[T], data: msgspec.Raw) -> T:
+    """A nested part of an already accepted frame, bounded the same way; raises :class:`InvalidField`."""
+    out = untrusted.decode(decoder, data)
+    if isinstance(out, Rejected):
+        raise InvalidField(out.detail, out.reason)
+    return out
 
 
 def symbol_map(instruments: Iterable[str]) -> dict[str, str]:
@@ -58,16 +94,24 @@ def symbol_map(instruments: Iterable[str]) -> dict[str, str]:
 
 
 def to_decimal(text: str) -> Decimal:
-    """An exchange number string as a finite Decimal; raises ``ValueError`` on anything else."""
+    """An exchange number string as a finite Decimal; raises :class:`InvalidField` on anything else."""
     try:
         value = Decimal(text)
-    except (InvalidOperation, TypeError) as err:
-        msg = f"expected a decimal number string, found {text!r}"
-        raise ValueError(msg) from err
-    if not value.is_finite():
-        msg = f"expected a finite number, found {text!r}"
-        raise ValueError(msg)
+    except (InvalidOperation, TypeError, ValueError) as err:
+        msg = f"expected a decimal number string, found {text[:60]!r}"
+        raise InvalidField(msg, "invalid_number") from err
+    if not sane(value):
+        msg = f"expected a finite number within 1e±{MAX_EXPONENT}, found {text[:60]!r}"
+        raise InvalidField(msg, "invalid_number")
     return value
+
+
+MAX_EXPONENT = 40  # venues' prices and sizes are far inside 1e±40; beyond it, arithmetic could overflow
+
+
+def sane(*values: Decimal) -> bool:
+    """Every value finite and within 1e±:data:`MAX_EXPONENT` (so sums and products downstream cannot overflow)."""
+    return all(v.is_finite() and -MAX_EXPONENT <= v.adjusted() <= MAX_EXPONENT for v in values)
 
 
 def optional_decimal(text: str | None) -> Decimal | None:

@@ -4,7 +4,8 @@ Per venue one :class:`~connectors.ws.source.WsShardSource` (OKX: two, ``/ws/v5/p
 tickers, ``/ws/v5/business`` for candles). The wanted topics are the pairs of ``config:trading_pairs``
 (:class:`~connectors.pairs.PairsPoller`, diffed live) times the venue's channels (:class:`ChannelTopics`);
 Binance and Bybit take spot ids only (derivatives are OKX-only). Frames are parsed on the worker by
-:class:`MarketProcessor` into domain events; parse errors are counted and logged, never passed on.
+:class:`MarketProcessor` into domain events; parse errors (:class:`connectors.untrusted.Rejected`) are counted
+(``rejected_<reason>``, ``market_data:rejected_<reason>``) and logged once per reason, never passed on.
 
 Delivery: at-most-once while connected (a live feed cannot be replayed; klines see the gap, reconciliation
 reports it). Unit of parallelism: the shard (each topic lives on one shard, so one instrument's trades keep
@@ -35,6 +36,7 @@ from connectors.market_frames import (
 from connectors.okx.market import CANDLE_CHANNELS, parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
 from connectors.pairs import PairsPoller
+from connectors.untrusted import RejectTally, rejected
 from connectors.ws.events import Disconnected, Frame, Rejected, TopicsChecked, WsEvent
 from connectors.ws.hooks import VenueHooks
 from connectors.ws.shard import ShardRunner
@@ -121,7 +123,8 @@ class MarketProcessor:
         self._stats_ns = int(stats_interval * 1e9)
         self._next_stats = 0
         self._last_check_ms = 0
-        self._errors_logged = 0
+        self._rejects = RejectTally(log, "market_data", event="market_parse_error", venue=venue, source=source,
+                                    shard=shard)
         self._newest: dict[str, TradeMark] = {}  # per instrument, the newest trade passed on (the snapshot)
         self._seen: dict[str, TradeMark] = {}  # restored: trades up to these were counted before the restart
 
@@ -177,21 +180,21 @@ class MarketProcessor:
                             out.append(InstrumentRemoved(self.venue, inst))
             elif isinstance(ev, Rejected):
                 self._counters["market_rejected_topics"] += 1
-            elif isinstance(ev, Disconnected) and not ev.planned:
-                self._counters["market_disconnects"] += 1
+            elif isinstance(ev, Disconnected):
+                if not ev.planned:
+                    self._counters["market_disconnects"] += 1
+                if ev.rejected:  # the socket refused a frame over its size limit (close 1009)
+                    self._rejects.add(rejected(ev.rejected, ev.reason, ""))
         return out
 
     def _bad(self, err: MarketParseError) -> None:
-        self._counters["market_parse_errors"] += 1
-        self._errors_logged += 1
-        if self._errors_logged <= 20 or self._errors_logged % 1000 == 0:
-            log.warning("market_parse_error", venue=err.venue, reason=err.reason, raw=err.raw,
-                        total=self._errors_logged)
+        self._rejects.add(err)
 
     def on_tick(self, now_ns: int) -> list[MarketSourceItem]:
         if now_ns < self._next_stats:
             return []
         self._next_stats = now_ns + self._stats_ns
+        self._counters.update(self._rejects.drain())
         counters = tuple(sorted(self._counters.items()))
         self._counters.clear()
         return [MarketStats(self.venue, self.source, self.shard, now_ns // 1_000_000, self._control.connections,

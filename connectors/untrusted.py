@@ -10,9 +10,14 @@ buffer list, email jobs, alert hashes. :func:`decode` is the only way such text 
 * never an exception for anything the text holds: ``malformed_json``, ``wrong_type``, ``too_deep``,
   ``too_large`` (and the callers' own reasons, e.g. ``invalid_number``) are :class:`Rejected` values.
 
-A rejection is counted by the caller as ``rejected_<reason>`` in ``system:monitoring`` and logged once per
-reason with :func:`sample` (the first :data:`SAMPLE_CHARS` characters), never the whole text: see
-:class:`RejectTally`.
+A rejection is counted by the caller as ``rejected_<reason>`` (product-wide) and ``<dataflow>:rejected_<reason>``
+plus ``rejected_messages`` in ``system:monitoring``, and logged once per reason with :func:`sample` (the first
+:data:`SAMPLE_CHARS` characters), never the whole text: see :class:`RejectTally`. Venue parse errors
+(``OkxParseError``, ``MarketParseError``) are subclasses of :class:`Rejected` that add their context.
+
+The depth bound is the decoders' own recursion guard, so it costs nothing per frame (no pre-scan): msgspec
+checks Python's recursion budget on every nested container it enters or skips, and :func:`decode` turns the
+``RecursionError`` into ``too_deep``. Every value cryptoflow accepts is at most a few levels deep.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import msgspec
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # a 400-level OKX snapshot is ~40 KB; venues' own frame caps are lower
 SAMPLE_CHARS = 200
 REASONS = ("too_large", "too_deep", "malformed_json", "wrong_type")
+Text = bytes | bytearray | memoryview | str | msgspec.Raw
 
 T = TypeVar("T")
 
@@ -37,22 +43,21 @@ class Rejected(msgspec.Struct, frozen=True):
     sample: str
 
 
-def sample(raw: bytes | bytearray | memoryview | str, limit: int = SAMPLE_CHARS) -> str:
+def sample(raw: Text, limit: int = SAMPLE_CHARS) -> str:
     """At most ``limit`` characters of ``raw`` for a log line (bytes decoded leniently), marked when cut."""
     if not isinstance(raw, str):
-        head = bytes(raw[: limit * 4]).decode("utf-8", "replace")
+        head = bytes(memoryview(raw)[: limit * 4]).decode("utf-8", "replace")
         cut = len(raw) > limit * 4 or len(head) > limit
     else:
         head, cut = raw, len(raw) > limit
     return head[:limit] + ("…" if cut else "")
 
 
-def rejected(reason: str, detail: str, raw: bytes | bytearray | memoryview | str) -> Rejected:
+def rejected(reason: str, detail: str, raw: Text) -> Rejected:
     return Rejected(reason, detail[:SAMPLE_CHARS], sample(raw))
 
 
-def decode(decoder: msgspec.json.Decoder[T], raw: bytes | bytearray | memoryview | str, *,
-           max_bytes: int = MAX_FRAME_BYTES) -> T | Rejected:
+def decode(decoder: msgspec.json.Decoder[T], raw: Text, *, max_bytes: int = MAX_FRAME_BYTES) -> T | Rejected:
     """``raw`` as the decoder's type, or a :class:`Rejected`; never raises for anything in ``raw``."""
     if len(raw) > max_bytes:
         return rejected("too_large", f"{len(raw)} bytes, more than {max_bytes}", raw)
@@ -69,33 +74,46 @@ def decode(decoder: msgspec.json.Decoder[T], raw: bytes | bytearray | memoryview
 _any = msgspec.json.Decoder()
 
 
-def decode_any(raw: bytes | bytearray | memoryview | str, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+def decode_any(raw: Text, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """An untyped decode under the same bounds (for classifying text a typed decode refused)."""
     return decode(_any, raw, max_bytes=max_bytes)
+
+
+def counter_names(dataflow: str, reason: str) -> tuple[str, ...]:
+    """The ``system:monitoring`` counters one rejection adds 1 to (product-wide and per dataflow)."""
+    return ("rejected_messages", f"rejected_{reason}", f"{dataflow}:rejected_messages",
+            f"{dataflow}:rejected_{reason}")
 
 
 class RejectTally:
     """Counts rejections by reason and logs the first of each reason once, with a sample.
 
-    ``drain()`` returns ``{"rejected_messages": n, "rejected_<reason>": n, ...}`` since the last drain, for the
-    caller's ``system:monitoring`` writer.
+    ``drain()`` returns the :func:`counter_names` increments since the last drain (``rejected_messages``,
+    ``rejected_<reason>`` and the same prefixed with ``<dataflow>:``), for the caller's ``system:monitoring``
+    writer (HINCRBY, shared by every dataflow).
     """
 
-    def __init__(self, log: Any, event: str = "message_rejected", **context: object) -> None:
+    def __init__(self, log: Any, dataflow: str, event: str = "message_rejected", **context: object) -> None:
         self._log = log
+        self.dataflow = dataflow
         self._event = event
         self._context = context
         self._counts: Counter[str] = Counter()
         self._logged: set[str] = set()
+        self._names: dict[str, tuple[str, ...]] = {}
 
     def add(self, r: Rejected, **context: object) -> None:
-        self._counts["rejected_messages"] += 1
-        self._counts[f"rejected_{r.reason}"] += 1
+        names = self._names.get(r.reason)
+        if names is None:
+            names = self._names[r.reason] = counter_names(self.dataflow, r.reason[:64])
+        counts = self._counts
+        for name in names:
+            counts[name] += 1
         if r.reason not in self._logged:
             self._logged.add(r.reason)
             self._log.warning(self._event, reason=r.reason, detail=r.detail, sample=r.sample,
-                              note="logged once per reason; counted in system:monitoring",
-                              **self._context, **context)
+                              dataflow=self.dataflow, note="logged once per reason; counted in system:monitoring",
+                              **{**self._context, **context})
 
     def drain(self) -> dict[str, int]:
         out = dict(self._counts)

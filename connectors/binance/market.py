@@ -4,7 +4,8 @@ Frames come from ``/stream?streams=...`` (or a live ``SUBSCRIBE``) wrapped as ``
 {...}}``. Handled payloads: ``aggTrade`` (one Trade counting ``l - f + 1`` exchange trades), ``trade``,
 ``24hrTicker`` and ``kline`` (the venue's own kline, ``source="venue"``, closed when ``x`` is true).
 Control answers (``{"result": null, "id": 1}``, ``{"error": ...}``) and ``serverShutdown`` become
-:class:`MarketControl`; anything else a :class:`MarketParseError` — never an exception.
+:class:`MarketControl`; anything else a :class:`MarketParseError` — never an exception (every decode bounded
+by :func:`connectors.untrusted.decode`).
 
 Fixtures of every wire shape: ``tests/data/binance_*.jsonl`` (real frames, see tests/data/README.md).
 """
@@ -16,12 +17,16 @@ from typing import Any, Literal
 
 import msgspec
 
+from connectors import untrusted
 from connectors.market_frames import (
     MarketControl,
     MarketItem,
     SymbolMap,
     parse_error,
+    rejection,
+    sane,
 )
+from connectors.untrusted import Rejected
 from operators.events import Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -112,25 +117,21 @@ def _instrument(symbol: str, symbols: SymbolMap) -> str | None:
 
 def parse_binance_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
     """Parse one Binance WebSocket text frame into domain events (or one control/error item)."""
-    try:
-        env = _envelope.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        return [parse_error(VENUE, f"not a Binance frame: {err}", raw)]
+    env = untrusted.decode(_envelope, raw)
+    if isinstance(env, Rejected):
+        return [rejection(VENUE, env)]
     if not env.data:
         if env.error is not None:
             return [MarketControl(VENUE, "error", f"id={env.id} {env.error}")]
         if env.id is not msgspec.UNSET:
             return [MarketControl(VENUE, "ack", f"id={env.id} result={env.result}")]
-        return [parse_error(VENUE, "expected a combined-stream frame with 'data'", raw)]
-    try:
-        payload = _payload.decode(env.data)
-    except msgspec.ValidationError as err:
+        return [parse_error(VENUE, "unknown_message", "expected a combined-stream frame with 'data'", raw)]
+    payload = untrusted.decode(_payload, env.data)
+    if isinstance(payload, Rejected):
         stream = env.stream or ""
-        if any(name in stream for name in ("depth", "bookTicker", "miniTicker")):
-            return [MarketControl(VENUE, "ignored", stream)]
-        return [parse_error(VENUE, f"unsupported or malformed payload: {err}", raw)]
-    except msgspec.DecodeError as err:
-        return [parse_error(VENUE, f"malformed payload: {err}", raw)]
+        if payload.reason == "wrong_type" and any(name in stream for name in ("depth", "bookTicker", "miniTicker")):
+            return [MarketControl(VENUE, "ignored", stream[:60])]
+        return [rejection(VENUE, payload)]
     return _convert(payload, raw, recv_ns=recv_ns, symbols=symbols)
 
 
@@ -139,22 +140,26 @@ def _convert(payload: BinancePayload, raw: bytes | str, *, recv_ns: int, symbols
         return [MarketControl(VENUE, "shutdown", "serverShutdown")]
     inst = _instrument(payload.s, symbols)
     if inst is None:
-        return [parse_error(VENUE, f"symbol {payload.s!r} is not subscribed", raw)]
+        return [parse_error(VENUE, "not_subscribed", f"symbol {payload.s[:60]!r} is not subscribed", raw)]
     if isinstance(payload, BinanceAggTrade):
-        if not (payload.p.is_finite() and payload.q.is_finite()) or payload.l < payload.f:
-            return [parse_error(VENUE, "aggTrade with a non-finite number or l < f", raw)]
+        if not sane(payload.p, payload.q) or payload.l < payload.f:
+            return [parse_error(VENUE, "invalid_number", "aggTrade with a non-finite number or l < f", raw)]
         return [Trade(VENUE, inst, str(payload.a), payload.p, payload.q, "sell" if payload.m else "buy",
                       payload.T, recv_ns, payload.l - payload.f + 1)]
     if isinstance(payload, BinanceTrade):
-        if not (payload.p.is_finite() and payload.q.is_finite()):
-            return [parse_error(VENUE, "trade with a non-finite number", raw)]
+        if not sane(payload.p, payload.q):
+            return [parse_error(VENUE, "invalid_number", "trade with a non-finite number", raw)]
         return [Trade(VENUE, inst, str(payload.t), payload.p, payload.q, "sell" if payload.m else "buy",
                       payload.T, recv_ns)]
     if isinstance(payload, BinanceKline):
         k = payload.k
         if k.i not in TIMEFRAME_MS:
-            return [MarketControl(VENUE, "ignored", f"kline interval {k.i}")]
+            return [MarketControl(VENUE, "ignored", f"kline interval {k.i[:20]}")]
+        if not sane(k.o, k.h, k.l, k.c, k.v, k.q):
+            return [parse_error(VENUE, "invalid_number", "kline with a non-finite or out-of-range number", raw)]
         return [Kline(VENUE, inst, k.i, k.t, k.T + 1, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.x, "venue")]
+    if not sane(payload.c, payload.b, payload.a, payload.v, payload.P, payload.h, payload.l, payload.o, payload.q):
+        return [parse_error(VENUE, "invalid_number", "ticker with a non-finite or out-of-range number", raw)]
     return [Ticker(VENUE, inst, payload.c, payload.b, payload.a, payload.v, payload.P, payload.h, payload.l,
                    payload.E)]
 

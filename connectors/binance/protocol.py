@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import msgspec
 import orjson
 
+from connectors import untrusted
+from connectors.untrusted import Rejected
 from connectors.ws.hooks import (
     Ack,
     Control,
@@ -95,9 +97,8 @@ class BinanceHooks:
             if '"serverShutdown"' in text[:160]:
                 return Notice("serverShutdown", reconnect=True)
             return None
-        try:
-            ans = _answer.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        ans = untrusted.decode(_answer, text)  # I/O thread: bounded, never raises
+        if isinstance(ans, Rejected):
             return None  # the data parser reports it
         if ans.e == "serverShutdown":
             return Notice("serverShutdown", reconnect=True)

@@ -1,4 +1,5 @@
-"""Bybit v5 spot market-data wire models and parsers -> domain events. Pure, no I/O, never raises.
+"""Bybit v5 spot market-data wire models and parsers -> domain events. Pure, no I/O, never raises (every decode
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.MarketParseError`).
 
 Wire shapes (fixtures: ``tests/data/bybit_market_frames.jsonl`` and the real ``orderbook.1`` frames of
 ``tests/data/bybit/bybit-2025-06-13-orderbook1.jsonl``):
@@ -22,7 +23,18 @@ from typing import Any
 
 import msgspec
 
-from connectors.market_frames import MarketControl, MarketItem, SymbolMap, parse_error
+from connectors import untrusted
+from connectors.market_frames import (
+    InvalidField,
+    MarketControl,
+    MarketItem,
+    SymbolMap,
+    decode_field,
+    parse_error,
+    rejection,
+    sane,
+)
+from connectors.untrusted import Rejected
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -86,52 +98,51 @@ _book1 = msgspec.json.Decoder(BybitBook1)
 
 def parse_bybit_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
     """Parse one Bybit v5 public text frame."""
-    try:
-        frame = _frame.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        return [parse_error(VENUE, f"not a Bybit frame: {err}", raw)]
+    frame = untrusted.decode(_frame, raw)
+    if isinstance(frame, Rejected):
+        return [rejection(VENUE, frame)]
     if not frame.topic:
         if frame.op in ("pong", "ping") or frame.ret_msg == "pong":
             return [MarketControl(VENUE, "pong")]
         if frame.op:
             ok = frame.success is not False
             return [MarketControl(VENUE, "ack" if ok else "error", f"{frame.op} {frame.ret_msg}".strip())]
-        return [parse_error(VENUE, "expected a 'topic' or an 'op' answer", raw)]
+        return [parse_error(VENUE, "unknown_message", "expected a 'topic' or an 'op' answer", raw)]
     channel, _, rest = frame.topic.partition(".")
     try:
         return _convert(channel, rest, frame, raw, recv_ns, symbols)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
-        return [parse_error(VENUE, f"malformed {channel} data: {err}", raw)]
+    except InvalidField as err:
+        return [parse_error(VENUE, err.reason, f"{channel[:60]} data: {err}", raw)]
 
 
 def _inst(symbol: str, symbols: SymbolMap) -> str:
     inst = symbols.get(symbol.upper())
     if inst is None:
-        msg = f"symbol {symbol!r} is not subscribed"
-        raise ValueError(msg)
+        msg = f"symbol {symbol[:60]!r} is not subscribed"
+        raise InvalidField(msg, "not_subscribed")
     return inst
 
 
 def _finite(*values: Decimal) -> None:
-    if not all(v.is_finite() for v in values):
+    if not sane(*values):
         msg = "expected finite numbers"
-        raise ValueError(msg)
+        raise InvalidField(msg, "invalid_number")
 
 
 def _convert(channel: str, rest: str, frame: BybitFrame, raw: Any, recv_ns: int,
              symbols: SymbolMap) -> list[MarketItem]:
     if channel == "publicTrade":
         out: list[MarketItem] = []
-        for t in _trades.decode(frame.data):
+        for t in decode_field(_trades, frame.data):
             _finite(t.p, t.v)
             if t.S not in ("Buy", "Sell"):
-                msg = f"expected side Buy/Sell, found {t.S!r}"
-                raise ValueError(msg)
+                msg = f"expected side Buy/Sell, found {t.S[:60]!r}"
+                raise InvalidField(msg, "invalid_value")
             out.append(Trade(VENUE, _inst(t.s, symbols), t.i, t.p, t.v, "buy" if t.S == "Buy" else "sell",
                              t.T, recv_ns))
         return out
     if channel == "tickers":
-        tk = _ticker.decode(frame.data)
+        tk = decode_field(_ticker, frame.data)
         _finite(tk.lastPrice, tk.highPrice24h, tk.lowPrice24h, tk.volume24h, tk.price24hPcnt)
         return [Ticker(VENUE, _inst(tk.symbol, symbols), tk.lastPrice, None, None, tk.volume24h,
                        tk.price24hPcnt * 100, tk.highPrice24h, tk.lowPrice24h, frame.ts)]
@@ -142,15 +153,15 @@ def _convert(channel: str, rest: str, frame: BybitFrame, raw: Any, recv_ns: int,
             return [MarketControl(VENUE, "ignored", f"kline interval {interval}")]
         inst = _inst(symbol, symbols)
         klines: list[MarketItem] = []
-        for k in _klines.decode(frame.data):
+        for k in decode_field(_klines, frame.data):
             _finite(k.open, k.high, k.low, k.close, k.volume, k.turnover)
             klines.append(Kline(VENUE, inst, tf, k.start, k.start + TIMEFRAME_MS[tf], k.open, k.high, k.low,
                                 k.close, k.volume, k.turnover, 0, k.confirm, "venue"))
         return klines
     if channel == "orderbook":
-        book = _book1.decode(frame.data)
+        book = decode_field(_book1, frame.data)
         if not book.b or not book.a:
             return [MarketControl(VENUE, "ignored", f"one-sided orderbook.1 {book.s}")]
         _finite(book.b[0][0], book.a[0][0])
         return [BestQuote(VENUE, _inst(book.s, symbols), book.b[0][0], book.a[0][0], frame.ts)]
-    return [parse_error(VENUE, f"unsupported topic {frame.topic!r}", raw)]
+    return [parse_error(VENUE, "unknown_channel", f"unsupported topic {frame.topic[:60]!r}", raw)]

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import msgspec
 import orjson
 
+from connectors import untrusted
+from connectors.untrusted import Rejected
 from connectors.ws.hooks import (
     Ack,
     Control,
@@ -89,10 +91,9 @@ class BybitHooks:
     def classify(self, text: str) -> Control | None:
         if text.startswith('{"topic"'):
             return None
-        try:
-            ans = _answer.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        ans = untrusted.decode(_answer, text)  # I/O thread: bounded, never raises
+        if isinstance(ans, Rejected):
+            return None  # the data parser reports it
         if ans.op == "pong" or (ans.op == "ping" and ans.ret_msg == "pong"):
             return Pong()
         if ans.op not in ("subscribe", "unsubscribe"):

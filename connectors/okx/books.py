@@ -18,7 +18,9 @@ Wire shapes (fixtures: ``tests/data/okx/*.jsonl``, recorded from OKX; ``tests/te
 
 :func:`parse_books_frame` never raises on what the wire brings: book frames become ``tuple[BookDelta, ...]``
 (one per ``data`` entry, in order), protocol chatter a typed :data:`OkxMessage`, anything else an
-:class:`OkxParseError` whose ``reason`` is one of :data:`PARSE_REASONS`.
+:class:`OkxParseError` (a :class:`connectors.untrusted.Rejected`) whose ``reason`` is one of
+:data:`PARSE_REASONS`. Every decode goes through :func:`connectors.untrusted.decode` (size and depth bounded:
+``too_large``, ``too_deep``); nothing is decoded untyped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Literal
 
 import msgspec
 
+from connectors import untrusted
+from connectors.untrusted import Rejected
 from operators.events import BookDelta, BookView, Level
 from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS, okx_checksum
 
@@ -35,6 +39,8 @@ VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt", "books5", "bbo-tbt"})
 SNAPSHOT_ONLY_CHANNELS = frozenset({"books5", "bbo-tbt"})  # no `action`: every push is a snapshot
 PARSE_REASONS = (
+    "too_large",  # longer than connectors.untrusted.MAX_FRAME_BYTES: not read
+    "too_deep",  # nested deeper than the decoder's recursion guard
     "malformed_json",  # not JSON at all
     "wrong_type",  # JSON, but a field is missing or of the wrong type
     "negative_size",  # a level with a size below zero
@@ -42,7 +48,6 @@ PARSE_REASONS = (
     "unknown_channel",  # a data frame of a channel that is not an order book
     "unknown_message",  # JSON that is neither a data frame nor an event
 )
-_RAW_SHOWN = 200
 _TS_DIGITS_MAX = 16  # epoch ms has 13 digits until the year 2286
 INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")  # the instId an error names
 
@@ -88,7 +93,23 @@ class OkxRestBooks(msgspec.Struct, frozen=True):
 _frame_decoder = msgspec.json.Decoder(OkxBooksFrame)
 _event_decoder = msgspec.json.Decoder(OkxEventFrame)
 _rest_decoder = msgspec.json.Decoder(OkxRestBooks)
-_any_decoder = msgspec.json.Decoder()
+
+
+class _ProbeArg(msgspec.Struct, frozen=True):
+    channel: msgspec.Raw = msgspec.Raw()
+
+
+class _Probe(msgspec.Struct, frozen=True):
+    """What a frame that is not a well-formed book frame is: only which keys it has (values skipped, bounded)."""
+
+    event: msgspec.Raw = msgspec.Raw()
+    arg: msgspec.Raw = msgspec.Raw()
+    data: msgspec.Raw = msgspec.Raw()
+
+
+_probe_decoder = msgspec.json.Decoder(_Probe)
+_probe_arg_decoder = msgspec.json.Decoder(_ProbeArg)
+_channel_decoder = msgspec.json.Decoder(str)
 
 
 # ------------------------------------------------------------------------------- typed non-book results
@@ -137,13 +158,16 @@ class OkxInfo(msgspec.Struct, frozen=True):
     recv_ns: int
 
 
-class OkxParseError(msgspec.Struct, frozen=True):
-    """A frame that could not be used. ``reason`` is one of :data:`PARSE_REASONS`; ``raw`` is its start."""
+class OkxParseError(Rejected, frozen=True):
+    """A frame that could not be used: a :class:`~connectors.untrusted.Rejected` (``reason`` one of
+    :data:`PARSE_REASONS`, ``detail``, ``sample`` = the frame's start) with its receive time."""
 
-    reason: str
-    detail: str
-    raw: str
-    recv_ns: int
+    recv_ns: int = 0
+
+    @property
+    def raw(self) -> str:
+        """The frame's start (the ``sample``)."""
+        return self.sample
 
 
 OkxMessage = OkxSubscribed | OkxUnsubscribed | OkxError | OkxNotice | OkxPong | OkxInfo
@@ -151,8 +175,11 @@ BooksParseResult = tuple[BookDelta, ...] | OkxMessage | OkxParseError
 
 
 def _error(reason: str, detail: str, raw: bytes | str, recv_ns: int) -> OkxParseError:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
-    return OkxParseError(reason, detail, text[:_RAW_SHOWN], recv_ns)
+    return OkxParseError(reason, detail[: untrusted.SAMPLE_CHARS], untrusted.sample(raw), recv_ns)
+
+
+def _rejected(r: Rejected, recv_ns: int) -> OkxParseError:
+    return OkxParseError(r.reason, r.detail, r.sample, recv_ns)
 
 
 def _bad_number(text: str) -> bool:
@@ -225,10 +252,9 @@ def _to_deltas(
 # ---------------------------------------------------------------------------------------------- parsers
 def parse_books_frame(raw: bytes | str, *, recv_ns: int) -> BooksParseResult:
     """One received text frame -> book deltas (best first as sent), a typed OKX message, or a parse error."""
-    try:
-        frame = _frame_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeError) as exc:
-        return _classify(raw, recv_ns, exc)
+    frame = untrusted.decode(_frame_decoder, raw)
+    if isinstance(frame, Rejected):
+        return _classify(raw, recv_ns, frame)
     channel = frame.arg.channel
     if channel not in BOOK_CHANNELS:
         return _error("unknown_channel", f"channel {channel!r}", raw, recv_ns)
@@ -245,33 +271,35 @@ def parse_books_frame(raw: bytes | str, *, recv_ns: int) -> BooksParseResult:
     return _to_deltas(frame.data, inst_id, action, recv_ns, raw)
 
 
-def _classify(raw: bytes | str, recv_ns: int, exc: Exception) -> OkxMessage | OkxParseError:
-    """The slow path: anything that is not a well-formed book frame."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
-    if text.strip() == "pong":
+def _classify(raw: bytes | str, recv_ns: int, why: Rejected) -> OkxMessage | OkxParseError:
+    """The slow path: anything that is not a well-formed book frame (``why``: the book decode's rejection).
+    A typed probe (which keys are there) instead of an untyped decode: nothing unbounded is built."""
+    if why.reason in ("too_large", "too_deep"):
+        return _rejected(why, recv_ns)
+    if len(raw) <= 16 and (raw.strip() == "pong" if isinstance(raw, str) else bytes(raw).strip() == b"pong"):
         return OkxPong(recv_ns)
-    try:
-        obj = _any_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeError) as exc2:
-        return _error("malformed_json", str(exc2), raw, recv_ns)
-    if not isinstance(obj, dict):
-        return _error("unknown_message", f"a JSON {type(obj).__name__}, not an object", raw, recv_ns)
-    if "event" in obj:
+    probe = untrusted.decode(_probe_decoder, raw)
+    if isinstance(probe, Rejected):
+        if probe.reason == "wrong_type":  # valid JSON, but not an object
+            return _error("unknown_message", f"not a JSON object: {probe.detail}", raw, recv_ns)
+        return _rejected(probe, recv_ns)
+    if probe.event:
         return _parse_event(raw, recv_ns)
-    arg = obj.get("arg")
-    if isinstance(arg, dict) and "data" in obj:
-        channel = arg.get("channel")
+    if probe.arg and probe.data:
+        arg = untrusted.decode(_probe_arg_decoder, probe.arg)
+        channel: str | Rejected | None = None
+        if isinstance(arg, _ProbeArg) and arg.channel:
+            channel = untrusted.decode(_channel_decoder, arg.channel)
         if isinstance(channel, str) and channel not in BOOK_CHANNELS:
-            return _error("unknown_channel", f"channel {channel!r}", raw, recv_ns)
-        return _error("wrong_type", str(exc), raw, recv_ns)
+            return _error("unknown_channel", f"channel {channel[:60]!r}", raw, recv_ns)
+        return _error("wrong_type", why.detail, raw, recv_ns)
     return _error("unknown_message", "neither a data frame nor an event", raw, recv_ns)
 
 
 def _parse_event(raw: bytes | str, recv_ns: int) -> OkxMessage | OkxParseError:
-    try:
-        ev = _event_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeError) as exc:
-        return _error("wrong_type", str(exc), raw, recv_ns)
+    ev = untrusted.decode(_event_decoder, raw)
+    if isinstance(ev, Rejected):
+        return _error("wrong_type", ev.detail, raw, recv_ns)
     if ev.event in ("subscribe", "unsubscribe"):
         if ev.arg is None:
             return _error("wrong_type", f"{ev.event} answer without arg", raw, recv_ns)
@@ -291,12 +319,9 @@ def _parse_event(raw: bytes | str, recv_ns: int) -> OkxMessage | OkxParseError:
 def parse_rest_books(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | OkxError | OkxParseError:
     """An OKX REST ``GET /api/v5/market/books`` body -> a snapshot :class:`BookDelta` (checksum 0: REST sends
     none; ``seq_id`` when the body has ``seqId``, with ``prev_seq_id`` -1). A non-zero ``code`` -> OkxError."""
-    try:
-        rest = _rest_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        return _error("wrong_type", str(exc), body, recv_ns)
-    except (msgspec.DecodeError, UnicodeError) as exc:
-        return _error("malformed_json", str(exc), body, recv_ns)
+    rest = untrusted.decode(_rest_decoder, body)
+    if isinstance(rest, Rejected):
+        return _rejected(rest, recv_ns)
     if rest.code != "0":
         return OkxError(rest.code, rest.msg, recv_ns, instrument)
     if len(rest.data) != 1:

@@ -1,5 +1,6 @@
 """OKX v5 market-data wire models and parsers: ``trades``, ``tickers`` (``/ws/v5/public``) and ``candle*``
-(``/ws/v5/business``) -> domain events. Pure, no I/O; never raises on what the wire brings.
+(``/ws/v5/business``) -> domain events. Pure, no I/O; never raises on what the wire brings (every decode
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.MarketParseError`).
 
 Wire shapes (fixtures: ``tests/data/okx/okx-2022-05-13-books-trades-tickers.jsonl`` for trades/tickers,
 ``tests/data/okx_market_frames.jsonl`` for candles):
@@ -22,15 +23,20 @@ from decimal import Decimal
 
 import msgspec
 
+from connectors import untrusted
 from connectors.market_frames import (
+    InvalidField,
     MarketControl,
     MarketItem,
     change_percent,
+    decode_field,
     optional_decimal,
     parse_error,
+    rejection,
     to_decimal,
 )
 from connectors.okx.books import OkxArg
+from connectors.untrusted import Rejected
 from operators.events import Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -88,47 +94,46 @@ def parse_okx_market_frame(raw: bytes | str, *, recv_ns: int) -> list[MarketItem
     """Parse one OKX text frame of the trades/tickers/candle channels."""
     if raw in ("pong", b"pong"):
         return [MarketControl(VENUE, "pong")]
-    try:
-        frame = _frame.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
-        return [parse_error(VENUE, f"not an OKX frame: {err}", raw)]
+    frame = untrusted.decode(_frame, raw)
+    if isinstance(frame, Rejected):
+        return [rejection(VENUE, frame)]
     if frame.event:
         kind = {"subscribe": "ack", "unsubscribe": "ack", "error": "error"}.get(frame.event, frame.event)
         return [MarketControl(VENUE, kind, f"{frame.code} {frame.msg}".strip())]
     if frame.arg is None or not frame.data:
-        return [parse_error(VENUE, "expected 'arg' and 'data' or an 'event'", raw)]
+        return [parse_error(VENUE, "unknown_message", "expected 'arg' and 'data' or an 'event'", raw)]
     channel = frame.arg.channel
     try:
         if channel == "trades":
-            return [_trade(d, recv_ns) for d in _trades.decode(frame.data)]
+            return [_trade(d, recv_ns) for d in decode_field(_trades, frame.data)]
         if channel == "tickers":
-            return [_ticker(d) for d in _tickers.decode(frame.data)]
+            return [_ticker(d) for d in decode_field(_tickers, frame.data)]
         if channel in _TIMEFRAME_OF_CHANNEL:
             tf = _TIMEFRAME_OF_CHANNEL[channel]
-            return [_candle(row, frame.arg.instId, tf) for row in _candles.decode(frame.data)]
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
-        return [parse_error(VENUE, f"malformed {channel} data: {err}", raw)]
+            return [_candle(row, frame.arg.instId, tf) for row in decode_field(_candles, frame.data)]
+    except InvalidField as err:
+        return [parse_error(VENUE, err.reason, f"{channel[:60]} data: {err}", raw)]
     if channel.startswith("books") or channel == "bbo-tbt":
         return [MarketControl(VENUE, "ignored", channel)]
-    return [parse_error(VENUE, f"unsupported channel {channel!r}", raw)]
+    return [parse_error(VENUE, "unknown_channel", f"unsupported channel {channel[:60]!r}", raw)]
 
 
 def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError as err:
-        msg = f"expected an integer string, found {text!r}"
-        raise ValueError(msg) from err
+        msg = f"expected an integer string, found {text[:60]!r}"
+        raise InvalidField(msg, "invalid_number") from err
 
 
 def _trade(d: OkxTradeData, recv_ns: int) -> Trade:
     if d.side not in ("buy", "sell"):
-        msg = f"expected side buy/sell, found {d.side!r}"
-        raise ValueError(msg)
+        msg = f"expected side buy/sell, found {d.side[:60]!r}"
+        raise InvalidField(msg, "invalid_value")
     count = _int(d.count or "1")
     if count < 1:
         msg = f"expected count >= 1, found {count}"
-        raise ValueError(msg)
+        raise InvalidField(msg, "invalid_value")
     return Trade(VENUE, d.instId, d.tradeId, to_decimal(d.px), to_decimal(d.sz),
                  "buy" if d.side == "buy" else "sell", _int(d.ts), recv_ns, count)
 
@@ -144,7 +149,7 @@ def _ticker(d: OkxTickerData) -> Ticker:
 def _candle(row: list[str], inst: str, tf: str) -> Kline:
     if len(row) < 6:
         msg = f"expected a candle of at least 6 fields, found {len(row)}"
-        raise ValueError(msg)
+        raise InvalidField(msg, "wrong_type")
     start = _int(row[0])
     quote = to_decimal(row[7]) if len(row) > 7 and row[7] else Decimal(0)
     closed = len(row) > 8 and row[8] == "1"

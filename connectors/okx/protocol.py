@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import msgspec
 import orjson
 
+from connectors import untrusted
 from connectors.okx.books import INST_IN_MSG, OkxEventFrame
+from connectors.untrusted import Rejected
 from connectors.ws.hooks import (
     Ack,
     Control,
@@ -97,14 +99,12 @@ class OkxHooks:
             return None  # a data push: the hot path
         if text == "pong":
             return Pong()
-        try:
-            ev = _event_decoder.decode(text)
-        except (msgspec.DecodeError, UnicodeError):
+        # Runs on the I/O thread: bounded decodes only (a hostile frame must never end the connection task).
+        ev = untrusted.decode(_event_decoder, text)
+        if isinstance(ev, Rejected):
             return None  # not an event: the data parser counts and reports it
-        try:
-            req_id = _id_decoder.decode(text).id or None
-        except msgspec.DecodeError:
-            req_id = None
+        ids = untrusted.decode(_id_decoder, text)
+        req_id = None if isinstance(ids, Rejected) else ids.id or None
         topics: tuple[str, ...] = ()
         if ev.event in ("subscribe", "unsubscribe"):
             if ev.arg is not None:

@@ -31,6 +31,7 @@ class Disconnected:
     reason: str
     topics: tuple[str, ...]
     planned: bool = False
+    rejected: str = ""  # a connectors.untrusted rejection reason when a hostile frame caused it (too_large)
 
 
 @dataclass(frozen=True, slots=True)

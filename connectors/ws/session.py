@@ -14,6 +14,12 @@ venue's messages, answers, keep-alive style and budgets. Behaviour:
   ``healthy_after`` seconds; a shutdown notice or the venue's maximum connection age reconnects at once. After
   a reconnect the current ``desired`` set is subscribed again (answers are fresh snapshots).
 * ``asyncio.CancelledError`` is always re-raised; :meth:`close` ends the connection for good.
+* **Hostile frames never end the task**: a frame over ``max_frame_bytes`` (default :data:`MAX_WS_FRAME_BYTES`)
+  is refused by websockets (close 1009) -> a normal reconnect with backoff (a venue that keeps sending one
+  backs off to ``backoff_max``, never a crash loop), reported as ``Disconnected(rejected="too_large")`` for the
+  processor to count; frames under it reach the parser, which rejects those over
+  :data:`connectors.untrusted.MAX_FRAME_BYTES` unread. ``hooks.classify`` decodes only through
+  :func:`connectors.untrusted.decode`; should it still raise, the frame goes to the parser (logged once).
 
 Everything observable goes through ``emit`` (see ``connectors/ws/events.py``), in order.
 """
@@ -31,6 +37,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from connectors.untrusted import MAX_FRAME_BYTES
 from connectors.ws.budget import Backoff, Budget, per_second
 from connectors.ws.events import (
     Connected,
@@ -47,6 +54,10 @@ from cryptoflow.logs import get_logger
 log = get_logger("connectors.ws")
 Emit = Callable[[WsEvent], None]
 _req_ids = itertools.count(1)  # process-wide, so answers can never be confused between reconnects
+# websockets' own frame limit (its default, 1 MiB, would drop a connection for a big legit snapshot). Frames
+# between untrusted.MAX_FRAME_BYTES and this are read and rejected by the parser (counted, no reconnect).
+MAX_WS_FRAME_BYTES = 4 * MAX_FRAME_BYTES
+CLOSE_TOO_BIG = 1009
 
 
 class _Reconnect(Exception):  # control flow, not an error
@@ -78,8 +89,11 @@ class WsConnection:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         healthy_after: float = 10.0,
+        max_frame_bytes: int = MAX_WS_FRAME_BYTES,
     ) -> None:
         self.conn_id = conn_id
+        self._max_frame_bytes = max_frame_bytes
+        self._classify_failed = False
         self.hooks = hooks
         self._emit = emit
         self._connect_budget = connect_budget
@@ -135,10 +149,11 @@ class WsConnection:
                 await asyncio.sleep(wait)
             self._connect_budget.take(time.monotonic())
             started = time.monotonic()
-            immediate, reason = False, "closed"
+            immediate, reason, rejected = False, "closed", ""
             try:
                 async with connect(
-                    self.hooks.url(), ping_interval=None, max_size=None, open_timeout=10, close_timeout=2,
+                    self.hooks.url(), ping_interval=None, max_size=self._max_frame_bytes, open_timeout=10,
+                    close_timeout=2,
                 ) as ws:
                     self._ws = ws
                     self._last_rx = time.monotonic()
@@ -151,6 +166,10 @@ class WsConnection:
                 immediate, reason = err.immediate, err.reason
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as err:
                 reason = f"{type(err).__name__}: {err}"
+                sent = getattr(err, "sent", None)
+                if sent is not None and sent.code == CLOSE_TOO_BIG:
+                    rejected = "too_large"
+                    self._log.warning("ws_frame_too_large", limit_bytes=self._max_frame_bytes, reason=reason)
             finally:
                 was_up = self._ws is not None
                 self._ws = None
@@ -160,7 +179,7 @@ class WsConnection:
                 self._pending_topic.clear()
                 self._force_unsub.clear()
                 if was_up:
-                    self._emit(Disconnected(self.conn_id, reason, lost, planned=self._closing))
+                    self._emit(Disconnected(self.conn_id, reason, lost, planned=self._closing, rejected=rejected))
             if self._closing:
                 return
             self.reconnects += 1
@@ -191,7 +210,14 @@ class WsConnection:
             recv_ns = time.time_ns()
             self._last_rx = time.monotonic()
             text = msg if isinstance(msg, str) else msg.decode("utf-8", "replace")
-            ctl = classify(text)
+            try:
+                ctl = classify(text)
+            except Exception as err:  # a venue hook bug must not end the connection: the parser rejects it
+                ctl = None
+                if not self._classify_failed:
+                    self._classify_failed = True
+                    self._log.error("ws_classify_failed", error=f"{type(err).__name__}: {err}"[:200],
+                                    note="logged once; the frame goes to the parser")
             if ctl is None:
                 emit(Frame(text, recv_ns, conn))
             elif isinstance(ctl, Ack):
