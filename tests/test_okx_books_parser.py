@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +25,7 @@ from connectors.okx.books import (
 )
 from operators.events import BookDelta, Level
 from operators.orderbook import Applied, OrderBook, okx_checksum
+from tests.book_helpers import naive_checksum
 
 RECV = 1_700_000_000_123_456_789
 
@@ -264,9 +267,67 @@ def test_render_snapshot_round_trips_through_the_parser_and_a_book() -> None:
     back = parse_books_frame(text, recv_ns=5)
     assert isinstance(back, tuple)
     assert (back[0].bids, back[0].asks, back[0].seq_id, back[0].ts_ms) == (d.bids, d.asks, 777, d.ts_ms)
-    assert back[0].checksum == okx_checksum(d.bids, d.asks)
+    assert back[0].checksum == naive_checksum([(lv.price, lv.size) for lv in d.bids],
+                                              [(lv.price, lv.size) for lv in d.asks])
     book = OrderBook("BTC-USDT")
     assert book.apply(back[0]) == Applied("snapshot")
     # a view renders too (the collector may push the book as it stands after replaying buffered updates)
     again = parse_books_frame(render_books_snapshot(book.view(), channel="books-l2-tbt"), recv_ns=6)
     assert isinstance(again, tuple) and again[0].bids == d.bids and again[0].asks == d.asks
+
+
+# --- the rendered checksum against the independent one (tests/book_helpers.py) -----------------------------
+def _side(n: int, *, start: int, step: int) -> tuple[Level, ...]:
+    return tuple(Level(f"{start + step * i}.{i % 10}", f"{i + 1}.{i % 7}5") for i in range(n))
+
+
+@pytest.mark.parametrize(("n_bids", "n_asks"), [
+    (30, 30), (30, 10), (10, 30), (26, 25), (25, 26), (24, 24), (400, 400), (400, 3), (0, 30), (30, 0),
+])
+def test_rendered_checksum_covers_25_levels_of_deep_and_uneven_books(n_bids: int, n_asks: int) -> None:
+    bids, asks = _side(n_bids, start=50_000, step=-1), _side(n_asks, start=50_001, step=1)
+    d = BookDelta(venue="okx", instrument="BTC-USDT", action="snapshot", bids=bids, asks=asks,
+                  ts_ms=1_700_000_000_000, recv_ns=5, checksum=0, seq_id=9, prev_seq_id=-1)
+    want = naive_checksum([(lv.price, lv.size) for lv in bids], [(lv.price, lv.size) for lv in asks])
+    assert okx_checksum(bids, asks) == want
+    back = parse_books_frame(render_books_snapshot(d), recv_ns=6)
+    assert isinstance(back, tuple) and back[0].checksum == want
+    assert (back[0].bids, back[0].asks) == (bids, asks)
+    book = OrderBook("BTC-USDT")  # the book's own checksum path agrees with the rendered one
+    assert book.apply(back[0]) == Applied("snapshot")
+    if n_bids > 25 or n_asks > 25:  # a level beyond the 25th changes nothing, the 25th does
+        deeper_bids = [*bids, Level("1.1", "7")] if n_bids >= 25 else bids
+        deeper_asks = [*asks, Level("99999.9", "7")] if n_asks >= 25 else asks
+        assert okx_checksum(deeper_bids, deeper_asks) == want
+        longest = bids if n_bids > 25 else asks
+        changed = (*longest[:24], Level(longest[24].price, "424242"), *longest[25:])
+        assert okx_checksum(*((changed, asks) if longest is bids else (bids, changed))) != want
+
+
+RECORDED_BOOK_FRAMES = {"okx-2021-07-22-books-l2-tbt.jsonl": 1504, "okx-2022-05-13-books-trades-tickers.jsonl": 290}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_BOOK_FRAMES))
+def test_rendered_checksum_of_recorded_books_is_the_venues(name: str) -> None:
+    """Real frames carry OKX's own checksum: the book after each frame, rendered as a snapshot, carries it too."""
+    books: dict[str, OrderBook] = {}
+    checked = deep = 0
+    with (Path(__file__).parent / "data" / "okx" / name).open() as f:
+        for line in f:
+            out = parse_books_frame(json.loads(line)["data"], recv_ns=1)
+            if not isinstance(out, tuple):
+                continue
+            for d in out:
+                book = books.setdefault(d.instrument, OrderBook(d.instrument))
+                assert book.apply(d) == Applied(d.action)
+                view = book.view()
+                assert naive_checksum([(lv.price, lv.size) for lv in view.bids],
+                                      [(lv.price, lv.size) for lv in view.asks]) == d.checksum != 0
+                assert okx_checksum(view.bids, view.asks) == d.checksum
+                if checked % 10 == 0 or d.action == "snapshot":  # rendering 400 levels is the slow part
+                    rendered = parse_books_frame(render_books_snapshot(view), recv_ns=2)
+                    assert isinstance(rendered, tuple) and rendered[0].checksum == d.checksum
+                checked += 1
+                deep += len(view.bids) > 25 and len(view.asks) > 25
+    assert checked == RECORDED_BOOK_FRAMES[name]
+    assert deep > checked // 2  # most of them deeper than 25 levels on both sides
