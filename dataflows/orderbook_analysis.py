@@ -20,7 +20,9 @@ A book that cannot go on (no snapshot yet after a start without recovery state, 
 re-synced from the collector's ``orderbook:{inst}`` hash (:mod:`connectors.book_snapshots`); frames older than
 the book are skipped.
 
-Frames are parsed (``connectors.okx.books.parse_books_frame``), keyed by instrument (so each instrument's
+Frames are parsed (``connectors.okx.books.parse_books_frame``, bounded: a frame that cannot be used becomes a
+typed rejection, counted by the Redis sink as ``rejected_<reason>`` / ``orderbook_analysis:rejected_<reason>`` in
+``system:monitoring`` and logged once per reason; the next frames go on), keyed by instrument (so each instrument's
 frames stay in order on one worker while instruments spread over workers) and fed to one
 :class:`operators.analysis.InstrumentAnalyzer` per instrument (the shared ``operators.orderbook.OrderBook``
 plus the analyses' windows), kept in Bytewax state and snapshotted as pickled bytes.
@@ -37,12 +39,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.analysis_sink import AnalysisRedisSink, influx_points
+from connectors.analysis_sink import AnalysisRedisSink, AnalysisSinkItem, RejectCounts, influx_points
 from connectors.book_snapshots import HashBookSnapshots
 from connectors.influx import InfluxSink
-from connectors.okx.book_source import BookState, BufferFrame, okx_books_source
+from connectors.okx.book_source import BookState, BufferFrame, ShardStats, okx_books_source
 from connectors.okx.books import OkxParseError, parse_books_frame
 from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
+from connectors.untrusted import Rejected
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
@@ -76,25 +79,37 @@ def analysis_params(settings: Settings) -> AnalysisParams:
     )
 
 
-def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta]:
-    """One raw frame -> its book deltas; protocol chatter is dropped, parse errors are logged."""
+Parsed = BookInput | Rejected | RejectCounts
+
+
+def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta | Rejected]:
+    """One raw frame -> its book deltas; protocol chatter is dropped; a frame that cannot be used -> its typed
+    rejection (the Redis sink counts it and logs it once per reason). Never raises on the frame's content."""
     raw = item.raw if isinstance(item, ListItem) else item
     parsed = parse_books_frame(raw, recv_ns=time.time_ns())
     if isinstance(parsed, tuple):
         return parsed
     if isinstance(parsed, OkxParseError):
-        log.warning("frame_rejected", reason=parsed.reason, detail=parsed.detail, raw=parsed.raw)
+        return (parsed,)
     return ()
 
 
-def from_collector(item: object) -> Iterable[BookInput]:
+def from_collector(item: object) -> Iterable[Parsed]:
     """``ORDERBOOK_SOURCE=ws``: the collector source's applied raw frames (REST re-syncs arrive as rendered
-    snapshot frames) become deltas for our analyzers' books; its status changes mark them."""
+    snapshot frames) become deltas for our analyzers' books; its status changes mark them; the rejections its
+    processor counted go to the Redis sink."""
     if isinstance(item, BufferFrame):
         return item.deltas or parse_frame(item.text)
     if isinstance(item, BookState):
         return (StatusReport(item.instrument, BookStatus.STALE if item.removed else item.status),)
+    if isinstance(item, ShardStats):
+        rejected = tuple(kv for kv in item.counters if "rejected_" in kv[0] and kv[0] != "rejected_pairs")
+        return (RejectCounts(rejected),) if rejected else ()
     return ()
+
+
+def _is_rejection(item: Parsed) -> bool:
+    return isinstance(item, Rejected | RejectCounts)
 
 
 def build(
@@ -108,7 +123,7 @@ def build(
     flow = Dataflow("orderbook_analysis")
     if source is None:
         if settings.orderbook_source is OrderbookSource.WS:
-            source = okx_books_source(settings, with_deltas=True)
+            source = okx_books_source(settings, with_deltas=True, dataflow="orderbook_analysis")
         else:
             source = ReliableRedisListSource(
                 str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,
@@ -116,7 +131,9 @@ def build(
             )
     frames = op.input("read", flow, source)
     via_ws = settings.orderbook_source is OrderbookSource.WS and not isinstance(source, ReliableRedisListSource)
-    deltas: Stream[BookInput] = op.flat_map("parse", frames, from_collector if via_ws else parse_frame)
+    parsed: Stream[Parsed] = op.flat_map("parse", frames, from_collector if via_ws else parse_frame)
+    split = op.branch("rejected", parsed, _is_rejection)
+    deltas: Stream[BookInput] = split.falses  # type: ignore[assignment]  # the branch took the rest
     keyed = op.key_on("key", deltas, lambda d: d.instrument)
     # From the buffer list: a book that lost its chain (late start, trimmed frame) re-syncs from the collector's
     # hash, and a list that stays silent for WS_STALE_AFTER marks the books stale. The WebSocket source does both.
@@ -126,7 +143,8 @@ def build(
     analysed = op.stateful_batch("analyse", keyed, lambda resume: AnalyseLogic(
         params, resume, snapshots, points_every_ms, stale_after))
     outputs = op.key_rm("unkey", analysed)
-    op.output("redis", outputs, AnalysisRedisSink(
+    to_redis: Stream[AnalysisSinkItem] = op.merge("to_redis", outputs, split.trues)
+    op.output("redis", to_redis, AnalysisRedisSink(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,
         history_max=settings.alerts_history_max, on_written=on_written))
     points = op.flat_map("points", outputs, influx_points)
