@@ -4,7 +4,10 @@ Rules (DESIGN.md "Instruments and venues"), applied identically by every shard s
 set: members of the Redis set, minus ids the venue refused earlier, through
 :func:`operators.instruments.select_pairs` (malformed ids skipped, at most ``limit``, first in sorted order,
 with a warning naming the ids left out). Rejections are written to the hash ``<key>:rejected``
-(id -> reason): malformed ids with the validation reason, venue refusals as ``"<venue>: <reason>"``. An id
+(id -> reason): malformed ids with the validation reason (an id longer than
+:data:`operators.instruments.MAX_INSTRUMENT_CHARS` is rejected as too long), venue refusals as
+``"<venue>: <reason>"`` (cut to :data:`connectors.untrusted.SAMPLE_CHARS`). Logged ids and reasons are cut the
+same way, so a 1 MB member of the set cannot make a 1 MB log line. An id
 that leaves the set is removed from that hash, so adding it again retries it. Redis unreachable: ``poll()``
 returns ``None`` (the caller keeps its current set) and is retried at the next interval.
 
@@ -18,10 +21,12 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from connectors.untrusted import sample
 from cryptoflow.logs import get_logger
 from operators.instruments import select_pairs
 
 log = get_logger("connectors.pairs")
+ID_LOG_CHARS = 80  # ids in log lines; an id longer than MAX_INSTRUMENT_CHARS is rejected, never logged whole
 
 
 class PairsPoller:
@@ -80,19 +85,19 @@ class PairsPoller:
             self._down = False
         if self._announce:
             for inst, why in fresh.items():
-                log.warning("pair_rejected", instrument=inst, reason=why)
+                log.warning("pair_rejected", instrument=sample(inst, ID_LOG_CHARS), reason=sample(why))
             valid = sorted(set(members) - refused - set(malformed))
             skipped = tuple(valid[self.limit:])
             if skipped != self._last_skipped and skipped:
                 log.warning("pairs_over_limit", limit=self.limit, subscribed=list(selected),
-                            skipped=list(skipped))
+                            skipped_count=len(skipped), skipped=sample(" ".join(skipped)))
             self._last_skipped = skipped
         return frozenset(selected)
 
     async def report_rejected(self, topic: str, reason: str) -> None:
-        why = f"{self._prefix}{reason}"
+        why = sample(f"{self._prefix}{reason}")  # the venue's text, bounded in the hash and the log
         self._refused.add(topic)
-        log.warning("pair_rejected", instrument=topic, reason=why)
+        log.warning("pair_rejected", instrument=sample(topic, ID_LOG_CHARS), reason=why)
         try:
             await self._redis().hset(self.rejected_key, topic, why)
         except (RedisError, OSError):

@@ -12,12 +12,22 @@ _INST_RE = re.compile(
 _SPOT_RE = re.compile(r"^([A-Z0-9]{1,20})-([A-Z0-9]{1,20})$")
 
 
+# The longest real OKX ids are options (``BTC-USD-220527-40000-C``, ~25 characters); anything far longer is junk
+# and is rejected before the pattern runs, and never echoed whole.
+MAX_INSTRUMENT_CHARS = 64
+_SHOWN_CHARS = 40
+
+
 class InvalidInstrument(ValueError):
     """An id that is not of the OKX ``instId`` form."""
 
 
 def validate_instrument(inst_id: str) -> str:
     """Return ``inst_id`` if it is a well-formed instrument id, else raise :class:`InvalidInstrument`."""
+    if len(inst_id) > MAX_INSTRUMENT_CHARS:
+        msg = (f"instrument id too long: {len(inst_id)} characters, at most {MAX_INSTRUMENT_CHARS} "
+               f"(starts {inst_id[:_SHOWN_CHARS]!r}…)")
+        raise InvalidInstrument(msg)
     if not _INST_RE.fullmatch(inst_id):  # fullmatch: `$` alone would let a trailing "\n" through
         msg = (
             f"malformed instrument id {inst_id!r}: expected BASE-QUOTE (BTC-USDT) or an OKX derivative id "

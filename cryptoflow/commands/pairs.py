@@ -8,6 +8,7 @@ from typing import cast
 
 import redis
 
+from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 from operators.instruments import InvalidInstrument, validate_instrument
 
@@ -28,11 +29,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         members = sorted(cast(set[str], client.smembers(key)))
         rejected = cast(dict[str, str], client.hgetall(f"{key}:rejected"))
-        for i, inst in enumerate(members):
+        listed = [i for i in members if i not in rejected]
+        for i, inst in enumerate(listed):
             note = "  (over MAX_TRADING_PAIRS: not subscribed)" if i >= settings.max_trading_pairs else ""
             print(f"{inst}{note}")
-        for inst, reason in sorted(rejected.items()):
-            print(f"{inst}  REJECTED: {reason}")
+        for inst, reason in sorted(rejected.items()):  # an absurd id or reason is shown cut, never whole
+            print(f"{sample(inst, 40)}  REJECTED: {sample(reason)}")
         return 0
     try:
         ids = [validate_instrument(i) for i in args.instruments]

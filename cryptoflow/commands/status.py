@@ -1,4 +1,6 @@
-"""``cryptoflow status``: ``system:monitoring`` and each monitored pair's book status, as a table."""
+"""``cryptoflow status``: ``system:monitoring``, each monitored pair's book status (``rejected`` for an id in
+``config:trading_pairs:rejected``, ``over-limit`` past ``MAX_TRADING_PAIRS``), and the rejected ids with their
+reason, as tables."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ from typing import cast
 import redis
 
 from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
+from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("status", help="pipeline health and per-pair book status")
     parser.set_defaults(run=run)
+
+
+ID_CHARS = 40  # an absurd id in config:trading_pairs is shown cut, never whole
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -29,11 +35,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(_table([("field", "value"), *sorted(monitoring.items())]))
     else:
         print("  (empty: no dataflow has reported yet)")
+    key = settings.redis_trading_pairs_key
+    rejected = cast(dict[str, str], client.hgetall(f"{key}:rejected"))
+    members = sorted(cast(set[str], client.smembers(key)))
     rows: list[tuple[str, ...]] = [("instrument", "book", "seq_id", "updated", "analysis")]
-    for inst in sorted(cast(set[str], client.smembers(settings.redis_trading_pairs_key))):
+    subscribable = 0
+    for inst in members:
+        if inst in rejected:
+            rows.append((sample(inst, ID_CHARS), "rejected", "-", "-", "-"))
+            continue
+        subscribable += 1
         book = cast(list[str | None], client.hmget(orderbook_key(inst), "status", "seq_id", "latest_timestamp"))
         analysis = cast(str | None, client.hget(analysis_key(inst), "analysis_time"))
-        rows.append((inst, book[0] or "-", book[1] or "-", book[2] or "-", analysis or "-"))
+        status = book[0] or ("over-limit" if subscribable > settings.max_trading_pairs else "-")
+        rows.append((inst, status, book[1] or "-", book[2] or "-", analysis or "-"))
     print()
-    print(_table(rows) if len(rows) > 1 else "no pairs in " + settings.redis_trading_pairs_key)
+    print(_table(rows) if len(rows) > 1 else "no pairs in " + key)
+    if rejected:
+        print()
+        print(f"{key}:rejected")
+        print(_table([("instrument", "reason"),
+                      *((sample(i, ID_CHARS), sample(why, 200)) for i, why in sorted(rejected.items()))]))
     return 0
