@@ -50,3 +50,53 @@ def test_status_shows_monitoring_and_book_status(redis_server, redis_db: redis.R
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[-2:]}
     assert rows["BTC-USDT"][:2] == ["valid", "42"]
     assert rows["ETH-USDT"][:2] == ["-", "-"]
+
+
+def test_status_shows_rejected_pairs_with_their_reason(redis_server, redis_db: redis.Redis) -> None:
+    huge = "X" * 100_000
+    redis_db.sadd("config:trading_pairs", "BTC-USDT", "FOO-BAR", "bad id", huge)
+    redis_db.hset("config:trading_pairs:rejected", mapping={
+        "FOO-BAR": "okx: 60018 instId FOO-BAR doesn't exist", "bad id": "malformed instrument id 'bad id'",
+        huge: "instrument id too long: 100000 characters, at most 64"})
+    proc = cli(redis_server.url, "status")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) < 300, "an absurd id is printed whole"
+    start = lines.index("config:trading_pairs:rejected")
+    books = {line.split()[0]: line.split()[1] for line in lines[:start] if line.startswith(("BTC-", "FOO-", "XXX"))}
+    assert books == {"BTC-USDT": "-", "FOO-BAR": "rejected", "X" * 40 + "…": "rejected"}
+    reasons = "\n".join(lines[start:])
+    assert ["FOO-BAR", "okx:", "60018", "instId", "FOO-BAR", "doesn't", "exist"] in [r.split() for r in lines[start:]]
+    assert "malformed instrument id 'bad id'" in reasons and "at most 64" in reasons
+
+
+def test_an_absurd_pair_id_is_refused_in_one_short_line(redis_server, redis_db: redis.Redis) -> None:
+    proc = cli(redis_server.url, "pairs", "add", "A" * 100_000 + "-USDT")
+    assert proc.returncode == 2
+    assert "instrument id too long: 100005 characters, at most 64" in proc.stderr
+    assert len(proc.stderr) < 300
+    assert redis_db.exists("config:trading_pairs") == 0
+
+
+def test_alert_on_an_unmonitored_instrument_warns_or_monitors_it(redis_server, redis_db: redis.Redis) -> None:
+    redis_db.sadd("config:trading_pairs", "BTC-USDT")
+    quiet = cli(redis_server.url, "alerts", "add", "--crypto", "BTC-USDT", "--above", "1", "--email", "a@b.example")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+    warned = cli(redis_server.url, "alerts", "add", "--crypto", "DOGE-USDT", "--above", "1", "--email", "a@b.example")
+    assert warned.returncode == 0
+    assert ("warning: DOGE-USDT is not in config:trading_pairs, so this alert cannot fire until it is monitored"
+            in warned.stderr)
+    assert redis_db.exists(f"alert:{warned.stdout.strip()}")  # stored all the same
+    assert redis_db.smembers("config:trading_pairs") == {"BTC-USDT"}
+
+    redis_db.hset("config:trading_pairs:rejected", "SOL-USDT", "okx: 60018 nope")
+    added = cli(redis_server.url, "alerts", "add", "--crypto", "SOL-USDT", "--below", "1", "--email", "a@b.example",
+                "--monitor")
+    assert added.returncode == 0 and "SOL-USDT added to config:trading_pairs" in added.stderr
+    assert redis_db.smembers("config:trading_pairs") == {"BTC-USDT", "SOL-USDT"}
+    assert not redis_db.hexists("config:trading_pairs:rejected", "SOL-USDT")
+
+    redis_db.hset("config:trading_pairs:rejected", "BTC-USDT", "okx: 60018 nope")
+    moved = cli(redis_server.url, "alerts", "update", warned.stdout.strip(), "--crypto", "BTC-USDT")
+    assert moved.returncode == 0 and "BTC-USDT is monitored but was rejected (okx: 60018 nope)" in moved.stderr

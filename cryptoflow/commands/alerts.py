@@ -1,6 +1,10 @@
 """``cryptoflow alerts add|list|show|update|rm``: manage price alerts (``alert:{id}``, ``alert:{inst}:gt|lt``).
 
 Bad input prints ONE line to stderr and exits 2 with nothing written; an unknown or already-fired id exits 1.
+
+An alert on an instrument that is not in ``config:trading_pairs`` is still stored (it fires once the pair is
+monitored), with a warning on stderr; ``--monitor`` adds the pair to the set instead (and clears an earlier
+rejection, as ``cryptoflow pairs add`` does).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import orjson
 import redis
 
 from connectors.alerts.store import AlertAlreadyFired, AlertNotFound, AlertStore
+from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
 from operators.alerts import (
     Alert,
@@ -36,6 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--json", dest="body", metavar="BODY",
                      help='the add-alert body, e.g. \'{"price": 40000.0, "crypto": "BTC-USDT", "direction": false}\'')
     add.add_argument("--email", help="where the alert email goes")
+    add.add_argument("--monitor", action="store_true",
+                     help="also add the instrument to the monitored pairs if it is not there yet")
 
     lst = actions.add_parser("list", help="every alert (active and fired), oldest first")
     lst.add_argument("--crypto", help="only this instrument")
@@ -49,6 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _direction_args(upd)
     upd.add_argument("--price", help="new threshold, same direction")
     upd.add_argument("--email")
+    upd.add_argument("--monitor", action="store_true",
+                     help="also add the (new) instrument to the monitored pairs if it is not there yet")
 
     rm = actions.add_parser("rm", help="delete an alert")
     rm.add_argument("id")
@@ -120,7 +129,11 @@ def _line(alert: Alert) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        return _run(args, AlertStore.from_url(str(settings.redis_url)))
+        client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+        code = _run(args, AlertStore(client))
+        if code == 0 and args.action in ("add", "update") and args.crypto_checked:
+            _check_monitored(client, settings.redis_trading_pairs_key, args.crypto_checked, monitor=args.monitor)
+        return code
     except (_Usage, AlertInputError) as err:
         print(f"cryptoflow alerts: {err}", file=sys.stderr)
         return 2
@@ -132,11 +145,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
+def _check_monitored(client: redis.Redis, key: str, inst: str, *, monitor: bool) -> None:
+    """Warn when ``inst`` is not monitored (the alert cannot fire before), or add it with ``--monitor``."""
+    if client.sismember(key, inst):
+        why = client.hget(f"{key}:rejected", inst)
+        if why:
+            print(f"cryptoflow alerts: warning: {inst} is monitored but was rejected ({sample(str(why))}), so this "
+                  "alert cannot fire until that is fixed", file=sys.stderr)
+        return
+    if monitor:
+        client.sadd(key, inst)
+        client.hdel(f"{key}:rejected", inst)  # a corrected or re-added id gets a fresh chance
+        print(f"cryptoflow alerts: {inst} added to {key} (monitored from the dataflows' next poll)", file=sys.stderr)
+        return
+    print(f"cryptoflow alerts: warning: {inst} is not in {key}, so this alert cannot fire until it is monitored; "
+          f"run `cryptoflow pairs add {inst}` (or pass --monitor)", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, store: AlertStore) -> int:
+    args.crypto_checked = None
     if args.action == "add":
         spec = parse_new_alert(_new_alert_data(args))
         alert = create_alert(spec, time.time_ns() // 1_000_000)
         store.add(alert)
+        args.crypto_checked = alert.crypto
         print(alert.id)
         print(_line(alert), file=sys.stderr)
         return 0
@@ -152,7 +184,9 @@ def _run(args: argparse.Namespace, store: AlertStore) -> int:
         return 0
     if args.action == "update":
         change = parse_change(_change_data(args))
-        print(_line(store.update(alert_id, change)))
+        updated = store.update(alert_id, change)
+        args.crypto_checked = updated.crypto
+        print(_line(updated))
         return 0
     if not store.remove(alert_id):
         msg = f"no alert with id {alert_id}"
