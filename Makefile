@@ -1,26 +1,32 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both bootstrap everything first.
+# `make` alone (or `make help`) lists the targets: each is documented by its `## ` comment.
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test bootstrap lint bench clean
+.DEFAULT_GOAL := help
+.PHONY: help demo test bootstrap lint bench clean
 
-bootstrap:
-	@bash scripts/bootstrap.sh --servers
+help: ## list the targets (this text)
+	@echo "cryptoflow: make TARGET"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 14
 
-demo:
+demo: ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, every dataflow); live table until Ctrl-C
 	@bash scripts/bootstrap.sh
 	@$(BIN)/cryptoflow demo
 
-test: bootstrap lint
+test: bootstrap lint ## bootstrap, lint, then the whole test suite (PYTEST_ARGS="-k x" to narrow it)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint:
+bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
+	@bash scripts/bootstrap.sh --servers
+
+lint: ## ruff and mypy (strict on operators/)
 	$(BIN)/ruff check .
 	$(BIN)/mypy operators connectors dataflows cryptoflow simulator
 
-bench: bootstrap
+bench: bootstrap ## run every benchmarks/bench_*.py (results: benchmarks/RESULTS.md)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-clean:
+clean: ## remove .venv and the tool caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
