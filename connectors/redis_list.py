@@ -35,6 +35,26 @@ Bytewax; each is one consumer with its own processing list). Several partitions 
 source list (each element goes to exactly one of them), so order across partitions is not defined. A
 partition id must run in one place at a time: do not start two dataflows over the same key and partitions.
 
+Poison elements (both modes): an element that makes the dataflow crash (or that its sink never finishes)
+would be delivered again at every start, forever. The partition counts deliveries of leftovers in the hash
+``{key}:processing:{partition}:deliveries`` (field: the offset in recovery mode, the SHA-1 of the element in
+explicit mode; an element not in it has been delivered once). At start, one Lua script reads the leftovers with
+their counts and drops the fields of everything finished since; each leftover is counted as it is delivered
+again (one pipeline per batch). A leftover already delivered ``max_deliveries`` times (``LIST_MAX_DELIVERIES``)
+is not delivered again: it goes to the list ``{key}:dead`` as JSON ``{"raw": <the element as text>, "reason":
+"...", "dead_at": <ISO-8601 UTC>, "deliveries": N}`` (plus ``offset`` in recovery mode). In explicit mode it is
+also removed from the processing list; in recovery mode it stays there, marked ``dead`` in the hash, and is
+skipped, so the offset arithmetic is untouched. A leftover delivered again at an earlier start and still not
+finished is a *suspect*: suspects are delivered one at a time (explicit mode: each once the previous one is
+acked, or after ``suspect_wait`` seconds), so a crash on one does not count against the elements behind it.
+So a normal restart (leftovers delivered once more) never dead-letters anything, and a crash loop on one
+element ends after ``max_deliveries`` starts with that element dead and the rest processed. In recovery mode
+the dataflow's progress is known only from committed snapshots: the frames delivered before the poison frame
+since the last commit are delivered again at every start as well, so they go dead with it (kept in the dead
+list for replay; the analysis books re-sync from the collector's hash). A clean stop
+(:func:`connectors.stopping.stop_requested`) ends the input (``StopIteration``); Bytewax then drains the
+dataflow and closes the sinks. Leftovers not yet delivered are not counted.
+
 ``next_batch`` never waits for data: it makes at most one Redis round trip (bounded by the socket timeout)
 and returns everything that round trip brought; when nothing was ready it asks to be woken after
 ``poll_interval``; when Redis is unreachable it logs and backs off (capped) without raising. Not for Redis
@@ -43,6 +63,8 @@ Cluster (the script touches keys it derives).
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -50,11 +72,13 @@ from enum import StrEnum
 from typing import cast
 
 import msgspec
+import orjson
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
 
 log = get_logger("redis_list")
@@ -81,6 +105,17 @@ def offset_key(key: str, partition: str) -> str:
     return f"{key}:processing:{partition}:offset"
 
 
+def deliveries_key(key: str, partition: str) -> str:
+    return f"{key}:processing:{partition}:deliveries"
+
+
+def dead_key(key: str) -> str:
+    return f"{key}:dead"
+
+
+DEFAULT_MAX_DELIVERIES = 5
+
+
 # KEYS: source, processing, offset counter. ARGV: max elements, in-flight cap (0: none).
 # Returns {count after the move (or -1 when uncounted), element...}; moved elements are oldest first.
 _MOVE = """
@@ -102,6 +137,85 @@ else
   out[1] = -1
 end
 return out
+"""
+
+# Start-up: read the leftovers and their delivery counts, in one script.
+# KEYS: processing, offset counter ('' in explicit mode), deliveries hash. ARGV: max deliveries, resume offset
+# ('' for none). Returns {count (-1 uncounted), base, then per leftover at or after the resume point, oldest first:
+# offset (-1 uncounted), element, deliveries so far (>= 1; the first delivery is not recorded), or -N: delivered
+# N times, bury it}. Elements buried before (recovery mode) are left out. The hash is rebuilt to hold only these
+# leftovers, so what was finished since the last start is forgotten.
+_LOAD = """
+local maxd = tonumber(ARGV[1])
+local held = redis.call('LRANGE', KEYS[1], 0, -1)
+local n = #held
+local count, base, start = -1, 0, 0
+if KEYS[2] ~= '' then
+  count = tonumber(redis.call('GET', KEYS[2]) or '0')
+  base = count - n
+  start = base
+  if ARGV[2] ~= '' then
+    local r = tonumber(ARGV[2])
+    if r >= base and r <= count then start = r end
+  end
+end
+local old = {}
+local flat = redis.call('HGETALL', KEYS[3])
+for i = 1, #flat, 2 do old[flat[i]] = flat[i + 1] end
+redis.call('DEL', KEYS[3])
+local out = {count, base}
+local keep, stat = {}, {}
+for i = n, 1, -1 do
+  local v = held[i]
+  local off = base + (n - i)
+  if count < 0 or off >= start then
+    local f
+    if count < 0 then f = redis.sha1hex(v) else f = tostring(off) end
+    if keep[f] == nil then
+      local o = old[f]
+      if o == 'dead' then
+        keep[f], stat[f] = 'dead', false
+      else
+        local d = tonumber(o or '1') or 1
+        keep[f] = tostring(d)
+        if d >= maxd then stat[f] = -d else stat[f] = d end
+      end
+    end
+    if stat[f] then
+      if count < 0 then off = -1 end
+      out[#out + 1] = off
+      out[#out + 1] = v
+      out[#out + 1] = stat[f]
+    end
+  end
+end
+for f, d in pairs(keep) do
+  if d ~= '1' then redis.call('HSET', KEYS[3], f, d) end
+end
+return out
+"""
+
+# Deliver one suspect leftover (explicit mode: once the previous suspect is finished).
+# KEYS: processing, deliveries hash. ARGV: the previous suspect ('' for none), field of the next one, its
+# deliveries including this one. Returns 0 while the previous suspect is still held, else 1.
+_DELIVER = """
+if ARGV[1] ~= '' and redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# Dead-letter one leftover. KEYS: processing, deliveries hash, dead list. ARGV: field, element, dead JSON,
+# mode ('explicit': take it out of processing; 'recovery': leave it, mark the field). Idempotent.
+_BURY = """
+if ARGV[4] == 'explicit' then
+  if redis.call('LREM', KEYS[1], 1, ARGV[2]) == 0 then return 0 end
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  if redis.call('HGET', KEYS[2], ARGV[1]) == 'dead' then return 0 end
+  redis.call('HSET', KEYS[2], ARGV[1], 'dead')
+end
+redis.call('LPUSH', KEYS[3], ARGV[3])
+return 1
 """
 
 # KEYS: processing, offset counter. ARGV: first offset to keep. Drops the elements below it.
@@ -129,7 +243,14 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         self._client = list_client(src.redis_url, socket_timeout=src.socket_timeout)
         self._move = self._client.register_script(_MOVE)
         self._trim = self._client.register_script(_TRIM)
+        self._load = self._client.register_script(_LOAD)
+        self._bury = self._client.register_script(_BURY)
         self._proc = processing_key(src.key, part)
+        self._dkey = deliveries_key(src.key, part)
+        self._deliveries: dict[str, int] = {}  # leftovers: field -> deliveries before this start
+        self._burials: deque[tuple[ListItem, int]] = deque()  # leftovers to dead-letter, with their count
+        self._deliver = self._client.register_script(_DELIVER)
+        self._suspect: tuple[ListItem, float] | None = None  # explicit mode: the suspect delivered last, when
         self._counted = src.ack is AckMode.RECOVERY
         self._offkey = offset_key(src.key, part) if self._counted else ""
         self._resume = resume
@@ -140,45 +261,67 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         self._failures = 0
 
     # -- start-up: what the processing list holds from an earlier run ----------------------------------
+    def _field(self, item: ListItem) -> str:
+        return str(item.offset) if self._counted else hashlib.sha1(item.raw, usedforsecurity=False).hexdigest()
+
     def _load_leftovers(self) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.lrange(self._proc, 0, -1)
+        got = self._load(keys=[self._proc, self._offkey, self._dkey],
+                         args=[self._src.max_deliveries, "" if self._resume is None else self._resume])
+        count, base = int(got[0]), int(got[1])
+        if self._counted and self._resume is not None:
+            if self._resume < base:
+                log.error("redis_list_resume_gap", key=self._src.key, partition=self._part,
+                          resume_offset=self._resume, oldest_held=base)
+            elif self._resume > count:
+                log.warning("redis_list_resume_ahead", key=self._src.key, partition=self._part,
+                            resume_offset=self._resume, count=count)
+        pending: deque[ListItem] = deque()
+        for i in range(2, len(got), 3):
+            off, raw, deliveries = int(got[i]), got[i + 1], int(got[i + 2])
+            item = ListItem(raw, self._part, off if self._counted else None)
+            if deliveries < 0:
+                self._burials.append((item, -deliveries))
+            else:
+                pending.append(item)
+                self._deliveries[self._field(item)] = deliveries
+        self._pending = pending
         if self._counted:
-            pipe.get(self._offkey)
-        got = pipe.execute()
-        held: list[bytes] = list(reversed(got[0]))  # oldest first
-        if not self._counted:
-            self._pending = deque(ListItem(raw, self._part) for raw in held)
-        else:
-            count = int(got[1] or 0)
-            base = count - len(held)
-            start = base
-            if self._resume is not None:
-                if self._resume < base:
-                    log.error("redis_list_resume_gap", key=self._src.key, partition=self._part,
-                              resume_offset=self._resume, oldest_held=base)
-                elif self._resume > count:
-                    log.warning("redis_list_resume_ahead", key=self._src.key, partition=self._part,
-                                resume_offset=self._resume, count=count)
-                else:
-                    start = self._resume
-            self._pending = deque(
-                ListItem(raw, self._part, base + i) for i, raw in enumerate(held) if base + i >= start
-            )
             self._emitted = count
-        if self._pending:
-            log.info("redis_list_redeliver", key=self._src.key, partition=self._part, items=len(self._pending))
+        if pending:
+            log.info("redis_list_redeliver", key=self._src.key, partition=self._part, items=len(pending),
+                     suspects=sum(1 for d in self._deliveries.values() if d >= 2))
+
+    def _bury_dead(self) -> None:
+        """Move each element delivered ``max_deliveries`` times to the dead list (idempotent per element)."""
+        mode = "recovery" if self._counted else "explicit"
+        while self._burials:
+            item, deliveries = self._burials[0]
+            entry = orjson.dumps({
+                "raw": item.raw.decode("utf-8", "replace"),
+                "reason": f"delivered {deliveries} times without being finished (LIST_MAX_DELIVERIES)",
+                "dead_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "deliveries": deliveries,
+                **({"offset": item.offset} if item.offset is not None else {}),
+            })
+            self._bury(keys=[self._proc, self._dkey, dead_key(self._src.key)],
+                       args=[self._field(item), item.raw, entry, mode])
+            self._burials.popleft()
+            log.error("redis_list_dead_lettered", key=self._src.key, partition=self._part, offset=item.offset,
+                      deliveries=deliveries, dead_list=dead_key(self._src.key))
 
     # -- Bytewax contract ------------------------------------------------------------------------------
     def next_batch(self) -> list[ListItem]:
+        if stop_requested():  # a clean stop: end of input; Bytewax drains the dataflow and closes the sinks
+            raise StopIteration
         try:
             if self._pending is None:
                 self._load_leftovers()
             assert self._pending is not None
-            if self._pending:
-                n = min(len(self._pending), self._src.batch_size)
-                out = [self._pending.popleft() for _ in range(n)]
-                self._ok()
+            if self._burials:
+                self._bury_dead()
+            if self._pending or self._suspect is not None:
+                out = self._next_leftovers()
+                self._ok(idle=not out)
                 return out
             if self._counted:
                 self._maybe_trim()
@@ -192,6 +335,44 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
             self._failed(err)
             return []
         self._ok(idle=not out)
+        return out
+
+    def _next_leftovers(self) -> list[ListItem]:
+        """Leftovers delivered for the first time again go in batches; a *suspect* (already delivered again at an
+        earlier start and still not finished) goes alone, so that a crash on it does not count against the
+        elements behind it. Explicit mode also waits (at most ``suspect_wait``) until the previous suspect is
+        finished (no longer held) before delivering the next one. Each delivery is counted as it is made."""
+        assert self._pending is not None
+        prev = b""
+        if self._suspect is not None:
+            item, since = self._suspect
+            if time.monotonic() - since < self._src.suspect_wait:
+                prev = item.raw
+        if not self._pending:
+            if prev and self._client.lpos(self._proc, prev) is not None:  # type: ignore[arg-type]
+                return []
+            self._suspect = None
+            return []
+        head = self._pending[0]
+        field = self._field(head)
+        if self._deliveries[field] >= 2:
+            if not int(self._deliver(keys=[self._proc, self._dkey], args=[prev, field, self._deliveries[field] + 1])):
+                return []  # the previous suspect is still being worked on
+            self._pending.popleft()
+            self._suspect = None if self._counted else (head, time.monotonic())
+            return [head]
+        self._suspect = None
+        out: list[ListItem] = []
+        for item in self._pending:
+            if len(out) >= self._src.batch_size or self._deliveries[self._field(item)] >= 2:
+                break
+            out.append(item)
+        pipe = self._client.pipeline(transaction=False)
+        for item in out:
+            pipe.hset(self._dkey, self._field(item), self._deliveries[self._field(item)] + 1)
+        pipe.execute()
+        for _ in out:
+            self._pending.popleft()
         return out
 
     def _with_offsets(self, count: int, raws: list[bytes]) -> list[ListItem]:
@@ -240,6 +421,7 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         return offset
 
     def close(self) -> None:
+        # Nothing to release: the processing list is the state, and a leftover is counted only when delivered.
         self._client.close()
 
 
@@ -264,10 +446,12 @@ class ReliableRedisListSource(FixedPartitionedSource[ListItem, int | None]):
         keep_snapshots: int = 2,
         socket_timeout: float = 5.0,
         backoff_max: float = 5.0,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        suspect_wait: float = 60.0,
     ) -> None:
-        if partitions < 1 or batch_size < 1 or keep_snapshots < 1:
-            msg = f"partitions, batch_size and keep_snapshots must be >= 1, got {partitions}, {batch_size}, " \
-                  f"{keep_snapshots}"
+        if partitions < 1 or batch_size < 1 or keep_snapshots < 1 or max_deliveries < 2:
+            msg = f"partitions, batch_size and keep_snapshots must be >= 1 and max_deliveries >= 2, got " \
+                  f"{partitions}, {batch_size}, {keep_snapshots}, {max_deliveries}"
             raise ValueError(msg)
         self.redis_url = redis_url
         self.key = key
@@ -279,6 +463,8 @@ class ReliableRedisListSource(FixedPartitionedSource[ListItem, int | None]):
         self.keep_snapshots = keep_snapshots
         self.socket_timeout = socket_timeout
         self.backoff_max = backoff_max
+        self.max_deliveries = max_deliveries
+        self.suspect_wait = suspect_wait
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.partitions)]

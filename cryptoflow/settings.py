@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     email_backoff_max: PositiveSeconds = 60.0
     email_concurrency: int = Field(2, ge=1, le=32)  # SMTP sender threads (each one connection)
     email_max_in_flight: int = Field(100, ge=1)  # jobs held in queue:email:processing:* at once
+    # Reliable-list sources (buffer list, email queue): an element delivered this many times without being
+    # finished (acked / covered by a committed snapshot) goes to {key}:dead instead of crash-looping.
+    list_max_deliveries: int = Field(5, ge=2, le=100)
 
     # --- Logging ------------------------------------------------------------------------------------------
     log_level: str = "INFO"

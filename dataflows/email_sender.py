@@ -30,7 +30,8 @@ def build(settings: Settings, *, queue_key: str = EMAIL_QUEUE) -> Dataflow:
     flow = Dataflow("email_sender")
     source = ReliableRedisListSource(
         str(settings.redis_url), queue_key, partitions=1, ack=AckMode.EXPLICIT, batch_size=100,
-        poll_interval=0.05, max_in_flight=settings.email_max_in_flight,
+        poll_interval=0.05, max_in_flight=settings.email_max_in_flight, max_deliveries=settings.list_max_deliveries,
+        suspect_wait=settings.smtp_timeout * 3 + 5.0,
     )
     jobs = op.input("read", flow, source)
     op.output("send", jobs, EmailSink.from_settings(settings))

@@ -127,7 +127,7 @@ def build(
         else:
             source = ReliableRedisListSource(
                 str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,
-                batch_size=1000, poll_interval=POLL_INTERVAL_S,
+                batch_size=1000, poll_interval=POLL_INTERVAL_S, max_deliveries=settings.list_max_deliveries,
             )
     frames = op.input("read", flow, source)
     via_ws = settings.orderbook_source is OrderbookSource.WS and not isinstance(source, ReliableRedisListSource)

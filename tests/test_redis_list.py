@@ -3,8 +3,11 @@ recovery-mode offsets and trimming, and kill -9 of a consuming dataflow process 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -21,6 +25,7 @@ from connectors.redis_list import (
     ListAcker,
     ListItem,
     ReliableRedisListSource,
+    deliveries_key,
     offset_key,
     processing_key,
 )
@@ -167,6 +172,16 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _committed_offset(store: Path, step_id: str) -> int | None:
+    """The input offset of the newest snapshot of ``step_id`` that the recovery store has committed."""
+    with sqlite3.connect(f"file:{store / 'part-0.sqlite3'}?mode=ro", uri=True, timeout=5) as db:
+        row = db.execute(
+            "SELECT s.ser_change FROM snaps s JOIN commits c ON s.snap_epoch <= c.commit_epoch "
+            "WHERE s.step_id = ? AND s.ser_change IS NOT NULL ORDER BY s.snap_epoch DESC LIMIT 1", (step_id,),
+        ).fetchone()
+    return None if row is None else pickle.loads(row[0])  # our own recovery store
+
+
 @pytest.mark.slow
 def test_kill9_explicit_mode_loses_nothing(redis_server, redis_db) -> None:
     values = [f"job-{i}" for i in range(2000)]
@@ -199,8 +214,11 @@ def test_kill9_recovery_mode_state_counts_every_frame_once(redis_server, redis_d
     args = ("-r", str(store), "-s", "1", "-b", "0")
     _push(redis_db, "frames", values[:1500])
     with _flow(spec, *args) as proc:
-        _wait(lambda: redis_db.llen("frames") < 1450, "the first run to consume")
-        time.sleep(2.5)  # a few epochs: snapshots commit and the processing list gets trimmed
+        # Kill only once a committed snapshot covers consumed frames and the processing list has been trimmed
+        # below it, so that the resume really starts from a snapshot in the middle of the stream.
+        _wait(lambda: (_committed_offset(store, "list_recovery.read") or 0) >= 100
+              and redis_db.llen("frames:processing:0") < int(redis_db.get("frames:processing:0:offset") or 0),
+              "a committed snapshot and a trimmed processing list")
         _kill9(proc)
     assert redis_db.llen("frames") > 0, "the kill landed after the end; make the consumer slower"
     _push(redis_db, "frames", values[1500:])
@@ -221,3 +239,158 @@ def test_recovery_mode_recovers_a_move_whose_reply_was_lost(redis_server, redis_
     got = part.next_batch()
     assert [(i.raw, i.offset) for i in got] == [(b"f2", 2), (b"f3", 3), (b"f4", 4), (b"f5", 5)]
     assert part.snapshot() == 6
+
+
+# -- poison elements: dead-lettered after max_deliveries, never a restart loop ---------------------------------
+
+def _dead(client: redis.Redis, key: str) -> list[dict[str, object]]:
+    return [orjson.loads(d) for d in reversed(client.lrange(f"{key}:dead", 0, -1))]  # oldest first
+
+
+def _start(src: ReliableRedisListSource, resume: int | None = None):  # type: ignore[no-untyped-def]
+    return src.build_part("read", "0", resume)
+
+
+def test_explicit_mode_dead_letters_what_is_never_finished(redis_server, redis_db) -> None:
+    _push(redis_db, "q", ["a", "b", "c"])
+    src = ReliableRedisListSource(redis_server.url, "q", max_deliveries=3)
+    acker = ListAcker(redis_server.url, "q")
+    run = _start(src)
+    got = _drain(run)
+    acker.ack([got[1]])  # the run finished b and died: a and c were delivered once
+    run.close()
+    run = _start(src)
+    assert [i.raw for i in _drain(run)] == [b"a", b"c"]  # delivered again together (2nd delivery)
+    run.close()  # died again without finishing them: now they are suspects
+    run = _start(src)
+    assert [i.raw for i in run.next_batch()] == [b"a"]  # a suspect goes alone (3rd delivery)...
+    assert run.next_batch() == []  # ...and the next one waits until it is finished
+    acker.ack([ListItem(b"a", "0")])
+    assert [i.raw for i in run.next_batch()] == [b"c"]  # 3rd delivery of c; the run dies on it
+    run.close()
+    _push(redis_db, "q", ["d"])
+    run = _start(src)
+    assert [i.raw for i in _drain(run)] == [b"d"]  # c is not delivered a 4th time
+    run.close()
+    [dead] = _dead(redis_db, "q")
+    assert dead["raw"] == "c" and dead["deliveries"] == 3 and "3 times" in str(dead["reason"])
+    assert datetime.fromisoformat(str(dead["dead_at"]).replace("Z", "+00:00")).tzinfo is not None
+    assert redis_db.lrange("q:processing:0", 0, -1) == ["d"]
+
+
+def test_normal_restarts_never_dead_letter_good_elements(redis_server, redis_db) -> None:
+    """Each run finishes what the previous one left and dies with one new element in flight, many times over:
+    every element is delivered at most twice and nothing goes dead."""
+    src = ReliableRedisListSource(redis_server.url, "q", max_deliveries=2)
+    acker = ListAcker(redis_server.url, "q")
+    seen: list[bytes] = []
+    for n in range(10):
+        _push(redis_db, "q", [f"e{n}"])
+        run = _start(src)
+        got = _drain(run)
+        seen += [i.raw for i in got]
+        acker.ack(got[:-1])  # dies before finishing the newest
+        run.close()
+    assert seen == [b"e0"] + [f"e{n}".encode() for k in range(1, 10) for n in (k - 1, k)]
+    assert redis_db.llen("q:dead") == 0
+    run = _start(src)
+    assert [i.raw for i in _drain(run)] == [b"e9"]
+    run.close()
+    # The count of e8 (finished) was forgotten at that start; e9 has been delivered twice.
+    assert redis_db.hgetall(deliveries_key("q", "0")) == {hashlib.sha1(b"e9").hexdigest(): "2"}
+
+
+def test_recovery_mode_skips_dead_frames_and_keeps_the_offsets(redis_server, redis_db) -> None:
+    _push(redis_db, "f", [f"f{i}" for i in range(6)])
+    src = ReliableRedisListSource(redis_server.url, "f", ack=AckMode.RECOVERY, max_deliveries=3)
+    run = _start(src)
+    assert [i.offset for i in _drain(run)] == list(range(6))
+    # Every run crashes on f3 before the snapshot after offset 2 commits: Bytewax resumes from 2 each time.
+    run = _start(src, 2)
+    assert [i.offset for i in _drain(run)] == [2, 3, 4, 5]  # delivered again once, in one batch
+    run = _start(src, 2)  # suspects now go one at a time; the run dies on f3, f4 and f5 are not delivered
+    assert [[i.offset for i in run.next_batch()] for _ in range(2)] == [[2], [3]]
+    run = _start(src, 2)
+    assert [i.offset for i in _drain(run)] == [4, 5]  # f2, f3 delivered 3 times: dead; f4, f5 carry on
+    _push(redis_db, "f", ["f6"])
+    assert [(i.raw, i.offset) for i in _drain(run)] == [(b"f6", 6)]
+    assert run.snapshot() == 7
+    assert [(d["raw"], d["offset"], d["deliveries"]) for d in _dead(redis_db, "f")] == [("f2", 2, 3), ("f3", 3, 3)]
+    # The offset arithmetic is intact: nothing was removed from the middle of the processing list.
+    assert redis_db.lrange(processing_key("f", "0"), 0, -1)[::-1] == [f"f{i}" for i in range(7)]
+    assert redis_db.get(offset_key("f", "0")) == "7"
+    # Crashed again before a commit: f4, f5 reach 3 deliveries too; dead frames are never dead-lettered twice.
+    again = _start(src, 2)
+    assert [i.offset for i in _drain(again)] == [6]
+    assert [d["offset"] for d in _dead(redis_db, "f")] == [2, 3, 4, 5]
+
+
+def test_a_stop_request_ends_the_input(redis_server, redis_db, monkeypatch) -> None:
+    _push(redis_db, "q", ["a"])
+    run = _start(ReliableRedisListSource(redis_server.url, "q"))
+    monkeypatch.setattr("connectors.redis_list.stop_requested", lambda: True)
+    with pytest.raises(StopIteration):
+        run.next_batch()
+    run.close()
+    assert redis_db.lrange("q", 0, -1) == ["a"]  # nothing taken after the stop
+
+
+def _crash_loop(spec: str, *args: str, until: Callable[[], bool], runs: int) -> list[int]:
+    """Start the dataflow again after every crash (as a supervisor would) until ``until()`` holds while it
+    runs; returns the exit codes of the runs that crashed."""
+    crashed: list[int] = []
+    for _ in range(runs):
+        proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", spec, *args], cwd=ROOT,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait(lambda p=proc: p.poll() is not None or until(), "a crash or the end of the work", timeout=120)
+        finally:
+            code = proc.poll()
+            stop_process(proc)  # type: ignore[arg-type]
+        if code is None:
+            return crashed
+        crashed.append(code)
+    raise AssertionError(f"still crashing after {runs} runs: {crashed}")
+
+
+@pytest.mark.slow
+def test_crash_loop_explicit_mode_ends_with_the_element_dead(redis_server, redis_db) -> None:
+    good = [f"g{i}" for i in range(12)]
+    _push(redis_db, "jobs", [*good[:3], "poison", *good[3:]])
+    spec = f"tests.flows.poison_consumers:explicit_flow({redis_server.url!r}, 'jobs', 3)"
+    crashed = _crash_loop(spec, runs=6, until=lambda: redis_db.llen("jobs:done") == len(good)
+                          and redis_db.llen("jobs:processing:0") == 0)
+    assert len(crashed) == 3 and all(code != 0 for code in crashed)  # delivered 3 times, then dead
+    assert sorted(redis_db.lrange("jobs:done", 0, -1)) == sorted(good)  # every other job exactly once
+    [dead] = _dead(redis_db, "jobs")
+    assert dead["raw"] == "poison" and dead["deliveries"] == 3
+    assert redis_db.llen("jobs") == 0
+
+
+@pytest.mark.slow
+def test_crash_loop_recovery_mode_ends_with_the_element_dead(redis_server, redis_db, tmp_path) -> None:
+    store = tmp_path / "recovery"
+    store.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(store), "1"], check=True, cwd=ROOT)
+    good = [f"{'ab'[i % 2]}:{i}" for i in range(40)]
+    _push(redis_db, "frames", [*good[:20], "poison", *good[20:]])
+    spec = f"tests.flows.poison_consumers:recovery_flow({redis_server.url!r}, 'frames', 3)"
+    args = ("-r", str(store), "-s", "1", "-b", "0")
+
+    def state() -> dict[str, str]:
+        dead = {str(d["raw"]) for d in _dead(redis_db, "frames")}
+        alive = [v for v in good if v not in dead]
+        return {k: f"{sum(1 for v in alive if v[0] == k)}:{sum(int(v[2:]) for v in alive if v[0] == k)}"
+                for k in "ab"}
+
+    crashed = _crash_loop(spec, *args, runs=6, until=lambda: "poison" in {d["raw"] for d in _dead(
+        redis_db, "frames")} and redis_db.hgetall("frames:state") == state() and redis_db.llen("frames") == 0)
+    assert len(crashed) == 3 and all(code != 0 for code in crashed)
+    # Pushed after the loop ended: processed.
+    _push(redis_db, "frames", ["a:100", "b:101"])
+    good += ["a:100", "b:101"]
+    with _flow(spec, *args):
+        _wait(lambda: redis_db.hgetall("frames:state") == state(), "the new frames to be counted")
+    dead = _dead(redis_db, "frames")
+    assert len({d["offset"] for d in dead}) == len(dead)  # each dead once
+    assert not {"a:100", "b:101"} & {str(d["raw"]) for d in dead}
