@@ -93,8 +93,10 @@ class RejectTally:
     writer (HINCRBY, shared by every dataflow).
     """
 
-    def __init__(self, log: Any, dataflow: str, event: str = "message_rejected", **context: object) -> None:
+    def __init__(self, log: Any, dataflow: str, event: str = "message_rejected", *,
+                 note: str = "logged once per reason; counted in system:monitoring", **context: object) -> None:
         self._log = log
+        self._note = note
         self.dataflow = dataflow
         self._event = event
         self._context = context
@@ -112,7 +114,7 @@ class RejectTally:
         if r.reason not in self._logged:
             self._logged.add(r.reason)
             self._log.warning(self._event, reason=r.reason, detail=r.detail, sample=r.sample,
-                              dataflow=self.dataflow, note="logged once per reason; counted in system:monitoring",
+                              dataflow=self.dataflow, note=self._note,
                               **{**self._context, **context})
 
     def drain(self) -> dict[str, int]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub
-from simulator.faults import FRAME_FAULTS, VENUES, FaultError, FaultState
+from simulator.faults import FRAME_FAULTS, VENUES, FaultError, FaultState, raw_text
 from simulator.market import InstrumentSpec, Step, SyntheticMarket
 from simulator.pregen import Cycle
 from simulator.replay import Recordings
@@ -28,6 +28,8 @@ class Venue(Protocol):
     def book(self, inst: str) -> dict[str, Any]: ...
 
     def malformed(self, inst: str | None) -> int: ...
+
+    def raw(self, inst: str | None, text: str, count: int = 1) -> int: ...
 
     def shutdown_notice(self) -> int: ...
 
@@ -167,6 +169,10 @@ class Engine:
             result["connections"] = len(conns)
         elif kind == "malformed":
             result["connections"] = sum(v.malformed(params.get("inst")) for v in self._venues(params, "okx"))
+        elif kind == "raw":
+            text, count = raw_text(params), int(params.get("count", 1))
+            result["connections"] = sum(v.raw(params.get("inst"), text, count) for v in self._venues(params, "okx"))
+            result["bytes"] = len(text.encode())
         elif kind == "shutdown_notice":
             venues = self._venues(params, None)
             result["connections"] = sum(v.shutdown_notice() for v in venues)

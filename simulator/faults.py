@@ -13,6 +13,10 @@ reorder_frame       ``inst``, ``venue``: the next book frame is sent after the o
 seq_reset           ``inst``: OKX's next update has ``seqId`` lower than its ``prevSeqId`` (chain kept)
 crossed_book        ``inst``: a bid at the best ask price (sent as a normal update, removed next step)
 malformed           ``inst`` (optional), ``venue``: one truncated, invalid JSON text frame
+raw                 ``inst`` (optional), ``venue``, ``count`` (1): an arbitrary text frame on the live connections
+                    (of ``inst``), built as ``prefix + open*repeat + text + close*repeat + suffix`` (all optional,
+                    ``repeat`` 1; at most 64 MiB): ``prefix={"data":,open=[,close=],repeat=1000,suffix=}`` is a
+                    1000-deep nested value, ``open=x,repeat=5000000`` a 5 MB frame
 pong_delay          ``delay`` seconds, ``venue``: answers to pings come late (until cleared)
 no_pong             ``venue``: pings are not answered (until cleared)
 shutdown_notice     ``venue``, ``close_after`` (s, default 1): OKX notice 64008 / Binance ``serverShutdown``,
@@ -37,9 +41,10 @@ VENUES = ("okx", "binance", "bybit")
 FRAME_FAULTS = {"gap": "drop", "drop_frame": "drop", "duplicate_frame": "duplicate", "reorder_frame": "reorder",
                 "seq_reset": "seq_reset", "bybit_u1": "bybit_u1"}
 KINDS = frozenset({
-    *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "pong_delay", "no_pong", "shutdown_notice",
+    *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "raw", "pong_delay", "no_pong", "shutdown_notice",
     "refuse", "liquidity_drain", "depth_spike", "clear",
 })
+MAX_RAW_BYTES = 64 * 1024 * 1024
 
 
 class FaultError(ValueError):
@@ -78,6 +83,22 @@ def parse_spec(spec: str) -> list[tuple[float, dict[str, Any]]]:
             raise FaultError(msg) from None
         out.append((delay, fault))
     return out
+
+
+def raw_text(params: dict[str, Any]) -> str:
+    """The text of a ``raw`` fault: ``prefix + open*repeat + text + close*repeat + suffix``."""
+    parts = {k: str(params.get(k, "")) for k in ("prefix", "open", "text", "close", "suffix")}
+    try:
+        repeat = int(params.get("repeat", 1))
+    except (TypeError, ValueError):
+        msg = f"fault 'raw': repeat {params.get('repeat')!r} is not an integer"
+        raise FaultError(msg) from None
+    size = sum(map(len, parts.values())) + repeat * (len(parts["open"]) + len(parts["close"]))
+    if repeat < 0 or size > MAX_RAW_BYTES:
+        msg = f"fault 'raw': expected 0 <= repeat and at most {MAX_RAW_BYTES} characters, got {size}"
+        raise FaultError(msg)
+    return (parts["prefix"] + parts["open"] * repeat + parts["text"] + parts["close"] * repeat
+            + parts["suffix"])
 
 
 class FaultState:

@@ -4,17 +4,30 @@ Every change is one atomic Redis step (MULTI or a Lua script), so a concurrent m
 in a set without its hash, or in both sets: an update that changes the direction or the instrument moves
 the id between sets in the same script that rewrites the hash; an alert that already fired cannot be
 updated. Not for Redis Cluster (the scripts derive key names).
+
+Reading is bounded like every untrusted text (:mod:`connectors.untrusted`): a hash written by someone else
+is :func:`parse_alert_hash`-ed into an :class:`Alert` or a typed :class:`~connectors.untrusted.Rejected`
+(``too_large``: a field over :data:`MAX_FIELD_CHARS` or too many fields; ``wrong_type``: a field that does not
+validate). :meth:`AlertStore.iter_all` skips rejected hashes (logged once per reason);
+:meth:`AlertStore.get` raises :class:`AlertUnreadable` carrying the rejection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, cast
 
+import pydantic
 import redis
 
+from connectors.untrusted import Rejected, RejectTally, rejected
+from cryptoflow.logs import get_logger
 from operators.alerts import Alert, AlertChange, check_alert_id, price_text, side_of
+
+log = get_logger("connectors.alerts.store")
+MAX_FIELD_CHARS = 1024  # an alert hash holds an id, an instrument, a price, an email and two timestamps
+MAX_FIELDS = 16
 
 
 class AlertNotFound(LookupError):
@@ -23,6 +36,27 @@ class AlertNotFound(LookupError):
 
 class AlertAlreadyFired(RuntimeError):
     pass
+
+
+class AlertUnreadable(ValueError):
+    """An ``alert:{id}`` hash that is not a valid alert; ``rejected`` says why."""
+
+    def __init__(self, alert_id: str, rejected: Rejected) -> None:
+        super().__init__(f"alert {alert_id[:64]} is unreadable: {rejected.reason}: {rejected.detail}")
+        self.rejected = rejected
+
+
+def parse_alert_hash(fields: Mapping[str, str]) -> Alert | Rejected:
+    """An alert hash as read from Redis -> :class:`Alert`, or a typed rejection; never raises on its content."""
+    if len(fields) > MAX_FIELDS:
+        return rejected("too_large", f"{len(fields)} fields, more than {MAX_FIELDS}", repr(list(fields)[:8]))
+    for name, value in fields.items():
+        if len(name) > MAX_FIELD_CHARS or len(value) > MAX_FIELD_CHARS:
+            return rejected("too_large", f"field {name[:40]!r} longer than {MAX_FIELD_CHARS} characters", value)
+    try:
+        return Alert.from_hash(dict(fields))
+    except (pydantic.ValidationError, ValueError, TypeError, ArithmeticError) as err:
+        return rejected("wrong_type", str(err), repr(dict(fields)))
 
 
 def alert_key(alert_id: str) -> str:
@@ -69,6 +103,8 @@ class AlertStore:
         self._r = client
         self._update = client.register_script(_UPDATE)
         self._remove = client.register_script(_REMOVE)
+        self._rejects = RejectTally(log, "alerts", event="alert_hash_rejected",
+                                    note="logged once per reason per store; the hash is skipped")
 
     @classmethod
     def from_url(cls, url: str) -> AlertStore:
@@ -93,7 +129,10 @@ class AlertStore:
         if not fields:
             msg = f"no alert with id {alert_id}"
             raise AlertNotFound(msg)
-        return Alert.from_hash(cast(dict[str, str], fields))
+        alert = parse_alert_hash(cast(dict[str, str], fields))
+        if isinstance(alert, Rejected):
+            raise AlertUnreadable(alert_id, alert)
+        return alert
 
     def iter_all(self, crypto: str | None = None) -> Iterator[Alert]:
         """Every alert hash (SCAN, so it does not block Redis), optionally of one instrument."""
@@ -111,7 +150,11 @@ class AlertStore:
             pipe.hgetall(key)
         for fields in pipe.execute():
             if fields and "crypto" in fields and (crypto is None or fields["crypto"] == crypto):
-                yield Alert.from_hash(fields)
+                alert = parse_alert_hash(fields)
+                if isinstance(alert, Rejected):
+                    self._rejects.add(alert, key=alert_key(str(fields.get("id", "?"))[:64]))
+                else:
+                    yield alert
 
     def update(self, alert_id: str, change: AlertChange) -> Alert:
         """Apply ``change`` atomically (moving between sets when direction or instrument changes)."""
