@@ -483,6 +483,14 @@ return 1
 """
 
 
+# KEYS: processing list, source list. ARGV: the held element. Gives it back to the source list's consuming end.
+_RELEASE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class ListAcker:
     """Removes finished elements from their processing list (explicit mode)."""
 
@@ -490,6 +498,7 @@ class ListAcker:
         self.key = key
         self._client = client or list_client(redis_url)
         self._swap = self._client.register_script(_SWAP)
+        self._release = self._client.register_script(_RELEASE)
 
     def ack_in(self, pipe: Pipeline, item: ListItem) -> None:
         """Queue the removal on ``pipe`` (put it in the same MULTI as the work's own writes)."""
@@ -514,6 +523,11 @@ class ListAcker:
         repeat after a lost reply (the move happens once)."""
         self._swap(keys=[processing_key(self.key, item.partition), dest],
                    args=[item.raw, item.raw if raw is None else raw])
+
+    def release(self, item: ListItem) -> int:
+        """Give an element not worked on back to the source list, to be taken first again (e.g. at a clean
+        stop): atomically out of processing and onto the consuming end. Safe to repeat; returns 1 if moved."""
+        return int(self._release(keys=[processing_key(self.key, item.partition), self.key], args=[item.raw]))
 
     def close(self) -> None:
         self._client.close()

@@ -1,8 +1,10 @@
 """SMTP delivery of email jobs: the message builder and one reusable, blocking connection (smtplib).
 
-Header injection is impossible: the job is checked (:func:`operators.alerts.check_job`: recipient a valid
-ASCII address, subject one line, ids without CR/LF) and the message is built with
-:class:`email.message.EmailMessage` under the strict default policy, which refuses CR/LF in any header value.
+Header injection is impossible: the job is checked (:func:`operators.alerts.check_job`: attempts bounded,
+recipient a valid ASCII address, subject and ids one line by the email library's line rules) and the message is
+built with :class:`email.message.EmailMessage` under the strict default policy, which refuses CR/LF in any
+header value, and rendered once before sending; whatever the library refuses is an
+:class:`operators.alerts.InvalidJob` (never retried).
 
 Errors are classified for the caller: :class:`SmtpPermanentError` (a 5xx reply, or login configured but no
 AUTH offered: retrying will not help) and
@@ -16,11 +18,13 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate
 
 from cryptoflow.settings import Settings
-from operators.alerts import check_job
+from operators.alerts import InvalidJob, check_job
 from operators.events import EmailJob
 
 
@@ -59,17 +63,25 @@ class SmtpConfig:
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def build_message(job: EmailJob, sender: str) -> EmailMessage:
-    """The plain-text message for a checked job (raises ValueError for anything header-unsafe)."""
-    check_job(job)
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = job.to
-    msg["Subject"] = job.subject
-    msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = f"<{_ID_CHARS.sub('', job.id)[:64] or 'job'}.{job.attempts}@cryptoflow>"
-    msg["X-Cryptoflow-Job"] = _ID_CHARS.sub("", job.id)[:128]
-    msg.set_content(job.body)
+def build_message(job: EmailJob, sender: str, *, max_attempts: int | None = None) -> EmailMessage:
+    """The plain-text message for a job, checked by our rules (:func:`operators.alerts.check_job`) and then by
+    the email library's own: the headers are set under the strict default policy and the whole message is
+    rendered once the way smtplib will send it. Raises :class:`operators.alerts.InvalidJob` for anything that
+    can never be sent."""
+    check_job(job, max_attempts=max_attempts)
+    try:
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = job.to
+        msg["Subject"] = job.subject
+        msg["Date"] = formatdate(usegmt=True)
+        msg["Message-ID"] = f"<{_ID_CHARS.sub('', job.id)[:64] or 'job'}.{job.attempts}@cryptoflow>"
+        msg["X-Cryptoflow-Job"] = _ID_CHARS.sub("", job.id)[:128]
+        msg.set_content(job.body)
+        msg.as_bytes(policy=SMTP)
+    except (ValueError, TypeError, LookupError, MessageError) as err:  # UnicodeError is a ValueError
+        text = f"not a valid message: {type(err).__name__}: {err}"
+        raise InvalidJob(text[:300]) from None
     return msg
 
 
@@ -110,9 +122,11 @@ class SmtpConnection:
             self._smtp = self._connect()
         return self._smtp
 
-    def send(self, job: EmailJob) -> None:
-        """Deliver ``job``; returns once the server accepted it for every recipient."""
-        msg = build_message(job, self._config.sender)
+    def send(self, job: EmailJob, msg: EmailMessage | None = None) -> None:
+        """Deliver ``job`` (as ``msg`` when already built by :func:`build_message`); returns once the server
+        accepted it for every recipient."""
+        if msg is None:
+            msg = build_message(job, self._config.sender)
         try:
             refused = self._session().send_message(msg, from_addr=self._config.sender, to_addrs=[job.to])
         except smtplib.SMTPResponseException as err:

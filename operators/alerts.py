@@ -3,7 +3,9 @@
 An alert watches one instrument: ``direction=True`` ("above") fires when a trade price rises to or above the
 threshold, ``direction=False`` ("below") when it falls to or below it (DESIGN.md, ``alert:{inst}:gt|lt``).
 Every text that can reach an email header is checked here: CR/LF anywhere in the input is rejected, the
-recipient must be a syntactically valid ASCII address, the subject is length-capped and single-line.
+recipient must be a syntactically valid ASCII address, the subject is length-capped and single-line (by the
+email library's own line rules), and a job's ``attempts`` is bounded (:func:`check_job`). The subject names
+the trigger price (the trade price that fired the alert); the body shows the threshold and the trigger price.
 
 The email text is produced from :data:`SUBJECT_TEMPLATE` / :data:`BODY_TEMPLATE`; the Redis matcher (a Lua
 script) fills the same templates when it queues the job, so :func:`render_email` is what a user receives.
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from decimal import Decimal, InvalidOperation
+from email.headerregistry import Address
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -28,7 +32,7 @@ MAX_PRICE = Decimal("1e15")
 MAX_SUBJECT = 200
 _CRLF = re.compile(r"[\r\n]")
 
-SUBJECT_TEMPLATE = "Price alert: {instrument} {verb} {threshold}"
+SUBJECT_TEMPLATE = "Price alert: {instrument} {verb} {price}"  # the trigger price; the body has both
 BODY_TEMPLATE = (
     "Your price alert fired.\n"
     "\n"
@@ -252,20 +256,44 @@ class InvalidJob(ValueError):
     """An email job that must not be sent (it goes to the dead list)."""
 
 
-def check_job(job: EmailJob) -> EmailJob:
-    """The checks that make header injection impossible, applied again right before sending."""
+def _one_header_line(value: str) -> bool:
+    """True when ``value`` stays one line for the email library: no CR/LF nor anything else that
+    ``str.splitlines`` (which :mod:`email` uses) breaks at (U+2028, U+2029, U+0085, VT, FF, FS, GS, RS), and no
+    other control character."""
+    return len(value.splitlines()) <= 1 and not any(
+        unicodedata.category(c) in ("Cc", "Zl", "Zp") and c != "\t" for c in value)
+
+
+MAX_JOB_ID = 128
+MAX_ATTEMPTS_CEILING = 1000  # attempts above this are nonsense whatever EMAIL_MAX_ATTEMPTS says
+
+
+def check_job(job: EmailJob, *, max_attempts: int | None = None) -> EmailJob:
+    """Every rule a job must meet to be sendable, applied right before sending; raises :class:`InvalidJob`
+    (the job can never be sent: it goes to the dead list at once) with one line saying what was wrong.
+
+    ``attempts`` is an int in ``0..max_attempts`` (``EMAIL_MAX_ATTEMPTS``); the recipient a valid ASCII address
+    by ``email-validator`` and :class:`email.headerregistry.Address`; the subject one non-empty line of at most
+    :data:`MAX_SUBJECT` characters by the email library's line rules; ids single lines of at most
+    :data:`MAX_JOB_ID` characters. The message builder then applies the library's own header checks."""
+    ceiling = MAX_ATTEMPTS_CEILING if max_attempts is None else max_attempts
+    if not 0 <= job.attempts <= ceiling:
+        msg = f"attempts must be an integer from 0 to {ceiling}, got {str(job.attempts)[:24]}"
+        raise InvalidJob(msg)
     try:
-        check_email(job.to)
+        address = check_email(job.to)
+        Address(addr_spec=job.to)
     except ValueError as err:
         msg = f"recipient {err}"
         raise InvalidJob(msg) from None
-    if _CRLF.search(job.subject) or len(job.subject) > MAX_SUBJECT or not job.subject.strip():
-        msg = f"subject must be one non-empty line of at most {MAX_SUBJECT} characters"
+    if address != job.to and address.lower() != job.to.lower():
+        msg = f"recipient {job.to[:80]!r} is not in normal form (expected {address!r})"
         raise InvalidJob(msg)
-    if any(ord(c) < 32 and c not in "\t" for c in job.subject):
-        msg = "subject contains control characters"
+    if not job.subject.strip() or len(job.subject) > MAX_SUBJECT or not _one_header_line(job.subject):
+        msg = f"subject must be one non-empty line of at most {MAX_SUBJECT} characters without control characters"
         raise InvalidJob(msg)
-    if _CRLF.search(job.id) or _CRLF.search(job.alert_id):
-        msg = "job id and alert id must be single lines"
-        raise InvalidJob(msg)
+    for name, value in (("id", job.id), ("alert_id", job.alert_id)):
+        if not value or len(value) > MAX_JOB_ID or not _one_header_line(value):
+            msg = f"job {name} must be one non-empty line of at most {MAX_JOB_ID} characters"
+            raise InvalidJob(msg)
     return job

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a fresh Debian machine (python3 + make) ready: the project's .venv with its dev extras, and the
-# servers the tests use (redis-server, victoria-metrics, influxdb) from Debian when running as root.
+# servers and tools the tests use (redis-server, victoria-metrics, influxdb, openssl) from Debian, as root.
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,8 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 if [ "${1:-}" = "--servers" ]; then
-  # Debian package names: redis-server, victoria-metrics, influxdb (1.x, for line-protocol checks).
+  # Debian package names: redis-server, victoria-metrics, influxdb (1.x, for line-protocol checks), openssl (the
+  # CLI makes the STARTTLS test's certificate; tests/test_smtp.py fails instead of skipping without it in CI).
   command -v redis-server >/dev/null && command -v victoria-metrics >/dev/null && command -v influxd >/dev/null \
-    || apt_install redis-server victoria-metrics influxdb
+    && command -v openssl >/dev/null || apt_install redis-server victoria-metrics influxdb openssl
 fi

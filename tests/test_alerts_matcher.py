@@ -56,7 +56,7 @@ def test_fires_at_the_threshold_once_and_queues_the_rendered_job(redis_db) -> No
     subject, body = render_email(up.id, "BTC-USDT", True, "36000", "36000", iso_ms(T0 + 2))
     assert jobs[up.id] == {"id": up.id, "alert_id": up.id, "to": "a@b.example", "subject": subject,
                            "body": body, "created_at": iso_ms(T0 + 10), "attempts": 0}
-    assert jobs[down.id]["subject"] == "Price alert: BTC-USDT fell to 34000"
+    assert jobs[down.id]["subject"] == "Price alert: BTC-USDT fell to 33999.5"  # the trigger price
 
 
 def test_many_alerts_on_one_side_are_finished_by_further_calls(redis_db) -> None:

@@ -92,7 +92,7 @@ def test_arbitrary_text_never_becomes_a_header_injection(text: str) -> None:
 
 def test_rendered_email_is_readable_and_complete() -> None:
     subject, body = render_email("ab" * 16, "BTC-USDT", True, "36000", "36012.5", "2026-11-21T09:00:00.000Z")
-    assert subject == "Price alert: BTC-USDT rose to 36000"
+    assert subject == "Price alert: BTC-USDT rose to 36012.5"  # the trigger price; the body has both
     for part in ("BTC-USDT", "rose to or above 36000", "Trigger price: 36012.5", "2026-11-21T09:00:00.000Z",
                  "ab" * 16):
         assert part in body

@@ -3,6 +3,7 @@ connection reuse, and a message built only from checked, single-line header valu
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -98,6 +99,31 @@ def test_server_down_is_temporary() -> None:
         SmtpConnection(_config(free_port(), timeout=1.0)).send(JOB)
 
 
+def _with(**kw: Any) -> EmailJob:
+    return EmailJob(**{**{f: getattr(JOB, f) for f in JOB.__struct_fields__}, **kw})
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    ({"attempts": 99999999999999999999999}, "attempts"), ({"attempts": -1}, "attempts"),
+    ({"attempts": 6}, "attempts"),  # above EMAIL_MAX_ATTEMPTS
+    ({"subject": "Price alert\u2028Bcc: victim@example.com"}, "subject"),  # a line break to the email library
+    ({"subject": "a\u2029b"}, "subject"), ({"subject": "a\x85b"}, "subject"), ({"subject": "a\x0bb"}, "subject"),
+    ({"to": "user@example.com\r\nBcc: victim@example.com"}, "recipient"),
+    ({"to": "user@example.com\u2028"}, "recipient"),
+    ({"to": "Victim <user@example.com>"}, "recipient"), ({"to": "\u00fcser@example.com"}, "recipient"),
+    ({"id": "j\u20281"}, "id"), ({"alert_id": "a" * 129}, "alert_id"),
+])
+def test_a_job_that_can_never_be_sent_is_invalid(bad: dict[str, Any], why: str) -> None:
+    with pytest.raises(InvalidJob, match=why):
+        build_message(_with(**bad), "alerts@example.com", max_attempts=5)
+
+
+def test_a_bounded_job_renders() -> None:
+    msg = build_message(_with(attempts=5, subject="Price alert: BTC-USDT rose to 36012.5 \u2191"),
+                        "alerts@example.com", max_attempts=5)
+    assert msg["Subject"] == "Price alert: BTC-USDT rose to 36012.5 \u2191" and msg["Message-ID"] == "<j1.5@cryptoflow>"
+
+
 def test_message_builder_refuses_injection() -> None:
     msg = build_message(JOB, "alerts@example.com")
     assert msg["Subject"] == JOB.subject and msg["Message-ID"] == "<j1.0@cryptoflow>"
@@ -110,7 +136,9 @@ def test_message_builder_refuses_injection() -> None:
 @pytest.fixture
 def tls_smtp(tmp_path) -> Iterator[tuple[SmtpServer, Path]]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available to make a test certificate")
+        if os.environ.get("CI"):  # scripts/bootstrap.sh --servers installs it: in CI this test must run
+            pytest.fail("openssl CLI missing in CI (Debian package openssl, installed by scripts/bootstrap.sh)")
+        pytest.skip("openssl CLI not available to make a test certificate (scripts/bootstrap.sh --servers)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
