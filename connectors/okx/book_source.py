@@ -42,6 +42,7 @@ from connectors.okx.books import (
 from connectors.okx.protocol import OkxHooks
 from connectors.okx.rest import OkxBooksFetcher
 from connectors.pairs import PairsPoller
+from connectors.untrusted import RejectTally, rejected
 from connectors.ws.events import (
     Connected,
     Disconnected,
@@ -131,8 +132,11 @@ class OkxBookProcessor:
 
     def __init__(self, shard: int, control: ShardControl, *, channel: str, depth: int = 400,
                  stale_after: float = 30.0, snapshot_wait: float = 3.0, sample_interval: float = 1.0,
-                 sample_levels: int | None = None, stats_interval: float = 1.0, with_deltas: bool = False) -> None:
+                 sample_levels: int | None = None, stats_interval: float = 1.0, with_deltas: bool = False,
+                 dataflow: str = "orderbook_collector") -> None:
         self.shard = shard
+        # Rejections: rejected_<reason> and <dataflow>:rejected_<reason> in system:monitoring, logged once per reason
+        self._rejects = RejectTally(log, dataflow, event="bad_message_dropped", shard=shard)
         # Parsed deltas ride along with each BufferFrame only for a consumer in the same dataflow (analysis
         # with ORDERBOOK_SOURCE=ws): keeping them alive costs the collector ~30 % at large batches (GC).
         self._with_deltas = with_deltas
@@ -153,7 +157,6 @@ class OkxBookProcessor:
         self._subscribed: set[str] = set()
         self._counters: Counter[str] = Counter()
         self._messages = 0
-        self._logged: set[str] = set()
         self._last_check_ms = 0
 
     # --- events -----------------------------------------------------------------------------------------
@@ -187,7 +190,7 @@ class OkxBookProcessor:
         res = parse_books_frame(frame.text, recv_ns=frame.recv_ns)
         if type(res) is not tuple:
             if isinstance(res, OkxParseError):
-                self._bad(res.reason, detail=res.detail, raw=res.raw)
+                self._rejects.add(res)
             else:
                 self._counters["okx_messages_ignored"] += 1
             return
@@ -234,7 +237,7 @@ class OkxBookProcessor:
             st = self._books[inst] = _Book(OrderBook(inst, "okx", self._depth), since_ns=frame.recv_ns)
             out.append(BookState(inst, BookStatus.SYNCING))
             return st
-        self._bad("unsubscribed_instrument", detail=inst, raw=frame.text[:200])
+        self._rejects.add(rejected("unsubscribed_instrument", inst, frame.text))
         return None
 
     def _failed(self, st: _Book, result: object, out: list[CollectorItem]) -> None:
@@ -324,6 +327,8 @@ class OkxBookProcessor:
                     st.since_ns, st.rest, st.held, st.resync_due = now, None, [], False
             if not ev.planned:
                 self._counters["disconnects"] += 1
+            if ev.rejected:  # the socket refused a frame over its size limit (close 1009): counted like a parse
+                self._rejects.add(rejected(ev.rejected, ev.reason, ""))
         elif isinstance(ev, TopicsChecked):
             self._last_check_ms = ev.ts_ms
             if ev.ok:
@@ -359,6 +364,7 @@ class OkxBookProcessor:
                 st.failures = 0
         if now_ns >= self._next_stats:
             self._next_stats = now_ns + self._stats_ns
+            self._counters.update(self._rejects.drain())
             counters = tuple(sorted(self._counters.items()))
             self._counters.clear()
             latency = self._lat_sum / self._lat_n / 1e6 if self._lat_n else 0.0
@@ -368,24 +374,17 @@ class OkxBookProcessor:
             self._lat_sum = self._lat_n = self._points = 0
         return out
 
-    def _bad(self, reason: str, *, detail: str, raw: str) -> None:
-        self._counters["rejected_messages"] += 1
-        self._counters[f"rejected_{reason}"] += 1
-        if reason not in self._logged:
-            self._logged.add(reason)
-            log.warning("bad_message_dropped", reason=reason, detail=detail, raw=raw, shard=self.shard,
-                        note="logged once per reason; counted in system:monitoring")
-
 
 # ---------------------------------------------------------------------------------------------- wiring
 def shard_count(settings: Settings) -> int:
     return max(1, math.ceil(settings.max_trading_pairs / settings.okx_pairs_per_connection))
 
 
-def okx_books_source(settings: Settings, *, shards: int | None = None,
-                     with_deltas: bool = False) -> WsShardSource[CollectorItem]:
+def okx_books_source(settings: Settings, *, shards: int | None = None, with_deltas: bool = False,
+                     dataflow: str = "orderbook_collector") -> WsShardSource[CollectorItem]:
     """The source of the order-book collector, configured from ``settings``; ``with_deltas``: each
-    :class:`BufferFrame` also carries its parsed deltas (for the analysis dataflow's ws mode)."""
+    :class:`BufferFrame` also carries its parsed deltas (for the analysis dataflow's ws mode); ``dataflow``
+    names the rejection counters (``<dataflow>:rejected_<reason>``)."""
     count = shards or shard_count(settings)
     channel = settings.okx_book_channel.value
 
@@ -404,6 +403,6 @@ def okx_books_source(settings: Settings, *, shards: int | None = None,
         return OkxBookProcessor(index, control, channel=channel, stale_after=settings.ws_stale_after,
                                 sample_interval=settings.influx_book_interval,
                                 sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
-                                with_deltas=with_deltas)
+                                with_deltas=with_deltas, dataflow=dataflow)
 
     return WsShardSource(count, runner, processor)
