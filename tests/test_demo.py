@@ -1,4 +1,5 @@
-"""`cryptoflow demo` (what `make demo` runs): live data soon after start, clean exit on Ctrl-C, no process left."""
+"""`cryptoflow demo` (what `make demo` runs): live data soon after start, and nothing left running however it is
+stopped: Ctrl-C, Ctrl-C to a whole `demo | tee` pipeline, SIGTERM, SIGHUP, a SIGKILL of the demo or of its parent."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
                             start_new_session=True)
     assert proc.stdout is not None
     lines: list[str] = []
-    live = re.compile(r"BTC-USDT\s+book valid\s+bid\s+\d")
+    live = re.compile(r"BTC-USDT\s+valid\s+\d[\d.]*/\d")  # the compact line of a piped stdout
     # Usually ~15 s; generous because four dataflow processes start at once on a loaded 2-core CI machine.
     deadline = time.monotonic() + 90
     try:
@@ -83,3 +84,108 @@ def _wait_gone(marker: str, workdir: Path, timeout: float = 10.0) -> list[int]:
     while (left := processes_with_marker(marker, workdir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def _demo_env() -> tuple[dict[str, str], str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_URL", "REDIS_URL")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CRYPTOFLOW_DEMO"] = uuid.uuid4().hex
+    return env, env["CRYPTOFLOW_DEMO"]
+
+
+def _demo_cmd(workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "cryptoflow.cli", "demo", "--workdir", str(workdir)]
+
+
+def _cleanup(proc: subprocess.Popen[str], marker: str, workdir: Path) -> list[int]:
+    """Whatever happened: kill the test's process group, then report (and kill) the demo's survivors."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    survivors = _wait_gone(marker, workdir, timeout=30)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+def _started(log: Path) -> bool:
+    """The demo has started every process and watches (its 'live data below' line is out)."""
+    return log.exists() and "live data below" in log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_demo_piped_into_tee_stops_on_ctrl_c_to_the_whole_pipeline(tmp_path: Path) -> None:
+    """`make demo 2>&1 | tee log`, then Ctrl-C: the terminal sends SIGINT to the pipeline's process group, tee
+    dies with it, and every later write of the demo meets EPIPE. The demo must still stop all it started."""
+    from tests.waiting import wait_for
+
+    env, marker = _demo_env()
+    log, rc = tmp_path / "log", tmp_path / "rc"
+    script = f'{" ".join(_demo_cmd(tmp_path / "w"))} 2>&1 | tee {log} >/dev/null; echo "${{PIPESTATUS[0]}}" > {rc}'
+    proc = subprocess.Popen(["bash", "-c", script], env=env, start_new_session=True, text=True)
+    try:
+        wait_for("the demo to start", lambda: _started(log), timeout=120)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: bash, the demo and tee alike
+        proc.wait(60)
+    finally:
+        survivors = _cleanup(proc, marker, tmp_path / "w")
+    assert survivors == [], "processes survived the demo"
+    assert rc.read_text().strip() == "0", log.read_text()[-2000:]
+    assert "\x1b[" not in log.read_text(), "ANSI escape codes in a piped log"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_demo_stops_everything_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
+    from tests.waiting import wait_for
+
+    env, marker = _demo_env()
+    log = tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(_demo_cmd(tmp_path / "w"), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, text=True)
+    try:
+        wait_for("the demo to start", lambda: _started(log), timeout=120)
+        proc.send_signal(sig)
+        proc.wait(60)
+    finally:
+        survivors = _cleanup(proc, marker, tmp_path / "w")
+    assert survivors == [], "processes survived the demo"
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert f"{sig.name}: stopping" in text and "stopped      redis" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["demo", "parent"])
+def test_nothing_survives_a_sigkill_of_the_demo_or_of_its_parent(tmp_path: Path, victim: str) -> None:
+    """SIGKILL of the demo: its children die with it (PR_SET_PDEATHSIG). SIGKILL of its parent (`make`):
+    the demo gets SIGTERM and stops them."""
+    from tests.waiting import wait_for
+
+    env, marker = _demo_env()
+    log = tmp_path / "log"
+    # bash stays the demo's parent (a command follows), like make running the recipe line.
+    script = f'{" ".join(_demo_cmd(tmp_path / "w"))} > {log} 2>&1; echo "demo exited $?" >> {log}'
+    proc = subprocess.Popen(["bash", "-c", script], env=env, start_new_session=True, text=True)
+    try:
+        wait_for("the demo to start", lambda: _started(log), timeout=120)
+        demo = [p for p in processes_with_marker(marker) if p != proc.pid and "cryptoflow.cli" in _cmdline(p)]
+        assert len(demo) == 1
+        os.kill(demo[0] if victim == "demo" else proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        survivors = _wait_gone(marker, tmp_path / "w", timeout=60)
+    finally:
+        survivors = _cleanup(proc, marker, tmp_path / "w")
+    assert survivors == [], "processes survived the demo"
+    if victim == "parent":
+        assert "SIGTERM: stopping" in log.read_text()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
