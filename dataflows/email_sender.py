@@ -5,7 +5,11 @@
 Jobs are taken FIFO from ``queue:email`` by :class:`connectors.redis_list.ReliableRedisListSource` in explicit
 ack mode: each job moves atomically to ``queue:email:processing:0`` and stays there until the SMTP server
 accepted it (then LREM), or it is moved to ``queue:email:dead`` (``EMAIL_MAX_ATTEMPTS`` temporary failures,
-a permanent 5xx, or an invalid job). Jobs left in the processing list by a crash are sent first on restart.
+a permanent 5xx, or a job that can never be sent: at once). Jobs left in the processing list by a crash are sent
+first on restart; one delivered ``LIST_MAX_DELIVERIES`` times without an outcome (a job that crashes or wedges
+the sender) goes to ``queue:email:dead`` instead of looping on every start. SIGINT/SIGTERM stop cleanly
+(installed by :func:`cryptoflow.entry.lazy_flow`): the source ends, the conversations in progress finish and
+are acked, jobs not started go back to ``queue:email``.
 Sending happens in :class:`connectors.email_sink.EmailSink`'s thread pool (``EMAIL_CONCURRENCY``), never in
 the Bytewax worker, so a slow SMTP server cannot freeze the dataflow; at most ``EMAIL_MAX_IN_FLIGHT`` jobs are
 held at once. No recovery store is needed: the processing list is the state.

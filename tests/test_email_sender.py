@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,3 +133,86 @@ def test_kill9_mid_batch_then_restart_sends_every_job(redis_server, redis_db, sl
     twice = [i for i, n in counts.items() if n > 1]
     assert len(twice) <= 1 and all(counts[i] == 2 for i in twice)  # at most the one in flight at the kill
     assert redis_db.llen("queue:email") == 0 and redis_db.llen("queue:email:dead") == 0
+
+
+def _hostile() -> dict[str, bytes]:
+    """Jobs no sender must trip over: each is sent once or dead once, never twice, never a retry loop."""
+    def deep(name: str, depth: int) -> bytes:
+        return job(name)[:-1] + b',"x":' + b"[" * depth + b"]" * depth + b"}"
+    return {
+        "h-huge-attempts": job("h-huge-attempts")[:-1].replace(b'"attempts":0', b'"attempts":99999999999999999999999')
+        + b"}",
+        "h-negative-attempts": job("h-negative-attempts", attempts=-1),
+        "h-u2028-subject": job("h-u2028-subject", subject="Price alert\u2028Bcc: victim@example.com"),
+        "h-crlf-recipient": job("h-crlf-recipient", to="a@example.com\r\nBcc: victim@example.com"),
+        "h-deep-1000": deep("h-deep-1000", 1000),
+        "h-deep-10000": deep("h-deep-10000", 10_000),
+        "h-5mb": job("h-5mb", body="x" * (5 * 1024 * 1024)),
+        "h-not-utf8": job("h-not-utf8").replace(b"Job h-not-utf8", b"Job \xff\xfe\xc3("),
+        "h-bare-deep": b"[" * 10_000 + b"]" * 10_000,
+    }
+
+
+def _dead_ids(redis_db: Any) -> Counter[str]:
+    """The job id of each dead-list entry: its ``id``, or the one its raw text starts with, or ``"?"``."""
+    out: Counter[str] = Counter()
+    for d in map(orjson.loads, redis_db.lrange("queue:email:dead", 0, -1)):
+        found = re.match(r'\{"id":"([^"]+)"', str(d.get("raw", "")))
+        out[str(d.get("id") or (found.group(1) if found else "?"))] += 1
+    return out
+
+
+def test_hostile_jobs_are_sent_or_dead_once_across_a_restart(redis_server, redis_db, smtp_server) -> None:
+    hostile = _hostile()
+    names = [f"job-{n}" for n in hostile if n != "h-bare-deep"] + ["?"]  # the bare array has no id
+    redis_db.lpush("queue:email", job(1), *hostile.values(), job(2))
+    env = {"LIST_MAX_DELIVERIES": "2"}
+
+    def settled() -> bool:
+        done = set(received(smtp_server)) | set(_dead_ids(redis_db))
+        return set(names) | {"job-1", "job-2"} <= done and redis_db.llen("queue:email:processing:0") == 0
+
+    with sender(redis_server.url, smtp_server.port, **env) as proc:
+        wait_for("every hostile job to be sent or dead", settled)
+        proc.send_signal(signal.SIGTERM)  # the sender leads its process group; a clean stop
+        assert proc.wait(30) == 0
+    first = (received(smtp_server), _dead_ids(redis_db))
+    with sender(redis_server.url, smtp_server.port, **env):
+        redis_db.lpush("queue:email", job(3))
+        wait_for("the restarted sender to deliver a new job", lambda: "job-3" in received(smtp_server))
+        wait_for("the processing list to empty", lambda: redis_db.llen("queue:email:processing:0") == 0)
+    sent, dead = received(smtp_server), _dead_ids(redis_db)
+    assert (sent - Counter({"job-3": 1}), dead) == first  # nothing sent or dead-lettered again
+    assert all(n == 1 for n in sent.values())
+    assert all(sent[name] + dead[name] == 1 for name in names), (sent, dead)
+    # Every job that breaks a rule is dead at once, with its reason, and never reached the SMTP server.
+    never_sendable = set(names) - {"job-h-deep-1000"}  # a deep unknown field may be skipped or refused
+    assert not never_sendable & set(sent)
+    reasons = {}
+    for d in map(orjson.loads, redis_db.lrange("queue:email:dead", 0, -1)):
+        found = re.match(r'\{"id":"([^"]+)"', str(d.get("raw", "")))
+        reasons[str(d.get("id") or (found.group(1) if found else "?"))] = d["reason"]
+    assert {reasons[f"job-h-{n}"] for n in ("huge-attempts", "negative-attempts", "u2028-subject",
+                                              "crlf-recipient")} == {"invalid_job"}
+    assert (reasons["job-h-5mb"], reasons["job-h-not-utf8"], reasons["?"]) == (
+        "too_large", "malformed_json", "wrong_type")
+    assert all("attempts" not in d or d["attempts"] == 0
+               for d in map(orjson.loads, redis_db.lrange("queue:email:dead", 0, -1)))  # no retries
+
+
+def test_a_clean_stop_neither_loses_nor_double_sends(redis_server, redis_db, slow_smtp) -> None:
+    ids = [f"job-{i}" for i in range(60)]
+    redis_db.lpush("queue:email", *[job(i) for i in range(60)])
+    env = {"EMAIL_CONCURRENCY": "1"}
+    with sender(redis_server.url, slow_smtp.port, **env) as proc:
+        wait_for("the first sends", lambda: len(slow_smtp.messages) >= 10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # a clean exit
+    assert len(slow_smtp.messages) < 60, "the stop landed after the end; make the SMTP server slower"
+    assert redis_db.llen("queue:email:processing:0") == 0  # finished and acked, or given back to the queue
+    assert redis_db.llen("queue:email") + len(slow_smtp.messages) == 60
+    with sender(redis_server.url, slow_smtp.port, **env):
+        wait_for("every job after the restart", lambda: set(received(slow_smtp)) == set(ids))
+        wait_for("the processing list to empty", lambda: redis_db.llen("queue:email:processing:0") == 0)
+    assert received(slow_smtp) == Counter(ids)  # each exactly once
+    assert redis_db.llen("queue:email:dead") == 0
