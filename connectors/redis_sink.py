@@ -3,7 +3,8 @@
 The caller supplies ``write(pipe, items)``, which queues the commands for a batch (coalescing per key as it
 sees fit); the sink executes the pipeline before returning, so a batch is in Redis when the next one
 starts. Redis down: the batch is retried on a fresh pipeline with capped backoff until Redis is back,
-holding the worker (back-pressure; nothing is dropped, a warning says so once per outage).
+holding the worker (back-pressure; nothing is dropped, a warning says so once per outage) — except once the
+dataflow is stopping (SIGINT/SIGTERM): then a batch Redis refuses is given up (logged), so a stop never hangs.
 Delivery: at-least-once (a batch re-processed after recovery is written again; hashes and capped lists make
 that harmless). Unit of parallelism: one connection per worker.
 """
@@ -18,6 +19,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
 
 T = TypeVar("T")
@@ -51,6 +53,9 @@ def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], objec
             pipe.execute()
             break
         except (redis.ConnectionError, redis.TimeoutError) as err:
+            if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batch is given up
+                log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+                return
             if not failed:
                 log.warning("redis_write_failed", error=str(err), items=items,
                             action="retrying the batch until Redis is back")
