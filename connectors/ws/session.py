@@ -18,8 +18,9 @@ venue's messages, answers, keep-alive style and budgets. Behaviour:
   is refused by websockets (close 1009) -> a normal reconnect with backoff (a venue that keeps sending one
   backs off to ``backoff_max``, never a crash loop), reported as ``Disconnected(rejected="too_large")`` for the
   processor to count; frames under it reach the parser, which rejects those over
-  :data:`connectors.untrusted.MAX_FRAME_BYTES` unread. ``hooks.classify`` decodes only through
-  :func:`connectors.untrusted.decode`; should it still raise, the frame goes to the parser (logged once).
+  :data:`connectors.untrusted.MAX_FRAME_BYTES` unread. ``hooks.classify`` (run here, on the I/O thread)
+  decodes only through :func:`connectors.untrusted.decode`, so no frame content can make it raise
+  (``tests/test_untrusted.py``); an exception it still raises is a bug and stops the dataflow loudly.
 
 Everything observable goes through ``emit`` (see ``connectors/ws/events.py``), in order.
 """
@@ -93,7 +94,6 @@ class WsConnection:
     ) -> None:
         self.conn_id = conn_id
         self._max_frame_bytes = max_frame_bytes
-        self._classify_failed = False
         self.hooks = hooks
         self._emit = emit
         self._connect_budget = connect_budget
@@ -210,14 +210,7 @@ class WsConnection:
             recv_ns = time.time_ns()
             self._last_rx = time.monotonic()
             text = msg if isinstance(msg, str) else msg.decode("utf-8", "replace")
-            try:
-                ctl = classify(text)
-            except Exception as err:  # a venue hook bug must not end the connection: the parser rejects it
-                ctl = None
-                if not self._classify_failed:
-                    self._classify_failed = True
-                    self._log.error("ws_classify_failed", error=f"{type(err).__name__}: {err}"[:200],
-                                    note="logged once; the frame goes to the parser")
+            ctl = classify(text)
             if ctl is None:
                 emit(Frame(text, recv_ns, conn))
             elif isinstance(ctl, Ack):
