@@ -7,7 +7,8 @@ output is the library's, at a fraction of the cost. Sending stays with influxdb-
 ``WriteApi`` (background thread, retries with backoff, ``Retry-After`` honoured on 429/503).
 
 Delivery: at-least-once while the process lives (points are buffered up to ``flush_interval`` and flushed on
-close); writes are idempotent — the same measurement, tags and timestamp hold one value — so a rewrite
+close, which a clean SIGINT/SIGTERM stop reaches; it waits at most ``CLOSE_WAIT_MS`` for a slow server);
+writes are idempotent — the same measurement, tags and timestamp hold one value — so a rewrite
 after recovery is harmless. Unit of parallelism: one writer per Bytewax worker.
 """
 
@@ -32,6 +33,9 @@ _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 log = get_logger("connectors.influx")
+# close() sends what is buffered and waits for it at most this long (the library waits 5 min by default):
+# a SIGINT/SIGTERM stop with InfluxDB down ends in bounded time
+CLOSE_WAIT_MS = 10_000
 
 
 class InfluxPoint(msgspec.Struct, frozen=True):
@@ -102,7 +106,7 @@ class InfluxWriter:
         self._api = self._client.write_api(
             write_options=WriteOptions(batch_size=batch_size, flush_interval=flush_interval_ms,
                                        retry_interval=1000, max_retries=5, max_retry_delay=30_000,
-                                       exponential_base=2),
+                                       exponential_base=2, max_close_wait=CLOSE_WAIT_MS),
             success_callback=self._ok, error_callback=self._failed, retry_callback=self._retry,
         )
 
