@@ -61,12 +61,14 @@ def _log_stopped(dataflow: str) -> None:
 def install(dataflow: str) -> None:
     """SIGINT and SIGTERM set the stop flag (the second one aborts); ``stopped`` is logged at a clean exit.
 
-    Main thread only (elsewhere a no-op, e.g. a flow built inside a test); idempotent.
+    A signal the process inherited as ignored stays ignored. Main thread only (elsewhere a no-op, e.g. a
+    flow built inside a test); idempotent.
     """
     global _installed
     if _installed or threading.current_thread() is not threading.main_thread():
         return
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT of a shell's background job stays ignored
+            signal.signal(sig, _on_signal)
     atexit.register(_log_stopped, dataflow)
     _installed = True

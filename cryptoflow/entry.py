@@ -15,14 +15,13 @@ from connectors import stopping
 
 def lazy_flow(module: str, make: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
     """A module ``__getattr__``: ``flow`` is ``make()`` on first access, so tests can import ``build`` freely
-    without settings from the environment (``make`` reads them and exits 2 on a bad one). Once ``make()``
-    succeeded, the first SIGINT/SIGTERM stops the dataflow cleanly (:func:`connectors.stopping.install`)."""
+    without settings from the environment (``make`` reads them and exits 2 on a bad one). From then on the
+    first SIGINT/SIGTERM stops the dataflow cleanly (:func:`connectors.stopping.install`)."""
 
     def __getattr__(name: str) -> Dataflow:
         if name == "flow":
-            flow = make()
-            stopping.install(module.rsplit(".", 1)[-1])
-            return flow
+            stopping.install(module.rsplit(".", 1)[-1])  # first: a signal while the flow is built stops it too
+            return make()
         msg = f"module {module!r} has no attribute {name!r}"
         raise AttributeError(msg)
 
