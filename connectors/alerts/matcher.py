@@ -11,7 +11,8 @@ calls (so one script never holds Redis for long).
 
 The email text comes from :mod:`operators.alerts`' templates, filled inside the script. The trigger price
 of a fired alert is the batch's high (``gt``) or low (``lt``) — a real trade price at or past the threshold
-— and the trigger time that trade's exchange time.
+— and the trigger time that trade's exchange time; the subject names the trigger price, the body both it and
+the threshold.
 """
 
 from __future__ import annotations
