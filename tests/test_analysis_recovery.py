@@ -1,14 +1,26 @@
 """kill -9 of the analysis dataflow in the middle of a replay, restart with recovery: no frame lost, windows
-resumed (the final analysis equals an uninterrupted run's), each alert published once."""
+resumed (the final analysis equals an uninterrupted run's), each alert published once.
+
+No sleeps and no races: the test reads what Bytewax has committed from its recovery store (the sqlite files
+under the recovery directory) and arranges the crash from that:
+
+1. run A (snapshot every 1 s) takes the frames up to 11 s; we wait until a committed snapshot covers exactly
+   them, then kill -9 it (nothing uncommitted);
+2. run B resumes from that snapshot with an epoch so long (1 h) that it commits nothing more; it takes the
+   frames up to 20 s, the liquidity drain at 12 s among them, and publishes the six alerts; kill -9;
+3. run C (two workers) resumes from the same snapshot, so the frames 11-20 s are delivered again (the alerts
+   are regenerated and must be deduplicated), then takes the rest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -20,7 +32,7 @@ from connectors.okx.books import parse_books_frame
 from cryptoflow.settings import load_settings
 from dataflows.orderbook_analysis import analysis_params
 from operators.analysis import InstrumentAnalyzer
-from operators.events import AnalysisResult
+from operators.events import AnalysisResult, iso_ms
 from operators.orderbook import OrderBook
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
@@ -31,29 +43,54 @@ INSTS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"ANALYSIS_DEPTH_WINDOW": "5", "ANALYSIS_LIQUIDITY_WINDOW": "10", "ANALYSIS_ALERT_COOLDOWN": "600",
        "ANALYSIS_ALERT_EMAILS": "ops@example.com", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+SOURCE_STEP = "orderbook_analysis.read"  # the flow's id + the input step's id: where the source's offset is kept
+OFFSET_KEY = "okex_orderbook:processing:0:offset"
+
+Alert = tuple[str, str, str, str]  # instrument, type, level, timestamp: what alerts:history says
 
 
-def reference(frames: list[bytes]) -> dict[str, AnalysisResult]:
-    """The same frames through the pure operators, uninterrupted."""
+def reference(frames: list[bytes]) -> tuple[dict[str, AnalysisResult], list[tuple[int, Alert]]]:
+    """The same frames through the pure operators, uninterrupted: the last result per instrument, and every
+    alert with the index of the frame that raised it."""
     params = analysis_params(load_settings(**{k.lower(): v for k, v in ENV.items() if k.startswith("ANALYSIS")}))
     analyzers: dict[str, InstrumentAnalyzer] = {}
     last: dict[str, AnalysisResult] = {}
-    for frame in frames:
+    alerts: list[tuple[int, Alert]] = []
+    for i, frame in enumerate(frames):
         parsed = parse_books_frame(frame, recv_ns=0)
         assert isinstance(parsed, tuple)
         for d in parsed:
             a = analyzers.setdefault(d.instrument, InstrumentAnalyzer(d.instrument, OrderBook(d.instrument), params))
-            last[d.instrument] = a.on_delta(d, params).result
-    return last
+            out = a.on_delta(d, params)
+            last[d.instrument] = out.result
+            alerts += [(i, (e.instrument, e.alert_type, e.level, iso_ms(e.ts_ms))) for e in out.alerts]
+    return last, alerts
 
 
-def start_flow(server: RedisServer, recovery: Path, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+def committed_offset(recovery: Path) -> int | None:
+    """The source offset in the newest snapshot Bytewax has committed: where a resume starts reading.
+
+    ``commits.commit_epoch`` is the newest epoch whose snapshots are all durable; the resume loads, per state
+    key, the newest snapshot of an epoch at or before it (read-only: the store is in WAL mode, readers never
+    block the writer)."""
+    uri = f"file:{recovery / 'part-0.sqlite3'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        (epoch,) = db.execute("SELECT MIN(commit_epoch) FROM commits").fetchone()
+        if epoch is None:
+            return None
+        row = db.execute("SELECT ser_change FROM snaps WHERE step_id = ? AND state_key = '0' AND snap_epoch <= ? "
+                         "ORDER BY snap_epoch DESC LIMIT 1", (SOURCE_STEP, epoch)).fetchone()
+    return None if row is None or row[0] is None else int(pickle.loads(row[0]))
+
+
+def start_flow(server: RedisServer, recovery: Path, log: Path, *, workers: int = 1,
+               snapshot_every_s: int = 1) -> subprocess.Popen[bytes]:
     env = {**os.environ, **ENV, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT)}
     env.pop("INFLUX_URL", None)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis", "-r", str(recovery),
-             "-s", "1", "-b", "0", "-w", str(workers)],
+             "-s", str(snapshot_every_s), "-b", "0", "-w", str(workers)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -73,57 +110,67 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             kill9(proc)
 
 
+def events(log: Path, name: str) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            rec = orjson.loads(line)
+            if isinstance(rec, dict) and rec.get("event") == name:
+                out.append(rec)
+    return out
+
+
 @pytest.mark.slow
 def test_kill9_mid_replay_resumes_with_nothing_lost(
     redis_server: RedisServer, redis_db: redis.Redis, tmp_path: Path,
 ) -> None:
     frames = market(INSTS, seconds=40, rate=10, start_ms=T0, depth=100, events={12.0: 0.3, 30.0: 3.0})
-    expected = reference(frames)
+    expected, expected_alerts = reference(frames)
+    ts = [orjson.loads(f)["data"][0]["ts"] for f in frames]
+    first = sum(int(t) < T0 + 11_000 for t in ts)  # run A: up to 11 s (whole ticks)
+    crash = sum(int(t) <= T0 + 20_000 for t in ts)  # run B: up to 20 s
+    alert_frames = {i for i, _ in expected_alerts}
+    # the data's premise: six alerts (two per instrument), all raised by frames run B takes and run C replays
+    assert len(expected_alerts) == 6 and alert_frames and first <= min(alert_frames) and max(alert_frames) < crash
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True, cwd=ROOT)
-    log = tmp_path / "flow.log"
+    logs = {run: tmp_path / f"flow-{run}.log" for run in "ABC"}
 
-    pushed = threading.Event()
-    crashed = threading.Event()
-    half = len(frames) // 2
+    def taken() -> int:
+        return int(redis_db.get(OFFSET_KEY) or 0)
 
-    def push() -> None:  # a producer LPUSHing ~200 frames/s, across the crash
-        client = redis_server.client()
-        for i in range(0, len(frames), 10):
-            if i >= half:  # the rest only after the kill, so the crash is mid-replay however slow the machine
-                crashed.wait(120)
-            client.lpush("okex_orderbook", *frames[i:i + 10])
-            time.sleep(0.05)
-        pushed.set()
+    def analysed_up_to(i: int) -> bool:
+        want = iso_ms(int(ts[i - 1]))
+        return all(redis_db.hget(f"analysis:{inst}", "analysis_time") == want for inst in INSTS)
 
-    proc = start_flow(redis_server, recovery, log)
-    producer = threading.Thread(target=push, daemon=True)
-    producer.start()
+    proc = start_flow(redis_server, recovery, logs["A"])
     try:
-        offset = lambda: int(redis_db.get("okex_orderbook:processing:0:offset") or 0)  # noqa: E731
-        wait_for("a third of the frames taken", lambda: offset() > len(frames) // 3)
-        time.sleep(1.2)  # let at least one snapshot (every 1 s) commit, then die mid-replay
+        redis_db.lpush("okex_orderbook", *frames[:first])
+        wait_for("a committed snapshot covering the first frames", lambda: committed_offset(recovery) == first)
         kill9(proc)
-        crashed.set()
-        taken_at_crash = offset()
-        assert 0 < taken_at_crash < len(frames), "the crash must happen mid-replay"
-        proc = start_flow(redis_server, recovery, log, workers=2)  # resume may change the worker count
-        wait_for("the producer to finish", pushed.is_set)
-        wait_for("every frame taken", lambda: offset() == len(frames) and redis_db.llen("okex_orderbook") == 0)
+        assert taken() == first
 
-        def done() -> bool:
-            return all(redis_db.hget(f"analysis:{i}", "analysis_time") == "2023-11-14T22:14:00.000Z"
-                       for i in INSTS)
+        proc = start_flow(redis_server, recovery, logs["B"], snapshot_every_s=3600)  # commits nothing more
+        redis_db.lpush("okex_orderbook", *frames[first:crash])
+        wait_for("run B to analyse every frame up to the crash point", lambda: analysed_up_to(crash))
+        published = sorted(orjson.loads(x)["id"] for x in redis_db.lrange("alerts:history", 0, -1))
+        assert len(published) == len(expected_alerts)  # all published before the crash
+        kill9(proc)
+        assert (taken(), committed_offset(recovery)) == (crash, first), "the crash must leave uncommitted frames"
 
-        wait_for("the last frame of every instrument analysed", done)
+        proc = start_flow(redis_server, recovery, logs["C"], workers=2)  # resume may change the worker count
+        redis_db.lpush("okex_orderbook", *frames[crash:])
+        wait_for("every frame taken", lambda: taken() == len(frames) and redis_db.llen("okex_orderbook") == 0)
+        wait_for("the last frame of every instrument analysed", lambda: analysed_up_to(len(frames)))
     finally:
-        crashed.set()
         stop(proc)
-        producer.join(30)
-    text = log.read_text()
-    assert "redis_list_resume_gap" not in text and "frame_rejected" not in text
-    assert "redis_list_redeliver" in text  # frames taken after the last committed snapshot were replayed
+    for run, log in logs.items():
+        text = log.read_text()
+        assert "redis_list_resume_gap" not in text and "frame_rejected" not in text, run
+    assert not events(logs["A"], "redis_list_redeliver") and not events(logs["B"], "redis_list_redeliver")
+    # run C got back exactly the frames taken after the committed snapshot
+    assert [e["items"] for e in events(logs["C"], "redis_list_redeliver")] == [crash - first]
     for inst in INSTS:
         got = redis_db.hgetall(f"analysis:{inst}")
         want = hash_fields(expected[inst])
@@ -136,10 +183,10 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
             assert float(got[field]) == pytest.approx(float(want[field]), rel=1e-6, abs=1e-6), field
     # windows resumed: the liquidity index is computed against the pre-crash baseline, so it is defined
     assert all(redis_db.hget(f"analysis:{i}", "liquidity_index") for i in INSTS)
-    # each alert once (replayed alerts are deduplicated): the drain at 12 s and the spike at 30 s
+    # every alert of the uninterrupted run, each exactly once, although run C regenerated all of them
     history = [orjson.loads(x) for x in redis_db.lrange("alerts:history", 0, -1)]
-    keys = sorted((h["instrument_id"], h["alert_type"], h["level"], h["timestamp"]) for h in history)
-    assert len(keys) == len(set(keys))
-    assert {(k[0], k[1]) for k in keys} == {(i, t) for i in INSTS for t in ("depth_anomaly", "liquidity_shrink")}
+    got_alerts = sorted((h["instrument_id"], h["alert_type"], h["level"], h["timestamp"]) for h in history)
+    assert got_alerts == sorted(a for _, a in expected_alerts)
+    assert sorted(h["id"] for h in history) == published
     jobs = [orjson.loads(x) for x in redis_db.lrange("queue:email", 0, -1)]
-    assert sorted(j["alert_id"] for j in jobs) == sorted(h["id"] for h in history)
+    assert sorted(j["alert_id"] for j in jobs) == published  # one recipient: one job per alert
