@@ -1,13 +1,22 @@
-"""``cryptoflow run NAME``: start a dataflow as ``bytewax.yaml`` declares it (workers, processes, recovery)."""
+"""``cryptoflow run NAME``: start a dataflow as ``bytewax.yaml`` declares it (workers, processes, recovery).
+
+SIGINT/SIGTERM are forwarded to every process of the cluster: each stops cleanly (``connectors/stopping.py``)
+and ``run`` returns 0 once all of them exited 0. A second signal is forwarded too (the processes abort).
+If one process ends by itself, the others are stopped and its exit code is returned.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from cryptoflow.deploy import DeployFileError, load
 from cryptoflow.servers import stop_process
@@ -45,12 +54,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if init and subprocess.run(init, check=False).returncode != 0:
         print(f"cryptoflow run: creating the recovery store failed: {shlex.join(init)}", file=sys.stderr)
         return 1
-    procs = [subprocess.Popen(cmd, start_new_session=True) for cmd in commands]
+    procs: list[subprocess.Popen[bytes]] = []
+    signals: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        """SIGINT/SIGTERM go to every process of the cluster (the first stops them cleanly, a second aborts)."""
+        signals.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _wait_any(procs)
-    except KeyboardInterrupt:
-        return 130
+        procs.extend(subprocess.Popen(cmd, start_new_session=True) for cmd in commands)
+        first = _wait_any(procs)
+        if not signals:
+            return first  # a member ended by itself: the others are stopped below
+        return max((abs(code) for code in _wait_all(procs)), default=0)  # 0 after a clean stop of every member
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for p in procs:
             stop_process(p)
 
@@ -63,3 +87,8 @@ def _wait_any(procs: list[subprocess.Popen[bytes]]) -> int:
             if code is not None:
                 return code
         time.sleep(0.2)
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """After a forwarded signal: every member's exit code (each stops by itself; a second signal aborts)."""
+    return [proc.wait() for proc in procs]
