@@ -8,10 +8,11 @@
   ``status``; a removed pair's hash is deleted;
 * every :class:`BufferFrame` LPUSHed to ``ORDERBOOK_BUFFER_KEY`` in order, capped with LTRIM at
   ``orderbook_buffer_max`` (0: uncapped);
-* :class:`MonitorUpdate` -> ``system:monitoring``: gauges with HSET (``websocket_connections``, ``active_pairs``,
-  ``last_config_check``, ``influxdb_write_rate``), counters with HINCRBY (shared with other dataflows);
-  each sink partition also sets ``avg_processing_latency`` (ms, frame receipt -> hash write, mean over the
-  last second) and ``redis_memory_usage`` (bytes, every 5 s).
+* :class:`connectors.monitoring.MonitorReport` (the shards' gauges and counters) -> ``system:monitoring`` through
+  :func:`connectors.monitoring.queue_monitoring`, first in the batch's pipeline, so a gauge is in Redis no
+  later than the book writes it describes; each sink partition is itself an owner
+  (``<dataflow>/writer-<worker>``) of ``avg_processing_latency`` (ms, frame receipt -> hash write, over its
+  last second, weighted by books written). A partition closed cleanly retires the owners it wrote.
 
 Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
 after the client's retries is dropped and logged, the dataflow carries on. Its book writes are not lost: the
@@ -31,8 +32,9 @@ import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
+from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.okx.book_source import BookState, BufferFrame
-from connectors.redis_keys import MONITORING, orderbook_key
+from connectors.redis_keys import orderbook_key
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.events import BookView, iso_ms
@@ -41,25 +43,9 @@ log = get_logger("connectors.book_sinks")
 _json = msgspec.json.Encoder()
 
 
-class MonitorUpdate(msgspec.Struct, frozen=True):
-    """Collector-wide gauges (summed over shards) plus one shard's counter increments."""
-
-    ts_ms: int
-    connections: int
-    active_pairs: int
-    reconnects: int
-    messages: int
-    latency_ms: float
-    influx_rate: float
-    counters: tuple[tuple[str, int], ...] = ()
-    last_config_check_ms: int = 0
-
-
-RedisItem = BookView | BookState | BufferFrame | MonitorUpdate
+RedisItem = BookView | BookState | BufferFrame | MonitorReport
 LatencyObserver = Callable[[list[int]], None]
-
-
-
+_LATENCY_EVERY_S = 1.0
 
 def book_fields(view: BookView) -> dict[str, str]:
     return {
@@ -74,15 +60,17 @@ def book_fields(view: BookView) -> dict[str, str]:
 
 
 class _Partition(StatelessSinkPartition[RedisItem]):
-    def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None) -> None:
+    def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None,
+                 owner: str) -> None:
         self._client = redis_client(url)
+        self._owner = owner
+        self._owners: set[str] = set()  # every owner this partition reported for (retired at close)
         self._buffer_key = buffer_key
         self._buffer_max = buffer_max
         self._observe = observe
         self._lat_sum = 0
         self._lat_n = 0
         self._next_lat = 0.0
-        self._next_mem = 0.0
         self._down = False
         self._dropped = 0
         self._retry_at = 0.0
@@ -93,7 +81,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         plans, self._unwritten = self._unwritten, {}
         recv: dict[str, int] = {}
         frames: list[str] = []
-        monitors: list[MonitorUpdate] = []
+        monitors: list[MonitorReport] = []
         for item in items:
             if type(item) is BufferFrame:
                 frames.append(item.text)
@@ -108,15 +96,22 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 else:
                     plan = plans.setdefault(item.instrument, (False, {}))
                     plan[1]["status"] = item.status.value
-            elif type(item) is MonitorUpdate:
+            elif type(item) is MonitorReport:
                 monitors.append(item)
         if self._down and time.monotonic() < self._retry_at:
             self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
             self._unwritten = plans
             return
+        now = time.monotonic()
+        if now >= self._next_lat and self._lat_n:
+            monitors.append(MonitorReport(self._owner, means=(("avg_processing_latency",
+                                                                 self._lat_sum / 1e6, self._lat_n),)))
+            self._lat_sum = self._lat_n = 0
+            self._next_lat = now + _LATENCY_EVERY_S
         pipe = self._client.pipeline(transaction=False)
-        for up in monitors:
-            self._monitor(pipe, up)
+        if monitors:  # first: a gauge is never behind the book writes it describes
+            queue_monitoring(pipe, monitors)
+            self._owners.update(m.owner for m in monitors if m.owner)
         for inst, (delete, fields) in plans.items():
             key = orderbook_key(inst)
             if delete:
@@ -127,17 +122,6 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             pipe.lpush(self._buffer_key, *frames)
             if self._buffer_max:
                 pipe.ltrim(self._buffer_key, 0, self._buffer_max - 1)
-        now = time.monotonic()
-        if recv and now >= self._next_lat and self._lat_n:
-            pipe.hset(MONITORING, "avg_processing_latency", f"{self._lat_sum / self._lat_n / 1e6:.3f}")
-            self._lat_sum = self._lat_n = 0
-            self._next_lat = now + 1.0
-        if now >= self._next_mem and not self._down:  # INFO is its own round trip: not while Redis is away
-            self._next_mem = now + 5.0
-            try:
-                pipe.hset(MONITORING, "redis_memory_usage", str(self._client.info("memory")["used_memory"]))
-            except (RedisError, OSError) as err:
-                log.warning("redis_info_failed", error=str(err))
         if len(pipe):
             try:
                 pipe.execute()
@@ -162,27 +146,25 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             if self._observe is not None:
                 self._observe(lats)
 
-    @staticmethod
-    def _monitor(pipe: object, up: MonitorUpdate) -> None:
-        fields = {"websocket_connections": str(up.connections), "active_pairs": str(up.active_pairs),
-                  "influxdb_write_rate": f"{up.influx_rate:.1f}"}
-        if up.last_config_check_ms:
-            fields["last_config_check"] = iso_ms(up.last_config_check_ms)
-        pipe.hset(MONITORING, mapping=fields)  # type: ignore[attr-defined]
-        for name, n in up.counters:
-            if n:
-                pipe.hincrby(MONITORING, name, n)  # type: ignore[attr-defined]
-
     def close(self) -> None:
+        if self._owners and not self._down:  # a clean stop: our shares leave the gauges now, not at expiry
+            pipe = self._client.pipeline(transaction=False)
+            queue_monitoring(pipe, (), retire=sorted(self._owners))
+            try:
+                pipe.execute()
+            except (RedisError, OSError) as err:
+                log.warning("monitoring_retire_failed", error=str(err), owners=len(self._owners))
         self._client.close()
 
 
 class CollectorRedisSink(DynamicSink[RedisItem]):
-    """See the module docstring. ``observe`` (benchmarks) receives the latencies (ns) of each written batch."""
+    """See the module docstring. ``observe`` (benchmarks) receives the latencies (ns) of each written batch;
+    ``dataflow`` names this sink's monitoring owners (``<dataflow>/writer-<worker index>``)."""
 
     def __init__(self, redis_url: str, buffer_key: str, buffer_max: int,
-                 observe: LatencyObserver | None = None) -> None:
+                 observe: LatencyObserver | None = None, dataflow: str = "orderbook_collector") -> None:
         self._args = (redis_url, buffer_key, buffer_max, observe)
+        self._dataflow = dataflow
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(*self._args)
+        return _Partition(*self._args, owner=f"{self._dataflow}/writer-{worker_index}")

@@ -82,7 +82,7 @@ def test_subscriptions_follow_the_redis_set(start_simulator, redis_server, redis
         wait_for("active_pairs 10", lambda: monitoring(r).get("active_pairs") == "10")
         assert not r.exists(f"orderbook:{wanted[10]}")
         warnings = col.events("pairs_over_limit")
-        assert warnings and warnings[-1]["skipped"] == [wanted[10]]
+        assert warnings and warnings[-1]["skipped"] == wanted[10]  # a bounded sample of the skipped ids (8f0f580)
         # The buffer list carries raw OKX frames of subscribed instruments, newest first.
         newest = r.lindex("okex_orderbook", 0)
         assert newest.startswith('{"arg":{"channel":"books","instId":"')

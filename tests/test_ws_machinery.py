@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from connectors.book_sinks import CollectorRedisSink, MonitorUpdate, book_fields
+from connectors.book_sinks import CollectorRedisSink, book_fields
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
 from connectors.okx.protocol import OkxHooks
 from connectors.pairs import PairsPoller
@@ -24,7 +24,7 @@ from connectors.ws.budget import Backoff, Budget, per_second
 from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from connectors.ws.shard import shard_of
 from cryptoflow.servers import free_port, start_redis, stop_process
-from dataflows.orderbook_collector import aggregate
+from dataflows.orderbook_collector import aggregate, shard_report
 from operators.events import BookStatus, BookView, Level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,10 +132,9 @@ def test_shard_assignment_is_crc32_in_every_process_and_independent_of_the_set()
 def test_aggregate_sums_fresh_shards_and_passes_counters() -> None:
     state, up = aggregate(None, ShardStats(0, 1_000, 2, 3, 1, 50, (("gaps", 1),), 900))
     state, up = aggregate(state, ShardStats(1, 1_500, 1, 2, 0, 20, (("resyncs", 2),), 1_400))
-    assert (up.connections, up.active_pairs, up.messages, up.counters) == (3, 5, 70, (("resyncs", 2),))
-    assert up.last_config_check_ms == 1_400
+    assert (up.connections, up.reconnects, up.messages) == (3, 1, 70)  # ws_metrics totals
     _, up = aggregate(state, ShardStats(1, 20_000, 1, 2, 0, 30, ()))  # shard 0 silent for 19 s: not counted
-    assert (up.connections, up.active_pairs) == (1, 2)
+    assert up.connections == 1
 
 
 # --- Redis sink ---------------------------------------------------------------------------------------------
@@ -155,9 +154,10 @@ def test_sink_coalesces_per_instrument_and_caps_the_buffer(redis_server, redis_d
     sink.write_batch([BufferFrame("f3"), BufferFrame("f4"), BookState("C-D", BookStatus.SYNCING, removed=True)])
     assert redis_db.lrange("buf", 0, -1) == ["f4", "f3", "f2"]  # newest first, capped at 3
     assert not redis_db.exists("orderbook:C-D")
-    up = MonitorUpdate(1_700_000_000_000, 2, 3, 0, 10, 0.5, 0.0, (("gaps", 2), ("resyncs", 1)), 1_700_000_000_000)
+    up = shard_report(ShardStats(0, 1_700_000_000_000, 2, 3, 0, 10, (("gaps", 2), ("resyncs", 1)),
+                                 1_700_000_000_000))
     sink.write_batch([up])
-    sink.write_batch([up])
+    sink.write_batch([up])  # the same owner again: its gauges replaced, its counters added
     mon = redis_db.hgetall("system:monitoring")
     assert (mon["websocket_connections"], mon["active_pairs"], mon["gaps"], mon["resyncs"]) == ("2", "3", "4", "2")
     assert mon["last_config_check"] == "2023-11-14T22:13:20.000Z" and int(mon["redis_memory_usage"]) > 0

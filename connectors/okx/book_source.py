@@ -92,7 +92,11 @@ class BookSample(msgspec.Struct, frozen=True):
 
 
 class ShardStats(msgspec.Struct, frozen=True):
-    """One shard's gauges (now) and counters (since its previous stats)."""
+    """One shard's gauges (now) and counters (since its previous stats).
+
+    Emitted every ``stats_interval`` s, and at once (without counters; latency and rate as last measured)
+    when a lifecycle event changed ``connections`` or ``active_pairs``, first in the output of that batch:
+    the gauge reaches Redis no later than the books it counts."""
 
     shard: int
     ts_ms: int
@@ -102,8 +106,8 @@ class ShardStats(msgspec.Struct, frozen=True):
     messages: int  # cumulative data frames
     counters: tuple[tuple[str, int], ...] = ()
     last_config_check_ms: int = 0
-    latency_ms: float = 0.0  # mean frame receipt -> processed, since the previous stats
-    influx_points: int = 0  # orderbook_data points handed on, since the previous stats
+    latency_ms: float = 0.0  # mean frame receipt -> processed, over the last stats interval
+    influx_rate: float = 0.0  # orderbook_data points handed on per second, over the last stats interval
 
 
 CollectorItem = BookView | BookState | BufferFrame | BookSample | ShardStats
@@ -152,6 +156,10 @@ class OkxBookProcessor:
         self._lat_n = 0
         self._stats_ns = int(stats_interval * 1e9)
         self._next_stats = 0
+        self._last_stats_ns = 0
+        self._latency_ms = 0.0
+        self._influx_rate = 0.0
+        self._reported: tuple[int, int] = (-1, -1)  # (connections, active_pairs) in the last stats
         self._books: dict[str, _Book] = {}
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
@@ -164,6 +172,7 @@ class OkxBookProcessor:
         out: list[CollectorItem] = []
         dirty: dict[str, _Book] = {}
         start = time.time_ns()
+        lifecycle = False
         for ev in events:
             if type(ev) is Frame:
                 self._messages += 1
@@ -171,7 +180,10 @@ class OkxBookProcessor:
                 self._lat_n += 1
                 self._on_frame(ev, out, dirty)
             else:
+                lifecycle = True
                 self._on_lifecycle(ev, out, dirty)
+        if lifecycle and self._gauges() != self._reported:
+            out.insert(0, self._stats(start, drain=False))  # ahead of this batch's book items
         now = time.time_ns()
         levels = self._sample_levels
         for inst, st in dirty.items():
@@ -364,15 +376,28 @@ class OkxBookProcessor:
                 st.failures = 0
         if now_ns >= self._next_stats:
             self._next_stats = now_ns + self._stats_ns
+            out.append(self._stats(now_ns, drain=True))
+        return out
+
+    def _gauges(self) -> tuple[int, int]:
+        return self._control.connections, len(self._subscribed & self._books.keys())
+
+    def _stats(self, now_ns: int, *, drain: bool) -> ShardStats:
+        """The gauges now; ``drain``: also the counters, latency and rate of the interval since the last drain."""
+        counters: tuple[tuple[str, int], ...] = ()
+        if drain:
             self._counters.update(self._rejects.drain())
             counters = tuple(sorted(self._counters.items()))
             self._counters.clear()
-            latency = self._lat_sum / self._lat_n / 1e6 if self._lat_n else 0.0
-            out.append(ShardStats(self.shard, now_ns // 1_000_000, self._control.connections,
-                                  len(self._subscribed & set(self._books)), self._control.reconnects,
-                                  self._messages, counters, self._last_check_ms, latency, self._points))
+            self._latency_ms = self._lat_sum / self._lat_n / 1e6 if self._lat_n else 0.0
+            elapsed = (now_ns - self._last_stats_ns) / 1e9 if self._last_stats_ns else 0.0
+            self._influx_rate = self._points / elapsed if elapsed > 0 else 0.0
             self._lat_sum = self._lat_n = self._points = 0
-        return out
+            self._last_stats_ns = now_ns
+        self._reported = self._gauges()
+        return ShardStats(self.shard, now_ns // 1_000_000, self._reported[0], self._reported[1],
+                          self._control.reconnects, self._messages, counters, self._last_check_ms,
+                          self._latency_ms, self._influx_rate)
 
 
 # ---------------------------------------------------------------------------------------------- wiring

@@ -9,9 +9,11 @@ from typing import cast
 
 import redis
 
+from connectors.monitoring import refresh
 from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
+from operators.events import iso_ms
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,12 +29,18 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def _time(field: str, value: str) -> str:
+    """Times are ISO-8601 UTC; a ``*last_config_check`` in epoch ms (written by an older version) is shown so."""
+    return iso_ms(int(value)) if field.endswith("last_config_check") and value.isdigit() else value
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    refresh(client)  # gauges from the live owners now: a stopped dataflow's shares have expired
     monitoring = cast(dict[str, str], client.hgetall(MONITORING))
     print(MONITORING)
     if monitoring:
-        print(_table([("field", "value"), *sorted(monitoring.items())]))
+        print(_table([("field", "value"), *sorted((f, _time(f, v)) for f, v in monitoring.items())]))
     else:
         print("  (empty: no dataflow has reported yet)")
     key = settings.redis_trading_pairs_key
