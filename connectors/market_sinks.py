@@ -12,7 +12,6 @@ correction of a flat minute — overwrites the same point), every venue ticker a
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -39,10 +38,9 @@ class MonitorDelta(msgspec.Struct, frozen=True):
 MarketRedisItem = Ticker | KlineOut | MonitorDelta
 
 
-@functools.lru_cache(maxsize=8192)
-
-
 def _num(value: Decimal | None) -> str:
+    """The exact text of this Decimal object (the venue's digits, trailing zeros kept), never a cached one:
+    equal Decimals written differently (``60000.7`` vs ``60000.70000000``) must not share a string."""
     return "" if value is None else format(value, "f")
 
 
