@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 
@@ -25,6 +25,8 @@ MarketEvent = Trade | Ticker | BestQuote | Kline
 SymbolMap = Mapping[str, str]  # venue symbol (upper case, BTCUSDT) -> instrument id (BTC-USDT)
 
 T = TypeVar("T")
+MAX_EPOCH_MS = 10**13  # the year 2286: a time beyond it would overflow datetime conversions downstream
+EpochMs = Annotated[int, msgspec.Meta(ge=0, lt=MAX_EPOCH_MS)]  # a venue time field, checked at the decode
 MARKET_REASONS = (
     *untrusted.REASONS,  # too_large, too_deep, malformed_json, wrong_type
     "invalid_number",  # a price/size/time that is not a finite number

@@ -343,3 +343,54 @@ def test_alert_store_reads_skip_a_poisoned_hash(redis_db: redis.Redis, redis_ser
         store.get(a4)
     assert err.value.rejected.reason == "wrong_type"
     assert store.get(a1).price == Decimal(40000)
+
+
+def test_times_beyond_the_year_2286_are_rejected_not_passed_on() -> None:
+    """A huge time would overflow a datetime conversion in a sink, far from the parser: refused here."""
+    far = "9" * 20
+    (okx,) = okx_market('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+                        f'"tradeId":"1","px":"1","sz":"1","side":"buy","ts":"{far}"}}]}}')
+    (bn,) = binance('{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2",'
+                    f'"T":{far},"m":false,"M":true}}}}')
+    (by,) = bybit('{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1,"data":[{"i":"1","T":' + far
+                  + ',"p":"1","v":"1","S":"Buy","s":"BTCUSDT"}]}')
+    assert [r.reason for r in (okx, bn, by)] == ["invalid_number", "wrong_type", "wrong_type"], (okx, bn, by)
+    (big,) = okx_market('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+                        '"tradeId":"1","px":"1e999999","sz":"1","side":"buy","ts":"1"}]}')
+    assert isinstance(big, MarketParseError) and big.reason == "invalid_number"
+
+
+def test_the_rest_fetcher_reads_at_most_the_limit() -> None:
+    """A real loopback HTTP server answering a small body, then a 5 MB one: the second is refused unread."""
+    import asyncio
+
+    from aiohttp import web
+
+    from connectors.okx.rest import OkxBooksFetcher, OkxRestError
+    from cryptoflow.servers import free_port
+
+    async def run() -> None:
+        bodies = {"BTC-USDT": '{"code":"0","data":[]}', "ETH-USDT": '{"code":"0","data":"' + "1" * FIVE + '"}'}
+
+        async def books_handler(request: web.Request) -> web.Response:
+            return web.Response(text=bodies[request.query["instId"]])
+
+        app = web.Application()
+        app.router.add_get("/api/v5/market/books", books_handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        fetch = OkxBooksFetcher(f"http://127.0.0.1:{port}")
+        try:
+            assert await fetch("BTC-USDT") == bodies["BTC-USDT"]
+            with pytest.raises(OkxRestError, match="too_large"):
+                await fetch("ETH-USDT")
+        finally:
+            await fetch.close()
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+FIVE = 5 * 1024 * 1024

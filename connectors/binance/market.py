@@ -19,6 +19,7 @@ import msgspec
 
 from connectors import untrusted
 from connectors.market_frames import (
+    EpochMs,
     MarketControl,
     MarketItem,
     SymbolMap,
@@ -34,30 +35,30 @@ VENUE = "binance"
 
 
 class BinanceAggTrade(msgspec.Struct, frozen=True, tag_field="e", tag="aggTrade"):
-    E: int
+    E: EpochMs
     s: str
     a: int
     p: Decimal
     q: Decimal
     f: int
     l: int  # noqa: E741 - the venue's field name
-    T: int
+    T: EpochMs
     m: bool
 
 
 class BinanceTrade(msgspec.Struct, frozen=True, tag_field="e", tag="trade"):
-    E: int
+    E: EpochMs
     s: str
     t: int
     p: Decimal
     q: Decimal
-    T: int
+    T: EpochMs
     m: bool
 
 
 class BinanceKlineBody(msgspec.Struct, frozen=True):
-    t: int
-    T: int
+    t: EpochMs
+    T: EpochMs
     s: str
     i: str
     o: Decimal
@@ -71,13 +72,13 @@ class BinanceKlineBody(msgspec.Struct, frozen=True):
 
 
 class BinanceKline(msgspec.Struct, frozen=True, tag_field="e", tag="kline"):
-    E: int
+    E: EpochMs
     s: str
     k: BinanceKlineBody
 
 
 class BinanceTicker(msgspec.Struct, frozen=True, tag_field="e", tag="24hrTicker"):
-    E: int
+    E: EpochMs
     s: str
     P: Decimal  # change percent
     c: Decimal  # last
@@ -91,7 +92,7 @@ class BinanceTicker(msgspec.Struct, frozen=True, tag_field="e", tag="24hrTicker"
 
 
 class BinanceShutdown(msgspec.Struct, frozen=True, tag_field="e", tag="serverShutdown"):
-    E: int = 0
+    E: EpochMs = 0
 
 
 BinancePayload = BinanceAggTrade | BinanceTrade | BinanceKline | BinanceTicker | BinanceShutdown

@@ -25,6 +25,7 @@ import msgspec
 
 from connectors import untrusted
 from connectors.market_frames import (
+    EpochMs,
     InvalidField,
     MarketControl,
     MarketItem,
@@ -45,7 +46,7 @@ _TIMEFRAME_OF_INTERVAL = {v: k for k, v in KLINE_INTERVALS.items()}
 
 class BybitTrade(msgspec.Struct, frozen=True):
     i: str
-    T: int
+    T: EpochMs
     p: Decimal
     v: Decimal
     S: str
@@ -62,8 +63,8 @@ class BybitTicker(msgspec.Struct, frozen=True):
 
 
 class BybitKline(msgspec.Struct, frozen=True):
-    start: int
-    end: int
+    start: EpochMs
+    end: EpochMs
     interval: str
     open: Decimal
     close: Decimal
@@ -82,7 +83,7 @@ class BybitBook1(msgspec.Struct, frozen=True):
 
 class BybitFrame(msgspec.Struct, frozen=True):
     topic: str = ""
-    ts: int = 0
+    ts: EpochMs = 0
     data: msgspec.Raw = msgspec.Raw()
     op: str = ""
     success: bool | None = None

@@ -25,6 +25,7 @@ import msgspec
 
 from connectors import untrusted
 from connectors.market_frames import (
+    MAX_EPOCH_MS,
     InvalidField,
     MarketControl,
     MarketItem,
@@ -126,6 +127,14 @@ def _int(text: str) -> int:
         raise InvalidField(msg, "invalid_number") from err
 
 
+def _ts(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value < MAX_EPOCH_MS:
+        msg = f"expected epoch milliseconds, found {text[:60]!r}"
+        raise InvalidField(msg, "invalid_number")
+    return value
+
+
 def _trade(d: OkxTradeData, recv_ns: int) -> Trade:
     if d.side not in ("buy", "sell"):
         msg = f"expected side buy/sell, found {d.side[:60]!r}"
@@ -135,7 +144,7 @@ def _trade(d: OkxTradeData, recv_ns: int) -> Trade:
         msg = f"expected count >= 1, found {count}"
         raise InvalidField(msg, "invalid_value")
     return Trade(VENUE, d.instId, d.tradeId, to_decimal(d.px), to_decimal(d.sz),
-                 "buy" if d.side == "buy" else "sell", _int(d.ts), recv_ns, count)
+                 "buy" if d.side == "buy" else "sell", _ts(d.ts), recv_ns, count)
 
 
 def _ticker(d: OkxTickerData) -> Ticker:
@@ -143,14 +152,14 @@ def _ticker(d: OkxTickerData) -> Ticker:
     open24 = to_decimal(d.open24h)
     return Ticker(VENUE, d.instId, last, optional_decimal(d.bidPx), optional_decimal(d.askPx),
                   to_decimal(d.vol24h), change_percent(last, open24), to_decimal(d.high24h),
-                  to_decimal(d.low24h), _int(d.ts))
+                  to_decimal(d.low24h), _ts(d.ts))
 
 
 def _candle(row: list[str], inst: str, tf: str) -> Kline:
     if len(row) < 6:
         msg = f"expected a candle of at least 6 fields, found {len(row)}"
         raise InvalidField(msg, "wrong_type")
-    start = _int(row[0])
+    start = _ts(row[0])
     quote = to_decimal(row[7]) if len(row) > 7 and row[7] else Decimal(0)
     closed = len(row) > 8 and row[8] == "1"
     o, h, lo, c, v = (to_decimal(x) for x in row[1:6])

@@ -1,8 +1,10 @@
 """OKX v5 REST: the order-book snapshot used to bootstrap or re-sync a book (``GET /api/v5/market/books``).
 
 Returns the body text exactly as received; ``connectors.okx.books.parse_rest_books`` turns it into a
-snapshot. One aiohttp session per fetcher (created lazily inside the running loop); 10 s timeout. OKX allows
-40 requests per 2 s per IP on this endpoint: a fetcher never has more than ``max_in_flight`` requests open.
+snapshot (bounded, typed). The body is read up to :data:`connectors.untrusted.MAX_FRAME_BYTES` (a 400-level
+book is ~40 KB): a longer one is an :class:`OkxRestError` (the caller re-syncs), never held whole in memory.
+One aiohttp session per fetcher (created lazily inside the running loop); 10 s timeout. OKX allows 40 requests
+per 2 s per IP on this endpoint: a fetcher never has more than ``max_in_flight`` requests open.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 from urllib.parse import urlencode
 
 import aiohttp
+
+from connectors.untrusted import MAX_FRAME_BYTES
 
 
 class OkxRestError(Exception):
@@ -34,7 +38,13 @@ class OkxBooksFetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         async with self._slots, self._session.get(self.url(inst_id)) as resp:
-            body = await resp.text()
+            data = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > MAX_FRAME_BYTES:
+                    msg = f"GET {self.url(inst_id)}: body longer than {MAX_FRAME_BYTES} bytes (too_large)"
+                    raise OkxRestError(msg)
+            body = data.decode(resp.get_encoding(), "replace")
             if resp.status != 200:
                 msg = f"GET {self.url(inst_id)} answered HTTP {resp.status}: {body[:200]}"
                 raise OkxRestError(msg)
