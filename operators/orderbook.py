@@ -104,7 +104,9 @@ _APPLIED_SNAPSHOT = Applied("snapshot")
 
 
 # ------------------------------------------------------------------------------------------------- book
-_PRICE_CACHE_MAX = 4096  # price text -> ticks, per book; cleared when full or rescaled
+# Price text -> ticks, per book side; cleared when full or rescaled. 1024 is ~2.5x a 400-level side: a miss
+# costs ~0.5 us, and 4096 per side (10 books: 80k entries, ~10 MB) took minutes of a moving market to fill.
+_PRICE_CACHE_MAX = 1024
 
 
 class _Rescale(Exception):
