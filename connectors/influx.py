@@ -34,7 +34,8 @@ _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 log = get_logger("connectors.influx")
 # close() sends what is buffered and waits for it at most this long (the library waits 5 min by default):
-# a SIGINT/SIGTERM stop with InfluxDB down ends in bounded time
+# a SIGINT/SIGTERM stop with InfluxDB down ends in bounded time. Known limit: the library's flush-window
+# timer thread is not cancelled by close(), so the process exits up to INFLUX_FLUSH_INTERVAL after it.
 CLOSE_WAIT_MS = 10_000
 
 
