@@ -305,6 +305,9 @@ def _watch(demo: Demo, settings: Settings, duration: float | None) -> None:
 
 def run(settings: Settings, workdir: Path, duration: float | None = None) -> int:
     demo = Demo(workdir)
+    # Also when SIGINT came ignored (a shell's `&` does that; Python then installs no handler): the demo is
+    # started to be stopped with Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
     set_parent_death_signal(signal.SIGTERM)  # `make` killed: stop like on SIGTERM
