@@ -1,20 +1,22 @@
 """A clean stop on the first SIGINT/SIGTERM: the sources end, the sinks flush, the process exits 0.
 
-What Bytewax 0.21.1 does with signals (``bytewax.run`` -> Rust ``cli_main``): the workers run on their own
-threads while the main thread waits for them and, between waits, lets Python run its signal handlers
-(``check_signals``). If a handler raises — the default SIGINT handler raises ``KeyboardInterrupt``, and so
-did the old ``signal.signal(SIGTERM, default_int_handler)`` — the run is aborted: a Rust panic, a
-``BytewaxRuntimeError ... signal received`` traceback, exit 1, nothing drained. The default SIGTERM kills
-the process with no clean-up at all.
+What Bytewax 0.21.1 does with signals (``bytewax.run`` -> Rust ``cli_main``, measured): Python runs signal
+handlers on the main thread only — between Bytewax's activations (the Rust loop calls ``check_signals``) and
+inside any Python call made there (with one worker, the worker loop itself runs on the main thread). If a
+handler raises — the default SIGINT handler raises ``KeyboardInterrupt``, and so did the old
+``signal.signal(SIGTERM, default_int_handler)`` — the run is aborted: a Rust panic, a ``BytewaxRuntimeError``
+traceback (``signal received``, or the interrupted ``next_batch``/``write_batch``), exit 1, nothing drained.
+The default SIGTERM kills the process with no clean-up at all.
 
 :func:`install` replaces both handlers with one that only sets a flag; every source of ours polls
 :func:`stop_requested` in ``next_batch`` and ends (``StopIteration``), so Bytewax runs the end of input
 through the dataflow (stateful steps keep their state, see ``operators/kline_steps.py``), writes the last
 batches, closes every sink (which flushes) and returns normally; with recovery, the final snapshots are
 committed like any other epoch's. A second signal raises ``KeyboardInterrupt``: Bytewax's own abort, for an
-impatient user (exit 1). One ``stopped`` line is logged at exit (an ``atexit`` hook, once per process:
-Bytewax calls ``cli_main`` itself, so there is no code of ours after the run), only when a signal asked
-for the stop and the run ended without an uncaught exception.
+impatient user (exit 1; seen ignored when only the partitions' ``close()`` was left). One ``stopped`` line
+is logged at exit (an ``atexit`` hook, once per process: Bytewax calls ``cli_main`` itself, so there is no
+code of ours after the run), only when a signal asked for the stop and the run ended without an uncaught
+exception (``sys.last_value``, set by the interpreter before the ``atexit`` hooks run).
 """
 
 from __future__ import annotations
