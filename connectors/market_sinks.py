@@ -3,8 +3,9 @@
 Redis, one pipeline per batch (:class:`connectors.redis_sink.RedisPipelineSink` with :class:`MarketWriter`):
 per key only the newest value of the batch is written (a batch of 1,000 trades of one instrument is one HSET
 per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange}:{symbol}:{tf}`` with TTL
-3600 s; ``system:monitoring`` counters by HINCRBY, gauges by HSET. Delivery at-least-once; hashes make a
-rewrite harmless.
+3600 s; ``system:monitoring`` through :func:`connectors.monitoring.queue_monitoring` (counters by HINCRBY,
+each shard's gauge share recomputed into the contract fields by one Lua call). Delivery at-least-once; hashes
+make a rewrite harmless.
 
 InfluxDB: every closed kline as a ``kline`` point stamped with its open time (a rewrite — after recovery, or a
 correction of a flat minute — overwrites the same point), every venue ticker as a ``ticker`` point.
@@ -16,26 +17,17 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-import msgspec
 from redis.client import Pipeline
 
 from connectors.influx import InfluxPoint
-from connectors.redis_keys import MONITORING
+from connectors.monitoring import MonitorReport, queue_monitoring
 from operators.events import Kline, Ticker, iso_ms
 from operators.kline_steps import KlineOut
 
 TICKER_TTL_S = 300
 KLINE_TTL_S = 3600
 
-
-class MonitorDelta(msgspec.Struct, frozen=True):
-    """Counters to add to and gauges to set in ``system:monitoring``."""
-
-    counters: tuple[tuple[str, int], ...] = ()
-    gauges: tuple[tuple[str, str], ...] = ()
-
-
-MarketRedisItem = Ticker | KlineOut | MonitorDelta
+MarketRedisItem = Ticker | KlineOut | MonitorReport
 
 
 def _num(value: Decimal | None) -> str:
@@ -115,8 +107,7 @@ class MarketWriter:
     def __call__(self, pipe: Pipeline, items: list[MarketRedisItem]) -> None:
         tickers: dict[str, Ticker] = {}
         klines: dict[str, Kline] = {}
-        counters: dict[str, int] = {}
-        gauges: dict[str, str] = {}
+        reports: list[MonitorReport] = []
         for item in items:
             if isinstance(item, KlineOut):
                 k = item.kline
@@ -127,9 +118,7 @@ class MarketWriter:
             elif isinstance(item, Ticker):
                 tickers[f"ticker:{item.venue}:{item.instrument}"] = item
             else:
-                for name, n in item.counters:
-                    counters[name] = counters.get(name, 0) + n
-                gauges.update(item.gauges)
+                reports.append(item)
         now = self._clock()
         self._prune(now)
         keys: list[str] = []
@@ -144,11 +133,8 @@ class MarketWriter:
                 args.append(value)
         if keys:
             pipe.eval(_HSET_MANY, len(keys), *keys, *args)
-        for name, n in counters.items():
-            if n:
-                pipe.hincrby(MONITORING, name, n)
-        if gauges:
-            pipe.hset(MONITORING, mapping=gauges)  # type: ignore[arg-type]
+        if reports:
+            queue_monitoring(pipe, reports)
 
 
 def write_market(pipe: Pipeline, items: list[MarketRedisItem]) -> None:

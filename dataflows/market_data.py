@@ -26,19 +26,20 @@ from bytewax.dataflow import Dataflow, Stream
 from connectors import stopping
 from connectors.alerts.matcher import PriceAlertSink
 from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
-from connectors.market_sinks import MarketRedisItem, MarketWriter, MonitorDelta, kline_point, ticker_point
+from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
+from connectors.monitoring import MonitorReport
 from connectors.redis_sink import RedisPipelineSink
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
-from operators.events import BestQuote, Kline, Ticker, Trade
+from operators.events import BestQuote, Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
 from operators.klines import Bucket
 from operators.tickers import TickerState, merge_ticker
 
 log = get_logger("dataflows.market_data")
-_FRESH_MS = 10_000
+DATAFLOW = "market_data"
 
 
 def _value(kv: tuple[str, Any]) -> Any:
@@ -49,43 +50,43 @@ def _key(x: Trade | Ticker | BestQuote | Kline) -> str:
     return f"{x.venue}:{x.instrument}"
 
 
-def report_late(b: Bucket) -> MonitorDelta:
+def report_late(b: Bucket) -> MonitorReport:
     log.warning("kline_late_trades", venue=b.venue, instrument=b.instrument, minute_ms=b.start_ms,
                 trades=b.trades, first_ms=b.first_ms, last_ms=b.last_ms, volume=str(b.volume))
-    return MonitorDelta(counters=(("kline_late_trades", b.trades),))
+    return MonitorReport(counters=(("kline_late_trades", b.trades),))
 
 
-def report_check(check: KlineCheck) -> MonitorDelta:
+def report_check(check: KlineCheck) -> MonitorReport:
     if check.match:
-        return MonitorDelta(counters=(("kline_reconciled", 1),))
+        return MonitorReport(counters=(("kline_reconciled", 1),))
     ours, theirs = check.ours, check.venue
     log.warning("kline_mismatch", venue=ours.venue, instrument=ours.instrument, timeframe=ours.timeframe,
                 open_ms=ours.open_ms,
                 ours={f: str(getattr(ours, f)) for f in ("open", "high", "low", "close", "volume", "trades")},
                 venue_kline={f: str(getattr(theirs, f)) for f in ("open", "high", "low", "close", "volume",
                                                                    "trades")})
-    return MonitorDelta(counters=(("kline_reconciled", 1), ("kline_mismatches", 1)))
+    return MonitorReport(counters=(("kline_reconciled", 1), ("kline_mismatches", 1)))
 
 
-def report_correction(o: KlineOut) -> MonitorDelta:
+def report_correction(o: KlineOut) -> MonitorReport:
     k = o.kline
     log.warning("kline_corrected", venue=k.venue, instrument=k.instrument, open_ms=k.open_ms, trades=k.trades,
                 reason="trades closed a minute already published flat")
-    return MonitorDelta(counters=(("kline_corrections", 1),))
+    return MonitorReport(counters=(("kline_corrections", 1),))
 
 
-def aggregate_stats(state: dict[tuple[str, int], MarketStats] | None,
-                    stats: MarketStats) -> tuple[dict[tuple[str, int], MarketStats], MonitorDelta]:
-    """Latest stats per shard of one venue -> that venue's gauges; counters pass through (HINCRBY)."""
-    shards = dict(state or {})
-    shards[(stats.source, stats.shard)] = stats
-    fresh = [s for s in shards.values() if stats.ts_ms - s.ts_ms <= _FRESH_MS]
+def shard_report(stats: MarketStats) -> MonitorReport:
+    """One shard's share of its venue's gauges (summed over the live shards of every worker and process by
+    :mod:`connectors.monitoring`; its connections also count in ``websocket_connections``, the sum over
+    dataflows) and its counters (HINCRBY)."""
     v = stats.venue
-    gauges = ((f"market_{v}_connections", str(sum(s.connections for s in fresh))),
-              (f"market_{v}_reconnects", str(sum(s.reconnects for s in fresh))),
-              (f"market_{v}_topics", str(sum(s.topics for s in fresh))),
-              ("market_last_config_check", str(max(s.last_config_check_ms for s in fresh))))
-    return shards, MonitorDelta(stats.counters, gauges)
+    latest = (("market_last_config_check", iso_ms(stats.last_config_check_ms)),) \
+        if stats.last_config_check_ms else ()
+    return MonitorReport(
+        f"{DATAFLOW}/{stats.source}/shard-{stats.shard}",
+        sums=((f"market_{v}_connections", stats.connections), (f"market_{v}_reconnects", stats.reconnects),
+              (f"market_{v}_topics", stats.topics), ("websocket_connections", stats.connections)),
+        latest=latest, counters=stats.counters)
 
 
 def _merge_ticker(state: TickerState | None, ev: Ticker | BestQuote) -> tuple[TickerState, tuple[Ticker, bool] | None]:
@@ -127,8 +128,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     checked = op.map("report_checks", op.map("check_values", checks, _value), report_check)
 
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
-    totals = op.stateful_map("aggregate_stats", op.key_on("key_stats", stats, lambda s: s.venue), aggregate_stats)
-    monitor = op.merge("monitor", late, corrections, checked, op.map("stats_values", totals, _value))
+    monitor = op.merge("monitor", late, corrections, checked, op.map("shard_reports", stats, shard_report))
 
     to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor)
     op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url), MarketWriter()))

@@ -88,6 +88,8 @@ def test_live_tickers_klines_and_pairs(start_simulator: Any, start_flow: Any, re
     wait_for("BTC-USDT unsubscribed on every venue", btc_gone)
     mon = redis_db.hgetall("system:monitoring")
     assert int(mon["market_binance_connections"]) >= 1 and int(mon["subscription_changes"]) >= 1
+    assert int(mon["websocket_connections"]) >= int(mon["market_binance_connections"])  # summed over venues
+    assert mon["market_last_config_check"].endswith("Z")  # ISO-8601 like every time in system:monitoring
 
 
 # ------------------------------------------------------------------------------------------------ replay
