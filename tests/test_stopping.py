@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -324,6 +325,18 @@ def test_redis_down_a_signal_still_stops_cleanly(name: str, sig: int, running: s
     flow.stop_with(sig)
 
 
+def _two_free_ports() -> int:
+    """A port ``p`` with ``p + 1`` free as well (``cryptoflow run`` numbers the cluster's ports from it)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.mark.slow
 def test_cryptoflow_run_forwards_the_signal_and_returns_0(tmp_path: Path, redis_server: RedisServer) -> None:
     """A two-process cluster under ``cryptoflow run``: one SIGTERM to ``run`` stops both members cleanly."""
@@ -332,7 +345,7 @@ def test_cryptoflow_run_forwards_the_signal_and_returns_0(tmp_path: Path, redis_
   email_sender:
     module: dataflows.email_sender
     processes: 2
-    base_port: {free_port()}
+    base_port: {_two_free_ports()}
 """)
     log = tmp_path / "run.log"
     env = {**os.environ, "REDIS_URL": redis_server.url, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
