@@ -49,11 +49,14 @@ finished is a *suspect*: suspects are delivered one at a time (explicit mode: ea
 acked, or after ``suspect_wait`` seconds), so a crash on one does not count against the elements behind it.
 So a normal restart (leftovers delivered once more) never dead-letters anything, and a crash loop on one
 element ends after ``max_deliveries`` starts with that element dead and the rest processed. In recovery mode
-the dataflow's progress is known only from committed snapshots: the frames delivered before the poison frame
-since the last commit are delivered again at every start as well, so they go dead with it (kept in the dead
-list for replay; the analysis books re-sync from the collector's hash). A clean stop
-(:func:`connectors.stopping.stop_requested`) ends the input (``StopIteration``); Bytewax then drains the
-dataflow and closes the sinks. Leftovers not yet delivered are not counted.
+the dataflow's progress is known only from committed snapshots, so the frames before the poison frame (since
+the last commit) are delivered again at every start too; to tell them apart, the partition records the suspect
+it delivered last (field ``last``, cleared as soon as it delivers anything after it): a frame goes dead at
+``max_deliveries`` only if the previous run died right after delivering it alone, otherwise at twice that (a
+crash further down the dataflow, behind later frames, still ends the loop, possibly taking a few innocent
+frames with it — all kept in the dead list for replay; the analysis books re-sync from the collector's hash).
+A clean stop (:func:`connectors.stopping.stop_requested`) ends the input (``StopIteration``); Bytewax then
+drains the dataflow and closes the sinks. Leftovers not yet delivered are not counted.
 
 ``next_batch`` never waits for data: it makes at most one Redis round trip (bounded by the socket timeout)
 and returns everything that round trip brought; when nothing was ready it asks to be woken after
@@ -178,7 +181,10 @@ for i = n, 1, -1 do
       else
         local d = tonumber(o or '1') or 1
         keep[f] = tostring(d)
-        if d >= maxd then stat[f] = -d else stat[f] = d end
+        -- recovery mode: dead at maxd only if the last run died right after delivering it alone (see
+        -- _DELIVER), else at twice that (a crash further down the dataflow still ends the loop)
+        local dead = d >= 2 * maxd or (d >= maxd and (count < 0 or f == old['last']))
+        if dead then stat[f] = -d else stat[f] = d end
       end
     end
     if stat[f] then
@@ -197,10 +203,15 @@ return out
 
 # Deliver one suspect leftover (explicit mode: once the previous suspect is finished).
 # KEYS: processing, deliveries hash. ARGV: the previous suspect ('' for none), field of the next one, its
-# deliveries including this one. Returns 0 while the previous suspect is still held, else 1.
+# deliveries including this one, recovery mode: '1' to record it as the field 'last' (the run is on it).
+# Returns 0 while the previous suspect is still held, else 1.
 _DELIVER = """
 if ARGV[1] ~= '' and redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3], 'last', ARGV[2])
+else
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
 return 1
 """
 
@@ -251,6 +262,7 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         self._burials: deque[tuple[ListItem, int]] = deque()  # leftovers to dead-letter, with their count
         self._deliver = self._client.register_script(_DELIVER)
         self._suspect: tuple[ListItem, float] | None = None  # explicit mode: the suspect delivered last, when
+        self._last_marked = False  # recovery mode: the field 'last' names the suspect delivered last
         self._counted = src.ack is AckMode.RECOVERY
         self._offkey = offset_key(src.key, part) if self._counted else ""
         self._resume = resume
@@ -323,6 +335,9 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
                 out = self._next_leftovers()
                 self._ok(idle=not out)
                 return out
+            if self._last_marked:  # the run went on past the last suspect: it was not the crash point
+                self._client.hdel(self._dkey, "last")
+                self._last_marked = False
             if self._counted:
                 self._maybe_trim()
             got = self._move(keys=[self._src.key, self._proc, self._offkey],
@@ -356,8 +371,10 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         head = self._pending[0]
         field = self._field(head)
         if self._deliveries[field] >= 2:
-            if not int(self._deliver(keys=[self._proc, self._dkey], args=[prev, field, self._deliveries[field] + 1])):
+            args: list[bytes | str | int] = [prev, field, self._deliveries[field] + 1, "1" if self._counted else ""]
+            if not int(self._deliver(keys=[self._proc, self._dkey], args=args)):
                 return []  # the previous suspect is still being worked on
+            self._last_marked = self._counted
             self._pending.popleft()
             self._suspect = None if self._counted else (head, time.monotonic())
             return [head]
@@ -370,7 +387,10 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
         pipe = self._client.pipeline(transaction=False)
         for item in out:
             pipe.hset(self._dkey, self._field(item), self._deliveries[self._field(item)] + 1)
+        if self._last_marked:  # the run went on past the last suspect: it was not the crash point
+            pipe.hdel(self._dkey, "last")
         pipe.execute()
+        self._last_marked = False
         for _ in out:
             self._pending.popleft()
         return out
