@@ -94,9 +94,9 @@ class BookSample(msgspec.Struct, frozen=True):
 class ShardStats(msgspec.Struct, frozen=True):
     """One shard's gauges (now) and counters (since its previous stats).
 
-    Emitted every ``stats_interval`` s, and at once (without counters; latency and rate as last measured)
-    when a lifecycle event changed ``connections`` or ``active_pairs``, first in the output of that batch:
-    the gauge reaches Redis no later than the books it counts."""
+    Emitted every ``stats_interval`` s, and at once (latency and rate as last measured) when a lifecycle
+    event changed ``connections`` or ``active_pairs``, first in the output of that batch: the gauge reaches
+    Redis no later than the books it counts, together with the counters of the events that moved it."""
 
     shard: int
     ts_ms: int
@@ -183,7 +183,7 @@ class OkxBookProcessor:
                 lifecycle = True
                 self._on_lifecycle(ev, out, dirty)
         if lifecycle and self._gauges() != self._reported:
-            out.insert(0, self._stats(start, drain=False))  # ahead of this batch's book items
+            out.insert(0, self._stats(start, interval=False))  # ahead of this batch's book items
         now = time.time_ns()
         levels = self._sample_levels
         for inst, st in dirty.items():
@@ -376,19 +376,18 @@ class OkxBookProcessor:
                 st.failures = 0
         if now_ns >= self._next_stats:
             self._next_stats = now_ns + self._stats_ns
-            out.append(self._stats(now_ns, drain=True))
+            out.append(self._stats(now_ns, interval=True))
         return out
 
     def _gauges(self) -> tuple[int, int]:
         return self._control.connections, len(self._subscribed & self._books.keys())
 
-    def _stats(self, now_ns: int, *, drain: bool) -> ShardStats:
-        """The gauges now; ``drain``: also the counters, latency and rate of the interval since the last drain."""
-        counters: tuple[tuple[str, int], ...] = ()
-        if drain:
-            self._counters.update(self._rejects.drain())
-            counters = tuple(sorted(self._counters.items()))
-            self._counters.clear()
+    def _stats(self, now_ns: int, *, interval: bool) -> ShardStats:
+        """The gauges now and the counters since the last stats; ``interval``: latency and rate measured anew."""
+        self._counters.update(self._rejects.drain())
+        counters = tuple(sorted(self._counters.items()))
+        self._counters.clear()
+        if interval:
             self._latency_ms = self._lat_sum / self._lat_n / 1e6 if self._lat_n else 0.0
             elapsed = (now_ns - self._last_stats_ns) / 1e9 if self._last_stats_ns else 0.0
             self._influx_rate = self._points / elapsed if elapsed > 0 else 0.0
