@@ -100,3 +100,15 @@ def test_alert_on_an_unmonitored_instrument_warns_or_monitors_it(redis_server, r
     redis_db.hset("config:trading_pairs:rejected", "BTC-USDT", "okx: 60018 nope")
     moved = cli(redis_server.url, "alerts", "update", warned.stdout.strip(), "--crypto", "BTC-USDT")
     assert moved.returncode == 0 and "BTC-USDT is monitored but was rejected (okx: 60018 nope)" in moved.stderr
+
+
+def test_an_unreadable_alert_hash_is_one_line_not_a_traceback(redis_server, redis_db: redis.Redis) -> None:
+    aid = "0" * 32
+    redis_db.hset(f"alert:{aid}", mapping={"id": aid, "crypto": "BTC-USDT", "price": "[" * 5000,
+                                           "direction": "maybe"})
+    shown = cli(redis_server.url, "alerts", "show", aid)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert shown.stderr.startswith(f"cryptoflow alerts: alert {aid} is unreadable: ")
+    assert len(shown.stderr) < 600  # the hostile value is cut, not echoed
+    listed = cli(redis_server.url, "alerts", "list")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr

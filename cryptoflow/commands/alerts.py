@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis
 
-from connectors.alerts.store import AlertAlreadyFired, AlertNotFound, AlertStore
+from connectors.alerts.store import AlertAlreadyFired, AlertNotFound, AlertStore, AlertUnreadable
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
 from operators.alerts import (
@@ -139,6 +139,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     except (AlertNotFound, AlertAlreadyFired) as err:
         print(f"cryptoflow alerts: {err.args[0]}", file=sys.stderr)
+        return 1
+    except AlertUnreadable as err:
+        print(f"cryptoflow alerts: {err}", file=sys.stderr)
         return 1
     except redis.RedisError as err:
         print(f"cryptoflow alerts: Redis at {mask_url(str(settings.redis_url))} failed: {err}", file=sys.stderr)
