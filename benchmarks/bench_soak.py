@@ -124,7 +124,9 @@ def main() -> None:
             time.sleep(max(0.0, next_t - time.monotonic()))
             t = time.monotonic() - t0
             samples.append((t, rss_mb(collector.pid)))
-            print(f"t={t:7.1f} s  rss={samples[-1][1]:7.2f} MB", flush=True)
+            lat = r.hget("system:monitoring", "avg_processing_latency")  # frame receipt -> hash write, ms
+            print(f"t={t:7.1f} s  rss={samples[-1][1]:7.2f} MB  latency={lat.decode() if lat else '-'} ms",
+                  flush=True)
         frames = sum(int(s.get("frames", 0)) for s in sim.status().get("subscriptions", []))
         written = int(r.llen("okex_orderbook"))
         after = [s for s in samples if s[0] >= args.warmup * 60]
