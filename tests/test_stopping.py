@@ -35,6 +35,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from cryptoflow.servers import free_port, stop_process
 from operators.events import Trade, iso_ms
 from operators.kline_steps import KlineOut, aggregate_klines
+from tests.book_helpers import NaiveBook, delta
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import SyntheticOkxBook
@@ -176,11 +177,19 @@ def test_collector_stops_cleanly_with_its_last_batch_written(sig: int, start_sim
     wait_for("a valid book in Redis", lambda: redis_db.hget(f"orderbook:{inst}", "status") == "valid")
     wait_for("a few frames in the buffer list", lambda: redis_db.llen("okex_orderbook") >= 5)
     flow.stop_with(sig)
-    # the last batch reached both Redis outputs: the hash is the book after the newest frame of the buffer list
-    last = json.loads(redis_db.lindex("okex_orderbook", 0))["data"][0]
+    # the last batch reached both Redis outputs: the hash is the book that the buffer list's frames build, up to
+    # its newest frame (rebuilt by the tests' own naive book, not the collector's)
+    frames = [json.loads(f) for f in reversed(redis_db.lrange("okex_orderbook", 0, -1))]
+    naive = NaiveBook()
+    for frame in frames:
+        for d in frame["data"]:
+            naive.apply(delta([lv[:2] for lv in d["bids"]], [lv[:2] for lv in d["asks"]], action=frame["action"],
+                              seq=d.get("seqId"), prev=d.get("prevSeqId"), checksum=d.get("checksum", 0)))
+    assert frames[0]["action"] == "snapshot" and naive.status == "valid"
     book = redis_db.hgetall(f"orderbook:{inst}")
-    assert book["status"] == "valid" and book["seq_id"] == str(last["seqId"])
-    assert json.loads(book["bids"])[0][0] == last["bids"][0][0] if last["bids"] else True
+    assert book["status"] == "valid" and book["seq_id"] == str(frames[-1]["data"][-1]["seqId"])
+    assert [tuple(lv) for lv in json.loads(book["bids"])] == naive.sorted_bids()
+    assert [tuple(lv) for lv in json.loads(book["asks"])] == naive.sorted_asks()
     # and the InfluxDB sink was closed (flushed) normally: the book samples of this run are there
     assert points()
 
