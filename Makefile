@@ -16,7 +16,7 @@ demo: ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, every
 	@$(BIN)/cryptoflow demo
 
 test: bootstrap lint ## bootstrap, lint, then the whole test suite (PYTEST_ARGS="-k x" to narrow it)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
 	@bash scripts/bootstrap.sh --servers
