@@ -219,14 +219,6 @@ class BinanceVenue(VenueBase):
             conn.send_text(f'{{"stream":"{sym}@depth@100ms","data":{{"e":"depthUpdate","E":')
         return len(conns)
 
-    def raw(self, inst: str | None, text: str, count: int = 1) -> int:
-        """The ``raw`` fault: ``text`` as ``count`` text frames on every connection (subscribed to ``inst``)."""
-        conns = self.conns_of(inst)
-        for conn in conns:
-            for _ in range(count):
-                conn.send_text(text)
-        return len(conns)
-
     def shutdown_notice(self) -> int:
         for conn in self.conns:
             conn.send_text(f'{{"e":"serverShutdown","E":{int(time.time() * 1000)}}}')

@@ -234,14 +234,6 @@ class BybitVenue(VenueBase):
             conn.send_text('{"topic":"orderbook.50.' + (inst or "BTC-USDT").replace("-", "") + '","type":"delta","da')
         return len(conns)
 
-    def raw(self, inst: str | None, text: str, count: int = 1) -> int:
-        """The ``raw`` fault: ``text`` as ``count`` text frames on every connection (subscribed to ``inst``)."""
-        conns = self.conns_of(inst)
-        for conn in conns:
-            for _ in range(count):
-                conn.send_text(text)
-        return len(conns)
-
     def shutdown_notice(self) -> int:
         return 0  # Bybit sends no notice: the connection just drops
 

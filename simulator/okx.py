@@ -347,14 +347,6 @@ class OkxVenue(VenueBase):
             conn.send_text(broken)
         return len(conns)
 
-    def raw(self, inst: str | None, text: str, count: int = 1) -> int:
-        """The ``raw`` fault: ``text`` as ``count`` text frames on every connection (subscribed to ``inst``)."""
-        conns = self.conns_of(inst)
-        for conn in conns:
-            for _ in range(count):
-                conn.send_text(text)
-        return len(conns)
-
     def shutdown_notice(self) -> int:
         for conn in self.conns:
             conn.send_text(orjson.dumps(

@@ -184,3 +184,11 @@ class VenueBase:
         if inst is None:
             return list(self.conns)
         return [c for c in self.conns if any(s.inst == inst for s in c.subs.values())]
+
+    def raw(self, inst: str | None, text: str, count: int = 1) -> int:
+        """The ``raw`` fault: ``text`` as ``count`` text frames on every connection (subscribed to ``inst``)."""
+        conns = self.conns_of(inst)
+        for conn in conns:
+            for _ in range(count):
+                conn.send_text(text)
+        return len(conns)
