@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test bootstrap lint bench clean
+.PHONY: help demo test bootstrap lint bench soak clean
 
 help: ## list the targets (this text)
 	@echo "cryptoflow: make TARGET"
@@ -25,8 +25,12 @@ lint: ## ruff and mypy (strict on operators/)
 	$(BIN)/ruff check .
 	$(BIN)/mypy operators connectors dataflows cryptoflow simulator
 
-bench: bootstrap ## run every benchmarks/bench_*.py (results: benchmarks/RESULTS.md)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: bootstrap ## run every benchmarks/bench_*.py but the soak (results: benchmarks/RESULTS.md)
+	@for b in benchmarks/bench_*.py; do [ $$b = benchmarks/bench_soak.py ] && continue; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+soak: bootstrap ## the collector 30 min at 10 pairs x 100 updates/s, RSS sampled; prints the slope after 5 min
+	@$(BIN)/python benchmarks/bench_soak.py --minutes 30
 
 clean: ## remove .venv and the tool caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 :class:`CollectorRedisSink` takes the collector's items and writes each batch in ONE pipeline:
 
-* ``orderbook:{inst}`` hash (DESIGN.md fields: ``instrument_id``, ``latest_timestamp`` ISO-8601 UTC of the
+* ``orderbook:{inst}`` hash (docs/CONTRACTS.md fields: ``instrument_id``, ``latest_timestamp`` ISO-8601 UTC of the
   exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best first, ``checksum``, ``seq_id`` (empty when
   the venue sends none), ``status``), coalesced per instrument within the batch; a status change alone sets
   ``status``; a removed pair's hash is deleted;

@@ -1,4 +1,4 @@
-"""Redis and InfluxDB output of the market-data dataflow (DESIGN.md ``ticker:*``, ``kline:*``, ``ticker``/``kline``).
+"""Redis and InfluxDB output of market_data (docs/CONTRACTS.md ``ticker:*``, ``kline:*``, ``ticker``/``kline``).
 
 Redis, one pipeline per batch (:class:`connectors.redis_sink.RedisPipelineSink` with :class:`MarketWriter`):
 per key only the newest value of the batch is written (a batch of 1,000 trades of one instrument is one HSET

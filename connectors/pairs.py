@@ -1,6 +1,6 @@
 """The ``config:trading_pairs`` poller: the wanted instrument set, re-read every poll interval.
 
-Rules (DESIGN.md "Instruments and venues"), applied identically by every shard so that all compute the same
+Rules (docs/CONTRACTS.md "Instruments and venues"), applied identically by every shard so that all compute the same
 set: members of the Redis set, minus ids the venue refused earlier, through
 :func:`operators.instruments.select_pairs` (malformed ids skipped, at most ``limit``, first in sorted order,
 with a warning naming the ids left out). Rejections are written to the hash ``<key>:rejected``

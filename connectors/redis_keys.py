@@ -1,4 +1,4 @@
-"""The fixed Redis keys of the product contract (DESIGN.md "Redis"), spelled once.
+"""The fixed Redis keys of the product contract (docs/CONTRACTS.md "Redis"), spelled once.
 
 Keys that users rename (``REDIS_TRADING_PAIRS_KEY``, ``ORDERBOOK_BUFFER_KEY``) come from the settings instead.
 """

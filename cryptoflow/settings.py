@@ -1,8 +1,8 @@
 """One validated, frozen settings object for every dataflow and command.
 
-Every variable of ``shared/DESIGN.md`` (and the knobs this project adds) is a field here, read from the
-environment or a ``.env`` file. Connectors never read the environment: they are handed this object (or the
-few values they need) by the dataflow that wires them.
+Every variable of the product contract (``docs/CONTRACTS.md``) and every knob this project adds is a field
+here, read from the environment or a ``.env`` file. Connectors never read the environment: they are handed
+this object (or the few values they need) by the dataflow that wires them.
 
 A bad value stops start-up with ONE line that names the variable and the reason, exit code 2
 (:func:`load_settings`). Secrets are ``SecretStr`` and URLs with passwords are masked wherever they are shown.

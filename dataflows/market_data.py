@@ -1,6 +1,6 @@
 """``python -m bytewax.run dataflows.market_data``: tickers and klines from OKX, Binance and Bybit.
 
-Wiring only (DESIGN.md ``ticker:*``, ``kline:*``, ``ticker``/``kline`` measurements):
+Wiring only (docs/CONTRACTS.md ``ticker:*``, ``kline:*``, ``ticker``/``kline`` measurements):
 
 * sources (:func:`connectors.market_source.market_sources`): one per venue connection family
   (``MARKET_DATA_VENUES``), pairs from ``config:trading_pairs`` diffed live, frames parsed on the worker;

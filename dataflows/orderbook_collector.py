@@ -1,6 +1,6 @@
 """``python -m bytewax.run dataflows.orderbook_collector``: live OKX books for ``config:trading_pairs``.
 
-Wiring only (DESIGN.md "Order books"): ``okx_books`` (:func:`connectors.okx.book_source.okx_books_source`:
+Wiring only (docs/CONTRACTS.md "Order books"): ``okx_books`` (:func:`connectors.okx.book_source.okx_books_source`:
 WebSocket shards, parse + book + integrity + resync on the worker) -> the items go to Redis in one pipeline
 per batch (:class:`connectors.book_sinks.CollectorRedisSink`); each shard's stats become its own share of the
 ``system:monitoring`` gauges (``shard_report``, :mod:`connectors.monitoring`) on the same path as its books;

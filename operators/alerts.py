@@ -1,7 +1,7 @@
 """Price alerts: validated user input, the stored record, and the email a fired alert sends. Pure, no I/O.
 
 An alert watches one instrument: ``direction=True`` ("above") fires when a trade price rises to or above the
-threshold, ``direction=False`` ("below") when it falls to or below it (DESIGN.md, ``alert:{inst}:gt|lt``).
+threshold, ``direction=False`` ("below") when it falls to or below it (docs/CONTRACTS.md, ``alert:{inst}:gt|lt``).
 Every text that can reach an email header is checked here: CR/LF anywhere in the input is rejected, the
 recipient must be a syntactically valid ASCII address, the subject is length-capped and single-line (by the
 email library's own line rules), and a job's ``attempts`` is bounded (:func:`check_job`). The subject names

@@ -153,7 +153,7 @@ class AlertEvent(msgspec.Struct, frozen=True):
 
 
 class EmailJob(msgspec.Struct, frozen=True):
-    """An email on ``queue:email`` (DESIGN.md's JSON shape, field for field)."""
+    """An email on ``queue:email`` (docs/CONTRACTS.md's JSON shape, field for field)."""
 
     id: str
     alert_id: str

@@ -50,7 +50,7 @@ def venue_symbol(inst_id: str) -> str:
 
 
 def select_pairs(members: set[str] | frozenset[str], limit: int) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Apply DESIGN.md's rules to the members of ``config:trading_pairs``.
+    """Apply docs/CONTRACTS.md's rules to the members of ``config:trading_pairs``.
 
     Returns ``(subscribed, rejected)``: the first ``limit`` well-formed ids in sorted order, and the
     malformed ones with their reason. Ids past the limit are neither (the caller logs a warning).

@@ -7,7 +7,7 @@ list of ticks (bids stored negated, so both lists are ascending and index 0 is t
 pre-joined ``"price:size"`` strings of the top 25 levels, maintained incrementally, so the OKX checksum is one
 join and one CRC. A small per-book cache maps price text to ticks.
 
-Integrity (DESIGN.md, "Order books"), checked by :meth:`OrderBook.apply`:
+Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`:
 
 * a snapshot replaces the book (its ``prevSeqId`` is -1 on OKX; it is not checked);
 * an update needs a snapshot first (:class:`NotSynced`), and its ``prevSeqId`` must equal the last ``seqId``

@@ -1,4 +1,4 @@
-"""Recorded sessions (DESIGN.md "Recording format", ``.jsonl`` or ``.jsonl.gz``) indexed for replay.
+"""Recorded sessions (docs/CONTRACTS.md "Recording format", ``.jsonl`` or ``.jsonl.gz``) indexed for replay.
 
 Each WebSocket frame is filed under its venue (from the ``source`` URL) and its channel: OKX
 ``(channel, instId)`` of data frames (the recorded subscribe answers are not channel frames), Binance the

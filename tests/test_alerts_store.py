@@ -1,4 +1,4 @@
-"""Alert storage and the ``cryptoflow alerts`` command against a real redis-server: keys per DESIGN.md,
+"""Alert storage and the ``cryptoflow alerts`` command against a real redis-server: keys per docs/CONTRACTS.md,
 atomic moves between gt/lt, and bad inputs rejected with one line, exit 2 and Redis untouched."""
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def test_liquidity_drain_and_depth_spike_raise_alerts_end_to_end(
         wait_for("a depth_anomaly alert for ETH-USDT",
                  lambda: alerts_since(r, "ETH-USDT", "depth_anomaly", "alert", since), timeout=30)
 
-        # the email jobs of those alerts are on queue:email, in DESIGN.md's shape
+        # the email jobs of those alerts are on queue:email, in docs/CONTRACTS.md's shape
         pipe = r.pipeline(transaction=True)  # one consistent view: each alert's entry and jobs are one Lua call
         pipe.lrange("queue:email", 0, -1)
         pipe.lrange("alerts:history", 0, -1)

@@ -161,7 +161,7 @@ def _encode(venue: str, row: tuple[Any, ...]) -> tuple[float, str, dict[str, Any
 
 
 def write_replay(path: Path, venue: str) -> Path:
-    """The script as a recording (DESIGN.md format), in receive order."""
+    """The script as a recording (docs/CONTRACTS.md format), in receive order."""
     rows = sorted((_encode(venue, r) for r in SCRIPT), key=lambda e: e[0])
     lines = [json.dumps({"ts": ts, "source": src, "data": json.dumps(frame, separators=(",", ":"))})
              for ts, src, frame in rows]

@@ -4,7 +4,7 @@ An :class:`AlertEvent` is emitted when an analysis of an instrument moves *up* i
 ``alert`` (normal -> warning, normal -> alert, warning -> alert). Staying at a level emits nothing.
 Cooldown (default 5 min of event time) per instrument and alert type: within it, a transition to a level
 not higher than the last one emitted is suppressed; an escalation (warning -> alert) always passes.
-Each emitted event gives one email job per recipient of ``ANALYSIS_ALERT_EMAILS`` (DESIGN.md's job shape),
+Each emitted event gives one email job per recipient of ``ANALYSIS_ALERT_EMAILS`` (docs/CONTRACTS.md's job shape),
 with ids derived from the event, so a replay produces the same ids.
 """
 
