@@ -157,16 +157,35 @@ class Settings(BaseSettings):
     # finished (acked / covered by a committed snapshot) goes to {key}:dead instead of crash-looping.
     list_max_deliveries: int = Field(5, ge=2, le=100)
 
+    # --- The service: `cryptoflow serve` (REST, push gateway, browser monitor) ---------------------------
+    data_dir: str = Field("data", min_length=1)  # relative to the working directory; holds the SQLite file
+    database_url: str | None = None  # default: sqlite+aiosqlite:///<DATA_DIR>/cryptoflow.db
+    api_public_reads: bool = True  # market-data reads need no API key
+    api_max_body: int = Field(65_536, ge=1024)  # request bodies over this many bytes are refused (413)
+    alert_sync_interval: PositiveSeconds = 10.0  # the reconciler makes the Redis index equal SQL this often
+    stream_maxlen: int = Field(10_000, ge=100)  # push streams are capped with MAXLEN ~ this
+    push_max_subscriptions: int = Field(100, ge=1)  # per WebSocket connection
+    push_max_connections_per_ip: int = Field(100, ge=1)
+    push_max_message_bytes: int = Field(4096, ge=256)  # a client message larger than this is refused
+    push_queue_max: int = Field(1000, ge=10)  # event-channel messages buffered per slow client before closing it
+
+    # --- More venues' books and history -------------------------------------------------------------------
+    book_venues: CommaList = ("okx",)
+    bybit_rest_url: AnyUrl = AnyUrl("https://api.bybit.com")
+    bybit_book_depth: int = Field(50, ge=1, le=1000)
+    bbo_max_age_ms: int = Field(5000, ge=1)
+    kline_backfill: float = Field(0.0, ge=0)  # seconds of history market_data backfills at start (0 = off)
+
     # --- Logging ------------------------------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat | None = None  # default: console on a terminal, JSON otherwise
 
-    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", mode="before")
+    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", "book_venues", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("market_data_venues")
+    @field_validator("market_data_venues", "book_venues")
     @classmethod
     def _venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         known = {v.value for v in Venue}
@@ -237,11 +256,21 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
-    @field_validator("okx_rest_url", "binance_rest_url", "influx_url")
+    @field_validator("okx_rest_url", "binance_rest_url", "bybit_rest_url", "influx_url")
     @classmethod
     def _http_scheme(cls, value: AnyUrl | None) -> AnyUrl | None:
         if value is not None and value.scheme not in ("http", "https"):
             msg = f"expected an http:// or https:// URL, got scheme {value.scheme!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            msg = "expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST/DB"
             raise ValueError(msg)
         return value
 
@@ -254,6 +283,15 @@ class Settings(BaseSettings):
         return url[: -len("/public")] + "/business" if url.endswith("/public") else url
 
     @property
+    def database(self) -> str:
+        """The SQLAlchemy URL of the alerts database (``DATABASE_URL`` or the SQLite file in ``DATA_DIR``)."""
+        if self.database_url:
+            return self.database_url
+        from pathlib import Path
+
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'cryptoflow.db'}"
+
+    @property
     def influx_enabled(self) -> bool:
         return self.influx_url is not None
 
@@ -264,7 +302,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 shown[name] = "***" if value.get_secret_value() else ""
-            elif isinstance(value, AnyUrl):
+            elif isinstance(value, AnyUrl) or (name.endswith("_url") and isinstance(value, str)):
                 shown[name] = mask_url(str(value))
             elif isinstance(value, StrEnum):
                 shown[name] = value.value
@@ -281,7 +319,7 @@ class Settings(BaseSettings):
 
 SECRET_FIELDS = frozenset({"influx_token", "smtp_password"})
 URL_FIELDS = frozenset(
-    name for name, f in Settings.model_fields.items() if "Url" in str(f.annotation)
+    name for name, f in Settings.model_fields.items() if "Url" in str(f.annotation) or name.endswith("_url")
 )
 
 

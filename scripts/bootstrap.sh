@@ -44,6 +44,9 @@ fi
 if [ "${1:-}" = "--servers" ]; then
   # Debian package names: redis-server, victoria-metrics, influxdb (1.x, for line-protocol checks), openssl (the
   # CLI makes the STARTTLS test's certificate; tests/test_smtp.py fails instead of skipping without it in CI).
+  # postgresql: Debian's PostgreSQL 15 server binaries (the alerts database tests start their own cluster as the
+  # `postgres` user on a free port; the Debian service itself is not used).
   command -v redis-server >/dev/null && command -v victoria-metrics >/dev/null && command -v influxd >/dev/null \
-    && command -v openssl >/dev/null || apt_install redis-server victoria-metrics influxdb openssl
+    && command -v openssl >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || apt_install redis-server victoria-metrics influxdb openssl postgresql
 fi
