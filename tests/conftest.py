@@ -10,6 +10,9 @@ pytest_plugins = [
     "tests.fixtures.influx",
     "tests.fixtures.smtp",
     "tests.fixtures.simulator",
+    "tests.fixtures.postgres",
+    "tests.fixtures.service",
+    "tests.fixtures.browser",
 ]
 
 # Shared 2-core machines are noisy: no per-example deadline. CI runs a fixed, reproducible set of examples.
