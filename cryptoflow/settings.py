@@ -63,6 +63,17 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
+LOCAL_VENUE = "local"
+
+
+def _known_venues(value: tuple[str, ...], known: set[str]) -> tuple[str, ...]:
+    bad = [v for v in value if v not in known]
+    if bad:
+        msg = f"unknown venue {bad[0]!r}, expected a comma list of {sorted(known)}"
+        raise ValueError(msg)
+    return value
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -139,6 +150,11 @@ class Settings(BaseSettings):
     kline_allowed_lateness: float = Field(2.0, ge=0)
     price_alerts_enabled: bool = True
     price_alert_max_age: PositiveSeconds = 5.0  # a trade lagging its receipt by more fires no alert
+    # The exchange's own trades (`local`): entries per stream per XREAD, and its BLOCK, short so that the
+    # worker (every other step on it) is never held long when the streams are idle
+    local_stream_batch: int = Field(1000, ge=1, le=100_000)
+    local_stream_block_ms: int = Field(2, ge=1, le=100)
+    local_stream_shards: int = Field(1, ge=1, le=64)  # source partitions; each owns the streams hashed to it
 
     # --- Email ------------------------------------------------------------------------------------------
     smtp_host: str = Field("127.0.0.1", min_length=1)
@@ -185,15 +201,16 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("market_data_venues", "book_venues")
+    @field_validator("book_venues")
     @classmethod
     def _venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        known = {v.value for v in Venue}
-        bad = [v for v in value if v not in known]
-        if bad:
-            msg = f"unknown venue {bad[0]!r}, expected a comma list of {sorted(known)}"
-            raise ValueError(msg)
-        return value
+        return _known_venues(value, {v.value for v in Venue})
+
+    @field_validator("market_data_venues")
+    @classmethod
+    def _market_venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # `local`: the exchange's own trades from Redis Streams `trades:{inst}` (market data only: no books)
+        return _known_venues(value, {v.value for v in Venue} | {LOCAL_VENUE})
 
     @field_validator("kline_timeframes")
     @classmethod
