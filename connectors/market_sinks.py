@@ -51,7 +51,11 @@ def ticker_fields(t: Ticker) -> dict[str, str]:
 def kline_fields(k: Kline) -> dict[str, str]:
     return {"open": _num(k.open), "high": _num(k.high), "low": _num(k.low), "close": _num(k.close),
             "volume": _num(k.volume), "quote_volume": _num(k.quote_volume), "open_time": iso_ms(k.open_ms),
-            "close_time": iso_ms(k.close_ms), "trades": str(k.trades), "closed": "true" if k.closed else "false"}
+            "close_time": iso_ms(k.close_ms), "trades": str(k.trades), "closed": "true" if k.closed else "false",
+            "complete": "true" if k.complete else "false", "source": _SOURCE[k.source]}
+
+
+_SOURCE = {"pipeline": "trades", "venue": "venue"}  # the contract's names: aggregated from trades, or the venue's
 
 
 def kline_key(k: Kline) -> str:
@@ -72,6 +76,17 @@ for _, key in ipairs(KEYS) do
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
+"""
+
+# A venue kline replacing an incomplete one of ours (operators/kline_steps.ReconcileLogic) arrives after that
+# interval closed: it goes into the hash only while the hash holds that interval or an older one, so it never
+# pushes the latest kline back. KEYS[1] = hash; ARGV: open_time, ttl, then field/value pairs.
+_REPLACE = """
+local cur = redis.call('HGET', KEYS[1], 'open_time')
+if cur and cur > ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
 """
 
 
@@ -108,9 +123,13 @@ class MarketWriter:
         tickers: dict[str, Ticker] = {}
         klines: dict[str, Kline] = {}
         reports: list[MonitorReport] = []
+        replacements: list[Kline] = []
         for item in items:
             if isinstance(item, KlineOut):
                 k = item.kline
+                if k.source == "venue":
+                    replacements.append(k)
+                    continue
                 key = kline_key(k)
                 cur = klines.get(key)
                 if cur is None or (k.open_ms, k.closed) >= (cur.open_ms, cur.closed):
@@ -133,6 +152,10 @@ class MarketWriter:
                 args.append(value)
         if keys:
             pipe.eval(_HSET_MANY, len(keys), *keys, *args)
+        for k in replacements:
+            fields = kline_fields(k)
+            pipe.eval(_REPLACE, 1, kline_key(k), fields["open_time"], KLINE_TTL_S,
+                      *(x for pair in fields.items() for x in pair))
         if reports:
             queue_monitoring(pipe, reports)
 
@@ -145,7 +168,8 @@ def write_market(pipe: Pipeline, items: list[MarketRedisItem]) -> None:
 def kline_point(k: Kline) -> InfluxPoint:
     tags = (("exchange", k.venue), ("symbol", k.instrument), ("timeframe", k.timeframe))
     fields = (("open", k.open), ("high", k.high), ("low", k.low), ("close", k.close), ("volume", k.volume),
-              ("quote_volume", k.quote_volume), ("trades", k.trades))
+              ("quote_volume", k.quote_volume), ("trades", k.trades), ("complete", k.complete),
+              ("source", _SOURCE[k.source]))
     return InfluxPoint("kline", tags, fields, k.open_ms)
 
 

@@ -9,8 +9,10 @@ Wiring only (docs/CONTRACTS.md ``ticker:*``, ``kline:*``, ``ticker``/``kline`` m
   (every batch) + InfluxDB (closed klines, stamped with their open time);
 * ``trades`` -> price-alert matching (``PRICE_ALERTS_ENABLED``; :class:`connectors.alerts.matcher.PriceAlertSink`);
 * tickers (+ Bybit best bid/ask from ``orderbook.1``) -> ``merge_ticker`` -> Redis (TTL 300 s) + InfluxDB;
-* venue klines (closed) + the pipeline's closed complete klines -> ``reconcile`` -> ``system:monitoring``
-  counters (``kline_reconciled``, ``kline_mismatches``) and a warning with both values on a mismatch.
+* venue klines (closed) + the pipeline's closed klines -> ``reconcile``: a complete kline is compared
+  (``system:monitoring`` counters ``kline_reconciled``, ``kline_mismatches``, a warning with both values on a
+  mismatch); an incomplete one (trade-id gap, :mod:`operators.trade_ids`) is replaced by the venue's
+  (``source=venue``, ``complete=true``; counter ``kline_replaced`` and a log line).
 
 Runs with any ``-w`` and as several processes: shards split across workers, klines keyed by
 ``venue:instrument`` (one worker per instrument, so klines do not depend on the worker count).
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors import stopping
@@ -66,6 +69,23 @@ def report_check(check: KlineCheck) -> MonitorReport:
                 venue_kline={f: str(getattr(theirs, f)) for f in ("open", "high", "low", "close", "volume",
                                                                    "trades")})
     return MonitorReport(counters=(("kline_reconciled", 1), ("kline_mismatches", 1)))
+
+
+def report_replaced(check: KlineCheck) -> MonitorReport:
+    ours, theirs = check.ours, check.venue
+    log.info("kline_replaced", venue=ours.venue, instrument=ours.instrument, timeframe=ours.timeframe,
+             open_ms=ours.open_ms, reason="trade-id gap or interval not watched from its start",
+             ours_trades=ours.trades, venue_trades=theirs.trades, ours_close=str(ours.close),
+             venue_close=str(theirs.close))
+    return MonitorReport(counters=(("kline_replaced", 1),))
+
+
+def _reconcilable(o: KlineOut) -> Kline | None:
+    """A closed pipeline kline for reconciliation; complete only if gap-free and watched from its start."""
+    k = o.kline
+    if not k.closed or o.correction:
+        return None
+    return k if o.complete or not k.complete else msgspec.structs.replace(k, complete=False)
 
 
 def report_correction(o: KlineOut) -> MonitorReport:
@@ -121,14 +141,19 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     venue_klines = op.filter_map("venue_klines", items,
                                  lambda x: x if isinstance(x, Kline) and x.closed else None)
-    ours = op.filter_map("complete_klines", klines,
-                         lambda o: o.kline if o.kline.closed and o.complete and not o.correction else None)
+    ours = op.filter_map("complete_klines", klines, _reconcilable)
     to_check = op.key_on("key_reconcile", op.merge("to_reconcile", ours, venue_klines), _key)
     checks = op.stateful("reconcile", to_check, lambda state: ReconcileLogic(state))
-    checked = op.map("report_checks", op.map("check_values", checks, _value), report_check)
+    pairs = op.branch("replaced", op.map("check_values", checks, _value), lambda c: c.replaced)
+    checked = op.map("report_checks", pairs.falses, report_check)
+    # the venue's kline replaces an incomplete one of ours: in the kline: hash (if still the latest) and point
+    replacements: Stream[KlineOut] = op.map("replacements", pairs.trues, lambda c: c.replacement)
+    replaced = op.map("report_replaced", pairs.trues, report_replaced)
+    klines = op.merge("klines_out", klines, replacements)
 
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
-    monitor = op.merge("monitor", late, corrections, checked, op.map("shard_reports", stats, shard_report))
+    monitor = op.merge("monitor", late, corrections, checked, replaced,
+                       op.map("shard_reports", stats, shard_report))
 
     to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor)
     op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url), MarketWriter()))

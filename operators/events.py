@@ -77,6 +77,11 @@ class Trade(msgspec.Struct, frozen=True):
     ts_ms: int
     recv_ns: int = 0
     count: int = 1  # exchange trades in this event (a Binance aggTrade counts l - f + 1)
+    # The venue's contiguous trade number of the last trade in this event, where the venue numbers its trades
+    # without holes per instrument (Binance t / aggTrade l, OKX tradeId): this event covers seq - count + 1 ..
+    # seq. None where ids are not contiguous (Bybit, the local exchange): no gap can be seen.
+    seq: int | None = None
+    gap: bool = False  # trades may be missing right before this one (operators/trade_ids.py): kline incomplete
 
 
 class Ticker(msgspec.Struct, frozen=True):
@@ -116,7 +121,8 @@ class Kline(msgspec.Struct, frozen=True):
     quote_volume: Decimal
     trades: int
     closed: bool
-    source: Literal["pipeline", "venue"] = "pipeline"
+    source: Literal["pipeline", "venue"] = "pipeline"  # published as source "trades" / "venue"
+    complete: bool = True  # False: a trade-id gap (or an unknown start) within the interval; see trade_ids.py
 
 
 class AnalysisResult(msgspec.Struct, frozen=True):

@@ -311,19 +311,28 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
 
 
 class KlineCheck(msgspec.Struct, frozen=True):
-    """A pipeline kline compared with the venue's own closed kline of the same interval."""
+    """A pipeline kline paired with the venue's own closed kline of the same interval: compared (``match``)
+    when ours is complete, else ``replaced`` — the venue's kline is published in its place."""
 
     ours: Kline
     venue: Kline
     match: bool
+    replaced: bool = False
+
+    @property
+    def replacement(self) -> KlineOut:
+        """The venue's kline as ours would be published (complete: the venue saw every trade)."""
+        return KlineOut(msgspec.structs.replace(self.venue, complete=True), complete=True)
 
 
 class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str], Kline]]):
-    """Pairs closed klines of one instrument by (timeframe, open time) across sources and compares them.
+    """Pairs closed klines of one instrument by (timeframe, open time) across sources.
 
-    Items are closed pipeline klines of complete intervals and the venue's closed klines; whichever comes
-    first waits (at most ``keep`` per instrument, oldest dropped: a venue timeframe we do not aggregate, or
-    the partial first interval after start, simply never pairs).
+    Items are closed pipeline klines and the venue's closed klines; whichever comes first waits (at most
+    ``keep`` per instrument, oldest dropped: a venue timeframe we do not aggregate simply never pairs). A
+    complete pipeline kline is compared with the venue's; an incomplete one (a trade-id gap, or an interval
+    not watched from its start) is replaced by the venue's. Complete ones are never replaced: when we saw
+    every trade, our kline is the record (with its quote volume), and a disagreement is a mismatch to report.
     """
 
     def __init__(self, state: dict[tuple[str, int, str], Kline] | None, keep: int = 256) -> None:
@@ -340,6 +349,8 @@ class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str],
                 del self.pending[oldest]
             return (), False
         ours, venue = (value, other) if value.source == "pipeline" else (other, value)
+        if not ours.complete:
+            return (KlineCheck(ours, venue, False, replaced=True),), False
         return (KlineCheck(ours, venue, kline_fields_equal(ours, venue)),), False
 
     def snapshot(self) -> dict[tuple[str, int, str], Kline]:

@@ -58,6 +58,7 @@ class Bucket(msgspec.Struct, frozen=True):
     volume: Decimal
     quote_volume: Decimal
     trades: int
+    gaps: int = 0  # trades that may have others missing right before them (Trade.gap): the kline is incomplete
 
     @property
     def key(self) -> str:
@@ -81,11 +82,12 @@ def merge(a: Bucket, b: Bucket) -> Bucket:
         a.volume + b.volume,
         a.quote_volume + b.quote_volume,
         a.trades + b.trades,
+        a.gaps + b.gaps,
     )
 
 
 class _Acc:
-    __slots__ = ("close", "first_ms", "high", "last_ms", "low", "open", "quote_volume", "trades", "volume")
+    __slots__ = ("close", "first_ms", "gaps", "high", "last_ms", "low", "open", "quote_volume", "trades", "volume")
 
     def __init__(self, t: Trade) -> None:
         self.first_ms = self.last_ms = t.ts_ms
@@ -93,6 +95,7 @@ class _Acc:
         self.volume = t.size
         self.quote_volume = t.price * t.size
         self.trades = t.count
+        self.gaps = 1 if t.gap else 0
 
 
 def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
@@ -138,9 +141,11 @@ def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
         cur.volume += t.size
         cur.quote_volume += price * t.size
         cur.trades += t.count
+        if t.gap:
+            cur.gaps += 1
     return [
         Bucket(venue, inst, start, a.first_ms, a.last_ms, a.open, a.high, a.low, a.close, a.volume,
-               a.quote_volume, a.trades)
+               a.quote_volume, a.trades, a.gaps)
         for (venue, inst, start, _), a in accs.items()
     ]
 
@@ -148,13 +153,13 @@ def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
 def to_kline(b: Bucket, timeframe: str, *, closed: bool) -> Kline:
     tf_ms = TIMEFRAME_MS[timeframe]
     return Kline(b.venue, b.instrument, timeframe, b.start_ms, b.start_ms + tf_ms, b.open, b.high, b.low,
-                 b.close, b.volume, b.quote_volume, b.trades, closed)
+                 b.close, b.volume, b.quote_volume, b.trades, closed, complete=b.gaps == 0)
 
 
 def from_kline(k: Kline) -> Bucket:
     """A closed kline as a bucket spanning its window (for rolling it up into a longer timeframe)."""
     return Bucket(k.venue, k.instrument, k.open_ms, k.open_ms, k.close_ms - 1, k.open, k.high, k.low, k.close,
-                  k.volume, k.quote_volume, k.trades)
+                  k.volume, k.quote_volume, k.trades, 0 if k.complete else 1)
 
 
 def flat_kline(venue: str, instrument: str, timeframe: str, start_ms: int, price: Decimal) -> Kline:
