@@ -1,0 +1,108 @@
+"""The FastAPI app of ``cryptoflow serve``: :func:`create_app` builds it from the settings.
+
+State (``app.state``), opened by the lifespan and closed after the last request:
+
+* ``settings`` — the frozen :class:`~cryptoflow.settings.Settings`;
+* ``redis`` — one ``redis.asyncio`` client (pool) with ``decode_responses=True``; it reconnects by itself;
+* ``db`` — :class:`service.db.Database` (``DATABASE_URL``; migrations run at start);
+* ``influx`` — :class:`connectors.influx_query.InfluxQuery`, or ``None`` when ``INFLUX_URL`` is unset.
+
+The alert reconciler (:func:`service.alerts.reconcile_forever`) runs as a task for the app's lifetime. The
+service keeps no state of its own, so any number of replicas can run behind a load balancer.
+
+Route order matters: the history routes (``/v1/analysis/history``, ``/v1/alerts/analysis``) come before the
+routes with a path parameter at the same place (``/v1/analysis/{inst}``, ``/v1/alerts/{id}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from connectors.influx_query import InfluxQuery
+from cryptoflow.logs import get_logger
+from cryptoflow.settings import Settings, mask_url, settings_or_exit
+from service import errors
+from service.db import Database
+from service.routes import history, live
+
+log = get_logger("service.app")
+WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+
+
+def redis_from_settings(settings: Settings) -> aioredis.Redis:
+    # Short timeouts and two quick retries: a request during a Redis outage gets its 503 within seconds,
+    # and the pool reconnects on the first request after Redis is back.
+    return aioredis.Redis.from_url(
+        str(settings.redis_url), decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+
+
+def influx_from_settings(settings: Settings) -> InfluxQuery | None:
+    if settings.influx_url is None:
+        log.info("influx_disabled", reason="INFLUX_URL is unset: history routes answer 503")
+        return None
+    return InfluxQuery(str(settings.influx_url), settings.influx_bucket, settings.influx_token.get_secret_value())
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.redis = redis_from_settings(settings)
+    app.state.influx = influx_from_settings(settings)
+    app.state.db = await Database.open(settings.database)
+    tasks: list[asyncio.Task[None]] = []
+    log.info("service_started", redis=mask_url(str(settings.redis_url)), database=mask_url(settings.database),
+             influxdb=mask_url(str(settings.influx_url)) if settings.influx_url else "")
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if app.state.influx is not None:
+            await app.state.influx.close()
+        await app.state.db.close()
+        await app.state.redis.aclose()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="cryptoflow", version="0.1.0", lifespan=lifespan,
+                  description="Live order books, analyses, tickers and klines; price alerts; system status.")
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, max_bytes=settings.api_max_body)
+    for router in (history.router, live.router):
+        app.include_router(router)
+    _mount_web(app)
+    return app
+
+
+def _mount_web(app: FastAPI) -> None:
+    """The built browser monitor at ``/`` (``web/dist``), or a redirect to the API docs until it is built."""
+    if (WEB_DIST / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web")
+        return
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+
+def app_from_env() -> FastAPI:
+    """The factory ``uvicorn --factory service.app:app_from_env`` (and each worker of ``--workers N``) calls."""
+    from cryptoflow.logs import configure_logging
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

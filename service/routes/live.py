@@ -1,0 +1,190 @@
+"""Live reads from the Redis hashes the dataflows write: order books, analyses, tickers, system status.
+
+The hot path (``/v1/orderbook``, ``/v1/tickers``) is one Redis round trip and a response built as bytes: the
+stored level arrays are cut at ``depth`` without decoding the 400 levels (only the kept part is parsed, which
+also checks it) and embedded as they are, so prices and sizes are the venue's exact strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated, Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from fastapi import APIRouter, Query, Request, Response
+
+from connectors.monitoring import refresh
+from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
+from cryptoflow.logs import get_logger
+from operators.instruments import InvalidInstrument, validate_instrument
+from service.errors import ApiError, invalid, not_found
+
+log = get_logger("service.routes.live")
+router = APIRouter(tags=["live"])
+
+MAX_DEPTH = 400
+DEFAULT_DEPTH = 20
+BOOK_FIELDS = ("bids", "asks", "seq_id", "status", "latest_timestamp", "checksum")
+
+
+class BookExchange(StrEnum):
+    OKX = "okx"
+    BINANCE = "binance"
+    BYBIT = "bybit"
+
+
+class TickerExchange(StrEnum):
+    OKX = "okx"
+    BINANCE = "binance"
+    BYBIT = "bybit"
+    LOCAL = "local"
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def instrument(value: str, field: str = "inst") -> str:
+    """A well-formed instrument id, or 422 naming ``field``."""
+    try:
+        return validate_instrument(value)
+    except InvalidInstrument as err:
+        raise invalid(field, str(err)) from None
+
+
+def book_key(exchange: BookExchange, inst: str) -> str:
+    """OKX keeps ``orderbook:{inst}``; the other venues' books are ``orderbook:{exchange}:{inst}``."""
+    return orderbook_key(inst) if exchange is BookExchange.OKX else f"orderbook:{exchange.value}:{inst}"
+
+
+def top_levels(raw: str | None, depth: int) -> orjson.Fragment:
+    """The first ``depth`` levels of a stored ``[[price, size], ...]`` array, as JSON to embed.
+
+    Each level is one flat array of two scalars, so the ``depth``-th ``]`` after the opening bracket ends the
+    kept part; only that part is parsed (a check that it is JSON), never the whole book."""
+    if not raw:
+        return orjson.Fragment(b"[]")
+    end = raw.find("[") + 1
+    for _ in range(depth):
+        nxt = raw.find("]", end)
+        if nxt < 0:
+            break
+        end = nxt + 1
+    kept = raw[:end] + "]" if raw.find("]", end) >= 0 else raw
+    try:
+        orjson.loads(kept)
+    except orjson.JSONDecodeError:
+        log.error("orderbook_hash_corrupt", sample=raw[:80])
+        raise ApiError(500, "corrupt_book", "the stored book is not valid JSON") from None
+    return orjson.Fragment(kept)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.lstrip("-").isdigit() else None
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    return cast(aioredis.Redis, request.app.state.redis)
+
+
+@router.get("/v1/orderbook/{inst}", summary="Live order book (top `depth` levels per side)")
+async def orderbook(request: Request, inst: str,
+                    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = DEFAULT_DEPTH,
+                    exchange: BookExchange = BookExchange.OKX) -> Response:
+    inst = instrument(inst)
+    found: list[str | None] = await _redis(request).hmget(book_key(exchange, inst), BOOK_FIELDS)  # type: ignore[assignment]  # decode_responses=True
+    bids, asks, seq_id, status, ts, checksum = found
+    if status is None and bids is None:
+        what = f"order book {exchange.value}:{inst}"
+        raise not_found(what)
+    return json_response({
+        "instrument_id": inst, "exchange": exchange.value, "status": status, "timestamp": ts,
+        "seq_id": _int_or_none(seq_id), "checksum": _int_or_none(checksum),
+        "bids": top_levels(bids, depth), "asks": top_levels(asks, depth),
+    })
+
+
+@router.get("/v1/analysis/{inst}", summary="Live order-book analysis of one instrument")
+async def analysis(request: Request, inst: str) -> Response:
+    inst = instrument(inst)
+    fields = await _redis(request).hgetall(analysis_key(inst))
+    if not fields:
+        what = f"analysis of {inst}"
+        raise not_found(what)
+    return json_response(fields)
+
+
+# One round trip for the whole list: the monitored pairs (or the one asked for) x the venues asked for.
+# KEYS[1] = the trading-pairs set. ARGV = n venues, the venues, then symbols (none: SMEMBERS KEYS[1]).
+_TICKERS = """
+local n = tonumber(ARGV[1])
+local symbols = {}
+for i = n + 2, #ARGV do symbols[#symbols + 1] = ARGV[i] end
+if #symbols == 0 then symbols = redis.call('SMEMBERS', KEYS[1]) end
+local out = {}
+for _, s in ipairs(symbols) do
+  for v = 2, n + 1 do
+    local h = redis.call('HGETALL', 'ticker:' .. ARGV[v] .. ':' .. s)
+    if #h > 0 then out[#out + 1] = {ARGV[v], s, h} end
+  end
+end
+return out
+"""
+
+
+@router.get("/v1/tickers", summary="Live tickers of the monitored pairs (or of one symbol) on each venue")
+async def tickers(request: Request, exchange: TickerExchange | None = None, symbol: str | None = None) -> Response:
+    venues = [exchange.value] if exchange is not None else [v.value for v in TickerExchange]
+    symbols = [instrument(symbol, "symbol")] if symbol is not None else []
+    client = _redis(request)
+    script = getattr(request.app.state, "tickers_script", None)
+    if script is None:
+        script = request.app.state.tickers_script = client.register_script(_TICKERS)
+    found = await script(keys=[request.app.state.settings.redis_trading_pairs_key],
+                         args=[len(venues), *venues, *symbols])
+    rows = []
+    for venue, sym, flat in found:
+        row = {"exchange": venue, "symbol": sym}
+        row.update(zip(flat[::2], flat[1::2], strict=True))
+        rows.append(row)
+    rows.sort(key=lambda r: (r["symbol"], r["exchange"]))
+    return json_response(rows)
+
+
+@router.get("/v1/status", summary="system:monitoring and whether the service reaches Redis, SQL, InfluxDB")
+async def status(request: Request) -> Response:
+    """Always 200: ``stores`` says which backing store is reachable (``ok``/``unavailable``/``disabled``)."""
+    monitoring, redis_ok = await _monitoring(_redis(request))
+    database, influx = await asyncio.gather(_database_state(request), _influx_state(request))
+    return json_response({"monitoring": monitoring,
+                          "stores": {"redis": redis_ok, "database": database, "influxdb": influx}})
+
+
+async def _monitoring(client: aioredis.Redis) -> tuple[dict[str, str] | None, str]:
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            refresh(pipe)  # recompute the gauges from the live owners (queued; a stopped dataflow drops out)
+            pipe.hgetall(MONITORING)
+            _, fields = await pipe.execute()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return None, "unavailable"
+    return cast(dict[str, str], fields), "ok"
+
+
+async def _database_state(request: Request) -> str:
+    try:
+        await request.app.state.db.ping()
+    except Exception as err:  # any failure of the ping means "not reachable" here
+        log.warning("store_unavailable", store="database", error=type(err).__name__)
+        return "unavailable"
+    return "ok"
+
+
+async def _influx_state(request: Request) -> str:
+    influx = request.app.state.influx
+    if influx is None:
+        return "disabled"
+    return "ok" if await influx.ping() else "unavailable"
