@@ -21,8 +21,12 @@ from simulator.binance import BinanceVenue
 from simulator.bybit import BybitVenue
 from simulator.engine import Engine
 from simulator.faults import FaultError, parse_spec
+from simulator.kline_history import KlineHistory
+from simulator.klines_rest import KlinesRest
 from simulator.okx import OkxVenue
 from simulator.replay import load_recordings
+from simulator.rest_limits import add_arguments as add_rest_limit_arguments
+from simulator.rest_limits import from_args as rest_limits_from_args
 
 log = get_logger("simulator")
 
@@ -50,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pregenerate", type=int, default=0, metavar="N",
                    help="serve books from a precomputed cycle of 2N steps per pair (fast, books only, no trades; "
                    "for throughput benchmarks; default 0 = off)")
+    add_rest_limit_arguments(p)
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -65,8 +70,11 @@ def build_app(args: argparse.Namespace) -> tuple[web.Application, Engine]:
     bybit = BybitVenue(engine, args.speed)
     for venue in (okx, binance, bybit):
         engine.add_venue(venue)
+    history = KlineHistory(engine.markets, args.seed)
+    engine.add_venue(history)  # sees every step (the trades of each closed minute); serves no socket
     engine.warm_cycles()
     app = web.Application()
+    app.add_routes(KlinesRest(history, engine.specs, rest_limits_from_args(args)).routes())
     app.add_routes([
         web.get("/ws/v5/public", okx.serve), web.get("/ws/v5/business", okx.serve),
         web.get("/api/v5/market/books", partial(okx_rest.books, okx)),
