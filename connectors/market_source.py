@@ -12,6 +12,9 @@ reports it). Unit of parallelism: the shard (each topic lives on one shard, so o
 their order). With Bytewax recovery each shard snapshots, per instrument, the newest trade it has passed on
 (event time, trade id); after a restart, trades of that instrument up to it are dropped as already counted
 (a feed that resends from the start, like a replay, is not aggregated twice) until a newer one arrives.
+Trade-id continuity (:class:`operators.trade_ids.TradeIds`) is checked here, where one instrument's trades
+are still in feed order; its last ids are in the same snapshot, so the first trade after a restart is
+checked against the last one before it (counter ``market_trade_id_gaps``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from cryptoflow.settings import Settings
 from operators.events import Trade
 from operators.instruments import is_spot
 from operators.kline_steps import InstrumentRemoved
+from operators.trade_ids import TradeIds
 
 log = get_logger("connectors.market_source")
 Parser = Callable[[str, int, SymbolMap], list[MarketItem]]
@@ -127,13 +131,16 @@ class MarketProcessor:
                                     shard=shard)
         self._newest: dict[str, TradeMark] = {}  # per instrument, the newest trade passed on (the snapshot)
         self._seen: dict[str, TradeMark] = {}  # restored: trades up to these were counted before the restart
+        self._ids = TradeIds()
 
-    def snapshot(self) -> dict[str, TradeMark]:
-        return dict(self._newest)
+    def snapshot(self) -> tuple[dict[str, TradeMark], dict[str, int | None]]:
+        return dict(self._newest), self._ids.snapshot()
 
-    def resume(self, state: dict[str, TradeMark]) -> None:
-        self._newest = dict(state)
-        self._seen = dict(state)
+    def resume(self, state: dict[str, TradeMark] | tuple[dict[str, TradeMark], dict[str, int | None]]) -> None:
+        marks, ids = state if isinstance(state, tuple) else (state, {})  # a snapshot from before trade ids
+        self._newest = dict(marks)
+        self._seen = dict(marks)
+        self._ids = TradeIds(ids)
         log.info("market_source_resumed", venue=self.venue, source=self.source, shard=self.shard,
                  instruments=len(state))
 
@@ -161,7 +168,7 @@ class MarketProcessor:
                         self._bad(item)
                     elif type(item) is Trade:
                         if self._fresh(item):
-                            out.append(item)
+                            out.append(self._ids.check(item))
                     elif isinstance(item, MarketControl):
                         if item.kind == "error":
                             self._counters["market_error_messages"] += 1
@@ -177,6 +184,7 @@ class MarketProcessor:
                     for topic in ev.removed:
                         channel, _, inst = topic.partition(":")
                         if channel == self.primary:
+                            self._ids.forget(inst)
                             out.append(InstrumentRemoved(self.venue, inst))
             elif isinstance(ev, Rejected):
                 self._counters["market_rejected_topics"] += 1
@@ -195,6 +203,9 @@ class MarketProcessor:
             return []
         self._next_stats = now_ns + self._stats_ns
         self._counters.update(self._rejects.drain())
+        if self._ids.gaps:
+            self._counters["market_trade_id_gaps"] += self._ids.gaps
+            self._ids.gaps = 0
         counters = tuple(sorted(self._counters.items()))
         self._counters.clear()
         return [MarketStats(self.venue, self.source, self.shard, now_ns // 1_000_000, self._control.connections,

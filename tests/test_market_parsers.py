@@ -35,7 +35,7 @@ def test_binance_recorded_aggtrades_and_klines() -> None:
     assert all(isinstance(i, Trade | Kline) for i in items)
     trades = [i for i in items if isinstance(i, Trade)]
     assert trades[0] == Trade("binance", "FTM-USDT", "31718372", Decimal("0.33993000"), Decimal("99.90000000"),
-                              "sell", 1628952396572, 1, 1)
+                              "sell", 1628952396572, 1, 1, seq=38248910)  # seq: the last underlying id l
     (two,) = [t for t in trades if t.trade_id == "14455219"]  # f=17567412, l=17567413
     assert two.count == 2 and two.instrument == "SXP-BTC" and two.side == "buy"
     closed = [k for k in items if isinstance(k, Kline) and k.closed]
@@ -53,7 +53,8 @@ def test_binance_trade_ticker_and_control() -> None:
     trade = ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1723161255612,"s":"ETHUSDT","t":1520538925,'
              '"p":"2683.80000000","q":"0.00200000","T":1723161255611,"m":true,"M":true}}')
     assert parse_binance_frame(trade, recv_ns=0, symbols=SYMS) == [
-        Trade("binance", "ETH-USDT", "1520538925", Decimal("2683.8"), Decimal("0.002"), "sell", 1723161255611)]
+        Trade("binance", "ETH-USDT", "1520538925", Decimal("2683.8"), Decimal("0.002"), "sell", 1723161255611,
+              seq=1520538925)]
     ticker = ('{"stream":"btcusdt@ticker","data":{"e":"24hrTicker","E":1672515782136,"s":"BTCUSDT","p":"0.0015",'
               '"P":"250.00","w":"0.0018","x":"0.0009","c":"0.0025","Q":"10","b":"0.0024","B":"10","a":"0.0026",'
               '"A":"100","o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,'
@@ -80,7 +81,8 @@ def test_okx_recorded_trades_and_tickers() -> None:
     trades = [i for i in items if isinstance(i, Trade)]
     tickers = [i for i in items if isinstance(i, Ticker)]
     assert len(trades) >= 74 and len(tickers) == 28
-    assert Trade("okx", "UNI-USD-SWAP", "12883020", Decimal("5.123"), Decimal(100), "sell", 1652459215150) in trades
+    assert Trade("okx", "UNI-USD-SWAP", "12883020", Decimal("5.123"), Decimal(100), "sell", 1652459215150,
+                 seq=12883020) in trades
     t = next(t for t in tickers if t.instrument == "BTC-USD-220527")
     assert (t.price, t.bid, t.ask, t.high_24h, t.low_24h, t.volume_24h, t.ts_ms) == (
         Decimal("30218.8"), Decimal("30210.4"), Decimal("30220.1"), Decimal("31003.3"), Decimal("27930.8"),

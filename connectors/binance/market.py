@@ -146,12 +146,12 @@ def _convert(payload: BinancePayload, raw: bytes | str, *, recv_ns: int, symbols
         if not sane(payload.p, payload.q) or payload.l < payload.f:
             return [parse_error(VENUE, "invalid_number", "aggTrade with a non-finite number or l < f", raw)]
         return [Trade(VENUE, inst, str(payload.a), payload.p, payload.q, "sell" if payload.m else "buy",
-                      payload.T, recv_ns, payload.l - payload.f + 1)]
+                      payload.T, recv_ns, payload.l - payload.f + 1, seq=payload.l)]  # f..l chain: contiguous
     if isinstance(payload, BinanceTrade):
         if not sane(payload.p, payload.q):
             return [parse_error(VENUE, "invalid_number", "trade with a non-finite number", raw)]
         return [Trade(VENUE, inst, str(payload.t), payload.p, payload.q, "sell" if payload.m else "buy",
-                      payload.T, recv_ns)]
+                      payload.T, recv_ns, seq=payload.t)]  # t is contiguous per symbol
     if isinstance(payload, BinanceKline):
         k = payload.k
         if k.i not in TIMEFRAME_MS:

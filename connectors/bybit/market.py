@@ -139,6 +139,7 @@ def _convert(channel: str, rest: str, frame: BybitFrame, raw: Any, recv_ns: int,
             if t.S not in ("Buy", "Sell"):
                 msg = f"expected side Buy/Sell, found {t.S[:60]!r}"
                 raise InvalidField(msg, "invalid_value")
+            # no seq: Bybit's trade ids are not contiguous (no trade-id gap check, operators/trade_ids.py)
             out.append(Trade(VENUE, _inst(t.s, symbols), t.i, t.p, t.v, "buy" if t.S == "Buy" else "sell",
                              t.T, recv_ns))
         return out

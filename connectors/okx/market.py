@@ -143,8 +143,10 @@ def _trade(d: OkxTradeData, recv_ns: int) -> Trade:
     if count < 1:
         msg = f"expected count >= 1, found {count}"
         raise InvalidField(msg, "invalid_value")
+    # tradeId: contiguous per instrument, the last id of an aggregated push (operators/trade_ids.py)
+    seq = int(d.tradeId) if d.tradeId.isascii() and d.tradeId.isdigit() and len(d.tradeId) < 19 else None
     return Trade(VENUE, d.instId, d.tradeId, to_decimal(d.px), to_decimal(d.sz),
-                 "buy" if d.side == "buy" else "sell", _ts(d.ts), recv_ns, count)
+                 "buy" if d.side == "buy" else "sell", _ts(d.ts), recv_ns, count, seq)
 
 
 def _ticker(d: OkxTickerData) -> Ticker:
