@@ -12,7 +12,10 @@
   :func:`connectors.monitoring.queue_monitoring`, first in the batch's pipeline, so a gauge is in Redis no
   later than the book writes it describes; each sink partition is itself an owner
   (``<dataflow>/writer-<worker>``) of ``avg_processing_latency`` (ms, frame receipt -> hash write, over its
-  last second, weighted by books written). A partition closed cleanly retires the owners it wrote.
+  last second, weighted by books written). A partition closed cleanly retires the owners it wrote;
+* the push channels ``<inst>@depth`` (changed levels, ``seq``/``prev_seq``, checksum) and ``<inst>@depth5|20``
+  (top N, at most every 100 ms) as capped streams (:class:`connectors.push_streams.DepthPublisher`), after the
+  hash they describe; a batch that may not have been written makes every book's next event a snapshot.
 
 Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
 after the client's retries is dropped and logged, the dataflow carries on. Its book writes are not lost: the
@@ -34,10 +37,11 @@ from redis.exceptions import RedisError
 
 from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.okx.book_source import BookState, BufferFrame
+from connectors.push_streams import DEFAULT_MAXLEN, DepthPublisher
 from connectors.redis_keys import orderbook_key
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
-from operators.events import BookView, iso_ms
+from operators.events import BookStatus, BookView, iso_ms
 
 log = get_logger("connectors.book_sinks")
 _json = msgspec.json.Encoder()
@@ -61,8 +65,9 @@ def book_fields(view: BookView) -> dict[str, str]:
 
 class _Partition(StatelessSinkPartition[RedisItem]):
     def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None,
-                 owner: str) -> None:
+                 owner: str, stream_maxlen: int = DEFAULT_MAXLEN) -> None:
         self._client = redis_client(url)
+        self._depth = DepthPublisher(stream_maxlen)
         self._owner = owner
         self._owners: set[str] = set()  # every owner this partition reported for (retired at close)
         self._buffer_key = buffer_key
@@ -82,6 +87,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         recv: dict[str, int] = {}
         frames: list[str] = []
         monitors: list[MonitorReport] = []
+        views: dict[str, BookView] = {}  # the newest valid view per instrument, for the push streams
         for item in items:
             if type(item) is BufferFrame:
                 frames.append(item.text)
@@ -89,7 +95,11 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 deleted = plans.get(item.instrument, (False, {}))[0]
                 plans[item.instrument] = (deleted, book_fields(item))
                 recv[item.instrument] = item.recv_ns
+                views[item.instrument] = item
             elif type(item) is BookState:
+                if item.removed or item.status in (BookStatus.SYNCING, BookStatus.RESYNCING):
+                    views.pop(item.instrument, None)
+                    self._depth.forget(item.instrument)
                 if item.removed:
                     plans[item.instrument] = (True, {})
                     recv.pop(item.instrument, None)
@@ -101,6 +111,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         if self._down and time.monotonic() < self._retry_at:
             self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
             self._unwritten = plans
+            self._depth.reset()
             return
         now = time.monotonic()
         if now >= self._next_lat and self._lat_n:
@@ -118,6 +129,9 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 pipe.delete(key)
             if fields:
                 pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
+        for view in views.values():  # after the hashes: a client's snapshot from a hash never trails the stream
+            self._depth.queue(pipe, view)
+        self._depth.flush_top(pipe)
         if frames:
             pipe.lpush(self._buffer_key, *frames)
             if self._buffer_max:
@@ -130,6 +144,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 # The book writes are kept for the next batch; a buffer consumer sees the gap and re-syncs.
                 self._dropped += len(items)
                 self._unwritten = plans
+                self._depth.reset()
                 self._retry_at = time.monotonic() + 1.0
                 if not self._down:
                     log.warning("redis_write_failed", error=str(err), action="dropping batches until Redis is back")
@@ -162,9 +177,12 @@ class CollectorRedisSink(DynamicSink[RedisItem]):
     ``dataflow`` names this sink's monitoring owners (``<dataflow>/writer-<worker index>``)."""
 
     def __init__(self, redis_url: str, buffer_key: str, buffer_max: int,
-                 observe: LatencyObserver | None = None, dataflow: str = "orderbook_collector") -> None:
+                 observe: LatencyObserver | None = None, dataflow: str = "orderbook_collector",
+                 stream_maxlen: int = DEFAULT_MAXLEN) -> None:
         self._args = (redis_url, buffer_key, buffer_max, observe)
         self._dataflow = dataflow
+        self._stream_maxlen = stream_maxlen
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(*self._args, owner=f"{self._dataflow}/writer-{worker_index}")
+        return _Partition(*self._args, owner=f"{self._dataflow}/writer-{worker_index}",
+                          stream_maxlen=self._stream_maxlen)

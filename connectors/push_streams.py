@@ -1,0 +1,164 @@
+"""Channel events for the push gateway (``GET /ws``): one capped Redis Stream per channel, ``stream:<channel>``.
+
+Every sink that publishes a channel queues its events with :func:`queue_event` on the pipeline that writes its
+hashes, so a channel event is in Redis in the same round trip as the state it describes, and the dataflows do
+not know whether any gateway is running (a stream is written whether or not someone reads it, and capped with
+``XADD ... MAXLEN ~ maxlen``, so an unread stream costs at most ``maxlen`` entries).
+
+An entry's fields (short names: they are repeated in every entry):
+
+* ``d`` — the event's ``data`` object as JSON bytes, encoded once here; the gateway splices it into
+  ``{"event": ..., "id": ..., "data": <d>}`` without decoding it;
+* ``t`` — the entry's type where a client must tell them apart (``@depth``: ``snapshot`` / ``update``);
+* ``s``, ``p`` — ``@depth`` only: the book's ``seq`` and the ``prev_seq`` it chains from, so the gateway can
+  check a client's chain without parsing ``d``;
+* ``o`` — ``@my_alerts`` only: the owner, so the gateway delivers a private event to that user alone.
+
+Channel names (docs/CONTRACTS.md "Push"): ``<inst>@depth``, ``<inst>@depth5``, ``<inst>@depth20``,
+``<inst>@trades``, ``<exchange>:<inst>@ticker``, ``<exchange>:<inst>@kline_<tf>``, ``<inst>@analysis``,
+``@alerts``, ``@monitoring``, ``@my_alerts``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from operators.events import BookStatus, BookView, Level
+from operators.orderbook import okx_checksum
+
+STREAM_PREFIX = "stream:"
+DEFAULT_MAXLEN = 10_000  # Settings.stream_maxlen's default, for sinks built without settings
+ALERTS = "@alerts"
+MONITORING = "@monitoring"
+MY_ALERTS = "@my_alerts"
+DEPTH_TOP = (5, 20)  # the top-N snapshot channels, <inst>@depth5 and <inst>@depth20
+
+
+def stream_key(channel: str) -> str:
+    return f"{STREAM_PREFIX}{channel}"
+
+
+def depth_channel(instrument: str, levels: int | None = None) -> str:
+    return f"{instrument}@depth" if levels is None else f"{instrument}@depth{levels}"
+
+
+def trades_channel(instrument: str) -> str:
+    return f"{instrument}@trades"
+
+
+def ticker_channel(exchange: str, instrument: str) -> str:
+    return f"{exchange}:{instrument}@ticker"
+
+
+def kline_channel(exchange: str, instrument: str, timeframe: str) -> str:
+    return f"{exchange}:{instrument}@kline_{timeframe}"
+
+
+def analysis_channel(instrument: str) -> str:
+    return f"{instrument}@analysis"
+
+
+def queue_event(pipe: Any, channel: str, data: bytes, maxlen: int, **extra: str | int) -> None:
+    """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [extra...]`` on a redis-py pipeline.
+
+    ``data`` is the event's JSON (bytes); ``extra`` are the entry's other fields (see the module docstring).
+    The approximate cap lets Redis trim whole macro nodes, which is what keeps XADD O(1)."""
+    fields: dict[str, str | int | bytes] = {"d": data}
+    fields.update(extra)
+    pipe.xadd(stream_key(channel), fields, maxlen=maxlen, approximate=True)
+
+
+# ------------------------------------------------------------------------------------------------ @depth
+_json = msgspec.json.Encoder()
+_ZERO = "0"
+
+
+class _Published(msgspec.Struct):
+    seq: int
+    bids: dict[str, str]  # price -> size, exactly as last published (the client's copy)
+    asks: dict[str, str]
+
+
+def _changes(old: dict[str, str], new: tuple[Level, ...], new_map: dict[str, str]) -> list[tuple[str, str]]:
+    """Levels whose size differs from ``old`` (in the book's order, best first), then the removed ones as
+    size ``"0"`` — applied in any order they give ``new``."""
+    out = [(lv.price, lv.size) for lv in new if old.get(lv.price) != lv.size]
+    out.extend((price, _ZERO) for price in old if price not in new_map)
+    return out
+
+
+class DepthPublisher:
+    """The collector sink's ``@depth``, ``@depth5`` and ``@depth20`` events, queued on its batch pipeline.
+
+    ``@depth``: the sink coalesces a batch to one :class:`BookView` per instrument; this diffs it against the
+    book last published on the stream (the copy every client holds) and queues the changed levels with
+    ``seq`` (the view's ``seqId``), ``prev_seq`` (the last published ``seq``: a chain of *our* entries, which
+    skips the venue seqIds coalesced away) and the OKX checksum of the resulting top 25
+    (:func:`operators.orderbook.okx_checksum`, computed here: OKX no longer sends one). With nothing published
+    yet, after the book was not valid (syncing, resyncing: a resync shows as a new snapshot) or after a write
+    that may have failed (:meth:`reset`), the whole book goes out as ``type=snapshot``.
+
+    ``@depth5``/``@depth20``: the top N, at most every ``interval_s`` per instrument; a change inside the
+    window waits for the next batch after it (the collector's shards report at least every second, so a
+    quiet book's last state is out within about a second).
+    """
+
+    def __init__(self, maxlen: int = DEFAULT_MAXLEN, interval_s: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._maxlen = maxlen
+        self._interval = interval_s
+        self._clock = clock
+        self._books: dict[str, _Published] = {}
+        self._top_pending: dict[str, BookView] = {}
+        self._top_at: dict[str, float] = {}
+
+    def forget(self, instrument: str) -> None:
+        """The book is not valid (or was removed): the next valid view is published as a snapshot."""
+        self._books.pop(instrument, None)
+        self._top_pending.pop(instrument, None)
+
+    def reset(self) -> None:
+        """A batch may not have reached Redis: every book's next event is a snapshot."""
+        self._books.clear()
+
+    def queue(self, pipe: Any, view: BookView) -> None:
+        if view.status is BookStatus.SYNCING or view.status is BookStatus.RESYNCING:
+            self.forget(view.instrument)
+            return
+        inst = view.instrument
+        bids = {lv.price: lv.size for lv in view.bids}
+        asks = {lv.price: lv.size for lv in view.asks}
+        seq = view.seq_id if view.seq_id is not None else 0
+        prev = self._books.get(inst)
+        checksum = okx_checksum(view.bids, view.asks)
+        if prev is None:
+            data = _json.encode({"type": "snapshot", "bids": view.bids, "asks": view.asks, "seq": seq,
+                                 "checksum": checksum})
+            queue_event(pipe, depth_channel(inst), data, self._maxlen, t="snapshot", s=seq, p=-1)
+        else:
+            ch_bids = _changes(prev.bids, view.bids, bids)
+            ch_asks = _changes(prev.asks, view.asks, asks)
+            if not ch_bids and not ch_asks and seq == prev.seq:
+                return  # a status-only rewrite of the hash: nothing for a client to apply
+            data = _json.encode({"type": "update", "bids": ch_bids, "asks": ch_asks, "seq": seq,
+                                 "prev_seq": prev.seq, "checksum": checksum})
+            queue_event(pipe, depth_channel(inst), data, self._maxlen, t="update", s=seq, p=prev.seq)
+        self._books[inst] = _Published(seq, bids, asks)
+        self._top_pending[inst] = view
+
+    def flush_top(self, pipe: Any) -> None:
+        """Queue the ``@depth5``/``@depth20`` snapshots whose 100 ms window has passed."""
+        if not self._top_pending:
+            return
+        now = self._clock()
+        for inst in [i for i in self._top_pending if now - self._top_at.get(i, -1e9) >= self._interval]:
+            view = self._top_pending.pop(inst)
+            self._top_at[inst] = now
+            for n in DEPTH_TOP:
+                data = _json.encode({"type": "snapshot", "bids": view.bids[:n], "asks": view.asks[:n],
+                                     "seq": view.seq_id, "ts": view.ts_ms})
+                queue_event(pipe, depth_channel(inst, n), data, self._maxlen)

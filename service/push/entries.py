@@ -1,0 +1,44 @@
+"""Stream entries as the gateway handles them: parsed once per process, shared by every connection."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from service.push.channels import StreamId
+from service.push.protocol import event_frame
+
+
+class Entry(NamedTuple):
+    """One ``stream:<channel>`` entry. ``frame`` is the event frame every subscriber is sent, built once.
+
+    ``kind`` / ``seq`` / ``prev_seq``: ``@depth``'s ``t``/``s``/``p`` fields (``""``/0/0 elsewhere);
+    ``owner``: ``@my_alerts``' ``o``."""
+
+    sid: StreamId
+    id: str
+    frame: str
+    data: bytes
+    kind: str
+    seq: int
+    prev_seq: int
+    owner: str
+
+
+def _sid(raw: bytes) -> StreamId:
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq)
+
+
+def parse_entry(channel: str, raw_id: bytes, fields: dict[bytes, Any]) -> Entry:
+    eid = raw_id.decode()
+    data = fields.get(b"d", b"{}")
+    kind = fields.get(b"t", b"").decode()
+    seq = int(fields.get(b"s", 0))
+    prev = int(fields.get(b"p", 0))
+    owner = fields.get(b"o", b"").decode()
+    return Entry(_sid(raw_id), eid, event_frame(channel, eid, data), data, kind, seq, prev, owner)
+
+
+def parse_entries(channel: str, raw: list[Any]) -> list[Entry]:
+    """XRANGE / XREAD rows (``[(id, {field: value})]``, bytes) -> entries, oldest first as given."""
+    return [parse_entry(channel, rid, fields) for rid, fields in raw if fields is not None]
