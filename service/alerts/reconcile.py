@@ -150,6 +150,7 @@ async def reconcile(db: Database, redis: aioredis.Redis, *, grace_s: float = DIS
             await write_fired(db, row, fired_of(fields))  # type: ignore[arg-type]
             await index.drop_hash(row.id)
             fired += 1
+            keep[row.id] = ""  # handled; in no set
         elif fields is not None and fields.get("status") == "disarmed" and not _grace_over(fields, now_ms, grace_s):
             pending += 1
             keep[row.id] = "*"
