@@ -164,7 +164,7 @@ class BinanceVenue(VenueBase):
                 self._emit(f"{sym_l}@aggTrade", f'{{"e":"aggTrade","E":{trade.ts_ms},"s":"{sym}",'
                            f'"a":{trade.trade_id},"p":"{price}","q":"{qty}","f":{trade.trade_id},'
                            f'"l":{trade.trade_id},"T":{trade.ts_ms},"m":{maker},"M":true}}')
-        if step.trades:
+        if step.trades or step.closed:  # (a hidden trade, trade_gap fault, can close klines)
             for interval, kline in market.klines.items():
                 stream = f"{sym_l}@kline_{interval}"
                 if stream in self.topics:

@@ -162,7 +162,7 @@ class BybitVenue(VenueBase):
             if subs and not step.heartbeat and step.ts_ms - self.last_ticker.get((kind, inst), 0) >= 100:
                 self.last_ticker[(kind, inst)] = step.ts_ms
                 self.send(subs, text_frame(self._ticker(kind, inst, symbol, market, step.ts_ms)))
-            if step.trades:
+            if step.trades or step.closed:  # (a hidden trade, trade_gap fault, can close klines)
                 for code, interval in KLINE.items():
                     subs = self.topics.get((kind, f"kline.{code}.{symbol}"))
                     if subs:

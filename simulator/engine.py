@@ -133,7 +133,7 @@ class Engine:
     # --- faults ---------------------------------------------------------------------------------------------
     def _market(self, params: dict[str, Any]) -> tuple[str, SyntheticMarket]:
         inst = params.get("inst")
-        if self.cycles and params.get("kind") in ("crossed_book", "liquidity_drain", "depth_spike"):
+        if self.cycles and params.get("kind") in ("crossed_book", "liquidity_drain", "depth_spike", "trade_gap"):
             msg = f"market fault {params['kind']!r} is not available with --pregenerate (a fixed cycle of steps)"
             raise FaultError(msg)
         if inst not in self.markets:
@@ -211,6 +211,14 @@ class Engine:
             self.publish(inst, market.depth_spike(now_ms, side == "bid", float(params.get("multiple", 200)),
                                                   int(params.get("distance", 2))))
             result.update(inst=inst, side=side)
+        elif kind == "trade_gap":
+            inst, market = self._market(params)
+            count = int(params.get("count", 1))
+            if count < 1:
+                msg = f"trade_gap count must be at least 1, got {count}"
+                raise FaultError(msg)
+            market.hidden_trades += count
+            result.update(inst=inst, count=count)
         elif kind == "clear":
             target = params.get("target")
             self.faults.clear(target)

@@ -12,6 +12,8 @@ duplicate_frame     ``inst``, ``venue``: the next book frame is sent twice
 reorder_frame       ``inst``, ``venue``: the next book frame is sent after the one that follows it
 seq_reset           ``inst``: OKX's next update has ``seqId`` lower than its ``prevSeqId`` (chain kept)
 crossed_book        ``inst``: a bid at the best ask price (sent as a normal update, removed next step)
+trade_gap           ``inst``, ``count`` (1): the next ``count`` trades of ``inst`` happen (book, the venues' own
+                    klines) but are sent on no venue's trade channel: a trade-id gap for the receivers
 malformed           ``inst`` (optional), ``venue``: one truncated, invalid JSON text frame
 raw                 ``inst`` (optional), ``venue``, ``count`` (1): an arbitrary text frame on the live connections
                     (of ``inst``), built as ``prefix + open*repeat + text + close*repeat + suffix`` (all optional,
@@ -42,7 +44,7 @@ FRAME_FAULTS = {"gap": "drop", "drop_frame": "drop", "duplicate_frame": "duplica
                 "seq_reset": "seq_reset", "bybit_u1": "bybit_u1"}
 KINDS = frozenset({
     *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "raw", "pong_delay", "no_pong", "shutdown_notice",
-    "refuse", "liquidity_drain", "depth_spike", "clear",
+    "refuse", "liquidity_drain", "depth_spike", "clear", "trade_gap",
 })
 MAX_RAW_BYTES = 64 * 1024 * 1024
 

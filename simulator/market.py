@@ -201,6 +201,7 @@ class SyntheticMarket:
         self._uncross: tuple[bool, int] | None = None
         self.pinned: set[tuple[bool, int]] = set()  # depth-spike levels that ordinary flow leaves alone
         self.record_before = False  # keep each step's prior sizes (Step.before), for pregen.Cycle
+        self.hidden_trades = 0  # the trade_gap fault: trades still to leave out of Step.trades (ids skip them)
         mid = self.anchor
         for side, sign in ((self.bids, -1), (self.asks, 1)):
             tick = mid + sign * rng.randint(1, 2)
@@ -299,7 +300,12 @@ class SyntheticMarket:
         trade = Trade(self.next_trade_id, tick, lots, side, now_ms)
         self.next_trade_id += 1
         self.trade_count += 1
-        out.trades.append(trade)
+        if self.hidden_trades > 0:
+            # happened (book, 24 h statistics and the venues' own klines count it) but no venue sends it: the
+            # receivers see a hole in the trade ids
+            self.hidden_trades -= 1
+        else:
+            out.trades.append(trade)
         self.last_trade = trade
         minute, window = now_ms - now_ms % 60_000, self.window
         if window and window[-1][0] == minute:

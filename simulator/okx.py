@@ -184,7 +184,7 @@ class OkxVenue(VenueBase):
         if ticker_subs and not step.heartbeat and step.ts_ms - book.last_ticker_ms >= 100:
             book.last_ticker_ms = step.ts_ms
             self.send(ticker_subs, text_frame(self._ticker(inst, market, step.ts_ms)))
-        if step.trades:
+        if step.trades or step.closed:  # (a hidden trade, trade_gap fault, can close klines)
             for channel, interval in CANDLES.items():
                 candle_subs = self.topics.get((channel, inst))
                 if candle_subs:
