@@ -5,17 +5,17 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test bootstrap lint bench soak clean
+.PHONY: help demo test bootstrap lint web bench soak clean
 
 help: ## list the targets (this text)
 	@echo "cryptoflow: make TARGET"
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 14
 
-demo: ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, every dataflow); live table until Ctrl-C
+demo: web ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, every dataflow); live table until Ctrl-C
 	@bash scripts/bootstrap.sh
 	@$(BIN)/cryptoflow demo
 
-test: bootstrap lint ## bootstrap, lint, then the whole test suite (PYTEST_ARGS="-k x" to narrow it)
+test: bootstrap lint web ## bootstrap, lint, build the web app, then the whole test suite (PYTEST_ARGS="-k x" to narrow it)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
@@ -24,6 +24,17 @@ bootstrap: ## create .venv with the dev extras, and install redis-server, victor
 lint: ## ruff and mypy (strict on operators/)
 	$(BIN)/ruff check .
 	$(BIN)/mypy operators connectors dataflows cryptoflow simulator
+
+# The browser monitor (web/): rebuilt with Debian's node/npm only when web/dist is older than a source file.
+WEB_SRC := web/package.json web/package-lock.json web/index.html web/vite.config.js \
+	$(shell find web/src web/public -type f 2>/dev/null)
+
+web: web/dist/index.html ## build the browser monitor into web/dist (npm ci + vite build) when its sources changed
+
+web/dist/index.html: $(WEB_SRC)
+	@command -v npm >/dev/null || bash scripts/bootstrap.sh --node
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	@touch $@
 
 bench: bootstrap ## run every benchmarks/bench_*.py but the soak (results: benchmarks/RESULTS.md)
 	@for b in benchmarks/bench_*.py; do [ $$b = benchmarks/bench_soak.py ] && continue; \

@@ -41,7 +41,13 @@ if [ ! -f "$STAMP" ]; then
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi
+if [ "${1:-}" = "--servers" ] || [ "${1:-}" = "--node" ]; then
+  # The browser monitor (web/) is built with node + npm; the browser tests drive Debian's chromium headless.
+  # A node that came with its own npm (e.g. a nodesource build, which conflicts with Debian's npm) is kept.
+  command -v npm >/dev/null || apt_install nodejs npm
+fi
 if [ "${1:-}" = "--servers" ]; then
+  command -v chromium >/dev/null || apt_install chromium
   # Debian package names: redis-server, victoria-metrics, influxdb (1.x, for line-protocol checks), openssl (the
   # CLI makes the STARTTLS test's certificate; tests/test_smtp.py fails instead of skipping without it in CI).
   # postgresql: Debian's PostgreSQL 15 server binaries (the alerts database tests start their own cluster as the
