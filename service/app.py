@@ -7,8 +7,10 @@ State (``app.state``), opened by the lifespan and closed after the last request:
 * ``db`` — :class:`service.db.Database` (``DATABASE_URL``; migrations run at start);
 * ``influx`` — :class:`connectors.influx_query.InfluxQuery`, or ``None`` when ``INFLUX_URL`` is unset.
 
-The alert reconciler (:func:`service.alerts.reconcile_forever`) runs as a task for the app's lifetime. The
-service keeps no state of its own, so any number of replicas can run behind a load balancer.
+The alert reconciler (:func:`service.alerts.reconcile_forever`) runs as a task for the app's lifetime; the
+push gateway (``GET /ws``, :mod:`service.push.gateway`) resolves ``{"op":"auth"}`` keys through the same SQL
+users as the REST routes. The service keeps no state of its own, so any number of replicas can run behind a
+load balancer.
 
 Route order matters: the history routes (``/v1/analysis/history``, ``/v1/alerts/analysis``) come before the
 routes with a path parameter at the same place (``/v1/analysis/{inst}``, ``/v1/alerts/{id}``).
@@ -18,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from redis.backoff import ExponentialBackoff
@@ -32,8 +34,12 @@ from connectors.influx_query import InfluxQuery
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 from service import errors
+from service.alerts import reconcile_forever
+from service.auth import public_reader
 from service.db import Database
-from service.routes import history, live
+from service.push import gateway
+from service.routes import alerts, history, live, pairs
+from service.users import principal_for_key
 
 log = get_logger("service.app")
 WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
@@ -61,7 +67,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis_from_settings(settings)
     app.state.influx = influx_from_settings(settings)
     app.state.db = await Database.open(settings.database)
-    tasks: list[asyncio.Task[None]] = []
+    app.state.push_authenticate = _push_authenticate(app.state.db)
+    tasks = [asyncio.create_task(reconcile_forever(app.state.db, app.state.redis, settings.alert_sync_interval),
+                                 name="alert-reconciler")]
     log.info("service_started", redis=mask_url(str(settings.redis_url)), database=mask_url(settings.database),
              influxdb=mask_url(str(settings.influx_url)) if settings.influx_url else "")
     try:
@@ -70,10 +78,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await gateway.close_gateway(app)
         if app.state.influx is not None:
             await app.state.influx.close()
         await app.state.db.close()
         await app.state.redis.aclose()
+
+
+def _push_authenticate(db: Database) -> Callable[[str], Awaitable[str | None]]:
+    """The push gateway's ``{"op":"auth"}``: an API key -> the user's id (as text), or None."""
+
+    async def authenticate(key: str) -> str | None:
+        user = await principal_for_key(db, key)
+        return None if user is None else str(user.id)
+
+    return authenticate
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -82,7 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.api_max_body)
+    # Market-data reads: open to all unless API_PUBLIC_READS=false. The history router first (see above).
     for router in (history.router, live.router):
+        app.include_router(router, dependencies=[Depends(public_reader)])
+    for router in (pairs.router, alerts.router, gateway.router):
         app.include_router(router)
     _mount_web(app)
     return app

@@ -208,3 +208,17 @@ def test_serve_stops_cleanly_with_exit_0(tmp_path: Path, redis_server: RedisServ
     assert svc.proc.stdout is not None
     rest = svc.proc.stdout.read()
     assert [*svc.stdout_lines, *rest.splitlines()] == [f"cryptoflow serve: listening on {svc.url}"]
+
+
+def test_market_reads_need_a_key_when_public_reads_are_off(tmp_path: Path, redis_server: RedisServer) -> None:
+    svc = launch_service(tmp_path, {"REDIS_URL": redis_server.url, "API_PUBLIC_READS": "false"})
+    try:
+        with httpx.Client(base_url=svc.url) as api:
+            for path in ("/v1/tickers", "/v1/orderbook/BTC-USDT", "/v1/klines?symbol=BTC-USDT"):
+                resp = api.get(path)
+                assert resp.status_code == 401, path
+                assert resp.json()["code"] == "unauthorized"
+            bad = api.get("/v1/tickers", headers={"Authorization": "Bearer cf_not_a_key"})
+            assert bad.status_code == 401 and bad.json()["msg"].startswith("invalid API key")
+    finally:
+        svc.stop()
