@@ -15,8 +15,9 @@ from operators.alerts import create_alert, parse_change, parse_new_alert
 
 
 @pytest.fixture
-def cli(redis_server, redis_db, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+def cli(redis_server, redis_db, monkeypatch, capsys, tmp_path):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cryptoflow.db")  # alerts live in SQL
     # structlog would keep printing to capsys' stderr after it is closed: leave logging as it is.
     monkeypatch.setattr("cryptoflow.cli.configure_logging", lambda *a, **k: None)
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import redis
 
 
@@ -78,7 +79,16 @@ def test_an_absurd_pair_id_is_refused_in_one_short_line(redis_server, redis_db: 
     assert redis_db.exists("config:trading_pairs") == 0
 
 
-def test_alert_on_an_unmonitored_instrument_warns_or_monitors_it(redis_server, redis_db: redis.Redis) -> None:
+@pytest.fixture
+def alerts_db(tmp_path, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """Alerts live in SQL: each test gets its own SQLite file (the children inherit DATABASE_URL)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/cryptoflow.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+def test_alert_on_an_unmonitored_instrument_warns_or_monitors_it(redis_server, redis_db: redis.Redis,
+                                                                  alerts_db: str) -> None:
     redis_db.sadd("config:trading_pairs", "BTC-USDT")
     quiet = cli(redis_server.url, "alerts", "add", "--crypto", "BTC-USDT", "--above", "1", "--email", "a@b.example")
     assert quiet.returncode == 0 and "warning" not in quiet.stderr
@@ -102,7 +112,8 @@ def test_alert_on_an_unmonitored_instrument_warns_or_monitors_it(redis_server, r
     assert moved.returncode == 0 and "BTC-USDT is monitored but was rejected (okx: 60018 nope)" in moved.stderr
 
 
-def test_an_unreadable_alert_hash_is_one_line_not_a_traceback(redis_server, redis_db: redis.Redis) -> None:
+def test_an_unreadable_alert_hash_is_one_line_not_a_traceback(redis_server, redis_db: redis.Redis,
+                                                              alerts_db: str) -> None:
     aid = "0" * 32
     redis_db.hset(f"alert:{aid}", mapping={"id": aid, "crypto": "BTC-USDT", "price": "[" * 5000,
                                            "direction": "maybe"})

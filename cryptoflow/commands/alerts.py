@@ -1,6 +1,10 @@
-"""``cryptoflow alerts add|list|show|update|rm``: manage price alerts (``alert:{id}``, ``alert:{inst}:gt|lt``).
+"""``cryptoflow alerts add|list|show|update|rm|import``: manage price alerts through the same service as the
+REST API (:class:`service.alerts.AlertService`): SQL (``DATABASE_URL``) is the record, Redis the matching index
+(``alert:{id}``, ``alert:{inst}:gt|lt``), so the CLI and the API see the same alerts. Alerts made here belong to
+no user (admins see them) unless ``--user NAME``; without ``--user`` every alert is visible.
 
 Bad input prints ONE line to stderr and exits 2 with nothing written; an unknown or already-fired id exits 1.
+``import`` adopts alerts that exist only in Redis (made before alerts moved to SQL) into SQL; idempotent.
 
 An alert on an instrument that is not in ``config:trading_pairs`` is still stored (it fires once the pair is
 monitored), with a warning on stderr; ``--monitor`` adds the pair to the set instead (and clears an earlier
@@ -10,25 +14,24 @@ rejection, as ``cryptoflow pairs add`` does).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-import time
 from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 
-from connectors.alerts.store import AlertAlreadyFired, AlertNotFound, AlertStore, AlertUnreadable
+from connectors.alerts.index import AlertIndex
+from connectors.alerts.store import AlertNotFound, AlertStore, AlertUnreadable
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
-from operators.alerts import (
-    Alert,
-    AlertInputError,
-    check_alert_id,
-    create_alert,
-    parse_change,
-    parse_new_alert,
-    price_text,
-)
+from operators.alerts import AlertInputError, check_alert_id, parse_change, parse_new_alert
+from service.alerts import OPERATOR, AlertOut, AlertService, Scope, import_from_redis
+from service.alerts.model import SQL_ERRORS
+from service.db import Database
+from service.errors import ApiError
+from service.users import UserError, find_user
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +64,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     rm = actions.add_parser("rm", help="delete an alert")
     rm.add_argument("id")
+    actions.add_parser("import", help="adopt alerts that exist only in Redis into SQL (idempotent)")
+    for action in (add, lst, show, upd, rm, actions.choices["import"]):
+        action.add_argument("--user", metavar="NAME",
+                            help="act as this user (own the new alert, see only its alerts); default: no user")
     parser.set_defaults(run=run)
 
 
@@ -120,32 +127,79 @@ def _change_data(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def _line(alert: Alert) -> str:
+def _line(alert: AlertOut) -> str:
     word = "above" if alert.direction else "below"
     fired = f"  fired at {alert.fired_price} on {alert.fired_at}" if alert.status == "fired" else ""
-    return (f"{alert.id}  {alert.crypto:<16} {word} {price_text(alert.price):<14} {alert.email}  "
-            f"{alert.status}{fired}")
+    owner = f"  user {alert.owner}" if alert.owner else ""
+    return f"{alert.id}  {alert.crypto:<16} {word} {alert.price:<14} {alert.email}  {alert.status}{fired}{owner}"
+
+
+def _shown(alert: AlertOut) -> dict[str, str]:
+    """``show``'s fields: as in the ``alert:{id}`` hash (strings), plus the owner."""
+    out = {"id": alert.id, "crypto": alert.crypto, "price": alert.price,
+           "direction": "true" if alert.direction else "false", "email": alert.email,
+           "created_at": alert.created_at, "status": alert.status}
+    if alert.status == "fired":
+        out |= {"fired_price": alert.fired_price or "", "fired_at": alert.fired_at or ""}
+    if alert.owner:
+        out["owner"] = alert.owner
+    return out
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
-        code = _run(args, AlertStore(client))
+        code = asyncio.run(_open_and_run(args, settings))
         if code == 0 and args.action in ("add", "update") and args.crypto_checked:
+            client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
             _check_monitored(client, settings.redis_trading_pairs_key, args.crypto_checked, monitor=args.monitor)
         return code
-    except (_Usage, AlertInputError) as err:
+    except (_Usage, AlertInputError, UserError) as err:
         print(f"cryptoflow alerts: {err}", file=sys.stderr)
         return 2
-    except (AlertNotFound, AlertAlreadyFired) as err:
-        print(f"cryptoflow alerts: {err.args[0]}", file=sys.stderr)
+    except ApiError as err:
+        print(f"cryptoflow alerts: {_api_message(err, settings)}", file=sys.stderr)
         return 1
-    except AlertUnreadable as err:
+    except (AlertNotFound, AlertUnreadable) as err:
         print(f"cryptoflow alerts: {err}", file=sys.stderr)
         return 1
     except redis.RedisError as err:
         print(f"cryptoflow alerts: Redis at {mask_url(str(settings.redis_url))} failed: {err}", file=sys.stderr)
         return 1
+    except SQL_ERRORS as err:
+        print(f"cryptoflow alerts: database at {mask_url(settings.database)} failed: {sample(str(err))}",
+              file=sys.stderr)
+        return 1
+
+
+def _api_message(err: ApiError, settings: Settings) -> str:
+    cause = f": {sample(str(err.__cause__))}" if err.__cause__ else ""
+    if err.code == "redis_unavailable":
+        return f"Redis at {mask_url(str(settings.redis_url))} is unavailable{cause}"
+    if err.code == "database_unavailable":
+        return f"database at {mask_url(settings.database)} is unavailable{cause}"
+    return err.msg
+
+
+async def _open_and_run(args: argparse.Namespace, settings: Settings) -> int:
+    args.crypto_checked = None
+    _validate(args)  # bad input exits 2 before any store is opened
+    db = await Database.open(settings.database)
+    client = aioredis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    try:
+        scope = OPERATOR if args.user is None else Scope.of(await find_user(db, args.user))
+        return await _run(args, AlertService(db, AlertIndex(client)), scope, settings)
+    finally:
+        await client.aclose()
+        await db.close()
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.action == "add":
+        args.spec = parse_new_alert(_new_alert_data(args))
+    elif args.action in ("show", "update", "rm"):
+        check_alert_id(args.id)
+        if args.action == "update":
+            args.change = parse_change(_change_data(args))
 
 
 def _check_monitored(client: redis.Redis, key: str, inst: str, *, monitor: bool) -> None:
@@ -165,34 +219,43 @@ def _check_monitored(client: redis.Redis, key: str, inst: str, *, monitor: bool)
           f"run `cryptoflow pairs add {inst}` (or pass --monitor)", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace, store: AlertStore) -> int:
-    args.crypto_checked = None
+async def _run(args: argparse.Namespace, svc: AlertService, scope: Scope, settings: Settings) -> int:
     if args.action == "add":
-        spec = parse_new_alert(_new_alert_data(args))
-        alert = create_alert(spec, time.time_ns() // 1_000_000)
-        store.add(alert)
+        alert = await svc.create(scope, args.spec)
         args.crypto_checked = alert.crypto
         print(alert.id)
         print(_line(alert), file=sys.stderr)
-        return 0
-    if args.action == "list":
-        alerts = sorted(store.iter_all(args.crypto), key=lambda a: (a.created_at, a.id))
+    elif args.action == "list":
+        alerts = await svc.list_alerts(scope, args.crypto)
         for alert in alerts:
             print(_line(alert))
         print(f"{len(alerts)} alert(s)", file=sys.stderr)
-        return 0
-    alert_id = check_alert_id(args.id)
-    if args.action == "show":
-        print(orjson.dumps(store.get(alert_id).to_hash(), option=orjson.OPT_INDENT_2).decode())
-        return 0
-    if args.action == "update":
-        change = parse_change(_change_data(args))
-        updated = store.update(alert_id, change)
+    elif args.action == "show":
+        print(orjson.dumps(await _show(svc, scope, args.id, settings), option=orjson.OPT_INDENT_2).decode())
+    elif args.action == "update":
+        updated = await svc.change(scope, args.id, args.change)
         args.crypto_checked = updated.crypto
         print(_line(updated))
-        return 0
-    if not store.remove(alert_id):
-        msg = f"no alert with id {alert_id}"
-        raise AlertNotFound(msg)
-    print(f"removed {alert_id}")
+    elif args.action == "rm":
+        await svc.delete(scope, args.id)
+        print(f"removed {args.id}")
+    else:
+        report = await import_from_redis(svc.db, svc.index.client, owner_id=scope.owner_id)
+        print(f"imported {report.imported}, already in SQL {report.already_known}, "
+              f"unreadable {len(report.unreadable)}")
+        for alert_id in report.unreadable:
+            print(f"cryptoflow alerts: skipped unreadable alert:{sample(alert_id, 40)}", file=sys.stderr)
     return 0
+
+
+async def _show(svc: AlertService, scope: Scope, alert_id: str, settings: Settings) -> dict[str, str]:
+    try:
+        return _shown(await svc.get(scope, alert_id))
+    except ApiError as err:
+        if err.status != 404 or not scope.sees_all:
+            raise
+    # Not in SQL: it may be an alert made before alerts moved there (still armed in Redis). Show it, say so.
+    fields = AlertStore.from_url(str(settings.redis_url)).get(alert_id).to_hash()
+    print("cryptoflow alerts: this alert exists only in Redis; `cryptoflow alerts import` adopts it into SQL",
+          file=sys.stderr)
+    return fields

@@ -14,13 +14,11 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from cryptoflow.logs import get_logger
 from service.db.models import AlertRow, ApiKey, Base, User
 from service.migrations import upgrade_to_head
 
 __all__ = ["AlertRow", "ApiKey", "Base", "Database", "User"]
 
-log = get_logger("service.db")
 SQLITE_BUSY_MS = 5000  # the CLI and the service may write the same SQLite file at once
 
 
@@ -58,7 +56,6 @@ class Database:
         except BaseException:
             await engine.dispose()
             raise
-        log.debug("database_opened", url=parsed.render_as_string(hide_password=True))
         return db
 
     def session(self) -> AsyncSession:
