@@ -195,7 +195,8 @@ def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
     assert proc.on_events([Frame(trade_frame, 9, 0)]) == []  # not subscribed yet: reported, not guessed
     out = proc.on_events([TopicsChecked(100, True, ("trade:ETH-USDT", "ticker:ETH-USDT"), ("trade:ETH-USDT",)),
                           Frame(trade_frame, 9, 0), Frame("junk", 10, 0), Frame('{"result":null,"id":1}', 11, 0)])
-    assert out == [Trade("binance", "ETH-USDT", "7", D("1.5"), D(2), "buy", 5, 9)]
+    # the first trade of the pair: what came before it is unknown (operators/trade_ids.py)
+    assert out == [Trade("binance", "ETH-USDT", "7", D("1.5"), D(2), "buy", 5, 9, seq=7, gap=True)]
     (stats,) = proc.on_tick(10**18)
     assert isinstance(stats, MarketStats) and stats.topics == 2 and stats.last_config_check_ms == 100
     assert dict(stats.counters) == {"rejected_messages": 2, "rejected_not_subscribed": 1, "rejected_malformed_json": 1,
