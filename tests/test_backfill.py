@@ -1,0 +1,183 @@
+"""``cryptoflow backfill`` end to end: the simulator's REST klines -> VictoriaMetrics (InfluxDB v2 write API),
+checkpoints in a real Redis; killed mid-way and resumed; within the simulator's rate limits, or waiting out a 429.
+
+The oracle is the simulator's own market, read back with plain HTTP on its Binance endpoint (no code shared with
+the client), compared with what VictoriaMetrics holds: every expected open time, nothing else, equal values.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import urllib3
+
+from tests.fixtures.influx import VictoriaMetrics
+from tests.fixtures.redis import RedisServer
+from tests.fixtures.simulator import Simulator
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+DAY_MS = 86_400_000
+_http = urllib3.PoolManager()
+
+
+def _env(sim: Simulator, vm: VictoriaMetrics, redis_server: RedisServer) -> dict[str, str]:
+    return {**os.environ, **sim.env(), "BYBIT_REST_URL": sim.okx_rest_url, "REDIS_URL": redis_server.url,
+            "INFLUX_URL": vm.url, "INFLUX_TOKEN": "t", "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cryptoflow.cli", "backfill", *args]
+
+
+def _range(days: int) -> tuple[int, int]:
+    """``days`` whole days of minutes ending at the last closed minute."""
+    end = int(time.time() * 1000) // 60_000 * 60_000
+    return end - days * DAY_MS, end
+
+
+def _oracle(sim: Simulator, inst: str, start: int, end: int, via: str = "binance") -> dict[int, list[Decimal]]:
+    """open time -> [open, high, low, close, volume] of the simulator's 1m klines in [start, end), read through
+    its Binance endpoint (or Bybit's, when a test spends Binance's limit)."""
+    out: dict[int, list[Decimal]] = {}
+    cursor = start
+    while cursor < end:
+        if via == "binance":
+            resp = _http.request("GET", f"{sim.binance_rest_url}/api/v3/klines", fields={
+                "symbol": inst.replace("-", ""), "interval": "1m", "startTime": str(cursor),
+                "endTime": str(end - 1), "limit": "1000"})
+            rows = orjson.loads(resp.data)
+        else:
+            resp = _http.request("GET", f"{sim.okx_rest_url}/v5/market/kline", fields={
+                "category": "spot", "symbol": inst.replace("-", ""), "interval": "1", "start": str(cursor),
+                "end": str(min(end, cursor + 1000 * 60_000) - 1), "limit": "1000"})
+            rows = [[int(r[0]), *r[1:]] for r in reversed(orjson.loads(resp.data)["result"]["list"])]
+        assert resp.status == 200, resp.data
+        out.update({r[0]: [Decimal(x) for x in r[1:6]] for r in rows})
+        cursor = rows[-1][0] + 60_000
+    return out
+
+
+def _stored(vm: VictoriaMetrics, exchange: str, inst: str) -> dict[int, list[float]]:
+    labels = {"exchange": exchange, "symbol": inst, "timeframe": "1m"}
+    series = [vm.series("kline", name, **labels) for name in ("open", "high", "low", "close", "volume")]
+    return {t: [s.get(t, float("nan")) for s in series] for t in series[0]}
+
+
+def _raw_samples(vm: VictoriaMetrics, exchange: str, inst: str) -> int:
+    rows = vm.export(f'{{__name__="kline_open",exchange="{exchange}",symbol="{inst}",timeframe="1m"}}')
+    return sum(len(r["timestamps"]) for r in rows)
+
+
+def _assert_equal(stored: dict[int, list[float]], want: dict[int, list[Decimal]]) -> None:
+    assert sorted(stored) == sorted(want), (
+        f"holes {sorted(set(want) - set(stored))[:5]}, extra {sorted(set(stored) - set(want))[:5]}")
+    bad = [t for t in want if stored[t] != [float(x) for x in want[t]]]
+    assert not bad, f"{len(bad)} klines differ, first {bad[0]}: {stored[bad[0]]} != {want[bad[0]]}"
+
+
+def _counters(sim: Simulator) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(_http.request("GET", f"{sim.control_url}/rest").data)
+    return out
+
+
+@pytest.fixture
+def sim(start_simulator: Callable[..., Simulator]) -> Simulator:
+    return start_simulator("--pairs", ",".join(SYMBOLS), "--seed", "11", "--rate", "5",
+                           "--okx-rest-limit", "10/1", "--binance-rest-limit", "100000/60",
+                           "--bybit-rest-limit", "6/1")
+
+
+def test_three_days_three_symbols_killed_and_resumed_no_duplicate_no_hole_never_refused(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    start, end = _range(3)
+    env = _env(sim, victoria, redis_server)
+    args = _command("--exchange", "okx", "--symbol", ",".join(SYMBOLS), "--timeframe", "1m", "--from", str(start),
+                    "--to", str(end), "--budget", "10/1")
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # kill it (no clean stop) once the second symbol is part-way
+        wait_for("the second symbol's checkpoint to move",
+                 lambda: int(redis_db.hget(f"backfill:okx:{SYMBOLS[1]}:1m", "next") or 0) > start, timeout=120)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait(30)
+    cp = redis_db.hgetall(f"backfill:okx:{SYMBOLS[1]}:1m")
+    assert cp["done"] == "false" and start < int(cp["next"]) < end
+    assert redis_db.hget(f"backfill:okx:{SYMBOLS[0]}:1m", "done") == "true"
+    assert not redis_db.exists(f"backfill:okx:{SYMBOLS[2]}:1m")
+    requests_before = _counters(sim)["okx"]["requests"]
+
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    lines = second.stdout.splitlines()
+    assert f"backfill okx {SYMBOLS[1]} 1m" in lines[1] and f"resumed at {cp['next']}" in lines[1], lines
+    assert f"resumed at {end}" in lines[0] and "0 klines" in lines[0], lines  # the first was finished: nothing
+    # the resumed run asked only for what was missing: symbol 3 whole, symbol 2 from its checkpoint
+    pages_left = -(-(end - int(cp["next"])) // 6_000_000) + -(-(end - start) // 6_000_000)
+    counters = _counters(sim)
+    assert counters["okx"]["requests"] - requests_before == pages_left
+    # never over the limit: nothing refused, never more than the window's allowance served in one window
+    assert counters["okx"]["refused"] == 0 and counters["okx"]["max_used"] <= 10, counters["okx"]
+
+    for inst in SYMBOLS:
+        want = _oracle(sim, inst, start, end)
+        assert len(want) == 3 * 1440
+        _assert_equal(_stored(victoria, "okx", inst), want)
+        # a replayed page is the only possible rewrite (VictoriaMetrics keeps raw samples; InfluxDB overwrites)
+        assert _raw_samples(victoria, "okx", inst) <= len(want) + 100
+        assert redis_db.hgetall(f"backfill:okx:{inst}:1m") | {"updated_at": ""} == {
+            "from": str(start), "to": str(end), "next": str(end), "done": "true", "updated_at": ""}
+
+
+def test_a_client_told_429_waits_retry_after_and_then_succeeds(
+        start_simulator: Callable[..., Simulator], victoria: VictoriaMetrics, redis_server: RedisServer,
+        redis_db: redis.Redis) -> None:
+    # the venue allows 2 requests (weight 4) per 2 s; the client is told it may do 100 per second
+    sim = start_simulator("--pairs", "BTC-USDT", "--seed", "12", "--rate", "5", "--binance-rest-limit", "4/2")
+    start, end = _range(5)
+    done = subprocess.run(
+        _command("--exchange", "binance", "--symbol", "BTC-USDT", "--from", str(start), "--to", str(end),
+                 "--budget", "100/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counters = _counters(sim)["binance"]
+    assert counters["refused"] >= 1, counters  # it was told to wait...
+    assert counters["banned"] == 0, counters  # ...and never asked before Retry-After was over (no 418)
+    assert '"kline_rate_limited"' in done.stderr and '"told":true' in done.stderr
+    _assert_equal(_stored(victoria, "binance", "BTC-USDT"), _oracle(sim, "BTC-USDT", start, end, via="bybit"))
+
+
+def test_bybit_within_a_small_limit_is_never_refused(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    start, end = _range(8)
+    done = subprocess.run(
+        _command("--exchange", "bybit", "--symbol", "ETH-USDT", "--from", str(start), "--to", str(end), "--budget",
+                 "6/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counters = _counters(sim)["bybit"]
+    assert counters["requests"] == 12 and counters["refused"] == 0, counters
+    _assert_equal(_stored(victoria, "bybit", "ETH-USDT"), _oracle(sim, "ETH-USDT", start, end))
+
+
+def test_an_unknown_symbol_is_one_line_and_exit_1(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    done = subprocess.run(_command("--exchange", "binance", "--symbol", "DOGE-USDT", "--from", "2026-11-01"),
+                          cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("cryptoflow backfill: binance refused")
+    assert "Invalid symbol." in done.stderr
