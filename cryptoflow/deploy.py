@@ -1,4 +1,4 @@
-"""``bytewax.yaml``: how each dataflow is deployed, and the commands that start it."""
+"""``bytewax.yaml``: how each dataflow (and the service beside them) is deployed, and the commands that start it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Recovery(BaseModel):
@@ -48,9 +48,40 @@ class Deployment(BaseModel):
         return [python, "-m", "bytewax.recovery", str(self.recovery.dir), str(self.recovery.partitions)]
 
 
+class ServiceDeployment(BaseModel):
+    """A long-running service beside the dataflows (``cryptoflow serve``): one command, no Bytewax cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    command: str = Field("serve", pattern=r"^serve$")  # the cryptoflow subcommand
+    description: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+
+    def commands(self, python: str = sys.executable) -> list[list[str]]:
+        return [[python, "-m", "cryptoflow.cli", self.command, "--host", self.host, "--port", str(self.port),
+                 "--workers", str(self.workers)]]
+
+    def init_recovery(self, python: str = sys.executable) -> list[str] | None:
+        return None  # stateless: Redis, SQL and InfluxDB hold everything
+
+
 class DeployFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     dataflows: dict[str, Deployment]
+    services: dict[str, ServiceDeployment] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DeployFile:
+        both = sorted(set(self.dataflows) & set(self.services))
+        if both:
+            msg = f"{both[0]!r} is both a dataflow and a service; `cryptoflow run NAME` needs one meaning"
+            raise ValueError(msg)
+        return self
+
+    def runnable(self) -> dict[str, Deployment | ServiceDeployment]:
+        """Every name ``cryptoflow run`` starts: the dataflows, then the services."""
+        return {**self.dataflows, **self.services}
 
 
 class DeployFileError(Exception):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dataflows
 from cryptoflow.deploy import Deployment, Recovery, load
+from tests.fixtures.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +75,50 @@ def test_run_with_a_broken_deploy_file_says_what_is_wrong(tmp_path: Path) -> Non
                               cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
+
+
+def test_the_service_is_declared_beside_the_dataflows() -> None:
+    services = load(ROOT / "bytewax.yaml").services
+    assert set(services) == {"serve"}
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "serve", "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("-m cryptoflow.cli serve --host 127.0.0.1 --port 8000 --workers 1")
+
+
+def test_cryptoflow_run_serve_listens_and_stops_on_ctrl_c(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`cryptoflow run serve` starts the real service (its listening line on stdout) and a SIGINT to `run` stops
+    it cleanly: exit 0."""
+    import os
+    import re
+    import signal
+
+    import httpx
+
+    from tests.fixtures.service import read_listening
+
+    spec = tmp_path / "bytewax.yaml"
+    spec.write_text("dataflows: {}\nservices:\n  serve:\n    port: 0\n")
+    env = {**os.environ, "REDIS_URL": redis_server.url, "DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cryptoflow.cli", "run", "serve", "--file", str(spec)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        url, _ = read_listening(proc, 60)
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        assert httpx.get(f"{url}/v1/status").json()["stores"]["redis"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_a_name_both_dataflow_and_service_is_refused(tmp_path: Path) -> None:
+    spec = tmp_path / "bytewax.yaml"
+    spec.write_text("dataflows:\n  serve:\n    module: dataflows.x\nservices:\n  serve: {}\n")
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "serve", "--file", str(spec)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "'serve' is both a dataflow and a service" in proc.stderr and len(proc.stderr.splitlines()) == 1

@@ -1,4 +1,5 @@
-"""``cryptoflow run NAME``: start a dataflow as ``bytewax.yaml`` declares it (workers, processes, recovery).
+"""``cryptoflow run NAME``: start a dataflow as ``bytewax.yaml`` declares it (workers, processes, recovery), or
+the service declared under ``services:`` (``cryptoflow run serve`` -> ``cryptoflow serve --host .. --port ..``).
 
 SIGINT/SIGTERM are forwarded to every process of the cluster: each stops cleanly (``connectors/stopping.py``)
 and ``run`` returns 0 once all of them exited 0. A second signal is forwarded too (the processes abort).
@@ -18,14 +19,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from cryptoflow.deploy import DeployFileError, load
+from cryptoflow.deploy import DeployFileError, Deployment, load
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("run", help="start a dataflow as bytewax.yaml declares it")
-    parser.add_argument("name", help="dataflow name (a key of bytewax.yaml)")
+    parser = sub.add_parser("run", help="start a dataflow (or the service) as bytewax.yaml declares it")
+    parser.add_argument("name", help="dataflow or service name (a key of bytewax.yaml)")
     parser.add_argument("--file", type=Path, default=Path("bytewax.yaml"))
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     parser.set_defaults(run=run)
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        deployments = load(args.file).dataflows
+        deployments = load(args.file).runnable()
     except DeployFileError as err:
         print(f"cryptoflow run: {err}", file=sys.stderr)
         return 2
@@ -44,13 +45,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     dep = deployments[args.name]
     init = dep.init_recovery()
     commands = dep.commands()
-    mkdir = ["mkdir", "-p", str(dep.recovery.dir)] if init and dep.recovery is not None else None
+    recovery = dep.recovery if isinstance(dep, Deployment) else None
+    mkdir = ["mkdir", "-p", str(recovery.dir)] if init and recovery is not None else None
     if args.dry_run:
         for cmd in ([mkdir, init] if mkdir and init else []) + commands:
             print(shlex.join(cmd))
         return 0
-    if init and dep.recovery is not None:
-        dep.recovery.dir.mkdir(parents=True, exist_ok=True)  # bytewax.recovery refuses a missing directory
+    if init and recovery is not None:
+        recovery.dir.mkdir(parents=True, exist_ok=True)  # bytewax.recovery refuses a missing directory
     if init and subprocess.run(init, check=False).returncode != 0:
         print(f"cryptoflow run: creating the recovery store failed: {shlex.join(init)}", file=sys.stderr)
         return 1
