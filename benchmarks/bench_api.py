@@ -1,0 +1,251 @@
+"""`cryptoflow serve` under load: requests/s and latency of the hot live routes, and a day of 1m klines.
+
+What runs: a private redis-server, seeded through the sinks' own field builders (a 400-level book per side,
+tickers of 10 pairs on 3 venues); the real service (`cryptoflow serve --port 0`, one uvicorn worker, a
+subprocess); and the load generator in OTHER processes: raw HTTP/1.1 keep-alive over asyncio (uvloop), no
+client library in the way.
+
+1. Saturation (closed loop): ``--procs`` client processes x ``--conns`` connections, each sending its next
+   request when the previous answer is in, for ``--seconds``: requests/s, p50/p99/max.
+2. Paced (open loop) at ``--rate`` req/s: requests are due on a fixed schedule and latency is counted from the
+   time a request was due (a late send counts against the service: no coordinated omission).
+3. With ``influxd`` installed: 1,440 1m klines (one day) written by the project's point builder, read back as
+   ``GET /v1/klines`` pages (``limit`` is at most 1,000, so a day is two pages: 1,000 + 440): time per page
+   and for the day, median of ``--kline-repeat`` runs.
+
+Usage: ``.venv/bin/python benchmarks/bench_api.py [--seconds 10] [--procs 2] [--conns 16] [--rate 1000]``
+Targets: >= 3,000 req/s per worker, p99 < 5 ms at 1,000 req/s, 1,440-bar read < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import urllib3  # noqa: E402
+
+from connectors.book_sinks import book_fields  # noqa: E402
+from connectors.influx import to_line  # noqa: E402
+from connectors.market_sinks import kline_point, write_market  # noqa: E402
+from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+from operators.events import BookStatus, BookView, Kline, Level, Ticker  # noqa: E402
+from tests.fixtures.service import launch_service  # noqa: E402
+
+PAIRS = [f"{b}-USDT" for b in ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC")]
+ROUTES = {"orderbook": "/v1/orderbook/BTC-USDT?depth=20", "tickers": "/v1/tickers"}
+T0 = 1_764_115_200_000
+
+
+def seed(client: redis.Redis) -> None:
+    levels = [Level(f"{60_000 - i}.{i % 10}", f"{(i % 50) / 10 + 0.001:.3f}") for i in range(400)]
+    asks = [Level(f"{60_001 + i}.{i % 10}", lv.size) for i, lv in enumerate(levels)]
+    view = BookView("okx", "BTC-USDT", BookStatus.VALID, tuple(levels), tuple(asks), int(time.time() * 1000), 0,
+                    checksum=123, seq_id=1)
+    client.hset("orderbook:BTC-USDT", mapping=book_fields(view))  # type: ignore[arg-type]
+    client.sadd("config:trading_pairs", *PAIRS)
+    tickers = [Ticker(v, p, Decimal("100.5"), Decimal("100.4"), Decimal("100.6"), Decimal("12345.6"),
+                      Decimal("1.25"), Decimal("110"), Decimal("90"), int(time.time() * 1000))
+               for p in PAIRS for v in ("okx", "binance", "bybit")]
+    pipe = client.pipeline()
+    write_market(pipe, tickers)  # type: ignore[arg-type]
+    pipe.execute()
+
+
+# --- the load generator (runs in its own processes) ------------------------------------------------------------
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 200")
+
+
+Result = tuple[list[int], int, float]  # latencies (ns), non-200 answers, seconds measured
+
+
+async def _closed_loop(port: int, path: str, conns: int, seconds: float, warmup: float) -> Result:
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    lat: list[int] = []
+    errors = 0
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + seconds
+
+    async def conn() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (now := time.perf_counter()) < stop_at:
+            t0 = time.perf_counter_ns()
+            ok = await _exchange(reader, writer, request)
+            if now >= start_at:
+                lat.append(time.perf_counter_ns() - t0)
+                errors += not ok
+        writer.close()
+
+    await asyncio.gather(*(conn() for _ in range(conns)))
+    return lat, errors, seconds
+
+
+async def _open_loop(port: int, path: str, rate: float, seconds: float, conns: int) -> Result:
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    due: asyncio.Queue[int | None] = asyncio.Queue()
+    lat: list[int] = []
+    errors = 0
+
+    async def conn() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (when := await due.get()) is not None:
+            ok = await _exchange(reader, writer, request)
+            lat.append(time.perf_counter_ns() - when)  # from when it was due, not when it was sent
+            errors += not ok
+        writer.close()
+
+    workers = [asyncio.create_task(conn()) for _ in range(conns)]
+    await asyncio.sleep(0.5)  # connections up
+    period = 1e9 / rate
+    t0 = time.perf_counter_ns()
+    for i in range(int(rate * seconds)):
+        when = t0 + int(i * period)
+        delay = (when - time.perf_counter_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due.put_nowait(when)
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
+    return lat, errors, (time.perf_counter_ns() - t0) / 1e9  # longer than planned when the service fell behind
+
+
+def _client(args: tuple[str, int, str, int, float, float]) -> Result:
+    mode, port, path, conns, seconds, extra = args
+    import uvloop
+
+    if mode == "closed":
+        return uvloop.run(_closed_loop(port, path, conns, seconds, extra))
+    return uvloop.run(_open_loop(port, path, extra, seconds, conns))
+
+
+# --- reporting ------------------------------------------------------------------------------------------------
+
+def _pct(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6
+
+
+def _report(name: str, lat: list[int], errors: int, seconds: float) -> None:
+    lat.sort()
+    print(f"  {name:<34} {len(lat) / seconds:>9,.0f} req/s   p50 {_pct(lat, 0.50):6.2f} ms   "
+          f"p99 {_pct(lat, 0.99):6.2f} ms   max {lat[-1] / 1e6:6.1f} ms   errors {errors}", flush=True)
+
+
+def saturate(port: int, path: str, procs: int, conns: int, seconds: float) -> None:
+    with mp.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_client, [("closed", port, path, conns, seconds, 1.0)] * procs)
+    _report(f"closed loop {procs}x{conns} {path}", [x for p in parts for x in p[0]], sum(p[1] for p in parts),
+            max(p[2] for p in parts))
+
+
+def paced(port: int, path: str, rate: float, seconds: float) -> None:
+    with mp.get_context("spawn").Pool(1) as pool:
+        lat, errors, elapsed = pool.map(_client, [("open", port, path, 64, seconds, rate)])[0]
+    _report(f"paced {rate:,.0f}/s {path}", lat, errors, elapsed)
+
+
+def klines(service_url: str, influx_url: str, repeat: int) -> None:
+    http = urllib3.PoolManager()
+    bars = [Kline("okx", "BTC-USDT", "1m", T0 + i * 60_000, T0 + (i + 1) * 60_000, Decimal("60000.5"),
+                  Decimal("60010.25"), Decimal("59990.75"), Decimal(f"60001.{i % 100}"), Decimal("12.3456"),
+                  Decimal("740000.5"), 100 + i, True) for i in range(1440)]
+    http.request("POST", f"{influx_url}/query", fields={"q": "CREATE DATABASE cryptoflow"})
+    resp = http.request("POST", f"{influx_url}/write?db=cryptoflow&precision=ms",
+                        body="\n".join(to_line(kline_point(k)) for k in bars).encode())
+    assert resp.status == 204, resp.data
+    pages: list[tuple[float, float]] = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        first = http.request("GET", f"{service_url}/v1/klines?symbol=BTC-USDT&start={T0}&limit=1000"
+                                    f"&end={T0 + 1440 * 60_000}")
+        t1 = time.perf_counter()
+        second = http.request("GET", f"{service_url}/v1/klines?symbol=BTC-USDT&start={first.headers['X-Next-Start']}"
+                                     f"&limit=1000&end={T0 + 1440 * 60_000}")
+        t2 = time.perf_counter()
+        assert len(first.json()) == 1000 and len(second.json()) == 440
+        pages.append((t1 - t0, t2 - t1))
+    full = statistics.median(a for a, _ in pages) * 1000
+    rest = statistics.median(b for _, b in pages) * 1000
+    day = statistics.median(a + b for a, b in pages) * 1000
+    print(f"  GET /v1/klines, 1,440 1m bars as 2 pages: 1,000-bar page {full:.1f} ms, 440-bar page {rest:.1f} ms, "
+          f"the day {day:.1f} ms (median of {repeat})", flush=True)
+
+
+def _influxd(root: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    import shutil
+
+    binary = shutil.which("influxd")
+    if binary is None:
+        return None
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    conf = root / "influxdb.conf"
+    conf.write_text(
+        f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n[meta]\n  dir = "{root}/meta"\n'
+        f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n  query-log-enabled = false\n'
+        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n')
+    proc = subprocess.Popen([binary, "-config", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_for_port(port, proc=proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--procs", type=int, default=2, help="client processes for the closed loop")
+    parser.add_argument("--conns", type=int, default=16, help="keep-alive connections per client process")
+    parser.add_argument("--rate", type=float, default=1000.0, help="paced requests per second")
+    parser.add_argument("--kline-repeat", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_api") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        redis_port = free_port()
+        redis_proc = start_redis(redis_port, work / "redis")
+        stack.callback(stop_process, redis_proc)
+        influx = _influxd(work / "influx")
+        env = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LOG_LEVEL": "WARNING"}
+        if influx is not None:
+            stack.callback(stop_process, influx[0])
+            env["INFLUX_URL"] = influx[1]
+        service = launch_service(work / "svc", env)
+        stack.callback(service.stop)
+        seed(redis.Redis(port=redis_port, decode_responses=True))
+        port = int(service.url.rsplit(":", 1)[1])
+        print(f"service {service.url} (pid {service.proc.pid}, 1 uvicorn worker); load {os.getloadavg()[0]:.2f}")
+        for path in ROUTES.values():
+            saturate(port, path, args.procs, args.conns, args.seconds)
+        for path in ROUTES.values():
+            paced(port, path, args.rate, args.seconds)
+        if influx is not None:
+            klines(service.url, influx[1], args.kline_repeat)
+        else:
+            print("  klines: influxd not installed, skipped")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+if __name__ == "__main__":
+    main()
