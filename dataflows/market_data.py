@@ -33,6 +33,7 @@ from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, 
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
 from connectors.monitoring import MonitorReport
 from connectors.redis_sink import RedisPipelineSink
+from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
@@ -152,6 +153,8 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     klines = op.merge("klines_out", klines, replacements)
 
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
+    if repair_enabled(settings):  # KLINE_BACKFILL > 0: backfill at start, refetch what a reconnect missed (REST)
+        op.output("repair_klines", stats, KlineRepairSink(settings))
     monitor = op.merge("monitor", late, corrections, checked, replaced,
                        op.map("shard_reports", stats, shard_report))
 

@@ -1,0 +1,104 @@
+"""market_data's self-repair: which interval a reconnect may have lost (pure), and the repair sink fetching it
+(and the start-up ``KLINE_BACKFILL``) from the simulator into VictoriaMetrics, compared with the simulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import orjson
+import pytest
+import redis
+import urllib3
+
+from connectors.market_source import MarketStats
+from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
+from cryptoflow.settings import Settings
+from operators.outages import Outage, OutageTracker
+from tests.fixtures.influx import VictoriaMetrics
+from tests.fixtures.redis import RedisServer
+from tests.fixtures.simulator import Simulator
+from tests.waiting import wait_for
+
+_http = urllib3.PoolManager()
+
+
+def test_a_reconnect_reports_the_interval_since_the_last_healthy_report() -> None:
+    t = OutageTracker()
+    assert t.observe("okx", "trades", 0, 1_000, 2, 0) is None
+    assert t.observe("okx", "trades", 0, 2_000, 2, 0) is None
+    assert t.observe("okx", "trades", 0, 3_000, 1, 0) is None  # one of two connections down: not healthy
+    assert t.observe("okx", "trades", 1, 3_500, 1, 5) is None  # another shard: its own state
+    assert t.observe("okx", "trades", 0, 4_000, 1, 1) == Outage("okx", 2_000, 4_000)
+    assert t.observe("okx", "trades", 0, 5_000, 2, 1) is None
+    assert t.observe("okx", "trades", 0, 9_000, 2, 3) == Outage("okx", 5_000, 9_000)
+
+
+def _settings(sim: Simulator, vm: VictoriaMetrics, redis_server: RedisServer, venues: str) -> Settings:
+    return Settings(_env_file=None, redis_url=redis_server.url, influx_url=vm.url, influx_token="t",  # type: ignore[call-arg]
+                    market_data_venues=venues, kline_timeframes="1m,5m", kline_backfill=3600,
+                    okx_rest_url=sim.okx_rest_url, binance_rest_url=sim.binance_rest_url,
+                    bybit_rest_url=sim.okx_rest_url)
+
+
+def _simulator_klines(sim: Simulator, inst: str, interval: str, start: int, end: int) -> dict[int, Decimal]:
+    """open time -> close, read through the simulator's Binance endpoint (no client code shared)."""
+    resp = _http.request("GET", f"{sim.binance_rest_url}/api/v3/klines", fields={
+        "symbol": inst.replace("-", ""), "interval": interval, "startTime": str(start), "endTime": str(end - 1),
+        "limit": "1000"})
+    return {r[0]: Decimal(r[4]) for r in orjson.loads(resp.data)}
+
+
+def _stats(ts_ms: int, connections: int, reconnects: int) -> MarketStats:
+    return MarketStats(venue="bybit", source="trades", shard=0, ts_ms=ts_ms, connections=connections,
+                       reconnects=reconnects, topics=2)
+
+
+@pytest.fixture
+def sim(start_simulator: Callable[..., Simulator]) -> Simulator:
+    return start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--seed", "21", "--rate", "5")
+
+
+def test_start_up_backfills_kline_backfill_seconds(sim: Simulator, victoria: VictoriaMetrics,
+                                                   redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    redis_db.sadd("config:trading_pairs", "ETH-USDT")
+    settings = _settings(sim, victoria, redis_server, "okx")
+    assert repair_enabled(settings)
+    now = int(time.time() * 1000)
+    partition = KlineRepairSink(settings).build("repair_klines", 0, 1)
+    try:
+        labels = {"exchange": "okx", "symbol": "ETH-USDT", "timeframe": "1m"}
+        stored = wait_for("an hour of 1m klines", lambda: (s := victoria.series("kline", "close", **labels))
+                          and len(s) >= 60 and s, timeout=120)
+    finally:
+        partition.close()
+    first = min(stored)
+    last_closed = (now // 60_000 - 1) * 60_000
+    hour_ago = (now - 3_600_000) // 60_000 * 60_000  # the minute holding "an hour ago", whole
+    assert first in (hour_ago, hour_ago + 60_000) and max(stored) in (last_closed, last_closed + 60_000)
+    want = _simulator_klines(sim, "ETH-USDT", "1m", first, max(stored) + 60_000)
+    assert stored == {t: float(c) for t, c in want.items()}
+
+
+def test_a_reconnect_fetches_the_interval_it_missed(sim: Simulator, victoria: VictoriaMetrics,
+                                                    redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    redis_db.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+    settings = _settings(sim, victoria, redis_server, "bybit,okx")
+    partition = KlineRepairSink(settings).build("repair_klines", 1, 2)  # not worker 0: no start-up backfill
+    t0 = (int(time.time() * 1000) // 60_000 - 30) * 60_000 + 20_000  # 30 minutes ago, 20 s into a minute
+    try:
+        partition.write_batch([_stats(t0, 1, 0), _stats(t0 + 60_000, 0, 0), _stats(t0 + 10 * 60_000, 1, 1)])
+        labels = {"exchange": "bybit", "symbol": "BTC-USDT"}
+        five = wait_for("the missed 5m klines", lambda: victoria.series("kline", "close", timeframe="5m", **labels),
+                        timeout=120)
+        minutes = wait_for("the missed minutes", lambda: (s := victoria.series("kline", "close", timeframe="1m",
+                           **labels)) and len(s) == 11 and s, timeout=60)
+    finally:
+        partition.close()
+    start = t0 - 20_000
+    assert sorted(minutes) == [start + i * 60_000 for i in range(11)]  # the outage's minutes, both ends whole
+    assert minutes == {t: float(c) for t, c in _simulator_klines(sim, "BTC-USDT", "1m", start,
+                                                                  start + 11 * 60_000).items()}
+    assert min(five) == start - start % 300_000 and all(t % 300_000 == 0 for t in five)
+    assert not victoria.series("kline", "close", exchange="okx", symbol="BTC-USDT", timeframe="1m")  # not okx's
