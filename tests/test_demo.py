@@ -57,6 +57,7 @@ def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
                 break
         assert any(live.search(line) for line in lines), "\n".join(lines)
         assert any("running without InfluxDB" in line for line in lines)
+        _check_dashboard(lines)
         children = [pid for pid in processes_with_marker(marker) if pid != proc.pid]
         assert len(children) >= 3, "expected redis, the simulator and dataflows to be running"
         proc.send_signal(signal.SIGINT)
@@ -76,7 +77,20 @@ def test_demo_shows_live_data_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, "\n".join(lines[-30:])
     assert any("stopped      redis" in line for line in lines)
+    assert any("stopped      serve (exit 0)" in line for line in lines), "\n".join(lines[-30:])
     assert survivors == [], "processes survived the demo"
+
+
+def _check_dashboard(lines: list[str]) -> None:
+    """The demo's `dashboard: URL` line names the running service, which serves the demo's live data."""
+    import httpx
+
+    found = [m for line in lines if (m := re.fullmatch(r"dashboard: (http://127\.0\.0\.1:\d+/)", line))]
+    assert len(found) == 1, "\n".join(lines)
+    url = found[0].group(1)
+    book = httpx.get(f"{url}v1/orderbook/BTC-USDT", params={"depth": 5}, timeout=30).json()
+    assert book["status"] == "valid" and len(book["bids"]) == 5, book
+    assert httpx.get(f"{url}v1/status", timeout=30).json()["stores"]["redis"] == "ok"
 
 
 def _wait_gone(marker: str, workdir: Path, timeout: float = 10.0) -> list[int]:
