@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +20,7 @@ import urllib3
 
 from connectors.market_source import MarketStats
 from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
+from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
 from operators.outages import Outage, OutageTracker
 from tests.fixtures.influx import VictoriaMetrics
@@ -22,6 +29,7 @@ from tests.fixtures.simulator import Simulator
 from tests.waiting import wait_for
 
 _http = urllib3.PoolManager()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_reconnect_reports_the_interval_since_the_last_healthy_report() -> None:
@@ -75,8 +83,8 @@ def test_start_up_backfills_kline_backfill_seconds(sim: Simulator, victoria: Vic
         partition.close()
     first = min(stored)
     last_closed = (now // 60_000 - 1) * 60_000
-    hour_ago = (now - 3_600_000) // 60_000 * 60_000  # the minute holding "an hour ago", whole
-    assert first in (hour_ago, hour_ago + 60_000) and max(stored) in (last_closed, last_closed + 60_000)
+    backfill_from = (now - 3_600_000) // 60_000 * 60_000  # the minute holding "an hour ago", whole
+    assert first in (backfill_from, backfill_from + 60_000) and max(stored) in (last_closed, last_closed + 60_000)
     want = _simulator_klines(sim, "ETH-USDT", "1m", first, max(stored) + 60_000)
     assert stored == {t: float(c) for t, c in want.items()}
 
@@ -102,3 +110,46 @@ def test_a_reconnect_fetches_the_interval_it_missed(sim: Simulator, victoria: Vi
                                                                   start + 11 * 60_000).items()}
     assert min(five) == start - start % 300_000 and all(t % 300_000 == 0 for t in five)
     assert not victoria.series("kline", "close", exchange="okx", symbol="BTC-USDT", timeframe="1m")  # not okx's
+
+
+def _events(log: Path, name: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            event = orjson.loads(line)
+            if isinstance(event, dict) and event.get("event") == name:
+                out.append(event)
+    return out
+
+
+@pytest.mark.slow
+def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis,
+        tmp_path: Path) -> None:
+    redis_db.sadd("config:trading_pairs", "BTC-USDT")
+    env = {**os.environ, **sim.env(), "REDIS_URL": redis_server.url, "INFLUX_URL": victoria.url,
+           "INFLUX_TOKEN": "t", "MARKET_DATA_VENUES": "okx", "KLINE_TIMEFRAMES": "1m", "KLINE_BACKFILL": "1200",
+           "LOG_FORMAT": "json", "PRICE_ALERTS_ENABLED": "false", "TRADING_PAIRS_POLL_INTERVAL": "1"}
+    log = tmp_path / "market_data.log"
+    started = int(time.time() * 1000)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.market_data"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        first = wait_for("the start-up backfill", lambda: _events(log, "kline_repair_done"), timeout=120)[0]
+        assert first["venue"] == "okx" and first["klines"] >= 20
+        labels = {"exchange": "okx", "symbol": "BTC-USDT", "timeframe": "1m"}
+        stored = victoria.series("kline", "close", **labels)
+        backfill_from = (started - 1_200_000) // 60_000 * 60_000
+        assert min(stored) in (backfill_from, backfill_from + 60_000)
+        wait_for("the okx connection", lambda: any(s["venue"] == "okx" for s in sim.status()["subscriptions"]))
+        sim.fault("drop_connection", venue="okx")
+        outage = wait_for("the outage", lambda: _events(log, "kline_outage"), timeout=60)[0]
+        repair = wait_for("the repair", lambda: _events(log, "kline_repair_done")[1:], timeout=120)[0]
+        assert repair["start_ms"] == outage["start_ms"] and repair["klines"] >= 1
+    finally:
+        stop_process(proc)
+    minute = outage["end_ms"] // 60_000 * 60_000  # the reconnect's minute, fetched whole once closed
+    stored = victoria.series("kline", "close", **labels)
+    want = _simulator_klines(sim, "BTC-USDT", "1m", backfill_from, minute + 60_000)
+    assert minute in stored and all(stored[t] == float(want[t]) for t in stored if t <= minute)
