@@ -5,14 +5,17 @@ Everything a client is sent goes through one writer task (:meth:`Connection.send
 * ``out`` — an ordered queue: replies (``result``, ``pong``, errors), snapshots and replays, and the entries of
   event channels (``@trades``, ``@alerts``, ``@my_alerts``) and of ``@depth``. Live entries may fill it to
   ``queue_max``; one more and the client is sent ``SLOW_CONSUMER`` and closed (close code 4103), its queue
-  freed. A ``@depth`` client is closed too, rather than resynced in place: a client that cannot keep up with
-  the updates would not keep up after a snapshot either, and ``since`` lets it resume from what it has.
+  freed (the check is made before a fan-out appends, so a burst the tailer read in one XREAD does not by itself
+  close a client that keeps up: ``out`` holds at most ``queue_max`` + one read's entries). A ``@depth`` client
+  is closed too, rather than resynced in place: a client that cannot keep up with the updates would not
+  keep up after a snapshot either, and ``since`` lets it resume from what it has.
 * ``latest`` — state channels (``@depth5|20``, ``@ticker``, ``@kline_*``, ``@analysis``, ``@monitoring``): one
   slot per channel, overwritten by every newer entry, so a client that falls behind gets the newest state
   and never a backlog. ``out`` goes first (a reply never waits behind states).
 
-So a slow client costs at most ``queue_max`` frames plus one per state channel, whatever the rate, and never
-slows others: the tailer only appends to a deque and the writer is the only one that awaits the socket.
+So a slow client costs at most ``queue_max`` frames plus one XREAD's entries (``tailer.READ_COUNT``) per
+channel plus one per state channel, whatever the rate, and never slows others: the tailer only appends to
+a deque and the writer is the only one that awaits the socket.
 
 Subscribing: register with the tailer first (live entries collect in ``pending``), read the catch-up
 (:mod:`service.push.catchup`) and queue it, then move ``pending`` through the same filters; an entry at or
@@ -52,6 +55,7 @@ from service.push.tailer import StreamTailer
 log = get_logger("service.push.connection")
 Authenticate = Callable[[str], Awaitable[str | None]]  # API key -> user id, None when unknown
 _NO_ID: StreamId = (0, 0)
+CLOSE_GRACE_S = 30.0  # how long a closed slow client has to read its error and close frames
 _MAX_RESYNCS = 3  # depth snapshots in a row that do not chain: give up with an error rather than loop
 
 
@@ -93,6 +97,7 @@ class Connection:
         self.max_queued = 0  # the longest ``out`` has been (tests and the benchmark read it)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------- from the tailer
     def deliver(self, channel: str, entries: list[Entry]) -> None:
@@ -100,9 +105,13 @@ class Connection:
         if sub is None or self.closing:
             return
         if not sub.ready:
-            sub.pending.extend(entries)
             if len(sub.pending) > self._limits.queue_max:
                 self._overflow()
+                return
+            sub.pending.extend(entries)
+            return
+        if len(self.out) > self._limits.queue_max and sub.channel.kind != "state":
+            self._overflow()  # still more than the cap waiting from before: this client does not keep up
             return
         self._accept(sub, entries)
 
@@ -144,10 +153,7 @@ class Connection:
         n = len(self.out)
         if n > self.max_queued:
             self.max_queued = n
-        if n > self._limits.queue_max:
-            self._overflow()
-        else:
-            self._wake.set()
+        self._wake.set()
 
     def _overflow(self) -> None:
         """Too much waits for this client: free it all and close (see the module docstring)."""
@@ -159,6 +165,8 @@ class Connection:
         self.latest.clear()
         self._detach_all()
         self._wake.set()
+        if self._sender is not None:
+            self._sender.cancel()  # it may be blocked on a socket the client does not read
 
     # ------------------------------------------------------------------------------------- catch-up
     def _resync(self, sub: Sub, e: Entry) -> None:
@@ -170,12 +178,13 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _catch_up_guarded(self, sub: Sub, since: StreamId | None, *, reset: bool) -> None:
+    async def _catch_up_guarded(self, sub: Sub, since: StreamId | None, *, reset: bool,
+                                ack: str | None = None) -> None:
         try:
             if sub.resyncs > _MAX_RESYNCS:
                 msg = f"{sub.channel.name}: the book does not chain after {_MAX_RESYNCS} snapshots"
                 raise ProtocolError(Code.UNAVAILABLE, msg)
-            await self._catch_up(sub, since, reset=reset)
+            await self._catch_up(sub, since, reset=reset, ack=ack)
         except (RedisError, OSError, ProtocolError) as err:
             self._drop(sub, err)
 
@@ -188,7 +197,10 @@ class Connection:
         else:
             self._reply(error_frame(Code.UNAVAILABLE, f"{sub.channel.name}: store unavailable; subscribe again"))
 
-    async def _catch_up(self, sub: Sub, since: StreamId | None, *, reset: bool) -> None:
+    async def _catch_up(self, sub: Sub, since: StreamId | None, *, reset: bool, ack: str | None) -> None:
+        """Read, then queue ``ack`` (the subscribe's ``result``) and what the read found with no await in
+        between: the ack marks the moment the subscription starts, so an event written after the client saw
+        it is never taken for one before it."""
         ch = sub.channel
         client = self._client
         if since is not None:
@@ -196,6 +208,8 @@ class Connection:
             if replayed is not None:
                 if self.subs.get(ch.name) is not sub:
                     return
+                if ack:
+                    self.out.append(ack)
                 sub.floor, sub.seq = since, None
                 if replayed:
                     self._accept(sub, replayed)
@@ -206,6 +220,8 @@ class Connection:
             snap = await catchup.depth_snapshot(client, ch)  # type: ignore[arg-type]
             if self.subs.get(ch.name) is not sub:
                 return
+            if ack:
+                self.out.append(ack)
             self.out.append(event_frame(ch.name, snap.last_id, snap.data, reset=reset))
             sub.seq = snap.seq
             sub.floor = parse_id(snap.last_id)
@@ -220,6 +236,8 @@ class Connection:
             newest = await catchup.newest(client, ch)  # type: ignore[arg-type]
             if self.subs.get(ch.name) is not sub:
                 return
+            if ack:
+                self.out.append(ack)
             if newest:
                 e = newest[-1]
                 sub.floor = e.sid
@@ -275,13 +293,16 @@ class Connection:
         except (RedisError, OSError) as err:
             self._drop(sub, err)
             return
-        self._reply(result_frame(ch.name))
-        await self._catch_up_guarded(sub, since, reset=False)
+        await self._catch_up_guarded(sub, since, reset=False, ack=result_frame(ch.name))
 
     def _reply(self, frame: str) -> None:
-        if not self.closing:
-            self.out.append(frame)
-            self._queued()
+        if self.closing:
+            return
+        if len(self.out) > self._limits.queue_max:
+            self._overflow()  # a client that sends pings and reads nothing is as slow as any
+            return
+        self.out.append(frame)
+        self._queued()
 
     # ---------------------------------------------------------------------------------- the socket
     async def send_loop(self) -> None:
@@ -313,7 +334,7 @@ class Connection:
 
     async def run(self) -> None:
         """Until the client leaves or is closed as a slow consumer."""
-        sender = asyncio.create_task(self.send_loop())
+        sender = self._sender = asyncio.create_task(self.send_loop())
         receiver = asyncio.create_task(self.receive_loop())
         try:
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -329,12 +350,13 @@ class Connection:
 
     async def _close_slow(self) -> None:
         reason = self.closing or ""
+        # The error frame, then a close frame with the same code, queued behind what the socket already
+        # holds; a client that does not read them within the grace is dropped. Its queue is freed already:
+        # waiting costs one connection object and the transport's bounded buffer.
         with contextlib.suppress(Exception):
-            # best effort: the error frame, then the close frame carrying the same code; a client whose
-            # socket stays full past the timeout is dropped (the server's memory is freed either way)
-            await asyncio.wait_for(self.ws.send_text(error_frame(Code.SLOW_CONSUMER, reason)), 5.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(CLOSE_SLOW_CONSUMER, reason[:120]), 5.0)
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await self.ws.send_text(error_frame(Code.SLOW_CONSUMER, reason))
+                await self.ws.close(CLOSE_SLOW_CONSUMER, reason[:120])
 
     def _detach_all(self) -> None:
         for sub in self.subs.values():

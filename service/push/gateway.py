@@ -76,13 +76,14 @@ class Gateway:
 
     def stats(self) -> dict[str, Any]:
         """For tests, benchmarks and metrics: what this process holds right now."""
+        closing = sum(1 for c in self.connections if c.closing)
         return {
-            "connections": len(self.connections),
+            "connections": len(self.connections) - closing,
             "streams": self.tailer.streams,
             "entries_read": self.tailer.entries_read,
             "queued": sum(len(c.out) for c in self.connections),
             "max_queued": max((c.max_queued for c in self.connections), default=0),
-            "slow_closed": self.slow_closed,
+            "slow_closed": self.slow_closed + closing,  # closed, or being closed, as slow consumers
         }
 
     async def close(self) -> None:
