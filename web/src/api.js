@@ -18,7 +18,12 @@ export function query(params) {
   return s ? `?${s}` : ''
 }
 
-export async function api(path, { method = 'GET', body, params } = {}) {
+export async function api(path, opts = {}) {
+  return (await apiFull(path, opts)).data
+}
+
+// The body and the response headers (history pages carry X-Next-Start).
+export async function apiFull(path, { method = 'GET', body, params, raw = false } = {}) {
   const headers = { Accept: 'application/json' }
   if (settings.apiKey) headers.Authorization = `Bearer ${settings.apiKey}`
   const init = { method, headers }
@@ -34,6 +39,7 @@ export async function api(path, { method = 'GET', body, params } = {}) {
   }
   const text = await res.text()
   let data = null
+  if (raw && res.ok) return { data: text, headers: res.headers }
   if (text) {
     try {
       data = JSON.parse(text)
@@ -46,7 +52,24 @@ export async function api(path, { method = 'GET', body, params } = {}) {
     const msg = (data && data.msg) || res.statusText || 'request failed'
     throw new ApiError(res.status, code, msg)
   }
-  return data
+  return { data, headers: res.headers }
+}
+
+// Which stores the service reaches (GET /v1/status `stores`), asked once per page load: without InfluxDB the
+// pages skip the history routes (they would only answer 503) and say so.
+let storesPromise = null
+export function stores() {
+  if (!storesPromise) {
+    storesPromise = api('/v1/status').then((s) => (s && s.stores) || {}).catch(() => {
+      storesPromise = null
+      return {}
+    })
+  }
+  return storesPromise
+}
+
+export async function historyAvailable() {
+  return (await stores()).influxdb !== 'disabled'
 }
 
 export function errorText(err) {

@@ -66,7 +66,7 @@ export function depthOption(book, analysis) {
     tooltip: { trigger: 'axis', axisPointer: { type: 'cross' } },
     xAxis: {
       type: 'value', min, max, scale: true,
-      axisLabel: { hideOverlap: true, formatter: (v) => v.toLocaleString('en-US', { maximumFractionDigits: 6 }) },
+      axisLabel: { hideOverlap: true, showMinLabel: false, showMaxLabel: false, formatter: (v) => v.toLocaleString('en-US', { maximumFractionDigits: 6 }) },
     },
     yAxis: { type: 'value', name: 'cumulative size', nameTextStyle: { align: 'left' } },
     series: [
