@@ -7,6 +7,12 @@ per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange
 each shard's gauge share recomputed into the contract fields by one Lua call). Delivery at-least-once; hashes
 make a rewrite harmless.
 
+Push channels (:mod:`connectors.push_streams`), in the same pipeline after the hashes, as one EVAL: every
+trade to ``<inst>@trades`` (``exchange``, ``price``, ``size``, ``side``, ``trade_id``, ``ts`` epoch ms), and the
+hash fields written for each ``ticker:`` / ``kline:`` key to ``<exchange>:<inst>@ticker`` /
+``<exchange>:<inst>@kline_<tf>`` (a venue kline replacing an incomplete one is not pushed: the script decides
+whether it replaces, and the next kline of that interval carries the hash on).
+
 InfluxDB: every closed kline as a ``kline`` point stamped with its open time (a rewrite — after recovery, or a
 correction of a flat minute — overwrites the same point), every venue ticker as a ``ticker`` point.
 """
@@ -17,17 +23,20 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+import msgspec
 from redis.client import Pipeline
 
 from connectors.influx import InfluxPoint
 from connectors.monitoring import MonitorReport, queue_monitoring
-from operators.events import Kline, Ticker, iso_ms
+from connectors.push_streams import DEFAULT_MAXLEN, kline_channel, queue_events, ticker_channel, trades_channel
+from operators.events import Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import KlineOut
 
+_json = msgspec.json.Encoder()
 TICKER_TTL_S = 300
 KLINE_TTL_S = 3600
 
-MarketRedisItem = Ticker | KlineOut | MonitorReport
+MarketRedisItem = Ticker | KlineOut | MonitorReport | Trade  # trades: for the @trades push channel only
 
 
 def _num(value: Decimal | None) -> str:
@@ -56,6 +65,12 @@ def kline_fields(k: Kline) -> dict[str, str]:
 
 
 _SOURCE = {"pipeline": "trades", "venue": "venue"}  # the contract's names: aggregated from trades, or the venue's
+
+
+def trade_event(t: Trade) -> bytes:
+    """The ``@trades`` event: prices and sizes as exact strings, ``ts`` epoch ms."""
+    return _json.encode({"exchange": t.venue, "price": _num(t.price), "size": _num(t.size), "side": t.side,
+                         "trade_id": t.trade_id, "ts": t.ts_ms})
 
 
 def kline_key(k: Kline) -> str:
@@ -99,8 +114,10 @@ class MarketWriter:
     its last write.
     """
 
-    def __init__(self, refresh_fraction: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, refresh_fraction: float = 0.1, clock: Callable[[], float] = time.monotonic,
+                 stream_maxlen: int = DEFAULT_MAXLEN) -> None:
         self._fraction = refresh_fraction
+        self._maxlen = stream_maxlen
         self._clock = clock
         self._expired_at: dict[str, float] = {}
         self._pruned_at = clock()
@@ -124,8 +141,11 @@ class MarketWriter:
         klines: dict[str, Kline] = {}
         reports: list[MonitorReport] = []
         replacements: list[Kline] = []
+        events: list[tuple[str, bytes]] = []
         for item in items:
-            if isinstance(item, KlineOut):
+            if type(item) is Trade:
+                events.append((trades_channel(item.instrument), trade_event(item)))
+            elif isinstance(item, KlineOut):
                 k = item.kline
                 if k.source == "venue":
                     replacements.append(k)
@@ -142,8 +162,12 @@ class MarketWriter:
         self._prune(now)
         keys: list[str] = []
         args: list[str | int] = []
-        for key, fields, ttl in [*((k, ticker_fields(t), TICKER_TTL_S) for k, t in tickers.items()),
-                                 *((k, kline_fields(kl), KLINE_TTL_S) for k, kl in klines.items())]:
+        hashes = [*((k, ticker_fields(t), TICKER_TTL_S, ticker_channel(t.venue, t.instrument))
+                    for k, t in tickers.items()),
+                  *((k, kline_fields(kl), KLINE_TTL_S, kline_channel(kl.venue, kl.instrument, kl.timeframe))
+                    for k, kl in klines.items())]
+        for key, fields, ttl, channel in hashes:
+            events.append((channel, _json.encode(fields)))
             keys.append(key)
             args.append(ttl if self._due(key, ttl, now) else 0)
             args.append(len(fields))
@@ -156,6 +180,7 @@ class MarketWriter:
             fields = kline_fields(k)
             pipe.eval(_REPLACE, 1, kline_key(k), fields["open_time"], KLINE_TTL_S,
                       *(x for pair in fields.items() for x in pair))
+        queue_events(pipe, events, self._maxlen)  # after the hashes: a snapshot read never trails the stream
         if reports:
             queue_monitoring(pipe, reports)
 

@@ -162,3 +162,21 @@ class DepthPublisher:
                 data = _json.encode({"type": "snapshot", "bids": view.bids[:n], "asks": view.asks[:n],
                                      "seq": view.seq_id, "ts": view.ts_ms})
                 queue_event(pipe, depth_channel(inst, n), data, self._maxlen)
+
+
+# KEYS: streams (repeats allowed); ARGV[1]: maxlen, then one data per key. One EVAL for a batch's events:
+# redis-py's per-command packing, not the server, is the cost of many small XADDs (see market_sinks).
+_XADD_MANY = """
+local maxlen = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[i + 1])
+end
+return #KEYS
+"""
+
+
+def queue_events(pipe: Any, events: list[tuple[str, bytes]], maxlen: int) -> None:
+    """Queue ``(channel, data)`` events, in order, as one EVAL on a redis-py pipeline (``d`` field only)."""
+    if events:
+        pipe.eval(_XADD_MANY, len(events), *(stream_key(ch) for ch, _ in events), maxlen,
+                  *(data for _, data in events))
