@@ -156,7 +156,7 @@ class MarketWriter:
                     klines[key] = k
             elif isinstance(item, Ticker):
                 tickers[f"ticker:{item.venue}:{item.instrument}"] = item
-            else:
+            elif isinstance(item, MonitorReport):
                 reports.append(item)
         now = self._clock()
         self._prune(now)
