@@ -158,8 +158,10 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     monitor = op.merge("monitor", late, corrections, checked, replaced,
                        op.map("shard_reports", stats, shard_report))
 
-    to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor)
-    op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url), MarketWriter()))
+    # trades go to the Redis sink only for the @trades push stream (connectors/push_streams.py)
+    to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor, trades)
+    op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url),
+                                                   MarketWriter(stream_maxlen=settings.stream_maxlen)))
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", klines,
                                lambda o: kline_point(o.kline) if o.kline.closed else None)
