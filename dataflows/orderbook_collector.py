@@ -90,7 +90,8 @@ def build(settings: Settings) -> Dataflow:
     items = op.input("okx_books", flow, okx_books_source(settings))
     to_redis: Stream[RedisItem] = op.filter_map("redis_items", items, redis_item)
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
-                                                    settings.orderbook_buffer_max, dataflow=DATAFLOW))
+                                                    settings.orderbook_buffer_max, dataflow=DATAFLOW,
+                                                    stream_maxlen=settings.stream_maxlen))
     if influx_enabled(settings):
         levels = settings.influx_book_levels
         samples = op.flat_map("book_points", items,
