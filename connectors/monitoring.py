@@ -23,7 +23,9 @@ contract fields of ``system:monitoring`` from the owners heard from within ``exp
 
 Times are the Redis server's (``TIME``), so hosts with skewed clocks agree on who expired. A report of an
 owner unheard of for :data:`FORGET_MS` is deleted. Cost: one EVAL per batch that carries reports (about
-once per second per shard and per sink partition), O(owners) in Redis.
+once per second per shard and per sink partition), O(owners) in Redis. The same call appends the whole hash,
+as JSON, to the ``@monitoring`` push stream (:mod:`connectors.push_streams`), so a pushed state is never a
+half-recomputed one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 
 import msgspec
 
+from connectors.push_streams import MONITORING as MONITORING_CHANNEL
+from connectors.push_streams import stream_key
 from connectors.redis_keys import MONITORING
 
 OWNERS = f"{MONITORING}:owners"
@@ -53,8 +57,11 @@ class MonitorReport(msgspec.Struct, frozen=True):
 
 
 _json = msgspec.json.Encoder()
+_STREAM = stream_key(MONITORING_CHANNEL)
 
-# KEYS: system:monitoring, its owners hash. ARGV: expire ms, forget ms, n, n x (owner, JSON), owners to retire.
+# KEYS: system:monitoring, its owners hash[, the @monitoring push stream: the whole hash as JSON, after each
+# recompute, capped at ~1000: a state channel, whose newest entry is all a gateway reads].
+# ARGV: expire ms, forget ms, n, n x (owner, JSON), owners to retire.
 _RECOMPUTE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -106,6 +113,11 @@ for f, v in pairs(latest) do
   out[#out + 1] = v
 end
 redis.call('HSET', KEYS[1], unpack(out))
+if KEYS[3] then
+  local all, obj = redis.call('HGETALL', KEYS[1]), {}
+  for i = 1, #all, 2 do obj[all[i]] = all[i + 1] end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'd', cjson.encode(obj))
+end
 return #entries / 2
 """
 
@@ -134,7 +146,7 @@ def queue_monitoring(pipe: Any, reports: Iterable[MonitorReport], *, retire: Seq
         for owner, body in owners.items():
             args.append(owner)
             args.append(body)
-        pipe.eval(_RECOMPUTE, 2, MONITORING, OWNERS, *args, *retire)
+        pipe.eval(_RECOMPUTE, 3, MONITORING, OWNERS, _STREAM, *args, *retire)
 
 
 def refresh(client: Any, *, expire_ms: int = EXPIRE_MS) -> None:
