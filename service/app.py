@@ -101,9 +101,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.api_max_body)
-    # Market-data reads: open to all unless API_PUBLIC_READS=false. The history router first (see above).
+    # Market-data reads need a key only when API_PUBLIC_READS=false. With public reads the dependency could only
+    # look up a key it then ignores, so it is left out of the hot path. The history router first (see above).
+    reads = [] if settings.api_public_reads else [Depends(public_reader)]
     for router in (history.router, live.router):
-        app.include_router(router, dependencies=[Depends(public_reader)])
+        app.include_router(router, dependencies=reads)
     for router in (pairs.router, alerts.router, gateway.router):
         app.include_router(router)
     _mount_web(app)

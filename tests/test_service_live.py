@@ -163,6 +163,18 @@ def test_openapi_and_body_limit(api: httpx.Client) -> None:
     assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
 
 
+def test_the_browser_monitor_at_root(api: httpx.Client) -> None:
+    """`/` serves the built monitor (web/dist) when it is there, else sends the browser to the API docs."""
+    from service.app import WEB_DIST
+
+    resp = api.get("/")
+    if (WEB_DIST / "index.html").is_file():
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+        assert resp.text == (WEB_DIST / "index.html").read_text()
+    else:
+        assert resp.status_code == 307 and resp.headers["location"] == "/docs"
+
+
 def _start_private_redis(port: int, workdir: Path) -> object:
     from cryptoflow.servers import start_redis
 
