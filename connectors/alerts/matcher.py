@@ -24,6 +24,7 @@ from decimal import Decimal
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.push_streams import MY_ALERTS, stream_key
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
@@ -32,9 +33,11 @@ from operators.alerts import BODY_TEMPLATE, SUBJECT_TEMPLATE, VERBS
 from operators.events import Trade, iso_ms
 
 log = get_logger("price_alerts")
+_MY_ALERTS = stream_key(MY_ALERTS)
 
 
-# KEYS[1]: the email queue. ARGV: limit, created_at, subject tpl, body tpl, verb up, verb_long up, verb down,
+# KEYS[1]: the email queue, KEYS[2]: the @my_alerts push stream.
+# ARGV: limit, created_at, subject tpl, body tpl, verb up, verb_long up, verb down,
 # verb_long down, then per instrument: inst, high, high time, low, low time.
 # Returns {more (0/1), fired id...}.
 _MATCH = """
@@ -55,6 +58,9 @@ local function fire(side, id, inst, price, at)
     body = string.gsub(body_tpl, '{([%w_]+)}', vals),
     created_at = created, attempts = 0})
   redis.call('LPUSH', KEYS[1], job)
+  -- @my_alerts push stream (connectors/push_streams.py); the gateway finds the owner of `a` in SQL
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'd', cjson.encode({id = id, crypto = inst,
+    price = f[1], direction = side == 'gt', status = 'fired', fired_price = price, fired_at = at}), 'a', id)
   out[#out + 1] = id
 end
 for i = 9, #ARGV, 5 do
@@ -116,7 +122,7 @@ class AlertMatcher:
             args += [inst, format(hi, "f"), iso_ms(hi_ts), format(lo, "f"), iso_ms(lo_ts)]
         fired: list[str] = []
         while True:
-            got = self._script(keys=[self._queue], args=args)
+            got = self._script(keys=[self._queue, _MY_ALERTS], args=args)
             fired += [i.decode() if isinstance(i, bytes) else str(i) for i in got[1:]]
             if not int(got[0]):
                 return fired
