@@ -22,6 +22,7 @@ import pytest
 import redis
 import urllib3
 
+from cryptoflow.servers import free_port
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.simulator import Simulator
@@ -181,3 +182,16 @@ def test_an_unknown_symbol_is_one_line_and_exit_1(
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("cryptoflow backfill: binance refused")
     assert "Invalid symbol." in done.stderr
+
+
+def test_influxdb_unreachable_is_one_line_exit_1_and_no_checkpoint_moves(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    env = {**_env(sim, victoria, redis_server), "INFLUX_URL": f"http://127.0.0.1:{free_port()}"}
+    start, end = _range(1)
+    done = subprocess.run(_command("--exchange", "bybit", "--symbol", "BTC-USDT", "--from", str(start), "--to",
+                                   str(end)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("cryptoflow backfill: InfluxDB at http://127.0.0.1:") and "did not take" in last
+    assert "Traceback" not in done.stderr
+    assert not redis_db.exists("backfill:bybit:BTC-USDT:1m")

@@ -32,7 +32,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from connectors.market_source import MarketStats
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient
-from connectors.rest_klines.store import KlineStore
+from connectors.rest_klines.store import KlineStore, StoreError
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
@@ -124,7 +124,7 @@ class _Repairer:
                     # whole intervals of tf that hold [start, end): from the one holding start
                     result = await backfill(client, store, None, inst, tf, _floor(start, tf), end)
                     written += result.klines
-                except (BackfillError, ValueError) as err:  # unknown symbol, unsupported timeframe, venue down
+                except (BackfillError, StoreError, ValueError) as err:  # unknown symbol or timeframe, a store down
                     log.warning("kline_repair_failed", venue=outage.venue, instrument=inst, timeframe=tf,
                                 error=str(err))
         self.repairs_done += 1

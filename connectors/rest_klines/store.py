@@ -19,9 +19,11 @@ from typing import Any, cast
 
 import msgspec
 import redis
+import urllib3
 
 from connectors.influx import InfluxPoint, to_line
 from connectors.market_sinks import kline_point
+from cryptoflow.settings import mask_url
 from operators.events import Kline, iso_ms
 
 NO_TRADE_COUNT = frozenset({"okx", "bybit"})
@@ -34,8 +36,12 @@ def backfill_point(k: Kline) -> InfluxPoint:
     return point
 
 
+class StoreError(Exception):
+    """InfluxDB did not take a page (unreachable, or it refused the write); nothing after it was checkpointed."""
+
+
 class KlineStore:
-    """Synchronous ``kline`` writes to one bucket (raises on a refused write)."""
+    """Synchronous ``kline`` writes to one bucket (:class:`StoreError` when a page is not taken)."""
 
     def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 30_000) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -43,16 +49,22 @@ class KlineStore:
 
         self._client = InfluxDBClient(url=url, token=token or "unused", org=org, timeout=timeout_ms)
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket, self._org = bucket, org
+        self._bucket, self._org, self._url = bucket, org, url
         self.points_written = 0
 
     def write(self, klines: Sequence[Kline]) -> None:
         from influxdb_client.domain.write_precision import WritePrecision
+        from influxdb_client.rest import ApiException
 
         lines = [line for line in (to_line(backfill_point(k)) for k in klines) if line]
-        if lines:
+        if not lines:
+            return
+        try:
             self._api.write(self._bucket, self._org, record=lines, write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # the enum's values are str
-            self.points_written += len(lines)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+            msg = f"InfluxDB at {mask_url(self._url)} did not take {len(lines)} kline points: {err}"
+            raise StoreError(msg[:500]) from None
+        self.points_written += len(lines)
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from connectors.rest_klines.backfill import VENUES, BackfillResult, backfill, closed_range
 from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient
-from connectors.rest_klines.store import Checkpoints, KlineStore
+from connectors.rest_klines.store import Checkpoints, KlineStore, StoreError
 from cryptoflow.settings import Settings
 from operators.instruments import InvalidInstrument, validate_instrument, venue_symbol
 from operators.klines import TIMEFRAME_MS
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         results = asyncio.run(_backfill_all(args, settings, symbols, end))
-    except BackfillError as err:
+    except (BackfillError, StoreError) as err:  # the checkpoint holds what was written: run again to resume
         print(f"cryptoflow backfill: {err}", file=sys.stderr)
         return 1
     for inst, r in results:
