@@ -253,7 +253,8 @@ class Demo:
         try:
             servers = ("simulator", "redis")
             flows = [n for n in self.procs if n not in servers]
-            say(f"stopping     {len(flows)} dataflows (SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s)")
+            what = f"{len(flows) - 1} dataflows and the service" if "serve" in flows else f"{len(flows)} dataflows"
+            say(f"stopping     {what} (SIGTERM, SIGKILL after {STOP_TIMEOUT:g} s)")
             for stage in (flows, [n for n in servers if n in self.procs]):
                 stop_all([self.procs[n] for n in stage], STOP_TIMEOUT)
                 for name in stage:

@@ -150,6 +150,8 @@ def test_the_live_bar_from_redis_comes_last(api: httpx.Client, written: list[Kli
     ({"symbol": "BTC-USDT", "limit": 1001}, "limit"),
     ({"symbol": "BTC-USDT", "limit": 0}, "limit"),
     ({"symbol": "BTC-USDT", "start": "yesterday"}, "start"),
+    ({"symbol": "BTC-USDT", "end": "99999999999999999999"}, "end"),
+    ({"symbol": "BTC-USDT", "start": "1900-01-01T00:00:00Z"}, "start"),
     ({"symbol": "BTC-USDT", "start": 2000, "end": 1000}, "end"),
     ({"symbol": "BTC-USDT", "format": "xml"}, "format"),
 ])

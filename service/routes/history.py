@@ -31,6 +31,7 @@ from service.routes.live import TickerExchange, instrument, json_response
 
 router = APIRouter(tags=["history"])
 
+MAX_TIME_MS = 9_223_372_036_853  # InfluxDB keeps int64 nanoseconds: 2262-04-11
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -54,15 +55,18 @@ def parse_time(value: str, field: str) -> int:
     """Epoch milliseconds or ISO-8601 (``Z``/offset; none means UTC) -> epoch milliseconds, or 422."""
     text = value.strip()
     if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        why = f"expected epoch milliseconds or ISO-8601, got {text[:40]!r}"
-        raise invalid(field, why) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+        ms = int(text)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            why = f"expected epoch milliseconds or ISO-8601, got {text[:40]!r}"
+            raise invalid(field, why) from None
+        ms = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+    if not 0 <= ms <= MAX_TIME_MS:
+        why = f"must be between 1970 and 2262 (InfluxDB's time range), got {text[:40]!r}"
+        raise invalid(field, why)
+    return ms
 
 
 def time_range(start: str | None, end: str | None, default_span_ms: int) -> TimeRange:
