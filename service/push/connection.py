@@ -36,6 +36,7 @@ from cryptoflow.logs import get_logger
 from service.push import catchup
 from service.push.channels import Channel, StreamId, parse_channel, parse_id
 from service.push.entries import Entry
+from service.push.owners import with_owners
 from service.push.protocol import (
     CLOSE_SLOW_CONSUMER,
     PONG,
@@ -205,6 +206,8 @@ class Connection:
         client = self._client
         if since is not None:
             replayed = await catchup.replay(client, ch, since, self._limits.queue_max)  # type: ignore[arg-type]
+            if replayed and ch.kind == "private":
+                replayed = await with_owners(replayed, self._tailer.owners)
             if replayed is not None:
                 if self.subs.get(ch.name) is not sub:
                     return

@@ -12,7 +12,8 @@ class Entry(NamedTuple):
     """One ``stream:<channel>`` entry. ``frame`` is the event frame every subscriber is sent, built once.
 
     ``kind`` / ``seq`` / ``prev_seq``: ``@depth``'s ``t``/``s``/``p`` fields (``""``/0/0 elsewhere);
-    ``owner``: ``@my_alerts``' ``o``."""
+    ``owner``: ``@my_alerts``' ``o``, or the owner of ``alert`` (its ``a``: the alert id) looked up in SQL by
+    the gateway before the entry is fanned out; an entry whose owner is unknown goes to nobody."""
 
     sid: StreamId
     id: str
@@ -22,6 +23,7 @@ class Entry(NamedTuple):
     seq: int
     prev_seq: int
     owner: str
+    alert: str = ""
 
 
 def _sid(raw: bytes) -> StreamId:
@@ -36,7 +38,8 @@ def parse_entry(channel: str, raw_id: bytes, fields: dict[bytes, Any]) -> Entry:
     seq = int(fields.get(b"s", 0))
     prev = int(fields.get(b"p", 0))
     owner = fields.get(b"o", b"").decode()
-    return Entry(_sid(raw_id), eid, event_frame(channel, eid, data), data, kind, seq, prev, owner)
+    alert = fields.get(b"a", b"").decode()
+    return Entry(_sid(raw_id), eid, event_frame(channel, eid, data), data, kind, seq, prev, owner, alert)
 
 
 def parse_entries(channel: str, raw: list[Any]) -> list[Entry]:

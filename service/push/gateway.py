@@ -13,7 +13,9 @@ A connection over it is accepted, sent ``{"code": 4102, ...}`` and closed with c
 sees why rather than a bare HTTP 403.
 
 Auth: ``{"op":"auth","token":<API key>}`` resolves the key with ``app.state.push_authenticate`` (an async
-``key -> user id | None``) when the app provides one, else :func:`service.push.auth.authenticate`.
+``key -> user id | None``; :mod:`service.app` sets it to the SQL key lookup). ``@my_alerts`` entries carry the
+fired alert's id; its owner comes from ``app.state.push_alert_owners`` if set, else the ``alerts`` table on
+``app.state.db`` (:mod:`service.push.owners`), and is compared with the authenticated user id.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, load_settings
 from service.push.connection import Authenticate, Connection, Limits
+from service.push.owners import OwnerLookup, no_owners, sql_alert_owners
 from service.push.protocol import CLOSE_TOO_MANY_CONNECTIONS, Code, error_frame
 from service.push.tailer import StreamTailer
 
@@ -36,11 +39,11 @@ router = APIRouter()
 
 
 class Gateway:
-    def __init__(self, settings: Settings, authenticate: Authenticate) -> None:
+    def __init__(self, settings: Settings, authenticate: Authenticate, owners: OwnerLookup = no_owners) -> None:
         url = str(settings.redis_url)
         self.client = aioredis.Redis.from_url(url)
         self._reader = aioredis.Redis.from_url(url, single_connection_client=True)
-        self.tailer = StreamTailer(self.client, self._reader)
+        self.tailer = StreamTailer(self.client, self._reader, owners=owners)
         self.limits = Limits(settings.push_max_subscriptions, settings.push_max_message_bytes,
                              settings.push_queue_max)
         self._max_per_ip = settings.push_max_connections_per_ip
@@ -96,14 +99,18 @@ def gateway_for(app: FastAPI) -> Gateway:
     gw: Gateway | None = getattr(app.state, "push_gateway", None)
     if gw is None:
         settings: Settings = getattr(app.state, "settings", None) or load_settings()
-        auth: Authenticate | None = getattr(app.state, "push_authenticate", None)
-        if auth is None:
-            from service.push.auth import authenticator
-
-            auth = authenticator(settings)
-        gw = Gateway(settings, auth)
+        auth: Authenticate = getattr(app.state, "push_authenticate", None) or _refuse_all
+        owners: OwnerLookup | None = getattr(app.state, "push_alert_owners", None)
+        if owners is None:
+            db = getattr(app.state, "db", None)
+            owners = sql_alert_owners(db) if db is not None else no_owners
+        gw = Gateway(settings, auth, owners)
         app.state.push_gateway = gw
     return gw
+
+
+async def _refuse_all(token: str) -> str | None:
+    return None  # an app without a key lookup: no one can authenticate
 
 
 async def close_gateway(app: FastAPI) -> None:

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from connectors.push_streams import STREAM_PREFIX
+from connectors.push_streams import MY_ALERTS, STREAM_PREFIX
 from cryptoflow.logs import get_logger
 from service.push.entries import Entry, parse_entries
+from service.push.owners import OwnerLookup, no_owners, with_owners
 
 log = get_logger("service.push.tailer")
 READ_COUNT = 1000  # entries per stream per XREAD: bounds one fan-out's work
@@ -37,7 +38,8 @@ class Listener(Protocol):
 
 class StreamTailer:
     def __init__(self, client: aioredis.Redis, reader: aioredis.Redis, *, block_ms: int = BLOCK_MS,
-                 count: int = READ_COUNT) -> None:
+                 count: int = READ_COUNT, owners: OwnerLookup = no_owners) -> None:
+        self.owners = owners  # @my_alerts: alert id -> owner, looked up once per batch before the fan-out
         self._client = client  # shared: CLIENT UNBLOCK, the newest id of a new stream
         self._reader = reader  # single connection: the blocking XREAD, so it can be unblocked by id
         self._block_ms = block_ms
@@ -118,6 +120,8 @@ class StreamTailer:
                 channel = stream[len(STREAM_PREFIX):]
                 entries = parse_entries(channel, rows)
                 self.entries_read += len(entries)
+                if channel == MY_ALERTS:
+                    entries = await with_owners(entries, self.owners)
                 for listener in list(self._listeners.get(stream, {}).values()):
                     listener.deliver(channel, entries)
 
