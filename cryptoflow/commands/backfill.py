@@ -24,6 +24,7 @@ from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient
 from connectors.rest_klines.store import Checkpoints, KlineStore, StoreError
 from cryptoflow.settings import Settings
+from operators.events import iso_ms
 from operators.instruments import InvalidInstrument, validate_instrument, venue_symbol
 from operators.klines import TIMEFRAME_MS
 
@@ -81,9 +82,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cryptoflow backfill: {err}", file=sys.stderr)
         return 1
     for inst, r in results:
-        how = f"resumed at {r.start_ms}" if r.resumed else f"from {r.start_ms}"
-        print(f"backfill {args.exchange} {inst} {args.timeframe}: {r.klines} klines in {r.pages} pages ({how} "
-              f"to {r.end_ms}), {r.missing} intervals the venue has no kline for")
+        what = f"backfill {args.exchange} {inst} {args.timeframe}"
+        if r.resumed and r.start_ms >= r.end_ms:
+            print(f"{what}: already complete up to {iso_ms(r.end_ms)} (checkpoint; --restart to fetch again)")
+            continue
+        how = f"resumed at {iso_ms(r.start_ms)}" if r.resumed else f"from {iso_ms(r.start_ms)}"
+        print(f"{what}: {r.klines} klines in {r.pages} pages ({how} to {iso_ms(r.end_ms)}), {r.missing} "
+              "intervals the venue has no kline for")
     return 0
 
 
