@@ -43,8 +43,9 @@ class GatewayServer:
 
 @contextmanager
 def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: int | None = None,
-                   **push: Any) -> Iterator[GatewayServer]:
-    """``users``: API key -> user id for ``{"op":"auth"}``; ``push``: settings overrides (push_queue_max=...)."""
+                   database_url: str | None = None, **push: Any) -> Iterator[GatewayServer]:
+    """``users``: API key -> user id for ``{"op":"auth"}``; or ``database_url``: the service's SQL users, keys
+    and alert owners, as ``cryptoflow serve`` wires them; ``push``: settings overrides (push_queue_max=...)."""
     app = FastAPI()
     app.include_router(router)
     app.state.settings = load_settings(redis_url=redis_url, **push)
@@ -55,9 +56,25 @@ def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: in
 
     app.state.push_authenticate = authenticate
 
+    @app.on_event("startup")
+    async def _startup() -> None:
+        if database_url is not None:  # opened on the server's loop: an async engine belongs to one loop
+            from service.db import Database
+            from service.users import principal_for_key
+
+            db = app.state.db = await Database.open(database_url)
+
+            async def by_key(token: str) -> str | None:
+                user = await principal_for_key(db, token)
+                return None if user is None else str(user.id)
+
+            app.state.push_authenticate = by_key
+
     @app.on_event("shutdown")
     async def _shutdown() -> None:
         await close_gateway(app)
+        if database_url is not None:
+            await app.state.db.close()
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
