@@ -1,5 +1,8 @@
 """Re-syncing one book from a REST snapshot plus the WebSocket updates buffered while it was fetched. Pure.
 
+A standalone front to :func:`operators.book_sync.replay` (the sync machine does this itself for the books it
+keeps); the rules are the venue's :mod:`operators.book_sequencing` policy, OKX's by default.
+
 Use (one :class:`SnapshotResync` per instrument being re-synced)::
 
     book.mark_resyncing()                  # the book refuses updates from now on (NotSynced)
@@ -13,14 +16,13 @@ What :meth:`SnapshotResync.complete` does, precisely:
 
 1. It applies the snapshot (``book.apply``; ``prevSeqId`` is not checked on snapshots). If that fails
    (checksum, crossed), the buffer is dropped and the failure returned.
-2. With ``S = snapshot.seq_id`` known: the buffered updates *before* the first one whose ``prev_seq_id == S``
-   are already contained in the snapshot and are dropped; that first one and all after it are applied in order
-   with the normal rules (so each must chain, heartbeats and resets included; a reset ``seqId < prevSeqId`` is
-   kept because it is found by its ``prevSeqId``, not dropped for a small ``seqId``). When no buffered update
-   chains: if every buffered update has ``seq_id <= S`` the snapshot is newer than all of them and they are
-   all dropped (the book is valid at the snapshot); otherwise the snapshot and the buffer do not meet and the
-   result is :class:`~operators.orderbook.SequenceGap` (expected ``S``, got the ``prev_seq_id`` of the first
-   update newer than ``S``), the book stays ``resyncing``: fetch a new snapshot.
+2. With ``S = snapshot.seq_id`` known: the buffered updates before the first one whose ``prev_seq_id == S``
+   are already contained in the snapshot (``seq_id <= S``) and are dropped; that first one and all after it
+   are applied in order with the normal rules (so each must chain, heartbeats and resets included; a reset
+   ``seqId < prevSeqId`` is kept because it is found by its ``prevSeqId``, not dropped for a small
+   ``seqId``). An update newer than ``S`` (``seq_id > S``) met before one that chains means the snapshot and
+   the buffer do not meet: the result is :class:`~operators.orderbook.SequenceGap` (expected ``S``, got its
+   ``prev_seq_id``), the book stays ``resyncing``: fetch a new snapshot.
 3. With no ``seq_id`` on the snapshot (OKX REST bodies carry none): updates with ``ts_ms <`` the snapshot's
    ``ts_ms`` are dropped and the rest applied in order, the first one without a chain check (the book has no
    ``seq_id`` yet; later ones must chain to it). The boundary is inclusive on purpose: OKX updates carry
@@ -36,18 +38,12 @@ to the book directly and drop this object (:meth:`add` refuses snapshots).
 
 from __future__ import annotations
 
-import msgspec
-
+from operators.book_sequencing import OKX, Sequencing
+from operators.book_sync import ReplayOutcome, replay
 from operators.events import BookDelta
-from operators.orderbook import IntegrityResult, OrderBook, SequenceGap, is_failure
+from operators.orderbook import OrderBook
 
-
-class ResyncOutcome(msgspec.Struct, frozen=True):
-    """``result``: the first failure, else the result of the last delta applied (snapshot or update)."""
-
-    result: IntegrityResult
-    applied: int  # buffered updates applied after the snapshot
-    dropped: int  # buffered updates not applied (contained in the snapshot, or after a failure)
+ResyncOutcome = ReplayOutcome  # the name this module has always used
 
 
 class BufferOverflow(Exception):
@@ -55,13 +51,14 @@ class BufferOverflow(Exception):
 
 
 class SnapshotResync:
-    """Buffers one instrument's WS updates while its REST snapshot is pending."""
+    """Buffers one instrument's WS updates while its REST snapshot is pending (the OKX rules by default)."""
 
-    __slots__ = ("_buffer", "max_buffered")
+    __slots__ = ("_buffer", "max_buffered", "sequencing")
 
-    def __init__(self, max_buffered: int = 20_000) -> None:
+    def __init__(self, max_buffered: int = 20_000, sequencing: Sequencing = OKX) -> None:
         self.max_buffered = max_buffered
-        self._buffer: list[BookDelta] = []
+        self.sequencing = sequencing
+        self._buffer: list[tuple[BookDelta, object]] = []
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -74,44 +71,13 @@ class SnapshotResync:
         if len(self._buffer) >= self.max_buffered:
             msg = f"more than {self.max_buffered} updates buffered for {update.instrument} during a resync"
             raise BufferOverflow(msg)
-        self._buffer.append(update)
+        self._buffer.append((update, None))
 
-    def complete(self, book: OrderBook, snapshot: BookDelta) -> ResyncOutcome:
+    def complete(self, book: OrderBook, snapshot: BookDelta) -> ReplayOutcome:
         """Apply ``snapshot`` then the buffered updates that follow it (see the module docstring). Empties the
         buffer."""
         if snapshot.action != "snapshot":
             msg = f"complete() needs a snapshot, got an {snapshot.action}"
             raise ValueError(msg)
         buffered, self._buffer = self._buffer, []
-        result = book.apply(snapshot)
-        if is_failure(result):
-            return ResyncOutcome(result, 0, len(buffered))
-        start = _first_to_apply(buffered, snapshot)
-        if isinstance(start, SequenceGap):
-            book.mark_resyncing()
-            return ResyncOutcome(start, 0, len(buffered))
-        applied = 0
-        for update in buffered[start:]:
-            result = book.apply(update)
-            if is_failure(result):
-                return ResyncOutcome(result, applied, len(buffered) - applied)
-            applied += 1
-        return ResyncOutcome(result, applied, len(buffered) - applied)
-
-
-def _first_to_apply(buffered: list[BookDelta], snapshot: BookDelta) -> int | SequenceGap:
-    """Index of the first buffered update to apply after ``snapshot`` (``len(buffered)``: none)."""
-    seq = snapshot.seq_id
-    if seq is None:
-        ts = snapshot.ts_ms
-        for i, u in enumerate(buffered):
-            if u.ts_ms >= ts:
-                return i
-        return len(buffered)
-    for i, u in enumerate(buffered):
-        if u.prev_seq_id == seq and u.seq_id is not None:
-            return i
-    for u in buffered:
-        if u.seq_id is not None and u.seq_id > seq:
-            return SequenceGap(seq, u.prev_seq_id if u.prev_seq_id is not None else u.seq_id)
-    return len(buffered)
+        return replay(book, snapshot, buffered, self.sequencing)
