@@ -99,7 +99,7 @@ def _counters(sim: Simulator) -> dict[str, Any]:
 def sim(start_simulator: Callable[..., Simulator]) -> Simulator:
     return start_simulator("--pairs", ",".join(SYMBOLS), "--seed", "11", "--rate", "5",
                            "--okx-rest-limit", "10/1", "--binance-rest-limit", "100000/60",
-                           "--bybit-rest-limit", "6/1")
+                           "--bybit-rest-limit", "3/5")
 
 
 def test_three_days_three_symbols_killed_and_resumed_no_duplicate_no_hole_never_refused(
@@ -163,16 +163,19 @@ def test_a_client_told_429_waits_retry_after_and_then_succeeds(
     _assert_equal(_stored(victoria, "binance", "BTC-USDT"), _oracle(sim, "BTC-USDT", start, end, via="bybit"))
 
 
-def test_bybit_within_a_small_limit_is_never_refused(
+def test_bybit_paced_by_its_limit_headers_is_never_refused(
         sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
     start, end = _range(8)
+    # the client allows itself far more than the venue's 3 per 5 s: X-Bapi-Limit-Status "0" holds it back
     done = subprocess.run(
         _command("--exchange", "bybit", "--symbol", "ETH-USDT", "--from", str(start), "--to", str(end), "--budget",
-                 "6/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True, text=True,
+                 "100/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True, text=True,
         timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     counters = _counters(sim)["bybit"]
     assert counters["requests"] == 12 and counters["refused"] == 0, counters
+    done_line = next(e for e in map(orjson.loads, done.stderr.splitlines()) if e["event"] == "backfill_done")
+    assert done_line["paused"] >= 3 and done_line["rate_limited"] == 0, done_line  # 12 requests, 3 per window
     _assert_equal(_stored(victoria, "bybit", "ETH-USDT"), _oracle(sim, "ETH-USDT", start, end))
 
 

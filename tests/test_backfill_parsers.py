@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -176,3 +177,12 @@ def test_backoff_grows_capped_with_jitter_and_resets() -> None:
     assert all(c / 2 <= d <= c for d, c in zip(delays, [1, 2, 4, 8, 8, 8], strict=True))
     backoff.reset()
     assert backoff.next() <= 1.0
+
+
+def test_only_bybit_says_its_window_is_spent_before_refusing() -> None:
+    reset = str(int(time.time() * 1000) + 1500)
+    spent = VENUES["bybit"].pause_after({"X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": reset})
+    assert spent is not None and 1.0 < spent <= 1.6
+    assert VENUES["bybit"].pause_after({"X-Bapi-Limit-Status": "1", "X-Bapi-Limit-Reset-Timestamp": reset}) is None
+    assert VENUES["okx"].pause_after({}) is None
+    assert VENUES["binance"].pause_after({"X-MBX-USED-WEIGHT-1M": "1"}) is None

@@ -74,6 +74,6 @@ async def backfill(client: KlineClient, store: KlineStore, checkpoints: Checkpoi
     if checkpoints is not None and cursor >= end and pages == 0:
         checkpoints.save(venue, inst, timeframe, Checkpoint(first, end, end, True))
     log.info("backfill_done", venue=venue, instrument=inst, timeframe=timeframe, klines=written, pages=pages,
-             missing=missing, requests=client.requests, rate_limited=client.rate_limited, retries=client.retries,
-             budget_wait_s=round(client.budget.waited_s, 2))
+             missing=missing, requests=client.requests, rate_limited=client.rate_limited, paused=client.paused,
+             retries=client.retries, budget_wait_s=round(client.budget.waited_s, 2))
     return BackfillResult(run_start, end, written, pages, missing, resumed)

@@ -72,3 +72,6 @@ class BinanceKlines:
                 return err
             return VenueRefused(status, str(err.code), err.msg)
         return parse_binance_klines(body, inst=inst, timeframe=timeframe)
+
+    def pause_after(self, headers: Mapping[str, str]) -> float | None:
+        return None  # no "left in this window" header (Binance's used weight lacks the limit it counts against)

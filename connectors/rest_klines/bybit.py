@@ -89,3 +89,7 @@ class BybitKlines:
         if status != 200:
             return VenueRefused(status, str(status), body[:200].decode(errors="replace"))
         return parse_bybit_klines(body, inst=inst, timeframe=timeframe)
+
+    def pause_after(self, headers: Mapping[str, str]) -> float | None:
+        left = headers.get("X-Bapi-Limit-Status", "")
+        return _reset_in(headers) if left == "0" else None

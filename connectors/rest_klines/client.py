@@ -41,6 +41,7 @@ class KlineClient:
         self.requests = 0
         self.rate_limited = 0
         self.retries = 0
+        self.paused = 0  # times the venue's headers said its window was used up
 
     async def page(self, inst: str, timeframe: str, start_ms: int, end_ms: int) -> list[Kline]:
         """The venue's closed klines with open time in ``[start_ms, end_ms)``, oldest first."""
@@ -98,6 +99,10 @@ class KlineClient:
             return f"body longer than {MAX_FRAME_BYTES} bytes"
         if status >= 500:
             return f"HTTP {status}"
+        pause = self.venue.pause_after(headers)
+        if pause is not None:  # the venue's window is spent (by us or another client on this IP): wait it out
+            self.budget.hold_until(pause)
+            self.paused += 1
         return self.venue.read(status, headers, bytes(body), inst=inst, timeframe=timeframe)
 
     async def close(self) -> None:

@@ -77,3 +77,6 @@ class OkxKlines:
         if status == 429:
             return RateLimited(status, retry_after(headers), body[:200].decode(errors="replace"))
         return parse_okx_candles(body, inst=inst, timeframe=timeframe)
+
+    def pause_after(self, headers: Mapping[str, str]) -> float | None:
+        return None  # no "left in this window" header

@@ -57,6 +57,11 @@ class KlineVenue(Protocol):
     def read(self, status: int, headers: Mapping[str, str], body: bytes, *, inst: str, timeframe: str) -> Answer:
         ...
 
+    def pause_after(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds to send nothing more, when the answer's headers say the venue's window is used up (the IP's
+        limit is shared with other clients, which this client's own budget cannot see)."""
+        ...
+
 
 def interval_of(table: Mapping[str, str], venue: str, timeframe: str) -> str:
     try:
