@@ -29,6 +29,8 @@ from bytewax.dataflow import Dataflow, Stream
 from connectors import stopping
 from connectors.alerts.matcher import PriceAlertSink
 from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
+from connectors.influx_sync import SyncInfluxSink
+from connectors.local.source import LocalTradesSource, local_config
 from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
 from connectors.monitoring import MonitorReport
@@ -36,7 +38,7 @@ from connectors.redis_sink import RedisPipelineSink
 from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
-from cryptoflow.settings import Settings, settings_or_exit
+from cryptoflow.settings import LOCAL_VENUE, Settings, settings_or_exit
 from operators.events import BestQuote, Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
 from operators.klines import Bucket
@@ -165,14 +167,18 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", klines,
                                lambda o: kline_point(o.kline) if o.kline.closed else None)
-        ticks = op.filter_map("ticker_points", ticker_pairs, lambda tp: ticker_point(tp[0]) if tp[1] else None)
-        points: Stream[InfluxPoint] = op.merge("points", closed, ticks)
-        op.output("influx", points, InfluxSink(settings))
+        # klines are written before the epoch (and its recovery snapshot) ends: exactly once after kill -9
+        op.output("influx_klines", closed, SyncInfluxSink(settings))
+        ticks: Stream[InfluxPoint] = op.filter_map("ticker_points", ticker_pairs,
+                                                   lambda tp: ticker_point(tp[0]) if tp[1] else None)
+        op.output("influx", ticks, InfluxSink(settings))
 
 
 def build(settings: Settings) -> Dataflow:
     flow = Dataflow("market_data")
     inputs = [op.input(step, flow, source) for step, source in market_sources(settings)]
+    if LOCAL_VENUE in settings.market_data_venues:  # the exchange's own trades (Redis Streams), as venue local
+        inputs.append(op.input("local", flow, LocalTradesSource(local_config(settings))))
     if not inputs:
         msg = "MARKET_DATA_VENUES selects no venue"
         raise ValueError(msg)

@@ -1,0 +1,210 @@
+"""The exchange's own trades through ``market_data`` (``MARKET_DATA_VENUES=local``): throughput and latency.
+
+Real processes: redis-server, optionally VictoriaMetrics (``--influx``: closed klines written synchronously,
+:mod:`connectors.influx_sync`), and ``python -m bytewax.run dataflows.market_data`` with one worker.
+
+* ``throughput``: ``--trades`` entries are XADDed (pipelined, timed on their own) into ``--instruments``
+  streams before the dataflow starts; measured is the time from the first trade visible in a ``kline:`` hash
+  to the last (the 1d hash's ``trades`` counts them), so start-up is left out. trades/s = per worker.
+* ``latency``: a producer XADDs ``--rate`` trades/s (one pipeline per 10 ms tick, ``ts`` = now) for
+  ``--seconds``; Redis keyspace notifications on ``kline:local:*:1d`` give the moment each HSET lands; a
+  trade's latency is from its XADD being sent to the first notification whose ``trades`` count includes it.
+
+Usage: ``.venv/bin/python benchmarks/bench_local_trades.py throughput --trades 1000000``
+       ``.venv/bin/python benchmarks/bench_local_trades.py latency --rate 5000 --seconds 30``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+
+INSTRUMENTS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT", "BNB-USDT", "ADA-USDT", "LTC-USDT",
+               "DOT-USDT", "UNI-USDT")
+
+
+@contextmanager
+def servers(influx: bool) -> Iterator[tuple[str, str | None]]:
+    work = Path(tempfile.mkdtemp(prefix="bench_local_"))
+    port = free_port()
+    rproc = start_redis(port, work)
+    vproc = None
+    vm_url = None
+    try:
+        if influx:
+            vport = free_port()
+            vproc = subprocess.Popen(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{vport}",
+                                      f"-storageDataPath={work / 'vm'}", "-retentionPeriod=100y", "-loggerLevel=ERROR"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            wait_for_port(vport, proc=vproc)
+            vm_url = f"http://127.0.0.1:{vport}"
+        yield f"redis://127.0.0.1:{port}/0", vm_url
+    finally:
+        if vproc is not None:
+            stop_process(vproc)
+        stop_process(rproc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def start_flow(redis_url: str, vm_url: str | None, log: Path, batch: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": redis_url, "MARKET_DATA_VENUES": "local", "KLINE_TIMEFRAMES": "1m,5m,1h,1d",
+           "PRICE_ALERTS_ENABLED": "false", "LOG_FORMAT": "json", "LOCAL_STREAM_BATCH": str(batch),
+           "TRADING_PAIRS_POLL_INTERVAL": "0.5"}
+    if vm_url:
+        env.update(INFLUX_URL=vm_url, INFLUX_TOKEN="t")
+    else:
+        env.pop("INFLUX_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.market_data"], cwd=ROOT, env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def entry(i: int, ts: int) -> dict[str, str]:
+    tick = 6_000_000 + (i * 7919) % 2001 - 1000
+    return {"price": f"{tick // 100}.{tick % 100:02d}", "amount": f"0.{1 + i % 9999:04d}",
+            "side": "buy" if i % 3 else "sell", "ts": str(ts), "trade_id": str(i + 1)}
+
+
+def consumed(client: redis.Redis, insts: tuple[str, ...]) -> int:
+    return sum(int(client.hget(f"kline:local:{i}:1d", "trades") or 0) for i in insts)
+
+
+def throughput(args: argparse.Namespace) -> None:
+    insts = INSTRUMENTS[: args.instruments]
+    per = args.trades // len(insts)
+    day = 1_723_161_600_000  # 2024-08-09 00:00 UTC: every trade within one UTC day (the 1d hash counts all)
+    with servers(args.influx) as (url, vm):
+        client = redis.Redis.from_url(url)
+        client.sadd("config:trading_pairs", *insts)
+        t0 = time.perf_counter()
+        for lo in range(0, per, 5_000):
+            pipe = client.pipeline(transaction=False)
+            for inst in insts:
+                for i in range(lo, min(per, lo + 5_000)):
+                    pipe.xadd(f"trades:{inst}", entry(i, day + i * 80_000_000 // per))  # type: ignore[arg-type]
+            pipe.execute()
+        xadd_s = time.perf_counter() - t0
+        log = Path(tempfile.mkdtemp()) / "flow.log"
+        proc = start_flow(url, vm, log, args.batch)
+        try:
+            deadline = time.monotonic() + 600
+            while consumed(client, insts) == 0:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"no kline written; see {log}")
+                time.sleep(0.005)
+            start, first = time.perf_counter(), consumed(client, insts)
+            total = per * len(insts)
+            while (done := consumed(client, insts)) < total:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {done} of {total} trades after 600 s; see {log}")
+                time.sleep(0.01)
+            secs = time.perf_counter() - start
+        finally:
+            stop_process(proc)
+    rate = (total - first) / secs
+    print(f"throughput: {total:,} trades, {len(insts)} streams, LOCAL_STREAM_BATCH={args.batch}, "
+          f"influx={'on' if args.influx else 'off'}: XADD (pipelined, 5k/stream/pipeline) {total / xadd_s:,.0f}/s; "
+          f"dataflow {total - first:,} trades in {secs:.2f} s = {rate:,.0f} trades/s per worker")
+
+
+def latency(args: argparse.Namespace) -> None:
+    insts = INSTRUMENTS[: args.instruments]
+    with servers(args.influx) as (url, vm):
+        client = redis.Redis.from_url(url)
+        client.config_set("notify-keyspace-events", "Kh")
+        client.sadd("config:trading_pairs", *insts)
+        log = Path(tempfile.mkdtemp()) / "flow.log"
+        proc = start_flow(url, vm, log, args.batch)
+        sub = redis.Redis.from_url(url).pubsub()
+        sub.psubscribe("__keyspace@0__:kline:local:*:1d")
+        sent: dict[str, list[float]] = {i: [] for i in insts}  # per stream, send time of trade k (1-based index)
+        seen: dict[str, list[float]] = {i: [] for i in insts}  # per stream, first time trade k was visible
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                msg = sub.get_message(timeout=0.05)
+                if msg is None or msg["type"] != "pmessage":
+                    continue
+                now = time.perf_counter()
+                inst = msg["channel"].decode().split(":")[3]
+                n = int(client.hget(f"kline:local:{inst}:1d", "trades") or 0)
+                got = seen[inst]
+                got.extend([now] * (n - len(got)))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        try:
+            # wait until the dataflow reads the streams (its pairs poll logged), then produce
+            deadline = time.monotonic() + 60
+            while b"local_streams" not in log.read_bytes():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"dataflow not reading; see {log}")
+                time.sleep(0.05)
+            watcher.start()
+            tick, per_tick = 0.01, args.rate / 100 / len(insts)
+            owed = 0.0
+            k = 0
+            t_next = time.perf_counter()
+            end = t_next + args.seconds
+            while t_next < end:
+                owed += per_tick
+                pipe = client.pipeline(transaction=False)
+                n = int(owed)
+                owed -= n
+                ts = time.time_ns() // 1_000_000
+                for inst in insts:
+                    for j in range(n):
+                        pipe.xadd(f"trades:{inst}", entry(k + j, ts))  # type: ignore[arg-type]
+                now = time.perf_counter()
+                pipe.execute()
+                for inst in insts:
+                    sent[inst].extend([now] * n)
+                k += n
+                t_next += tick
+                time.sleep(max(0.0, t_next - time.perf_counter()))
+            deadline = time.monotonic() + 30
+            while any(len(seen[i]) < len(sent[i]) for i in insts) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            stop_process(proc)
+    lat = sorted((s - x) * 1000 for i in insts for x, s in zip(sent[i], seen[i], strict=False))
+    warm = lat  # every trade counted; the first second included (no warm-up excluded)
+    q = statistics.quantiles(warm, n=100)
+    total = sum(map(len, sent.values()))
+    print(f"latency: {total:,} trades at {args.rate:,}/s over {len(insts)} streams for {args.seconds} s, "
+          f"influx={'on' if args.influx else 'off'}: XADD -> kline: hash p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, "
+          f"p99 {q[98]:.2f} ms, max {warm[-1]:.2f} ms ({len(warm):,} seen)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=("throughput", "latency"))
+    p.add_argument("--trades", type=int, default=1_000_000)
+    p.add_argument("--instruments", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1000, help="LOCAL_STREAM_BATCH")
+    p.add_argument("--rate", type=int, default=5000)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--influx", action="store_true", help="also write closed klines to a VictoriaMetrics")
+    args = p.parse_args()
+    (throughput if args.mode == "throughput" else latency)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The exchange's own matching engine as a market-data venue (``local``): trades from Redis Streams."""

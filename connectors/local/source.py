@@ -1,0 +1,193 @@
+"""The exchange's own trades from Redis Streams ``trades:{inst}``: a Bytewax source for ``market_data``.
+
+:class:`LocalTradesSource` has ``LOCAL_STREAM_SHARDS`` fixed partitions; each owns the monitored instruments
+(``config:trading_pairs``, re-read every ``TRADING_PAIRS_POLL_INTERVAL`` s, the first ``MAX_TRADING_PAIRS``
+in sorted order) whose CRC32 falls on it, and reads their streams with one ``XREAD COUNT LOCAL_STREAM_BATCH
+BLOCK LOCAL_STREAM_BLOCK_MS``. Bytewax sources must not block (BYTEWAX_NOTES.md): the block only waits
+while every stream is empty, a few milliseconds, so the worker's other steps (windows, timers, sinks) keep
+running; with entries waiting, XREAD returns at once with up to ``LOCAL_STREAM_BATCH`` per stream.
+
+Delivery: exactly once into the dataflow's state with Bytewax recovery. The snapshot is, per stream, the id
+of the last entry returned by ``next_batch`` (and per instrument the last ``trade_id``); a resumed partition
+reads on right after it, so the entries after the last committed snapshot are read again together with the
+state of that same snapshot, never counted twice nor lost. The sinks' writes are idempotent (hashes, points
+keyed by time), so the outputs end exactly as without the crash. A new instrument's stream is read from its
+beginning (the exchange's whole history: every kline complete); a removed one keeps its position, so adding
+it back continues where it stopped. An entry whose ``trade_id`` is not above the last one (a producer that
+retried an XADD) is dropped and counted (``local_duplicate_trades``); junk entries are rejected, counted and
+logged once per reason (:mod:`connectors.local.wire`). Redis unreachable: retried with capped backoff, the
+position kept. Unit of parallelism: the partition (one instrument's stream is read by one partition, in order).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import redis
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from redis.exceptions import RedisError
+
+from connectors import stopping
+from connectors.local.wire import VENUE, parse_entry, stream_key
+from connectors.market_frames import MarketParseError
+from connectors.market_source import MarketSourceItem, MarketStats
+from connectors.untrusted import RejectTally
+from cryptoflow.logs import get_logger
+from cryptoflow.settings import Settings
+from operators.instruments import select_pairs
+from operators.kline_steps import InstrumentRemoved
+
+log = get_logger("connectors.local.source")
+LocalState = tuple[dict[str, str], dict[str, int]]  # (instrument -> last stream id, instrument -> last trade_id)
+XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]  # redis-py, decode_responses=False
+_BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    redis_url: str
+    pairs_key: str
+    max_pairs: int
+    poll_interval: float
+    batch: int
+    block_ms: int
+    shards: int
+    stats_interval: float = 1.0
+
+
+def shard_of(instrument: str, shards: int) -> int:
+    """The partition that reads ``instrument``'s stream (stable across runs and processes)."""
+    return zlib.crc32(instrument.encode()) % shards
+
+
+class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
+    def __init__(self, config: LocalConfig, index: int, resume: LocalState | None) -> None:
+        self._cfg = config
+        self._index = index
+        offsets, last_ids = resume if resume is not None else ({}, {})
+        self._offsets: dict[str, str] = dict(offsets)
+        self._last_ids: dict[str, int] = dict(last_ids)
+        self._client = redis.Redis.from_url(config.redis_url, decode_responses=False, socket_timeout=5,
+                                            socket_connect_timeout=5)
+        self._instruments: dict[bytes, str] = {}  # stream key -> instrument, the ones this partition reads
+        self._next_poll = 0.0
+        self._next_stats = 0.0
+        self._awake: datetime | None = None
+        self._backoff = 0.0
+        self._reconnects = 0
+        self._last_check_ms = 0
+        self._counters: Counter[str] = Counter()
+        self._rejects = RejectTally(log, "market_data", event="local_entry_rejected", venue=VENUE, shard=index)
+        if resume is not None:
+            log.info("local_source_resumed", shard=index, streams=len(offsets))
+
+    # --- pairs --------------------------------------------------------------------------------------------
+    def _poll_pairs(self, out: list[MarketSourceItem]) -> None:
+        raw = cast("set[bytes]", self._client.smembers(self._cfg.pairs_key))
+        members = {m.decode("utf-8", "replace") for m in raw}
+        selected, _malformed = select_pairs(members, self._cfg.max_pairs)  # (the WebSocket pollers report those)
+        mine = {stream_key(i).encode(): i for i in selected if shard_of(i, self._cfg.shards) == self._index}
+        for key, inst in self._instruments.items():
+            if key not in mine:
+                out.append(InstrumentRemoved(VENUE, inst))
+        added = [i for k, i in mine.items() if k not in self._instruments]
+        if added or len(mine) != len(self._instruments):
+            self._counters["subscription_changes"] += len(added) + len(set(self._instruments) - set(mine))
+            log.info("local_streams", shard=self._index, streams=sorted(mine.values()), added=sorted(added))
+        self._instruments = mine
+        self._last_check_ms = time.time_ns() // 1_000_000
+
+    # --- reading ------------------------------------------------------------------------------------------
+    def _read(self, out: list[MarketSourceItem]) -> None:
+        streams = {key: self._offsets.get(inst, "0-0") for key, inst in self._instruments.items()}
+        if not streams:
+            return
+        reply = cast("XReadReply", self._client.xread(streams, count=self._cfg.batch,  # type: ignore[arg-type]
+                                                      block=self._cfg.block_ms))
+        if not reply:
+            return
+        recv_ns = time.time_ns()
+        for key, entries in reply:
+            inst = self._instruments[key]
+            last = self._last_ids.get(inst)
+            for entry_id, fields in entries:
+                item = parse_entry(inst, fields, recv_ns=recv_ns)
+                if isinstance(item, MarketParseError):
+                    self._rejects.add(item, instrument=inst, entry=entry_id.decode())
+                    continue
+                trade_id = int(item.trade_id)
+                if last is not None and trade_id <= last:
+                    self._counters["local_duplicate_trades"] += 1
+                    continue
+                last = trade_id
+                out.append(item)
+            if last is not None:
+                self._last_ids[inst] = last
+            self._offsets[inst] = entries[-1][0].decode()
+
+    def _stats(self, now: float, out: list[MarketSourceItem]) -> None:
+        if now < self._next_stats:
+            return
+        self._next_stats = now + self._cfg.stats_interval
+        self._counters.update(self._rejects.drain())
+        counters = tuple(sorted(self._counters.items()))
+        self._counters.clear()
+        # connections 0: a Redis reader is no WebSocket (shard_report also sums this into websocket_connections)
+        out.append(MarketStats(VENUE, "local", self._index, time.time_ns() // 1_000_000, 0, self._reconnects,
+                               len(self._instruments), counters, self._last_check_ms))
+
+    def next_batch(self) -> list[MarketSourceItem]:
+        if stopping.stop_requested():  # SIGINT/SIGTERM: end the input; the open minutes stay in the state
+            raise StopIteration
+        out: list[MarketSourceItem] = []
+        now = time.monotonic()
+        try:
+            if now >= self._next_poll:
+                self._next_poll = now + self._cfg.poll_interval
+                self._poll_pairs(out)
+            self._read(out)
+        except (RedisError, OSError) as err:
+            self._backoff = min(_BACKOFF_MAX_S, max(0.05, self._backoff * 2))
+            self._reconnects += 1
+            self._next_poll = 0.0
+            log.warning("local_read_failed", shard=self._index, error=str(err)[:200], retry_in_s=self._backoff)
+            self._awake = datetime.now(UTC) + timedelta(seconds=self._backoff)
+        else:
+            self._backoff = 0.0
+            # nothing to read: sleep until the next pairs poll instead of being called every millisecond
+            self._awake = None if self._instruments else datetime.now(UTC) + timedelta(seconds=self._cfg.poll_interval)
+        self._stats(now, out)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> LocalState:
+        return dict(self._offsets), dict(self._last_ids)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def local_config(settings: Settings) -> LocalConfig:
+    return LocalConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
+                       settings.trading_pairs_poll_interval, settings.local_stream_batch,
+                       settings.local_stream_block_ms, settings.local_stream_shards)
+
+
+class LocalTradesSource(FixedPartitionedSource[MarketSourceItem, LocalState]):
+    """Trades of the exchange's own matching engine (see the module docstring)."""
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+
+    def list_parts(self) -> list[str]:
+        return [f"local-{i}" for i in range(self.config.shards)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: LocalState | None) -> _Partition:
+        return _Partition(self.config, int(for_part.removeprefix("local-")), resume_state)

@@ -1,0 +1,67 @@
+"""The exchange's own trades: one Redis Stream entry -> a :class:`operators.events.Trade` or a typed rejection.
+
+Wire shape (docs/CONTRACTS.md "History and an exchange's own trades"; fixture: ``tests/test_local_trades.py``'s
+``ENTRY``): stream ``trades:{inst}``, entry fields ``price`` and ``amount`` (decimal strings), ``side``
+(``buy``/``sell``, the taker's side), ``ts`` (epoch milliseconds), ``trade_id`` (a non-negative integer,
+increasing per stream). Field values arrive as bytes (the client does not decode; decoding only what is
+used is cheaper). Entries are untrusted: anything else is a
+:class:`connectors.market_frames.MarketParseError` (``wrong_type`` for a missing field, ``too_large`` for a
+value longer than :data:`MAX_VALUE_BYTES`, ``invalid_number``, ``invalid_value``), never an exception.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from connectors.market_frames import MAX_EPOCH_MS, MarketParseError, parse_error, sane
+from operators.events import Side, Trade
+
+VENUE = "local"
+STREAM_PREFIX = "trades:"
+MAX_VALUE_BYTES = 64  # a price, size, time or id is far shorter; a longer value is junk, not parsed
+_FIELDS = (b"price", b"amount", b"side", b"ts", b"trade_id")
+_SIDES: dict[bytes, Side] = {b"buy": "buy", b"sell": "sell"}
+_MAX_ID_DIGITS = 19  # < 2**63: the id fits the int64 the stream's producers use
+
+
+def stream_key(instrument: str) -> str:
+    return f"{STREAM_PREFIX}{instrument}"
+
+
+def _sample(fields: dict[bytes, bytes]) -> str:
+    return " ".join(f"{k[:20]!r}={v[:40]!r}" for k, v in list(fields.items())[:8])
+
+
+def _uint(text: bytes, limit: int) -> int | None:
+    if not (0 < len(text) <= limit and text.isdigit()):  # bytes.isdigit: ASCII digits only
+        return None
+    return int(text)
+
+
+def parse_entry(instrument: str, fields: dict[bytes, bytes], *, recv_ns: int) -> Trade | MarketParseError:
+    """One stream entry's fields as a trade of ``instrument`` (see module docstring for the rules)."""
+    try:
+        price_b, amount_b, side_b, ts_b, id_b = (fields[f] for f in _FIELDS)
+    except KeyError as err:
+        return parse_error(VENUE, "wrong_type", f"entry without field {err.args[0]!r}", _sample(fields))
+    if max(len(price_b), len(amount_b), len(side_b), len(ts_b), len(id_b)) > MAX_VALUE_BYTES:
+        return parse_error(VENUE, "too_large", f"a field value longer than {MAX_VALUE_BYTES} bytes",
+                           _sample(fields))
+    side = _SIDES.get(side_b)
+    if side is None:
+        return parse_error(VENUE, "invalid_value", f"expected side buy/sell, found {side_b[:20]!r}", _sample(fields))
+    ts = _uint(ts_b, 13)
+    if ts is None or ts >= MAX_EPOCH_MS:
+        return parse_error(VENUE, "invalid_number", f"expected ts in epoch ms, found {ts_b[:20]!r}", _sample(fields))
+    trade_id = _uint(id_b, _MAX_ID_DIGITS)
+    if trade_id is None:
+        return parse_error(VENUE, "invalid_number", f"expected a non-negative integer trade_id, found {id_b[:20]!r}",
+                           _sample(fields))
+    try:
+        price = Decimal(price_b.decode("ascii"))
+        amount = Decimal(amount_b.decode("ascii"))
+    except (InvalidOperation, UnicodeDecodeError):
+        return parse_error(VENUE, "invalid_number", "price/amount not a decimal number", _sample(fields))
+    if not sane(price, amount) or price <= 0 or amount <= 0:
+        return parse_error(VENUE, "invalid_number", "price/amount not a finite positive number", _sample(fields))
+    return Trade(VENUE, instrument, str(trade_id), price, amount, side, ts, recv_ns)

@@ -1,0 +1,301 @@
+"""The exchange's own trades (``MARKET_DATA_VENUES=local``): Redis Streams ``trades:{inst}`` -> klines, exactly once.
+
+* the entry parser: the contract's shape -> a Trade; junk -> typed rejections only (hypothesis);
+* the source partition on a real Redis: reads every stream in order, a snapshot resumes right after the last
+  entry it returned, a repeated ``trade_id`` is dropped and counted, junk is counted and skipped;
+* end to end: ``LOCAL_TRADES_N`` trades (default 300,000 to keep a 2-core CI within minutes; the full
+  1,000,000: ``LOCAL_TRADES_N=1000000 pytest tests/test_local_trades.py -k million``, see benchmarks/RESULTS.md)
+  XADDed in pipelined chunks into two streams while
+  ``market_data`` runs with Bytewax recovery and is killed with SIGKILL twice during the XADDs -> every
+  ``kline:local:*`` hash's latest bar and every closed InfluxDB ``kline`` point (1m, 5m, 1h; each written
+  value, so a rewrite after recovery must be identical) equal an independent aggregation of the trades.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.local.source import LocalConfig, LocalTradesSource
+from connectors.local.wire import parse_entry
+from connectors.market_frames import MarketParseError
+from connectors.market_source import MarketStats
+from cryptoflow.servers import stop_process
+from operators.events import Trade, iso_ms
+from operators.kline_steps import InstrumentRemoved
+from tests.test_market_data_sim import private_victoria
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
+ENTRY = {b"price": b"60000.10", b"amount": b"0.0150", b"side": b"sell", b"ts": b"1723161600123", b"trade_id": b"42"}
+TF_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def test_the_contract_entry_is_a_trade() -> None:
+    assert parse_entry("BTC-USDT", ENTRY, recv_ns=7) == Trade(
+        "local", "BTC-USDT", "42", Decimal("60000.10"), Decimal("0.0150"), "sell", 1723161600123, 7)
+
+
+_value = st.one_of(st.binary(max_size=80), st.sampled_from(
+    [b"", b"NaN", b"-1", b"1e999", b"buy", b"sell", b"0", b"\xff", b"12345678901234567890", b"1.5", b"99999999999999"]))
+
+
+@given(st.dictionaries(st.sampled_from([b"price", b"amount", b"side", b"ts", b"trade_id", b"x"]), _value))
+@settings(max_examples=500, deadline=None)
+def test_junk_entries_give_only_typed_rejections(fields: dict[bytes, bytes]) -> None:
+    out = parse_entry("BTC-USDT", {**ENTRY, **fields} if len(fields) % 2 else fields, recv_ns=0)
+    if isinstance(out, MarketParseError):
+        assert out.reason in ("wrong_type", "too_large", "invalid_number", "invalid_value") and out.venue == "local"
+    else:  # accepted: then every field is what the contract allows
+        assert out.price > 0 and out.size > 0 and out.side in ("buy", "sell") and 0 <= out.ts_ms < 10**13
+        assert out.trade_id.isdigit()
+
+
+# ------------------------------------------------------------------------------------------------ source
+def _config(url: str, **kw: Any) -> LocalConfig:
+    return LocalConfig(url, "config:trading_pairs", 10, 0.05, kw.pop("batch", 1000), 2, kw.pop("shards", 1),
+                       stats_interval=0.0)
+
+
+def _drain(part: Any, until: Callable[[list[Any]], bool]) -> list[Any]:
+    got: list[Any] = []
+    wait_for("source items", lambda: got.extend(part.next_batch()) or until(got), timeout=10, every=0.0)
+    return got
+
+
+def test_source_reads_in_order_resumes_after_its_snapshot_and_drops_repeats(redis_server: Any,
+                                                                            redis_db: Any) -> None:
+    redis_db.sadd("config:trading_pairs", "BTC-USDT", "ETH-USDT")
+    for i in range(1, 6):
+        redis_db.xadd("trades:BTC-USDT", {**{k.decode(): v for k, v in ENTRY.items()}, "trade_id": str(i)})
+    redis_db.xadd("trades:ETH-USDT", {"price": "3000", "amount": "1", "side": "buy", "ts": "5", "trade_id": "9"})
+    redis_db.xadd("trades:ETH-USDT", {"price": "junk"})
+    src = LocalTradesSource(_config(redis_server.url, batch=2))
+    part = src.build_part("local", "local-0", None)
+
+    def trades(items: list[Any]) -> list[tuple[str, str]]:
+        return [(t.instrument, t.trade_id) for t in items if isinstance(t, Trade)]
+
+    got = _drain(part, lambda g: len(trades(g)) == 6)
+    assert sorted(trades(got)) == [("BTC-USDT", str(i)) for i in range(1, 6)] + [("ETH-USDT", "9")]
+    assert [t for t in trades(got) if t[0] == "BTC-USDT"] == [("BTC-USDT", str(i)) for i in range(1, 6)]
+    state = part.snapshot()
+    part.close()
+    # a retried XADD (same trade_id) and two new trades; the resumed partition sees only what follows
+    redis_db.xadd("trades:BTC-USDT", {**{k.decode(): v for k, v in ENTRY.items()}, "trade_id": "5"})
+    for i in (6, 7):
+        redis_db.xadd("trades:BTC-USDT", {**{k.decode(): v for k, v in ENTRY.items()}, "trade_id": str(i)})
+    resumed = src.build_part("local", "local-0", state)
+    again = _drain(resumed, lambda g: len(trades(g)) == 2 and any(
+        isinstance(s, MarketStats) and dict(s.counters).get("local_duplicate_trades") for s in g))
+    assert trades(again) == [("BTC-USDT", "6"), ("BTC-USDT", "7")]
+    counters = {k: v for s in got if isinstance(s, MarketStats) for k, v in s.counters}
+    assert counters["market_data:rejected_wrong_type"] == 1  # the junk entry, counted once, skipped
+    redis_db.srem("config:trading_pairs", "ETH-USDT")
+    removed = _drain(resumed, lambda g: any(isinstance(x, InstrumentRemoved) for x in g))
+    assert [x for x in removed if isinstance(x, InstrumentRemoved)] == [InstrumentRemoved("local", "ETH-USDT")]
+    resumed.close()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+INSTRUMENTS = ("BTC-USDT", "ETH-USDT")
+MINUTES = 125  # 00:00 .. 02:05 of event time: 1h klines close twice, 5m 25 times
+LAST = 20  # trades in the final minute (02:05), all in its first seconds: it stays open while the test compares
+
+
+def generate(n: int, seed: int) -> dict[str, list[dict[str, str]]]:
+    """``n`` trades per instrument as stream entries (strings exactly as a producer sends them)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for k, inst in enumerate(INSTRUMENTS):
+        rng = random.Random(seed + k)
+        tick = 6_000_000 if k == 0 else 300_000
+        rows = []
+        for i in range(n):
+            body = i < n - LAST
+            ts = T0 + (i * MINUTES * 60_000) // (n - LAST) if body else T0 + MINUTES * 60_000 + (i - n + LAST) * 100
+            tick = max(1, tick + rng.randint(-3, 3))
+            lots = rng.randint(1, 50_000)
+            rows.append({"price": f"{tick // 100}.{tick % 100:02d}", "amount": f"{lots // 10_000}.{lots % 10_000:04d}",
+                         "side": rng.choice(("buy", "sell")), "ts": str(ts), "trade_id": str(i + 1)})
+        out[inst] = rows
+    return out
+
+
+def oracle(rows: list[dict[str, str]], tf_ms: int) -> dict[int, dict[str, Decimal]]:
+    """The klines of ``rows`` (arrival order = event order here) by a plain loop over the raw strings."""
+    bars: dict[int, dict[str, Decimal]] = {}
+    for r in rows:
+        ts, price, qty = int(r["ts"]), Decimal(r["price"]), Decimal(r["amount"])
+        start = ts - ts % tf_ms
+        b = bars.get(start)
+        if b is None:
+            bars[start] = {"open": price, "high": price, "low": price, "close": price, "volume": qty,
+                           "quote_volume": price * qty, "trades": Decimal(1)}
+            continue
+        b["high"], b["low"], b["close"] = max(b["high"], price), min(b["low"], price), price
+        b["volume"] += qty
+        b["quote_volume"] += price * qty
+        b["trades"] += 1
+    return bars
+
+
+@pytest.fixture
+def flow_runner(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str], name: str, store: Path) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "bytewax.run", "dataflows.market_data", "-r", str(store), "-s", "1", "-b", "0"]
+        full = {**os.environ, "LOG_FORMAT": "json", "TRADING_PAIRS_POLL_INTERVAL": "0.5", "MARKET_DATA_VENUES": "local",
+                "KLINE_TIMEFRAMES": "1m,5m,1h", "INFLUX_TOKEN": "t", "INFLUX_FLUSH_INTERVAL": "0.2",
+                "PRICE_ALERTS_ENABLED": "false", **env}
+        log = (tmp_path / f"{name}.log").open("wb")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
+class Producer(threading.Thread):
+    """XADDs every stream's entries in pipelined chunks, both streams interleaved; before passing each of
+    ``gates`` (fractions of the total) it waits for the test to have killed the dataflow, so that every kill
+    happens while entries are still being added."""
+
+    def __init__(self, url: str, data: dict[str, list[dict[str, str]]], gates: tuple[float, ...],
+                 chunk: int = 2_000) -> None:
+        super().__init__(daemon=True)
+        self.client = redis_lib.Redis.from_url(url)
+        self.data, self.chunk = data, chunk
+        self.total = sum(map(len, data.values()))
+        self.gates = [(int(g * self.total), threading.Event()) for g in gates]
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            n = len(next(iter(self.data.values())))
+            for lo in range(0, n, self.chunk):
+                for at, event in self.gates:
+                    if self.sent >= at and not event.wait(120):
+                        raise TimeoutError("the test never released the producer")
+                pipe = self.client.pipeline(transaction=False)
+                for inst, rows in self.data.items():
+                    for row in rows[lo:lo + self.chunk]:
+                        pipe.xadd(f"trades:{inst}", row)  # type: ignore[arg-type]
+                pipe.execute()
+                self.sent += sum(len(rows[lo:lo + self.chunk]) for rows in self.data.values())
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def _samples(vm: Any, inst: str, tf: str, field: str) -> dict[int, set[float]]:
+    out: dict[int, set[float]] = {}
+    sel = f'{{__name__="kline_{field}",exchange="local",symbol="{inst}",timeframe="{tf}"}}'
+    for row in vm.export(sel):
+        for ts, v in zip(row["timestamps"], row["values"], strict=True):
+            out.setdefault(ts, set()).add(v)
+    return out
+
+
+@pytest.mark.slow
+def test_one_million_trades_killed_twice_give_exactly_the_independent_klines(
+        redis_server: Any, redis_db: Any, flow_runner: Any, tmp_path: Path) -> None:
+    per_inst = int(os.environ.get("LOCAL_TRADES_N", "300000")) // len(INSTRUMENTS)
+    data = generate(per_inst, seed=16)
+    store = tmp_path / "recovery"
+    store.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(store), "1"], cwd=ROOT, check=True)
+    redis_db.sadd("config:trading_pairs", *INSTRUMENTS)
+    expected = {(inst, tf): oracle(rows, ms) for inst, rows in data.items() for tf, ms in TF_MS.items()}
+    producer = Producer(redis_server.url, data, gates=(0.4, 0.75))
+
+    def consumed() -> str:
+        """How far the dataflow got: the newest minute in the kline hashes (ISO-8601 strings sort as times)."""
+        return max(redis_db.hget(f"kline:local:{i}:1m", "open_time") or "" for i in INSTRUMENTS)
+
+    with private_victoria(tmp_path / "vm") as vm:
+        env = {"REDIS_URL": redis_server.url, "INFLUX_URL": vm.url}
+        proc = flow_runner(env, "run-0", store)
+        producer.start()
+        for k, (_, gate) in enumerate(producer.gates):
+            floor, epoch = consumed(), committed_epoch(store)
+            wait_for(f"run {k} aggregating", lambda f=floor: consumed() > f, timeout=60)
+            # and a snapshot of this run's progress is committed: the restart must resume from it, not from 0
+            wait_for(f"run {k} snapshotted", lambda e=epoch: committed_epoch(store) > e + 1, timeout=60)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            assert producer.is_alive() and not gate.is_set()  # killed during the XADDs
+            gate.set()
+            proc = flow_runner(env, f"run-{k + 1}", store)
+        producer.join(300)
+        assert producer.error is None and producer.sent == producer.total
+
+        def hashes_equal() -> list[str]:
+            bad = []
+            for (inst, tf), bars in expected.items():
+                start = max(bars)
+                h = redis_db.hgetall(f"kline:local:{inst}:{tf}")
+                want = {f: str(bars[start][f]) for f in FIELDS}
+                got = {f: h.get(f) for f in FIELDS}
+                if h.get("open_time") != iso_ms(start) or {f: Decimal(v or "NaN") for f, v in got.items()} != {
+                        f: Decimal(v) for f, v in want.items()} or (h["complete"], h["source"]) != ("true", "trades"):
+                    bad.append(f"{inst} {tf}: {h} != {want} at {iso_ms(start)}")
+            return bad
+
+        _wait_none_bad("every latest kline equal to the independent one", hashes_equal, timeout=180)
+
+        def points_equal() -> list[str]:
+            bad = []
+            for (inst, tf), bars in expected.items():
+                closed = {t: b for t, b in bars.items() if t != max(bars)}
+                for f in FIELDS:
+                    got = _samples(vm, inst, tf, f)
+                    want = {t: {float(b[f])} for t, b in closed.items()}
+                    if max(bars) in got:  # the last interval closes about a minute after its trades (by the clock)
+                        want[max(bars)] = {float(bars[max(bars)][f])}
+                    if got != want:
+                        diff = {t: (got.get(t), want.get(t)) for t in set(got) | set(want) if got.get(t) != want.get(t)}
+                        bad.append(f"{inst} {tf} {f}: {len(diff)} differ, e.g. {sorted(diff.items())[:2]}")
+                complete = _samples(vm, inst, tf, "complete")
+                if any(v != {1.0} for v in complete.values()) or not set(closed) <= set(complete):
+                    bad.append(f"{inst} {tf}: a point not complete")
+            return bad
+
+        _wait_none_bad("every closed kline point equal to the independent one", points_equal, timeout=60)
+    logs = [(tmp_path / f"run-{k}.log").read_text() for k in (1, 2)]
+    assert all("local_source_resumed" in log for log in logs)  # both restarts resumed their offsets
+
+
+def _wait_none_bad(what: str, check: Callable[[], list[str]], timeout: float) -> None:
+    last: list[list[str]] = []
+    try:
+        wait_for(what, lambda: last.append(check()) or not last[-1], timeout=timeout, every=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {last[-1][:6]}") from None
+
+
+def committed_epoch(store: Path) -> int:
+    """The newest epoch whose snapshots Bytewax's recovery store (SQLite) has committed (0: none yet)."""
+    with contextlib.closing(sqlite3.connect(f"file:{store / 'part-0.sqlite3'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT max(commit_epoch) FROM commits").fetchone()
+    return int(row[0] or 0)
