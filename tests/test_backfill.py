@@ -7,6 +7,7 @@ the client), compared with what VictoriaMetrics holds: every expected open time,
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,6 +23,9 @@ import pytest
 import redis
 import urllib3
 
+from connectors.rest_klines.backfill import VENUES
+from connectors.rest_klines.budget import Budget
+from connectors.rest_klines.client import BackfillError, KlineClient
 from cryptoflow.servers import free_port
 from operators.events import iso_ms
 from tests.fixtures.influx import VictoriaMetrics
@@ -200,3 +204,21 @@ def test_influxdb_unreachable_is_one_line_exit_1_and_no_checkpoint_moves(
     assert last.startswith("cryptoflow backfill: InfluxDB at http://127.0.0.1:") and "did not take" in last
     assert "Traceback" not in done.stderr
     assert not redis_db.exists("backfill:bybit:BTC-USDT:1m")
+
+
+def test_told_to_wait_longer_than_allowed_the_client_gives_up_with_the_reason(
+        start_simulator: Callable[..., Simulator]) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT", "--seed", "13", "--rate", "5", "--binance-rest-limit", "2/600")
+    client = KlineClient(VENUES["binance"], sim.binance_rest_url, Budget(100, 1.0), max_wait_s=5.0)
+    start, end = _range(1)
+
+    async def two_pages() -> None:
+        try:
+            await client.page("BTC-USDT", "1m", start, start + 60 * 60_000)
+            await client.page("BTC-USDT", "1m", start + 60 * 60_000, end)
+        finally:
+            await client.close()
+
+    with pytest.raises(BackfillError, match=r"binance refused \(HTTP 429\) for \d+ s, longer than 5 s"):
+        asyncio.run(two_pages())
+    assert _counters(sim)["binance"]["requests"] == 2 and client.requests == 2  # it did not ask again

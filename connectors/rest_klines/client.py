@@ -30,13 +30,14 @@ class KlineClient:
     """``await client.page(inst, timeframe, start_ms, end_ms)``; ``await client.close()`` when done."""
 
     def __init__(self, venue: KlineVenue, base_url: str, budget: Budget | None = None, *, timeout: float = 15.0,
-                 max_attempts: int = 8) -> None:
+                 max_attempts: int = 8, max_wait_s: float = 600.0) -> None:
         self.venue = venue
         self._base = base_url
         self.budget = RequestBudget(budget or venue.default_budget)
         self._backoff = Backoff(self.budget.budget.window_s / 2, 60.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
+        self._max_wait_s = max_wait_s  # told to wait longer (a Binance IP ban lasts up to 3 days): give up
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.rate_limited = 0
@@ -71,6 +72,11 @@ class KlineClient:
     async def _wait_out(self, limited: RateLimited, url: str) -> None:
         self.rate_limited += 1
         delay = limited.retry_after_s if limited.retry_after_s is not None else self._backoff.next()
+        if delay > self._max_wait_s:
+            what = "banned this IP" if limited.banned else "refused"
+            msg = (f"{self.venue.name} {what} (HTTP {limited.status}) for {delay:.0f} s, longer than "
+                   f"{self._max_wait_s:.0f} s")
+            raise BackfillError(msg)
         self.budget.hold_until(delay)
         log.warning("kline_rate_limited", venue=self.venue.name, status=limited.status, delay_s=round(delay, 2),
                     told=limited.retry_after_s is not None, banned=limited.banned, url=url)
