@@ -149,23 +149,39 @@ def _pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6
 
 
-def _report(name: str, lat: list[int], errors: int, seconds: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc; clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _report(name: str, lat: list[int], errors: int, seconds: float, cpu: float) -> None:
+    """``cpu``: the service's CPU seconds over the phase; per request it gives the worker's capacity on one
+    whole core (what the shared machine does not let us measure directly)."""
     lat.sort()
-    print(f"  {name:<34} {len(lat) / seconds:>9,.0f} req/s   p50 {_pct(lat, 0.50):6.2f} ms   "
-          f"p99 {_pct(lat, 0.99):6.2f} ms   max {lat[-1] / 1e6:6.1f} ms   errors {errors}", flush=True)
+    per = cpu / len(lat) * 1e6
+    print(f"  {name:<44} {len(lat) / seconds:>7,.0f} req/s  p50 {_pct(lat, 0.50):7.2f} ms  "
+          f"p99 {_pct(lat, 0.99):7.2f} ms  max {lat[-1] / 1e6:7.1f} ms  errors {errors}  "
+          f"service CPU {per:4.0f} us/req (= {1e6 / per:,.0f} req/s per core)", flush=True)
 
 
-def saturate(port: int, path: str, procs: int, conns: int, seconds: float) -> None:
+def saturate(pid: int, port: int, path: str, procs: int, conns: int, seconds: float) -> None:
     with mp.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(_client, [("closed", port, path, conns, seconds, 1.0)] * procs)
+        pending = pool.map_async(_client, [("closed", port, path, conns, seconds, 1.0)] * procs)
+        time.sleep(1.0)  # the clients' warm-up second (their clocks start in their own processes: approximate)
+        cpu0 = cpu_seconds(pid)
+        parts = pending.get()
+        cpu = cpu_seconds(pid) - cpu0
     _report(f"closed loop {procs}x{conns} {path}", [x for p in parts for x in p[0]], sum(p[1] for p in parts),
-            max(p[2] for p in parts))
+            max(p[2] for p in parts), cpu)
 
 
-def paced(port: int, path: str, rate: float, seconds: float) -> None:
+def paced(pid: int, port: int, path: str, rate: float, seconds: float) -> None:
     with mp.get_context("spawn").Pool(1) as pool:
+        cpu0 = cpu_seconds(pid)
         lat, errors, elapsed = pool.map(_client, [("open", port, path, 64, seconds, rate)])[0]
-    _report(f"paced {rate:,.0f}/s {path}", lat, errors, elapsed)
+        cpu = cpu_seconds(pid) - cpu0
+    _report(f"paced {rate:,.0f}/s {path}", lat, errors, elapsed, cpu)
 
 
 def klines(service_url: str, influx_url: str, repeat: int) -> None:
@@ -237,10 +253,11 @@ def main() -> None:
         seed(redis.Redis(port=redis_port, decode_responses=True))
         port = int(service.url.rsplit(":", 1)[1])
         print(f"service {service.url} (pid {service.proc.pid}, 1 uvicorn worker); load {os.getloadavg()[0]:.2f}")
+        pid = service.proc.pid  # `cryptoflow serve` with one worker is this one process
         for path in ROUTES.values():
-            saturate(port, path, args.procs, args.conns, args.seconds)
+            saturate(pid, port, path, args.procs, args.conns, args.seconds)
         for path in ROUTES.values():
-            paced(port, path, args.rate, args.seconds)
+            paced(pid, port, path, args.rate, args.seconds)
         if influx is not None:
             klines(service.url, influx[1], args.kline_repeat)
         else:
