@@ -16,22 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
-import redis.asyncio as aioredis
 
-from connectors.alerts.index import AlertIndex
 from connectors.alerts.store import AlertNotFound, AlertStore, AlertUnreadable
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
 from operators.alerts import AlertInputError, check_alert_id, parse_change, parse_new_alert
-from service.alerts import OPERATOR, AlertOut, AlertService, Scope, import_from_redis
-from service.alerts.model import SQL_ERRORS
-from service.db import Database
-from service.errors import ApiError
-from service.users import UserError, find_user
+
+if TYPE_CHECKING:
+    from service.alerts import AlertOut, AlertService, Scope
+    from service.errors import ApiError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,6 +144,11 @@ def _shown(alert: AlertOut) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # The service (FastAPI, SQLAlchemy) is imported here, not at module import: every other command skips it.
+    from service.alerts.model import SQL_ERRORS
+    from service.errors import ApiError
+    from service.users import UserError
+
     try:
         code = asyncio.run(_open_and_run(args, settings))
         if code == 0 and args.action in ("add", "update") and args.crypto_checked:
@@ -181,6 +183,13 @@ def _api_message(err: ApiError, settings: Settings) -> str:
 
 
 async def _open_and_run(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from connectors.alerts.index import AlertIndex
+    from service.alerts import OPERATOR, AlertService, Scope
+    from service.db import Database
+    from service.users import find_user
+
     args.crypto_checked = None
     _validate(args)  # bad input exits 2 before any store is opened
     db = await Database.open(settings.database)
@@ -220,6 +229,8 @@ def _check_monitored(client: redis.Redis, key: str, inst: str, *, monitor: bool)
 
 
 async def _run(args: argparse.Namespace, svc: AlertService, scope: Scope, settings: Settings) -> int:
+    from service.alerts import import_from_redis
+
     if args.action == "add":
         alert = await svc.create(scope, args.spec)
         args.crypto_checked = alert.crypto
@@ -249,6 +260,8 @@ async def _run(args: argparse.Namespace, svc: AlertService, scope: Scope, settin
 
 
 async def _show(svc: AlertService, scope: Scope, alert_id: str, settings: Settings) -> dict[str, str]:
+    from service.errors import ApiError
+
     try:
         return _shown(await svc.get(scope, alert_id))
     except ApiError as err:

@@ -10,17 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-
-from connectors.alerts.index import AlertIndex
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
-from service.alerts import AlertService, Scope
-from service.alerts.model import SQL_ERRORS
-from service.db import Database
-from service.errors import ApiError
-from service.users import UserError, add_user, find_user, list_users, remove_user
+
+if TYPE_CHECKING:
+    from service.db import Database
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +33,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # The service (FastAPI, SQLAlchemy) is imported here, not at module import: every other command skips it.
+    from service.alerts.model import SQL_ERRORS
+    from service.errors import ApiError
+    from service.users import UserError
+
     try:
         return asyncio.run(_run(args, settings))
     except UserError as err:
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import Database
+    from service.users import add_user, list_users, remove_user
+
     db = await Database.open(settings.database)
     try:
         if args.action == "add":
@@ -73,6 +77,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _remove_alerts(db: Database, name: str, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from connectors.alerts.index import AlertIndex
+    from service.alerts import AlertService, Scope
+    from service.users import find_user
+
     scope = Scope(owner_id=(await find_user(db, name)).id, sees_all=False)
     client = aioredis.Redis.from_url(str(settings.redis_url), decode_responses=True)
     try:

@@ -191,12 +191,14 @@ async def reconcile_forever(db: Database, redis: aioredis.Redis, interval: float
         except asyncio.CancelledError:
             raise
         except (*REDIS_ERRORS, *SQL_ERRORS, ApiError) as err:
+            _reraise_if_cancelled()  # a driver may turn a cancellation mid-connect into its own error
             store = "redis" if isinstance(err, REDIS_ERRORS[:1]) else "database"
             if down != store:
                 log.warning("alert_sync_failed", store=store, error=str(err)[:300],
                             action=f"retrying every {interval} s")
             down = store
         except Exception as err:  # a bug must not stop the sync for good; say so loudly, once per pass
+            _reraise_if_cancelled()
             log.error("alert_sync_crashed", error=repr(err)[:300], exc_info=True)
         else:
             if down is not None:
@@ -205,3 +207,9 @@ async def reconcile_forever(db: Database, redis: aioredis.Redis, interval: float
             if report != ReconcileReport():
                 log.info("alert_sync", **report.__dict__)
         await asyncio.sleep(interval)
+
+
+def _reraise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

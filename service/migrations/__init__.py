@@ -9,15 +9,19 @@ lock makes concurrent starters migrate one after the other. A schema change is a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATION_LOCK = 0x63666C6F  # "cflo": the advisory-lock key of schema upgrades
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config  # imported when a database is opened, not by every CLI command
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent))
     if connection is not None:
@@ -28,4 +32,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def upgrade_to_head(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
