@@ -230,6 +230,43 @@ def _influxd(root: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     return proc, f"http://127.0.0.1:{port}"
 
 
+# --- in-process CPU cost (no sockets between client and app; the least load-sensitive figure) ---------------------
+
+def _scope(path: str, query: bytes) -> dict[str, object]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+            "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+
+
+async def _cpu_costs(redis_url: str, work: Path, n: int) -> None:
+    from cryptoflow.settings import load_settings
+    from service.app import create_app
+
+    app = create_app(load_settings(redis_url=redis_url, data_dir=str(work / "data")))
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message: object) -> None:
+        return None
+
+    async def best_of(label: str, call: object) -> None:
+        costs = []
+        for _ in range(5):
+            cpu0 = time.process_time()
+            for _ in range(n):
+                await call()  # type: ignore[operator]
+            costs.append((time.process_time() - cpu0) / n * 1e6)
+        print(f"  in-process {label:<44} {min(costs):6.0f} us CPU/request (best of 5 x {n})", flush=True)
+
+    async with app.router.lifespan_context(app):
+        client = app.state.redis
+        await best_of("Redis HMGET alone (the app's client)",
+                      lambda: client.hmget("orderbook:BTC-USDT", ["bids", "asks", "seq_id", "status"]))
+        for path, query in (("/v1/orderbook/BTC-USDT", b"depth=20"), ("/v1/tickers", b"")):
+            await best_of(f"{path}?{query.decode()}", lambda p=path, q=query: app(_scope(p, q), receive, send))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -237,7 +274,20 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=16, help="keep-alive connections per client process")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced requests per second")
     parser.add_argument("--kline-repeat", type=int, default=20)
+    parser.add_argument("--cpu-only", action="store_true", help="only the in-process CPU cost per request")
     args = parser.parse_args()
+    if args.cpu_only:
+        import uvloop
+
+        with tempfile.TemporaryDirectory(prefix="bench_api") as tmp:
+            port = free_port()
+            proc = start_redis(port, Path(tmp) / "redis")
+            try:
+                seed(redis.Redis(port=port, decode_responses=True))
+                uvloop.run(_cpu_costs(f"redis://127.0.0.1:{port}/0", Path(tmp), 400))
+            finally:
+                stop_process(proc)
+        return
     with tempfile.TemporaryDirectory(prefix="bench_api") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         redis_port = free_port()
