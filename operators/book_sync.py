@@ -159,6 +159,9 @@ class BookSync:
     def view(self, instrument: str, levels: int = 400) -> BookView:
         return self._books[instrument].book.view(levels)
 
+    def has_output(self) -> bool:
+        return bool(self._out)
+
     def drain(self) -> list[SyncOutput]:
         out, self._out = self._out, []
         return out

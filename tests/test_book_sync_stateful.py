@@ -277,7 +277,7 @@ class BybitAgainstVenue(SyncAgainstVenue):
     rule_set = BYBIT
 
 
-_settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+_settings = settings(max_examples=75, stateful_step_count=30, deadline=None)
 TestOkx = OkxAgainstVenue.TestCase
 TestOkx.settings = _settings
 TestBinance = BinanceAgainstVenue.TestCase

@@ -4,14 +4,14 @@
 :class:`connectors.ws.shard.ShardRunner` (OKX hooks, ``config:trading_pairs`` poller, REST fetcher) and an
 :class:`OkxBookProcessor`. The processor runs in the partition's ``next_batch`` (the worker thread):
 
-* parse (``connectors.okx.books``) -> apply to that instrument's :class:`operators.orderbook.OrderBook`;
-* a failed check (gap, checksum, crossed) marks that one book ``resyncing`` and resubscribes that one
-  instrument (the venue answers with a fresh snapshot); resyncs of a flapping book are spaced out (1 s doubling
-  to 30 s);
-* an update for a book that never had a snapshot, or a book waiting ``snapshot_wait`` s for one, is bootstrapped
-  from REST (``operators.book_resync.SnapshotResync``: snapshot + the updates buffered meanwhile); a REST failure
-  falls back to resubscribing;
-* a dropped connection marks its books ``resyncing``; the reconnect resubscribes and every book re-syncs.
+* parse (``connectors.okx.books``) -> feed the shard's :class:`operators.book_sync.BookSync` (OKX rules,
+  :mod:`operators.book_sequencing`) -> execute its commands through the shard control (resubscribe one
+  instrument; fetch its REST snapshot) and turn its states into items. The machine does the rest: a failed
+  check (gap, checksum, crossed) marks that one book ``resyncing`` and resubscribes it (spaced out: 1 s
+  doubling to 30 s); an update before any snapshot, or ``snapshot_wait`` s without one, bootstraps it from
+  REST (snapshot + the updates buffered meanwhile; a REST failure falls back to resubscribing); duplicates
+  are skipped; ``stale_after`` s without a frame marks it ``stale``; a dropped connection marks its books
+  ``resyncing`` and the reconnect resubscribes them.
 
 It emits typed items (:data:`CollectorItem`): a :class:`BookView` for each instrument changed in the batch
 (coalesced: one per instrument per batch), :class:`BookState` when a book leaves ``valid`` or is removed,
@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
@@ -44,7 +43,6 @@ from connectors.okx.rest import OkxBooksFetcher
 from connectors.pairs import PairsPoller
 from connectors.untrusted import RejectTally, rejected
 from connectors.ws.events import (
-    Connected,
     Disconnected,
     Fetched,
     Frame,
@@ -58,9 +56,26 @@ from connectors.ws.shard import ShardRunner
 from connectors.ws.source import ShardControl, WsShardSource
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
-from operators.book_resync import BufferOverflow, SnapshotResync
+from operators.book_sequencing import OKX
+from operators.book_sync import (
+    COUNTER_OF,
+    BookSync,
+    Failed,
+    Fed,
+    FetchSnapshot,
+    Resubscribe,
+    Resynced,
+    SnapshotFetched,
+    StateChanged,
+    SyncConfig,
+    Tick,
+    Track,
+    Untrack,
+)
+from operators.book_sync import Disconnected as SyncDisconnected
+from operators.book_sync import Subscribed as SyncSubscribed
+from operators.book_sync import Unsubscribed as SyncUnsubscribed
 from operators.events import BookDelta, BookStatus, BookView
-from operators.orderbook import Applied, BookCrossed, ChecksumMismatch, Heartbeat, OrderBook, SequenceGap
 
 log = get_logger("connectors.okx.book_source")
 
@@ -114,25 +129,11 @@ CollectorItem = BookView | BookState | BufferFrame | BookSample | ShardStats
 
 
 # ----------------------------------------------------------------------------------------- processor
-@dataclass(slots=True)
-class _Book:
-    book: OrderBook
-    since_ns: int  # when it entered its current syncing/resyncing phase
-    last_frame_ns: int = 0
-    rest: SnapshotResync | None = None
-    held: list[str] = field(default_factory=list)  # raw frames buffered with `rest`
-    failures: int = 0
-    next_resync_ns: int = 0
-    resync_due: bool = False
-    last_sample_ns: int = 0
-
-
-_RESYNC_BASE_NS = 1_000_000_000
-_RESYNC_MAX_NS = 30_000_000_000
+_INTEGRITY = frozenset(COUNTER_OF)
 
 
 class OkxBookProcessor:
-    """One shard's books (see module docstring)."""
+    """One shard's books: parse -> feed the sync machine -> execute its commands (see module docstring)."""
 
     def __init__(self, shard: int, control: ShardControl, *, channel: str, depth: int = 400,
                  stale_after: float = 30.0, snapshot_wait: float = 3.0, sample_interval: float = 1.0,
@@ -147,10 +148,11 @@ class OkxBookProcessor:
         self._control = control
         self._channel = channel
         self._depth = depth
-        self._stale_ns = int(stale_after * 1e9)
-        self._wait_ns = int(snapshot_wait * 1e9)
+        self._sync = BookSync(OKX, SyncConfig(depth=depth, stale_after_ns=int(stale_after * 1e9),
+                                              snapshot_wait_ns=int(snapshot_wait * 1e9)))
         self._sample_ns = int(sample_interval * 1e9)
         self._sample_levels = sample_levels  # None: no InfluxDB, no samples
+        self._last_sample: dict[str, int] = {}
         self._points = 0
         self._lat_sum = 0
         self._lat_n = 0
@@ -160,7 +162,6 @@ class OkxBookProcessor:
         self._latency_ms = 0.0
         self._influx_rate = 0.0
         self._reported: tuple[int, int] = (-1, -1)  # (connections, active_pairs) in the last stats
-        self._books: dict[str, _Book] = {}
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._counters: Counter[str] = Counter()
@@ -170,7 +171,7 @@ class OkxBookProcessor:
     # --- events -----------------------------------------------------------------------------------------
     def on_events(self, events: list[WsEvent]) -> list[CollectorItem]:
         out: list[CollectorItem] = []
-        dirty: dict[str, _Book] = {}
+        dirty: dict[str, None] = {}  # instruments changed in this batch, in order
         start = time.time_ns()
         lifecycle = False
         for ev in events:
@@ -186,19 +187,20 @@ class OkxBookProcessor:
             out.insert(0, self._stats(start, interval=False))  # ahead of this batch's book items
         now = time.time_ns()
         levels = self._sample_levels
-        for inst, st in dirty.items():
-            if self._books.get(inst) is not st or st.book.status is not BookStatus.VALID:
+        sync = self._sync
+        for inst in dirty:
+            if sync.status(inst) is not BookStatus.VALID:
                 continue  # removed, or failed later in the batch: its BookState went out, the hash keeps the
                 # last verified levels (never the levels of a book that failed its check)
-            view = st.book.view(self._depth)
+            view = sync.view(inst, self._depth)
             out.append(view)
-            if levels is not None and now - st.last_sample_ns >= self._sample_ns:
-                st.last_sample_ns = now
+            if levels is not None and now - self._last_sample.get(inst, 0) >= self._sample_ns:
+                self._last_sample[inst] = now
                 self._points += min(levels, len(view.bids)) + min(levels, len(view.asks))
                 out.append(BookSample(view, "snapshot" if view.action == "snapshot" else "incremental"))
         return out
 
-    def _on_frame(self, frame: Frame, out: list[CollectorItem], dirty: dict[str, _Book]) -> None:
+    def _on_frame(self, frame: Frame, out: list[CollectorItem], dirty: dict[str, None]) -> None:
         res = parse_books_frame(frame.text, recv_ns=frame.recv_ns)
         if type(res) is not tuple:
             if isinstance(res, OkxParseError):
@@ -206,137 +208,82 @@ class OkxBookProcessor:
             else:
                 self._counters["okx_messages_ignored"] += 1
             return
+        sync = self._sync
         pushed = False
         for delta in res:
-            st = self._books.get(delta.instrument)
-            if st is None:
-                st = self._untracked(delta.instrument, frame, out)
-                if st is None:
-                    continue
-            st.last_frame_ns = frame.recv_ns
-            if st.rest is not None:
-                if delta.action == "update":
-                    self._buffer(st, delta, frame.text)
-                    continue
-                st.rest, st.held = None, []  # a WS snapshot makes the pending REST answer unnecessary
-            was = st.book.status
-            seq = delta.seq_id
-            if seq is not None and seq == st.book.seq_id and delta.prev_seq_id != seq and delta.action == "update":
-                self._counters["duplicate_frames"] += 1  # the same update again: already applied
+            inst = delta.instrument
+            if inst not in sync and not self._untracked(inst, frame, out):
                 continue
-            result = st.book.apply(delta)
-            if type(result) is Applied or type(result) is Heartbeat:
+            if sync.on_delta(delta, frame.text) is Fed.APPLIED:
                 if not pushed:
                     out.append(BufferFrame(frame.text, res if self._with_deltas else ()))
                     pushed = True
-                dirty[delta.instrument] = st
-                if was is BookStatus.RESYNCING:
-                    log.info("book_resynced", instrument=delta.instrument, via="websocket", shard=self.shard)
-                continue
-            if st.book.status is BookStatus.SYNCING and delta.action == "update":
-                self._start_rest(st, delta, frame.text, out)  # no initial snapshot: bootstrap from REST
-            elif st.book.status is BookStatus.RESYNCING and was is not BookStatus.RESYNCING:
-                self._failed(st, result, out)
+                dirty[inst] = None
+            if sync.has_output():
+                self._execute(out, dirty, via="websocket")
 
-    def _untracked(self, inst: str, frame: Frame, out: list[CollectorItem]) -> _Book | None:
+    def _untracked(self, inst: str, frame: Frame, out: list[CollectorItem]) -> bool:
         """A frame of an instrument without a book: in flight after its removal (until the unsubscribe is
         answered), or wanted and subscribed without our having seen the ``Subscribed`` (removed and added back
         before its unsubscribe went out): then start its book now, else it would stay without one for good."""
         if inst in self._subscribed:
             if inst not in self._wanted:
                 self._counters["frames_after_removal"] += 1  # expected, not bad input
-                return None
-            st = self._books[inst] = _Book(OrderBook(inst, "okx", self._depth), since_ns=frame.recv_ns)
-            out.append(BookState(inst, BookStatus.SYNCING))
-            return st
+                return False
+            self._sync.feed(Track(inst, frame.recv_ns, subscribed=True))
+            self._execute(out, {}, via="websocket")
+            return True
         self._rejects.add(rejected("unsubscribed_instrument", inst, frame.text))
-        return None
+        return False
 
-    def _failed(self, st: _Book, result: object, out: list[CollectorItem]) -> None:
-        kinds: dict[type, str] = {SequenceGap: "gaps", ChecksumMismatch: "checksum_errors",
-                                  BookCrossed: "crossed_books"}
-        self._counters[kinds.get(type(result), "invalid_levels")] += 1
-        inst = st.book.instrument
-        log.warning("book_integrity_failed", instrument=inst, result=repr(result), shard=self.shard)
-        out.append(BookState(inst, BookStatus.RESYNCING))
-        self._resync(st, time.time_ns())
+    def _execute(self, out: list[CollectorItem], dirty: dict[str, None], *, via: str) -> None:
+        """The machine's outputs: states become items, commands go to the shard, results are logged."""
+        shard = self.shard
+        for o in self._sync.drain():
+            if type(o) is StateChanged:
+                if o.status is not BookStatus.VALID:
+                    out.append(BookState(o.instrument, o.status))
+                    if o.status is BookStatus.STALE:
+                        log.warning("book_stale", instrument=o.instrument, shard=shard)
+                elif o.was is BookStatus.RESYNCING and via == "websocket":
+                    log.info("book_resynced", instrument=o.instrument, via=via, shard=shard)
+            elif type(o) is Resubscribe:
+                self._control.resubscribe(o.instrument)
+            elif type(o) is FetchSnapshot:
+                log.info("book_rest_bootstrap", instrument=o.instrument, shard=shard)
+                self._control.fetch(o.instrument)
+            elif type(o) is Resynced:
+                snap = o.snapshot
+                out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel),
+                                       (snap,) if self._with_deltas else ()))
+                out.extend(BufferFrame(text) for text in o.refs if isinstance(text, str))
+                dirty[o.instrument] = None
+                log.info("book_resynced", instrument=o.instrument, via="rest", applied=len(o.refs), shard=shard)
+            elif type(o) is Failed:
+                if o.reason in _INTEGRITY:
+                    log.warning("book_integrity_failed", instrument=o.instrument, result=o.detail, shard=shard)
+                elif o.reason == "fetch_failed":
+                    log.warning("book_rest_failed", instrument=o.instrument, error=o.detail, shard=shard)
+                else:
+                    log.warning("book_resync_failed", instrument=o.instrument, reason=o.reason, detail=o.detail,
+                                shard=shard)
 
-    def _resync(self, st: _Book, now: int) -> None:
-        st.book.mark_resyncing()
-        st.since_ns = now
-        st.rest, st.held = None, []
-        if now < st.next_resync_ns:
-            st.resync_due = True  # spaced out: on_tick resubscribes when it is time
-            return
-        st.resync_due = False
-        st.failures += 1
-        st.next_resync_ns = now + min(_RESYNC_MAX_NS, _RESYNC_BASE_NS * 2 ** min(st.failures - 1, 8))
-        self._counters["resyncs"] += 1
-        self._control.resubscribe(st.book.instrument)
-
-    def _start_rest(self, st: _Book, delta: BookDelta | None, text: str | None,
-                    out: list[CollectorItem]) -> None:
-        inst = st.book.instrument
-        st.rest, st.held = SnapshotResync(), []
-        st.since_ns = time.time_ns()
-        if delta is not None and text is not None:
-            self._buffer(st, delta, text)
-        self._counters["rest_bootstraps"] += 1
-        log.info("book_rest_bootstrap", instrument=inst, shard=self.shard)
-        self._control.fetch(inst)
-
-    def _buffer(self, st: _Book, delta: BookDelta, text: str) -> None:
-        assert st.rest is not None
-        try:
-            st.rest.add(delta)
-            st.held.append(text)
-        except BufferOverflow:
-            self._resync(st, time.time_ns())
-
-    def _on_fetched(self, ev: Fetched, out: list[CollectorItem], dirty: dict[str, _Book]) -> None:
-        st = self._books.get(ev.topic)
-        if st is None or st.rest is None:
-            return
-        snap = parse_rest_books(ev.body, instrument=ev.topic, recv_ns=ev.recv_ns) if ev.body is not None else None
-        if not isinstance(snap, BookDelta):
-            log.warning("book_rest_failed", instrument=ev.topic, error=ev.error or repr(snap), shard=self.shard)
-            self._counters["rest_failures"] += 1
-            self._resync(st, time.time_ns())
-            return
-        held, rest = st.held, st.rest
-        st.rest, st.held = None, []
-        outcome = rest.complete(st.book, snap)
-        if type(outcome.result) is not Applied and type(outcome.result) is not Heartbeat:
-            log.warning("book_rest_merge_failed", instrument=ev.topic, result=repr(outcome.result))
-            self._resync(st, time.time_ns())
-            return
-        out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel),
-                               (snap,) if self._with_deltas else ()))
-        if outcome.applied:
-            out.extend(BufferFrame(t) for t in held[len(held) - outcome.applied :])
-        dirty[ev.topic] = st
-        log.info("book_resynced", instrument=ev.topic, via="rest", applied=outcome.applied, shard=self.shard)
-
-    def _on_lifecycle(self, ev: WsEvent, out: list[CollectorItem], dirty: dict[str, _Book]) -> None:
+    def _on_lifecycle(self, ev: WsEvent, out: list[CollectorItem], dirty: dict[str, None]) -> None:
         now = time.time_ns()
+        sync = self._sync
         if isinstance(ev, Subscribed):
             self._subscribed.add(ev.topic)
-            if ev.topic in self._wanted and ev.topic not in self._books:
-                self._books[ev.topic] = _Book(OrderBook(ev.topic, "okx", self._depth), since_ns=now)
-                out.append(BookState(ev.topic, BookStatus.SYNCING))  # a hash left by an earlier run is not valid
-            elif ev.topic in self._books:
-                self._books[ev.topic].since_ns = now
+            if ev.topic in sync:
+                sync.feed(SyncSubscribed(ev.topic, now))
+            elif ev.topic in self._wanted:
+                sync.feed(Track(ev.topic, now, subscribed=True))  # a hash left by an earlier run is not valid
         elif isinstance(ev, Unsubscribed):
             self._subscribed.discard(ev.topic)
+            sync.feed(SyncUnsubscribed(ev.topic))
         elif isinstance(ev, Disconnected):
             for topic in ev.topics:
                 self._subscribed.discard(topic)
-                st = self._books.get(topic)
-                if st is not None and not ev.planned:
-                    if st.book.status is not BookStatus.RESYNCING:
-                        out.append(BookState(topic, BookStatus.RESYNCING))
-                    st.book.mark_resyncing()
-                    st.since_ns, st.rest, st.held, st.resync_due = now, None, [], False
+                sync.feed(SyncUnsubscribed(topic) if ev.planned else SyncDisconnected(topic, now))
             if not ev.planned:
                 self._counters["disconnects"] += 1
             if ev.rejected:  # the socket refused a frame over its size limit (close 1009): counted like a parse
@@ -347,44 +294,42 @@ class OkxBookProcessor:
                 self._wanted = set(ev.topics)
                 self._counters["subscription_changes"] += len(ev.added) + len(ev.removed)
                 for topic in ev.removed:
-                    if self._books.pop(topic, None) is not None:
-                        out.append(BookState(topic, BookStatus.SYNCING, removed=True))
+                    self._remove(topic, out)
         elif isinstance(ev, Rejected):
             self._counters["rejected_pairs"] += 1
-            if self._books.pop(ev.topic, None) is not None:
-                out.append(BookState(ev.topic, BookStatus.SYNCING, removed=True))
+            self._remove(ev.topic, out)
         elif isinstance(ev, Fetched):
-            self._on_fetched(ev, out, dirty)
-        elif isinstance(ev, Connected):
-            pass
+            snap = parse_rest_books(ev.body, instrument=ev.topic, recv_ns=ev.recv_ns) if ev.body is not None else None
+            if isinstance(snap, BookDelta):
+                sync.feed(SnapshotFetched(ev.topic, now, snap))
+            else:
+                sync.feed(SnapshotFetched(ev.topic, now, None, ev.error or repr(snap)))
+        self._execute(out, dirty, via="rest")
+
+    def _remove(self, topic: str, out: list[CollectorItem]) -> None:
+        if topic in self._sync:
+            self._sync.feed(Untrack(topic))
+            self._last_sample.pop(topic, None)
+            out.append(BookState(topic, BookStatus.SYNCING, removed=True))
 
     # --- time-driven work ---------------------------------------------------------------------------------
     def on_tick(self, now_ns: int) -> list[CollectorItem]:
         out: list[CollectorItem] = []
-        for inst, st in self._books.items():
-            status = st.book.status
-            if status is BookStatus.VALID and st.last_frame_ns and now_ns - st.last_frame_ns > self._stale_ns:
-                st.book.mark_stale()
-                out.append(BookState(inst, BookStatus.STALE))
-                log.warning("book_stale", instrument=inst, silent_s=round((now_ns - st.last_frame_ns) / 1e9, 1))
-            elif status is BookStatus.RESYNCING and st.resync_due and now_ns >= st.next_resync_ns:
-                self._resync(st, now_ns)
-            elif (status is BookStatus.SYNCING or status is BookStatus.RESYNCING) and st.rest is None \
-                    and inst in self._subscribed and now_ns - st.since_ns > self._wait_ns and not st.resync_due:
-                self._start_rest(st, None, None, out)  # subscribed, but no snapshot came
-            elif status is BookStatus.VALID and st.failures and now_ns - st.next_resync_ns > _RESYNC_MAX_NS:
-                st.failures = 0
+        self._sync.feed(Tick(now_ns))
+        self._execute(out, {}, via="rest")
         if now_ns >= self._next_stats:
             self._next_stats = now_ns + self._stats_ns
             out.append(self._stats(now_ns, interval=True))
         return out
 
     def _gauges(self) -> tuple[int, int]:
-        return self._control.connections, len(self._subscribed & self._books.keys())
+        sync = self._sync
+        return self._control.connections, sum(1 for topic in self._subscribed if topic in sync)
 
     def _stats(self, now_ns: int, *, interval: bool) -> ShardStats:
         """The gauges now and the counters since the last stats; ``interval``: latency and rate measured anew."""
         self._counters.update(self._rejects.drain())
+        self._counters.update(self._sync.drain_counters())
         counters = tuple(sorted(self._counters.items()))
         self._counters.clear()
         if interval:
