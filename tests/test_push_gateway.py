@@ -256,3 +256,36 @@ def test_a_client_that_reads_nothing(redis_server: RedisServer, redis_db: redis.
 
     with gateway_server(redis_server.url, push_queue_max=queue_max) as gw:
         run(body(gw.url, gw))
+
+
+def test_gateway_restart_clients_reconnect_and_resume(redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    """The gateway holds nothing a client depends on: after a restart, ``since`` = the last id received gives
+    exactly the events written meanwhile, then the live ones, nothing twice."""
+    from cryptoflow.servers import free_port
+
+    port = free_port()
+    written: list[str] = []
+
+    async def first(url: str) -> tuple[Client, str]:
+        c = await open_client(url)
+        await c.subscribe("BTC-USDT@trades")
+        written.extend(await asyncio.to_thread(xadd, redis_db, "BTC-USDT@trades", {"p": "1"}, 50))
+        got = await events(c, 50)
+        assert [m["id"] for m in got] == written
+        return c, got[-1]["id"]
+
+    async def second(url: str, since: str) -> None:
+        c = await open_client(url)
+        await c.subscribe("BTC-USDT@trades", since=since)
+        missed = written[50:]
+        got = await events(c, len(missed))
+        assert [m["id"] for m in got] == missed
+        live = await asyncio.to_thread(xadd, redis_db, "BTC-USDT@trades", {"p": "3"}, 5)
+        assert [m["id"] for m in await events(c, 5)] == live
+
+    with gateway_server(redis_server.url, port=port) as gw:
+        _, last = asyncio.run(first(gw.url))
+    # the gateway is gone; the dataflows write on
+    written.extend(xadd(redis_db, "BTC-USDT@trades", {"p": "2"}, 30))
+    with gateway_server(redis_server.url, port=port) as gw:
+        asyncio.run(second(gw.url, last))
