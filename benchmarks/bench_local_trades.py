@@ -81,6 +81,13 @@ def entry(i: int, ts: int) -> dict[str, str]:
             "side": "buy" if i % 3 else "sell", "ts": str(ts), "trade_id": str(i + 1)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its worker thread does the work) — the share of a core it got,
+    which on a loaded machine says more than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def consumed(client: redis.Redis, insts: tuple[str, ...]) -> int:
     return sum(int(client.hget(f"kline:local:{i}:1d", "trades") or 0) for i in insts)
 
@@ -108,19 +115,22 @@ def throughput(args: argparse.Namespace) -> None:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit(f"no kline written; see {log}")
                 time.sleep(0.005)
-            start, first = time.perf_counter(), consumed(client, insts)
+            start, first, cpu0 = time.perf_counter(), consumed(client, insts), cpu_seconds(proc.pid)
             total = per * len(insts)
             while (done := consumed(client, insts)) < total:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"only {done} of {total} trades after 600 s; see {log}")
                 time.sleep(0.01)
             secs = time.perf_counter() - start
+            cpu = cpu_seconds(proc.pid) - cpu0
         finally:
             stop_process(proc)
     rate = (total - first) / secs
     print(f"throughput: {total:,} trades, {len(insts)} streams, LOCAL_STREAM_BATCH={args.batch}, "
           f"influx={'on' if args.influx else 'off'}: XADD (pipelined, 5k/stream/pipeline) {total / xadd_s:,.0f}/s; "
-          f"dataflow {total - first:,} trades in {secs:.2f} s = {rate:,.0f} trades/s per worker")
+          f"dataflow {total - first:,} trades in {secs:.2f} s wall = {rate:,.0f} trades/s per worker; "
+          f"{cpu:.2f} s CPU of the dataflow process = {(total - first) / cpu:,.0f} trades per CPU second; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def latency(args: argparse.Namespace) -> None:

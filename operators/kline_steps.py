@@ -344,9 +344,8 @@ class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str],
         other = self.pending.pop((value.timeframe, value.open_ms, other_source), None)
         if other is None:
             self.pending[(value.timeframe, value.open_ms, value.source)] = value
-            if len(self.pending) > self.keep:
-                oldest = min(self.pending, key=lambda key: key[1])
-                del self.pending[oldest]
+            if len(self.pending) > self.keep:  # the longest waiting one (insertion order): O(1)
+                del self.pending[next(iter(self.pending))]
             return (), False
         ours, venue = (value, other) if value.source == "pipeline" else (other, value)
         if not ours.complete:
