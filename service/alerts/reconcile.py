@@ -38,6 +38,7 @@ from service.errors import ApiError
 log = get_logger("service.alerts.reconcile")
 DISARM_GRACE_S = 30.0  # longer than any request takes between its disarm and its re-arm
 CHUNK = 500
+STOP_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ async def reconcile_forever(db: Database, redis: aioredis.Redis, interval: float
     down: str | None = None
     while True:
         try:
-            report = await reconcile(db, redis, grace_s=grace_s)
+            report = await _one_pass(db, redis, grace_s)
         except asyncio.CancelledError:
             raise
         except (*REDIS_ERRORS, *SQL_ERRORS, ApiError) as err:
@@ -207,6 +208,20 @@ async def reconcile_forever(db: Database, redis: aioredis.Redis, interval: float
             if report != ReconcileReport():
                 log.info("alert_sync", **report.__dict__)
         await asyncio.sleep(interval)
+
+
+async def _one_pass(db: Database, redis: aioredis.Redis, grace_s: float) -> ReconcileReport:
+    """One pass that a cancellation (the app stopping) lets finish, for up to :data:`STOP_WAIT_S`: cancelling an
+    aiosqlite call half-way can hang its connection's close for good (aiosqlite 0.22 under SQLAlchemy), and
+    every step of a pass is short and idempotent anyway."""
+    task = asyncio.ensure_future(reconcile(db, redis, grace_s=grace_s))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task}, timeout=STOP_WAIT_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the stop is what matters now
+        raise
 
 
 def _reraise_if_cancelled() -> None:
