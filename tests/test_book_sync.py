@@ -328,3 +328,45 @@ def test_rules_table(rule: object, last: int, after_snapshot: bool, first: int, 
         book.apply(delta(seq=last, prev=last, inst=A))  # a heartbeat keeps it "after a snapshot" on OKX
         book.last_action = "update"
     assert rule.classify(book, delta(seq=seq, prev=first, inst=A)) is verdict  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------- the analysis side
+def test_the_analyzer_runs_the_same_machine_and_its_step_executes_the_fetch() -> None:
+    """orderbook_analysis: a gap asks for a snapshot (``wants_snapshot``), the updates met meanwhile are buffered
+    and replayed after the answer; an empty answer is asked again only after the machine's backoff."""
+    from decimal import Decimal
+
+    from operators.analysis import AnalysisParams, InstrumentAnalyzer
+
+    params = AnalysisParams(bin_width=Decimal("1"))
+    a = InstrumentAnalyzer(A, OrderBook(A), params, fetch_snapshots=True)
+    assert a.on_delta(SNAP, params, now_ns=S).analysed and not a.wants_snapshot
+    out = a.on_delta(delta([("9", "5")], seq=105, prev=104, inst=A), params, now_ns=S)  # a gap
+    assert not out.analysed and out.result.book_status is RESYNCING and a.wants_snapshot
+    out = a.on_snapshot(None, params, now_ns=S)  # nothing to be had
+    assert a.book.status is RESYNCING and not a.wants_snapshot
+    a.on_delta(delta([("8", "1")], seq=106, prev=105, inst=A), params, now_ns=S)  # buffered
+    a.on_tick(int(1.5 * S))
+    assert not a.wants_snapshot  # spaced out: 1 s after the first retry
+    a.on_tick(int(2.1 * S))
+    assert a.wants_snapshot
+    out = a.on_snapshot(snapshot([("10", "1"), ("9", "5")], [("11", "1")], seq=105, prev=-1, inst=A), params, 2 * S)
+    assert out.analysed and out.result.book_status is VALID
+    assert sides(a.sync)[0] == [("10", "1"), ("9", "5"), ("8", "1")]  # the buffered update replayed
+    assert a.on_delta(delta([("8", "1")], seq=106, prev=105, inst=A), params).analysed is False  # a replay
+
+
+def test_an_analyzer_pickled_before_the_machine_resumes() -> None:
+    from decimal import Decimal
+
+    from operators.analysis import AnalysisParams, InstrumentAnalyzer
+
+    params = AnalysisParams(bin_width=Decimal("1"))
+    a = InstrumentAnalyzer(A, OrderBook(A), params)
+    a.on_delta(SNAP, params)
+    state = a.__getstate__()
+    old = {k: v for k, v in state.items() if k not in ("sync", "wants_snapshot")} | {"book": a.book}
+    b = InstrumentAnalyzer.__new__(InstrumentAnalyzer)
+    b.__setstate__(old)
+    assert b.book is a.book and b.book.status is VALID
+    assert b.on_delta(delta([("10", "2")], seq=101, prev=100, inst=A), params).analysed

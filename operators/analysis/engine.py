@@ -1,10 +1,11 @@
 """Per-instrument analysis state: the shared book operator, the index beside it, the windows and alerts.
 
 :class:`InstrumentAnalyzer` is the one value kept per instrument in Bytewax state. Each
-:class:`~operators.events.BookDelta` goes to the book operator (``operators.orderbook``, shared with the
-collector); when the book is ``valid`` afterwards the four analyses run and an :class:`AnalysisOutput`
-carries the result and any alert transitions. When it is not valid, the output repeats the last values
-with the current ``book_status`` and the windows are not fed.
+:class:`~operators.events.BookDelta` goes to the book-sync machine (:mod:`operators.book_sync` with the OKX
+rules, the same machine the collector runs: it skips what the book already holds, buffers while a snapshot is
+fetched, re-syncs after a gap); when the book is ``valid`` afterwards the four analyses run and an
+:class:`AnalysisOutput` carries the result and any alert transitions. When it is not valid, the output repeats
+the last values with the current ``book_status`` and the windows are not fed.
 
 Pickling drops the index (derived data, rebuilt from the book on the next update), so snapshots hold the
 book, four bucketed windows, the trend clock and the alert levels.
@@ -12,7 +13,7 @@ book, four bucketed windows, the trend clock and the alert levels.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -23,25 +24,21 @@ from operators.analysis.large_orders import TrendTracker, large_total
 from operators.analysis.liquidity import LiquidityShrink
 from operators.analysis.params import AnalysisParams
 from operators.analysis.support_resistance import bin_width_for, support_resistance, to_price
-from operators.events import AlertEvent, AnalysisResult, BookDelta, BookStatus, BookView
+from operators.book_sequencing import OKX
+from operators.book_sync import BookSync, Fed, FetchSnapshot, Invalidated, SnapshotFetched, SyncConfig, Tick
+from operators.events import AlertEvent, AnalysisResult, BookDelta, BookStatus
+from operators.orderbook import OrderBook
 
 
-class BookOperator(Protocol):
-    """What the analyzer needs of ``operators.orderbook.OrderBook``."""
-
-    @property
-    def status(self) -> BookStatus: ...
-
-    @property
-    def seq_id(self) -> int | None: ...
-
-    def apply(self, delta: BookDelta) -> Any: ...
-
-    def view(self, levels: int = 400) -> BookView: ...
-
-    def mark_stale(self) -> None: ...
-
-    def mark_resyncing(self) -> None: ...
+def _machine(instrument: str, book: OrderBook, fetch_snapshots: bool) -> BookSync:
+    """The sync machine of one analysed book: OKX rules; no timers of its own (the step marks staleness by
+    wall-clock time); re-synced by fetching a snapshot, or by waiting for one in the input."""
+    sync = BookSync(OKX, SyncConfig(depth=book.depth, stale_after_ns=None, snapshot_wait_ns=None,
+                                    resync_by="fetch" if fetch_snapshots else "none",
+                                    fetch_missing=fetch_snapshots))
+    sync.track(instrument, 0, book=book)
+    sync.drain()
+    return sync
 
 
 class AnalysisOutput(msgspec.Struct, frozen=True):
@@ -52,9 +49,17 @@ class AnalysisOutput(msgspec.Struct, frozen=True):
 
 
 class InstrumentAnalyzer:
-    def __init__(self, instrument: str, book: BookOperator, params: AnalysisParams) -> None:
+    """One instrument: its book kept by the shared sync machine, the index beside it, the analyses' state.
+
+    ``fetch_snapshots``: a book that cannot go on (no snapshot yet, a gap) asks for a snapshot
+    (``wants_snapshot``; the caller answers with :meth:`on_snapshot`) and buffers its updates meanwhile;
+    otherwise it waits for a snapshot in its input."""
+
+    def __init__(self, instrument: str, book: OrderBook, params: AnalysisParams, *,
+                 fetch_snapshots: bool = False) -> None:
         self.instrument = instrument
-        self.book = book
+        self.sync = _machine(instrument, book, fetch_snapshots)
+        self.wants_snapshot = False
         self.index: BookIndex | None = None
         self.trend = TrendTracker()
         self.depth = DepthAnomaly(params)
@@ -63,12 +68,21 @@ class InstrumentAnalyzer:
         self.last = AnalysisResult(instrument=instrument, analysis_ms=0, book_status=BookStatus.SYNCING)
         self.clock_ms = 0
 
+    @property
+    def book(self) -> OrderBook:
+        book = self.sync.book(self.instrument)
+        assert book is not None
+        return book
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["index"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "sync" not in state:  # pickled before the sync machine: it held the book itself
+            book = state.pop("book")
+            state["sync"], state["wants_snapshot"] = _machine(state["instrument"], book, False), False
         self.__dict__.update(state)
 
     def _rebuild(self, params: AnalysisParams) -> BookIndex:
@@ -79,48 +93,61 @@ class InstrumentAnalyzer:
             index.rebin(width)
         return index
 
-    def needs_snapshot(self, delta: BookDelta) -> bool:
-        """True when ``delta`` cannot be applied before a snapshot (book syncing or re-syncing)."""
-        return delta.action == "update" and self.book.status in (BookStatus.SYNCING, BookStatus.RESYNCING)
+    def _settle(self) -> None:
+        """The machine's outputs: a fetch becomes ``wants_snapshot``; states are read from the book."""
+        for out in self.sync.drain():
+            if type(out) is FetchSnapshot:
+                self.wants_snapshot = True
+        self.sync.counters.clear()  # the analysis reports no sync counters (the collector does)
 
-    def already_applied(self, delta: BookDelta) -> bool:
-        """An update whose predecessor is older than the book (a replayed or duplicated frame, or one that a
-        snapshot taken later already contains): skipping it keeps the book valid."""
-        seq = self.book.seq_id
-        return (delta.action == "update" and self.book.status is BookStatus.VALID and seq is not None
-                and delta.prev_seq_id is not None and delta.seq_id is not None and delta.prev_seq_id < seq
-                and delta.seq_id <= seq)
-
-    def on_delta(self, delta: BookDelta, params: AnalysisParams) -> AnalysisOutput:
-        if self.already_applied(delta):
+    def on_delta(self, delta: BookDelta, params: AnalysisParams, now_ns: int | None = None) -> AnalysisOutput:
+        fed = self.sync.on_delta(delta, now_ns=now_ns)
+        self._settle()
+        if fed is Fed.SKIPPED:  # already in the book (a replayed or duplicated frame, or held by a snapshot)
             return AnalysisOutput(self.last, analysed=False)
-        self.book.apply(delta)
-        status = self.book.status
-        if status is not BookStatus.VALID:
-            self.index = None
-            self.last = msgspec.structs.replace(
-                self.last, book_status=status, recv_ns=delta.recv_ns, exchange_ms=delta.ts_ms,
-            )
-            return AnalysisOutput(self.last, analysed=False)
+        if fed is not Fed.APPLIED:
+            return self._not_valid(delta.recv_ns, delta.ts_ms)
         index = self.index
         if index is None or delta.action == "snapshot" or index.updates >= params.index_rebuild_every:
             index = self.index = self._rebuild(params)
         else:
             index.apply(delta.bids, delta.asks)
-        return self._analyse(index, delta, params)
+        return self._analyse(index, delta.ts_ms, delta.recv_ns, params)
 
-    def on_status(self, status: BookStatus) -> AnalysisOutput:
+    def on_snapshot(self, snapshot: BookDelta | None, params: AnalysisParams, now_ns: int) -> AnalysisOutput:
+        """The answer to ``wants_snapshot`` (``None``: none to be had now; the machine asks again later)."""
+        self.wants_snapshot = False
+        self.sync.feed(SnapshotFetched(self.instrument, now_ns, snapshot, "" if snapshot else "no snapshot"))
+        self._settle()
+        book = self.book
+        if book.status is not BookStatus.VALID:
+            return self._not_valid(self.last.recv_ns, self.last.exchange_ms)
+        index = self.index = self._rebuild(params)
+        return self._analyse(index, book.ts_ms, book.recv_ns, params)
+
+    def on_tick(self, now_ns: int) -> None:
+        """Time passes: a re-sync spaced out by the machine's backoff may ask for its snapshot now."""
+        self.sync.feed(Tick(now_ns))
+        self._settle()
+
+    def _not_valid(self, recv_ns: int, exchange_ms: int) -> AnalysisOutput:
+        self.index = None
+        self.last = msgspec.structs.replace(
+            self.last, book_status=self.book.status, recv_ns=recv_ns, exchange_ms=exchange_ms,
+        )
+        return AnalysisOutput(self.last, analysed=False)
+
+    def on_status(self, status: BookStatus, now_ns: int = 0) -> AnalysisOutput:
         """The book's source reports a status change (the WebSocket source: re-syncing, stale, removed)."""
-        if status is BookStatus.STALE:
-            self.book.mark_stale()
-        elif status is not BookStatus.VALID:
-            self.book.mark_resyncing()
+        if status is not BookStatus.VALID:
+            self.sync.feed(Invalidated(self.instrument, status, now_ns))
+            self._settle()
         self.index = None
         self.last = msgspec.structs.replace(self.last, book_status=self.book.status)
         return AnalysisOutput(self.last, analysed=False)
 
-    def _analyse(self, index: BookIndex, delta: BookDelta, params: AnalysisParams) -> AnalysisOutput:
-        ts = max(self.clock_ms, delta.ts_ms)
+    def _analyse(self, index: BookIndex, ts_ms: int, recv_ns: int, params: AnalysisParams) -> AnalysisOutput:
+        ts = max(self.clock_ms, ts_ms)
         self.clock_ms = ts
         s1, s2, r1, r2 = support_resistance(index, params)
         min_size = params.min_size(self.instrument)
@@ -135,7 +162,7 @@ class InstrumentAnalyzer:
             support_level_1=s1, support_level_2=s2, resistance_level_1=r1, resistance_level_2=r2,
             large_buy_orders=to_price(buy, 8), large_sell_orders=to_price(sell, 8), large_order_trend=trend,
             depth_anomaly_score=score, depth_anomaly_alert=depth_level,
-            liquidity_index=liq, liquidity_alert=liq_level, recv_ns=delta.recv_ns, exchange_ms=delta.ts_ms,
+            liquidity_index=liq, liquidity_alert=liq_level, recv_ns=recv_ns, exchange_ms=ts_ms,
         )
         self.last = result
         events: list[AlertEvent] = []

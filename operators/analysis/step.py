@@ -4,8 +4,11 @@
 newest output plus every output that carries alerts (the hash sink keeps the newest per instrument anyway).
 ``snapshot()`` returns the pickled analyzer: immutable bytes, without the derived index.
 
-* Re-sync: an update that the book cannot take (no snapshot yet, or after a gap) first asks the injected
-  :class:`SnapshotProvider` (the collector's ``orderbook:{inst}`` hash in production) for a snapshot.
+* Re-sync: the analyzer's book-sync machine (:mod:`operators.book_sync`) decides when a book needs a snapshot
+  (an update before any, a gap; retries spaced out by its backoff, on the wall clock read here once per
+  batch); this step executes that command with the injected :class:`SnapshotProvider` (the collector's
+  ``orderbook:{inst}`` hash in production) and feeds the answer back; the updates met meanwhile are buffered
+  and replayed after it. Without a provider a book waits for a snapshot in its input.
 * Stale: when no frame has arrived for ``stale_after_s`` seconds of wall-clock time, the book is marked
   ``stale`` and an output with that status is emitted (event time cannot tell that nothing arrives).
 * Influx rate limit: ``points=False`` on outputs within ``points_every_ms`` (event time) of the last one that
@@ -15,6 +18,7 @@ newest output plus every output that carries alerts (the hash sink keeps the new
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -58,22 +62,23 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
     def _analyzer(self, first: BookInput) -> InstrumentAnalyzer:
         if self.analyzer is None:
             inst = first.instrument
-            self.analyzer = InstrumentAnalyzer(inst, OrderBook(inst, depth=self.params.book_depth), self.params)
+            self.analyzer = InstrumentAnalyzer(inst, OrderBook(inst, depth=self.params.book_depth), self.params,
+                                               fetch_snapshots=self.snapshots is not None)
         return self.analyzer
 
     def on_batch(self, values: list[BookInput]) -> tuple[Iterable[AnalysisOutput], bool]:
         analyzer = self._analyzer(values[0])
+        now = time.time_ns()
+        analyzer.on_tick(now)
         out: list[AnalysisOutput] = []
         last: AnalysisOutput | None = None
         for value in values:
             if isinstance(value, StatusReport):
-                last = analyzer.on_status(value.status)
+                last = analyzer.on_status(value.status, now)
             else:
-                if self.snapshots is not None and analyzer.needs_snapshot(value):
-                    snap = self.snapshots.fetch(analyzer.instrument)
-                    if snap is not None:
-                        analyzer.on_delta(snap, self.params)
-                last = analyzer.on_delta(value, self.params)
+                last = analyzer.on_delta(value, self.params, now)
+                if self.snapshots is not None and analyzer.wants_snapshot:  # the machine's command, executed
+                    last = analyzer.on_snapshot(self.snapshots.fetch(analyzer.instrument), self.params, now)
             if last.alerts:
                 out.append(last)
         if last is not None and (not out or out[-1] is not last):
