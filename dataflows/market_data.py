@@ -43,6 +43,7 @@ from operators.events import BestQuote, Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
 from operators.klines import Bucket
 from operators.tickers import TickerState, merge_ticker
+from operators.trade_ticker import TradeTicker
 
 log = get_logger("dataflows.market_data")
 DATAFLOW = "market_data"
@@ -112,6 +113,11 @@ def shard_report(stats: MarketStats) -> MonitorReport:
         latest=latest, counters=stats.counters)
 
 
+def _trade_ticker(state: TradeTicker | None, b: Bucket) -> tuple[TradeTicker, Ticker | None]:
+    st = state or TradeTicker()
+    return st, st.update(b)
+
+
 def _merge_ticker(state: TickerState | None, ev: Ticker | BestQuote) -> tuple[TickerState, tuple[Ticker, bool] | None]:
     st, ticker = merge_ticker(state, ev)
     return st, None if ticker is None else (ticker, isinstance(ev, Ticker))
@@ -138,6 +144,11 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     quotes: Stream[Ticker | BestQuote] = op.filter_map(
         "quotes", items, lambda x: x if isinstance(x, Ticker | BestQuote) else None)
+    # the exchange's own trades come with no ticker: a rolling 24 h one from the klines' per-batch buckets
+    own = op.filter("own_ticker_buckets", ks.buckets, lambda b: b.venue == LOCAL_VENUE)
+    trade_tickers = op.stateful_map("trade_ticker", op.key_on("key_trade_ticker", own, lambda b: b.key),
+                                    _trade_ticker)
+    quotes = op.merge("all_quotes", quotes, op.filter_map("trade_ticker_values", trade_tickers, _value))
     merged = op.stateful_map("merge_ticker", op.key_on("key_ticker", quotes, _key), _merge_ticker)
     ticker_pairs = op.filter_map("ticker_values", merged, _value)
     tickers: Stream[Ticker] = op.map("tickers_out", ticker_pairs, lambda tp: tp[0])

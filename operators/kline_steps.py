@@ -360,6 +360,7 @@ class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str],
 class KlineStreams:
     klines: KeyedStream[KlineOut]  # updating and closed klines of every timeframe
     late: KeyedStream[Bucket]  # trades (bucketed per batch and minute) later than the allowed lateness
+    buckets: Stream[Bucket]  # every batch's trades per instrument and minute (a ticker from trades uses them)
 
 
 def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
@@ -390,7 +391,7 @@ def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], latenes
         keyed_removals = op.key_on("key_removed", removals, lambda r: f"{r.venue}:{r.instrument}")
         rollup_in = op.merge("rollup_in", minutes, keyed_removals)
     klines = op.stateful_batch("rollup", rollup_in, builder)
-    return KlineStreams(klines, late)
+    return KlineStreams(klines, late, buckets)
 
 
 def _bucket_key(b: Bucket) -> str:

@@ -38,6 +38,8 @@ from connectors.market_source import MarketStats
 from cryptoflow.servers import stop_process
 from operators.events import Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved
+from operators.klines import bucket_trades
+from operators.trade_ticker import TradeTicker
 from tests.test_market_data_sim import private_victoria
 from tests.waiting import wait_for
 
@@ -67,6 +69,31 @@ def test_junk_entries_give_only_typed_rejections(fields: dict[bytes, bytes]) -> 
     else:  # accepted: then every field is what the contract allows
         assert out.price > 0 and out.size > 0 and out.side in ("buy", "sell") and 0 <= out.ts_ms < 10**13
         assert out.trade_id.isdigit()
+
+
+# ------------------------------------------------------------------------------------------------ ticker
+@given(st.lists(st.tuples(st.integers(0, 40 * 3_600_000), st.integers(1, 999), st.integers(1, 50)), min_size=1,
+                max_size=200), st.integers(1, 20))
+@settings(max_examples=200, deadline=None)
+def test_ticker_from_trades_is_the_rolling_24h_of_its_minutes(rows: list[tuple[int, int, int]], batch: int) -> None:
+    """Trades in time order, fed in batches as the dataflow does (minute buckets per batch); the oracle is a
+    plain pass over the raw trades of the minutes that start within 24 h of the newest trade's minute."""
+    rows.sort(key=lambda r: r[0])
+    trades = [Trade("local", "BTC-USDT", str(i), Decimal(p), Decimal(q), "buy", T0 + ts)
+              for i, (ts, p, q) in enumerate(rows)]
+    ticker, out = TradeTicker(), None
+    for lo in range(0, len(trades), batch):
+        for b in bucket_trades(trades[lo:lo + batch]):
+            out = ticker.update(b)
+    last = trades[-1]
+    horizon = last.ts_ms - last.ts_ms % 60_000 - 86_400_000
+    window = [t for t in trades if t.ts_ms - t.ts_ms % 60_000 > horizon]
+    first = window[0].price
+    assert out is not None
+    assert (out.price, out.high_24h, out.low_24h, out.volume_24h, out.ts_ms) == (
+        last.price, max(t.price for t in window), min(t.price for t in window), sum(t.size for t in window),
+        last.ts_ms)
+    assert out.change_24h == (last.price - first) * 100 / first and out.bid is None
 
 
 # ------------------------------------------------------------------------------------------------ source
@@ -261,6 +288,13 @@ def test_one_million_trades_killed_twice_give_exactly_the_independent_klines(
                 if h.get("open_time") != iso_ms(start) or {f: Decimal(v or "NaN") for f, v in got.items()} != {
                         f: Decimal(v) for f, v in want.items()} or (h["complete"], h["source"]) != ("true", "trades"):
                     bad.append(f"{inst} {tf}: {h} != {want} at {iso_ms(start)}")
+            for inst, rows in data.items():  # the ticker from trades: all of them are within 24 h
+                t = redis_db.hgetall(f"ticker:local:{inst}")
+                prices = [Decimal(r["price"]) for r in rows]
+                want_t = (prices[-1], max(prices), min(prices), sum(Decimal(r["amount"]) for r in rows))
+                got_t = tuple(Decimal(t.get(f) or "NaN") for f in ("price", "high_24h", "low_24h", "volume_24h"))
+                if got_t != want_t:
+                    bad.append(f"ticker {inst}: {got_t} != {want_t}")
             return bad
 
         _wait_none_bad("every latest kline equal to the independent one", hashes_equal, timeout=180 * slack)
