@@ -6,7 +6,11 @@ The rest are rare lifecycle events that a :class:`connectors.ws.source.ShardProc
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+
+MAX_BACKLOG = 10_000
+"""Events a shard may hold for its worker before its connections stop reading (see :class:`EventQueue`)."""
 
 
 @dataclass(slots=True)
@@ -83,3 +87,24 @@ class Crashed:
 
 
 WsEvent = Frame | Connected | Disconnected | Subscribed | Unsubscribed | Rejected | TopicsChecked | Fetched | Crashed
+
+
+class EventQueue(deque):  # type: ignore[type-arg]
+    """A shard's hand-off: the I/O thread appends (``emit``), the worker drains it with ``popleft``.
+
+    Bounded by backpressure, not by dropping: once ``max_backlog`` events wait, each connection of the shard
+    stops reading its socket (:meth:`full`) until the worker has caught up, so a worker that falls behind
+    (a stall, a loaded machine) holds at most ``max_backlog`` frames in memory and the rest waits in the
+    kernel's and the venue's buffers. A venue that drops a slow reader costs a reconnect and a resync, never
+    memory. (A deque's append and popleft are atomic under the GIL: no lock.)
+    """
+
+    def __init__(self, max_backlog: int = MAX_BACKLOG) -> None:
+        super().__init__()
+        self.max_backlog = max_backlog
+
+    def __call__(self, event: object) -> None:
+        self.append(event)
+
+    def full(self) -> bool:
+        return len(self) >= self.max_backlog

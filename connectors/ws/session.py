@@ -91,8 +91,10 @@ class WsConnection:
         backoff_max: float = 30.0,
         healthy_after: float = 10.0,
         max_frame_bytes: int = MAX_WS_FRAME_BYTES,
+        backlog_full: Callable[[], bool] | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self._backlog_full = backlog_full  # true while the worker is behind: stop reading (EventQueue)
         self._max_frame_bytes = max_frame_bytes
         self.hooks = hooks
         self._emit = emit
@@ -202,11 +204,22 @@ class WsConnection:
                 task.cancel()
             await asyncio.gather(reader, control, return_exceptions=True)
 
+    async def _wait_for_worker(self, full: Callable[[], bool]) -> None:
+        """Backpressure: the socket is not read while the shard's backlog is full (see EventQueue)."""
+        self._log.warning("ws_backpressure", state="paused")
+        paused = time.monotonic()
+        while full():
+            await asyncio.sleep(0.01)
+        self._log.info("ws_backpressure", state="resumed", paused_s=round(time.monotonic() - paused, 3))
+
     async def _read(self, ws: ClientConnection) -> None:
         classify = self.hooks.classify
         emit = self._emit
         conn = self.conn_id
+        full = self._backlog_full
         async for msg in ws:
+            if full is not None and full():
+                await self._wait_for_worker(full)
             recv_ns = time.time_ns()
             self._last_rx = time.monotonic()
             text = msg if isinstance(msg, str) else msg.decode("utf-8", "replace")

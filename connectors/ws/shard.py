@@ -73,6 +73,7 @@ class ShardRunner:
         self.hooks = hooks
         self.source = source
         self._emit = emit
+        self._full: Callable[[], bool] | None = getattr(emit, "full", None)  # an EventQueue's backpressure
         self.per_connection = max(1, min(per_connection, hooks.limits.topics_per_connection))
         self._backoff = (backoff_initial, backoff_max)
         self._make_fetcher = fetcher
@@ -185,7 +186,7 @@ class ShardRunner:
         conn_id = self._next_conn
         self._next_conn += 1
         conn = WsConnection(conn_id, self.hooks, self._on_event, connect_budget=self._connect_budget,
-                            backoff_initial=self._backoff[0], backoff_max=self._backoff[1])
+                            backoff_initial=self._backoff[0], backoff_max=self._backoff[1], backlog_full=self._full)
         self._conns[conn_id] = conn
         task = self._loop.create_task(conn.run())
         task.add_done_callback(self._conn_ended)

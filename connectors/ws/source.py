@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.stopping import stop_requested
-from connectors.ws.events import Crashed, WsEvent
+from connectors.ws.events import MAX_BACKLOG, Crashed, EventQueue, WsEvent
 from connectors.ws.shard import ShardRunner
 
 X = TypeVar("X")
@@ -111,8 +111,9 @@ class WsShardSource(FixedPartitionedSource[X, Any], Generic[X]):
     """``shards`` partitions named ``shard-<i>``; see the module docstring."""
 
     def __init__(self, shards: int, runner: RunnerFactory, processor: ProcessorFactory[X], *,
-                 tick_interval: float = 0.25, max_batch: int = 5000) -> None:
+                 tick_interval: float = 0.25, max_batch: int = 5000, max_backlog: int = MAX_BACKLOG) -> None:
         self.shards = shards
+        self._max_backlog = max_backlog
         self._runner = runner
         self._processor = processor
         self._tick_interval = tick_interval
@@ -123,8 +124,8 @@ class WsShardSource(FixedPartitionedSource[X, Any], Generic[X]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition[X]:
         index = int(for_part.removeprefix("shard-"))
-        events: deque[WsEvent] = deque()
-        runner = self._runner(index, self.shards, events.append)
+        events = EventQueue(self._max_backlog)
+        runner = self._runner(index, self.shards, events)
         processor = self._processor(index, runner)
         resume = getattr(processor, "resume", None)
         if resume_state is not None and resume is not None:
