@@ -51,3 +51,26 @@ export function fmtAge(ms) {
   if (ms < 3600000) return `${Math.floor(ms / 60000)} min`
   return `${(ms / 3600000).toFixed(1)} h`
 }
+
+// Calls fn with the latest arguments at most once per `ms` (trailing): live channels can arrive faster than a
+// chart is worth redrawing.
+export function throttle(fn, ms) {
+  let timer = null
+  let last = 0
+  let args = null
+  const run = () => {
+    timer = null
+    last = Date.now()
+    fn(...args)
+  }
+  const call = (...a) => {
+    args = a
+    if (timer) return
+    timer = setTimeout(run, Math.max(0, last + ms - Date.now()))
+  }
+  call.cancel = () => {
+    clearTimeout(timer)
+    timer = null
+  }
+  return call
+}

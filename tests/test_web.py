@@ -1,0 +1,350 @@
+"""The browser monitor (web/) in a real headless Chromium against the demo stack.
+
+The stack is the demo's (:class:`cryptoflow.demo.Demo`: a private Redis, the exchange simulator, the SMTP sink,
+every dataflow) plus ``cryptoflow serve`` on a fixed free port (so a restarted service is found again at the
+same address) serving the built ``web/dist`` at ``/``. History lives in Debian's InfluxDB 1.x, which has no
+v2 write API for the dataflows' writer, so the history the pages read (1m klines before now, analysis results,
+analysis alerts) is written into it here with the sinks' own point builders; everything live comes from the
+dataflows through Redis and the push gateway.
+
+Screenshots of every page at 1440x900 and 390x844 go to ``web/test-artifacts/`` (``WEB_ARTIFACTS``);
+``WEB_DOCS_IMG=1`` also refreshes ``docs/img/overview.png`` and ``docs/img/instrument.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from connectors.analysis_sink import alert_points, result_points
+from connectors.influx import to_line
+from connectors.market_sinks import kline_point
+from cryptoflow.demo import Demo
+from cryptoflow.servers import free_port, stop_all
+from cryptoflow.settings import load_settings
+from operators.analysis.engine import AnalysisOutput
+from operators.events import AlertEvent, AnalysisResult, BookStatus, Kline
+from tests.fixtures.browser import DESKTOP, PHONE, OpenPage, WatchedPage
+from tests.fixtures.influx import InfluxDB1
+from tests.fixtures.service import ServiceProcess, launch_service
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST = ROOT / "web" / "dist" / "index.html"
+INST = "BTC-USDT"
+MINUTE = 60_000
+PAGES = {"overview": "/#/", "pairs": "/#/pairs", "instrument": f"/#/instrument/{INST}", "alerts": "/#/alerts",
+         "history": "/#/history"}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout} s (last seen: {last!r})")
+
+
+@dataclass
+class Stack:
+    demo: Demo
+    service: ServiceProcess
+    port: int
+    env: dict[str, str]
+    workdir: Path
+    redis: redis.Redis
+    admin_key: str
+    user_key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop_service(self) -> int:
+        return self.service.stop()
+
+    def start_service(self) -> None:
+        self.service = launch_service(self.workdir / "svc-again", self.env, ["--port", str(self.port)])
+
+    def emails(self) -> list[str]:
+        return list(self.demo.emails)
+
+
+def _add_user(env: dict[str, str], name: str, *, admin: bool) -> str:
+    """`cryptoflow users add NAME [--admin]`: the key is alone on the last line of stdout."""
+    args = [sys.executable, "-m", "cryptoflow.cli", "users", "add", name, *(["--admin"] if admin else [])]
+    done = subprocess.run(args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    if done.returncode == 0 and done.stdout.strip():
+        return done.stdout.strip().splitlines()[-1]
+    # Until the `users` command lands: the same function it calls, on the service's database.
+    from service.db import Database
+    from service.users import add_user
+
+    async def add() -> str:
+        db = await Database.open(env["DATABASE_URL"])
+        try:
+            return await add_user(db, name, admin=admin)
+        finally:
+            await db.close()
+
+    return asyncio.run(add())
+
+
+def _seed_history(influx: InfluxDB1, price: Decimal, now_ms: int) -> None:
+    """90 closed 1m klines before the current minute, and 30 min of analysis results and two alerts."""
+    influx.reset()
+    this_minute = now_ms - now_ms % MINUTE
+    lines = []
+    for i in range(90, 0, -1):
+        t = this_minute - i * MINUTE
+        drift = Decimal(i % 7 - 3) * price / 10_000
+        o, c = price + drift, price - drift / 2
+        lines.append(to_line(kline_point(Kline(
+            "okx", INST, "1m", t, t + MINUTE, open=o, high=max(o, c) + price / 5000, low=min(o, c) - price / 5000,
+            close=c, volume=Decimal("1.5"), quote_volume=Decimal(1), trades=10 + i, closed=True))))
+    for i in range(180):
+        t = now_ms - (180 - i) * 10_000
+        r = AnalysisResult(INST, t, BookStatus.VALID, support_level_1=price * Decimal("0.999"),
+                           support_level_2=price * Decimal("0.998"), resistance_level_1=price * Decimal("1.001"),
+                           resistance_level_2=price * Decimal("1.002"), large_buy_orders=Decimal(i % 5),
+                           large_sell_orders=Decimal(4 - i % 5), depth_anomaly_score=(i % 20) / 5,
+                           liquidity_index=0.6 + (i % 10) / 20)
+        lines.extend(to_line(p) for p in result_points(AnalysisOutput(r, ())))
+    alert = AlertEvent(INST, "depth_anomaly", "warning", 4.2, 4.0, "depth z-score 4.2 over 4", now_ms - 600_000)
+    lines.extend(to_line(p) for p in alert_points(AnalysisOutput(
+        AnalysisResult(INST, alert.ts_ms, BookStatus.VALID), (alert,))))
+    for chunk in range(0, len(lines), 1000):
+        influx.write_lines("\n".join(lines[chunk:chunk + 1000]), "ms")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, influxdb1: InfluxDB1) -> Iterator[Stack]:
+    if not DIST.exists():
+        pytest.fail("web/dist is not built: run `make web` (make test does)")
+    workdir = tmp_path_factory.mktemp("webstack")
+    demo = Demo(workdir / "demo")
+    service: ServiceProcess | None = None
+    try:
+        demo.start(load_settings())
+        if "serve" in demo.procs:  # the demo's own service: this test runs its own (InfluxDB, a fixed port)
+            stop_all([demo.procs["serve"]])
+        client = redis.Redis(port=demo.redis_port, decode_responses=True)
+        price = wait_for("an OKX ticker", lambda: client.hget(f"ticker:okx:{INST}", "price"), 60)
+        _seed_history(influxdb1, Decimal(price), int(time.time() * 1000))
+        port = free_port()
+        env = {"REDIS_URL": f"redis://127.0.0.1:{demo.redis_port}/0", "INFLUX_URL": influxdb1.url,
+               "INFLUX_BUCKET": influxdb1.database, "DATA_DIR": str(workdir / "data"),
+               "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'data' / 'cryptoflow.db'}"}
+        service = launch_service(workdir / "svc", env, ["--port", str(port)])
+        admin = _add_user(env, "web-admin", admin=True)
+        user = _add_user(env, "web-user", admin=False)
+        st = Stack(demo, service, port, env, workdir, client, admin, user)
+        yield st
+        service = st.service
+    finally:
+        if service is not None:
+            service.stop()
+        demo.stop()
+
+
+def shot(page: WatchedPage, artifacts: Path, name: str) -> None:
+    page.screenshot(artifacts / f"{name}.png")
+
+
+def set_key(page: WatchedPage, key: str) -> None:
+    """Enter the API key in the settings dialog, as a user does (it is kept in localStorage)."""
+    p = page.page
+    p.get_by_test_id("open-settings").click()
+    p.get_by_test_id("api-key").locator("input").fill(key)
+    p.get_by_test_id("settings-save").click()
+    p.get_by_test_id("open-settings").filter(has_text="Key").wait_for()
+
+
+def attr(page: WatchedPage, testid: str, name: str) -> str:
+    """The attribute now ("" while the element is not there): never blocks a polling loop."""
+    found = page.page.get_by_test_id(testid)
+    return (found.first.get_attribute(name, timeout=5000) or "") if found.count() else ""
+
+
+def canvas_painted(page: WatchedPage, testid: str) -> int:
+    """How many pixels of the first canvas inside ``testid`` are not background (sampled every 4th)."""
+    return int(page.page.evaluate(
+        """(id) => {
+            const c = document.querySelector(`[data-testid="${id}"] canvas`)
+            if (!c || !c.width) return 0
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+            let n = 0
+            for (let i = 0; i < d.length; i += 16) if (d[i + 3] > 0) n += 1
+            return n
+        }""", testid))
+
+
+def test_overview_shows_frames_per_second_within_20_s(stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
+    page = open_page(stack.url + PAGES["overview"])
+    t0 = time.monotonic()
+    wait_for("non-zero frames/s on the overview",
+             lambda: float(attr(page, "metric-frames", "data-value") or 0) > 0, 20)
+    assert time.monotonic() - t0 <= 20
+    assert float(attr(page, "metric-connections", "data-value") or 0) > 0
+    assert page.page.get_by_test_id("connection").get_attribute("data-state") == "live"
+    time.sleep(2)  # a few more samples on the trend lines
+    shot(page, artifacts, "overview-1440")
+    if os.environ.get("WEB_DOCS_IMG"):
+        page.page.set_viewport_size({"width": 1200, "height": 760})
+        time.sleep(1)
+        page.screenshot(ROOT / "docs" / "img" / "overview.png", full_page=False)
+    assert page.errors == []
+
+
+def test_instrument_page_draws_depth_and_candles_matching_the_kline_hash(
+        stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
+    page = open_page(stack.url + PAGES["instrument"])
+    wait_for("the depth chart's levels", lambda: int(attr(page, "depth-card", "data-levels") or 0) >= 20, 30)
+    wait_for("the depth chart drawn", lambda: canvas_painted(page, "depth-card") > 500, 10)
+    wait_for("history candles and the live bar", lambda: int(attr(page, "candles-card", "data-bars") or 0) > 60, 30)
+    wait_for("the candlestick chart drawn", lambda: canvas_painted(page, "candles-card") > 500, 10)
+
+    def last_close_matches() -> bool:
+        fields = stack.redis.hgetall(f"kline:okx:{INST}:1m")
+        shown = attr(page, "candles-card", "data-last-close")
+        opened = attr(page, "candles-card", "data-last-open")
+        from operators.events import iso_ms
+
+        return bool(fields) and shown == fields["close"] and opened.isdigit() and \
+            iso_ms(int(opened)) == fields["open_time"]
+
+    wait_for("the last candle's close equal to the kline: hash", last_close_matches, 20, every=0.05)
+    wait_for("trades on the tape", lambda: page.page.locator(".tape-row").count() > 0, 30)
+    wait_for("the analysis gauges", lambda: attr(page, "gauge-liquidity", "data-level") != "", 30)
+    shot(page, artifacts, "instrument-1440")
+    if os.environ.get("WEB_DOCS_IMG"):
+        page.page.set_viewport_size({"width": 1200, "height": 760})
+        time.sleep(1.5)
+        page.screenshot(ROOT / "docs" / "img" / "instrument.png", full_page=False)
+    assert page.errors == []
+
+
+def test_price_alert_added_in_the_ui_fires_by_email_and_live(
+        stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
+    email = "web-user@example.com"
+    page = open_page(stack.url + PAGES["alerts"])
+    set_key(page, stack.user_key)
+    p = page.page
+    p.get_by_test_id("alert-email").locator("input").fill(email)
+    # "rises to >=" a hair under the market: the next trade at or above it fires it.
+    price = Decimal(stack.redis.hget(f"ticker:okx:{INST}", "price") or "0")
+    assert price > 0
+    threshold = (price * Decimal("0.9999")).quantize(Decimal("0.01"))
+    p.get_by_test_id("alert-direction").get_by_text("rises to").click()
+    price_input = p.get_by_test_id("alert-price").locator("input")
+    price_input.fill(str(threshold))
+    price_input.press("Tab")
+    with p.expect_response(lambda r: r.url.endswith("/v1/alerts") and r.request.method == "POST") as created:
+        p.get_by_test_id("alert-add").click()
+    assert created.value.status == 201, created.value.text()
+    alert = created.value.json()
+    assert alert["crypto"] == INST and alert["direction"] is True and Decimal(str(alert["price"])) == threshold
+    status = p.get_by_test_id(f"alert-status-{alert['id']}")
+    status.wait_for()
+    wait_for("the alert email at the SMTP sink", lambda: any(f"EMAIL to {email}" in e for e in stack.emails()), 90)
+    wait_for("the page showing the alert fired (no reload)",
+             lambda: status.get_attribute("data-status") == "fired", 30)
+    shot(page, artifacts, "alerts-fired-1440")
+    assert page.errors == []
+
+
+def test_pairs_page_shows_book_status_and_admin_adds_and_removes_a_pair(
+        stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
+    page = open_page(stack.url + PAGES["pairs"])
+    p = page.page
+    for inst in ("BTC-USDT", "ETH-USDT", "SOL-USDT"):
+        wait_for(f"{inst} valid", lambda i=inst: p.get_by_test_id(f"status-{i}").get_attribute("data-status")
+                 == "valid", 30)
+    set_key(page, stack.admin_key)
+    p.get_by_test_id("pair-input").locator("input").fill("DOGE-USDT")
+    p.get_by_test_id("pair-add").click()
+    wait_for("DOGE-USDT in config:trading_pairs", lambda: stack.redis.sismember("config:trading_pairs", "DOGE-USDT"),
+             10)
+    wait_for("DOGE-USDT's book valid on the page",
+             lambda: p.get_by_test_id("status-DOGE-USDT").count() == 1
+             and p.get_by_test_id("status-DOGE-USDT").get_attribute("data-status") == "valid", 60)
+    shot(page, artifacts, "pairs-added-1440")
+    p.get_by_test_id("remove-DOGE-USDT").click()
+    p.get_by_role("button", name="Yes").click()
+    wait_for("DOGE-USDT removed", lambda: not stack.redis.sismember("config:trading_pairs", "DOGE-USDT"), 10)
+    wait_for("DOGE-USDT gone from the table", lambda: p.get_by_test_id("status-DOGE-USDT").count() == 0, 10)
+    # A new pair has no book for a moment: its GET /v1/orderbook answers 404, which Chromium logs.
+    assert [e for e in page.errors if "status of 404" not in e] == []
+
+
+def test_history_page_shows_trends_and_exports_csv(stack: Stack, open_page: OpenPage, tmp_path: Path) -> None:
+    page = open_page(stack.url + PAGES["history"], accept_downloads=True)
+    wait_for("analysis history points", lambda: int(attr(page, "history-chart", "data-rows") or 0) >= 100, 30)
+    wait_for("the trend chart drawn", lambda: canvas_painted(page, "history-chart") > 500, 10)
+    with page.page.expect_download() as download:
+        page.page.get_by_test_id("history-csv").click()
+    saved = tmp_path / "history.csv"
+    download.value.save_as(saved)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert len(rows) >= 100
+    assert {r["instrument_id"] for r in rows} == {INST}
+    assert {r["analysis_type"] for r in rows} == {"support_resistance"}
+    assert all(r["support_level_1"] for r in rows)
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["1440x900", "390x844"])
+def test_every_page_renders_without_console_errors(
+        stack: Stack, open_page: OpenPage, artifacts: Path, size: tuple[int, int]) -> None:
+    page = open_page(stack.url + PAGES["overview"], *size)
+    set_key(page, stack.user_key)
+    for name, path in PAGES.items():
+        page.page.goto(stack.url + path)
+        page.page.get_by_test_id(f"page-{name}").wait_for()
+        time.sleep(3)  # live data in, charts drawn
+        # nothing sticks out sideways at 390 px
+        overflow = page.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} at {size[0]} px is {overflow} px too wide"
+        shot(page, artifacts, f"{name}-{size[0]}x{size[1]}")
+    assert page.errors == []
+
+
+def test_gateway_loss_shows_reconnecting_and_recovers(stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
+    page = open_page(stack.url + PAGES["instrument"])
+    p = page.page
+    tag = p.get_by_test_id("connection")
+    wait_for("live", lambda: tag.get_attribute("data-state") == "live", 20)
+    wait_for("trades on the tape", lambda: p.locator(".tape-row").count() > 0, 30)
+    assert stack.stop_service() == 0
+    wait_for("reconnecting shown", lambda: tag.get_attribute("data-state") == "reconnecting", 20)
+    assert "reconnecting" in tag.inner_text()
+    assert "reconnecting" in p.get_by_test_id("reconnecting-banner").inner_text()
+    shot(page, artifacts, "reconnecting-1440")
+    time.sleep(3)  # a few failed tries: the backoff keeps going
+    stack.start_service()
+    wait_for("live again", lambda: tag.get_attribute("data-state") == "live", 30)
+    page.errors.clear()  # refused connections while the service was down are expected console errors
+    first = p.locator(".tape-row").first.inner_text()
+    wait_for("new trades after the recovery", lambda: p.locator(".tape-row").first.inner_text() != first, 30)
+    wait_for("the banner gone", lambda: p.get_by_test_id("reconnecting-banner").count() == 0, 5)
+    with httpx.Client(base_url=stack.url, timeout=10) as api:
+        assert api.get("/v1/pairs").status_code == 200
+    assert page.errors == []
