@@ -234,3 +234,19 @@ def test_market_reads_need_a_key_when_public_reads_are_off(tmp_path: Path, redis
             assert bad.status_code == 401 and bad.json()["msg"].startswith("invalid API key")
     finally:
         svc.stop()
+
+
+def test_serve_with_two_workers_answers_and_stops_with_exit_0(tmp_path: Path, redis_server: RedisServer) -> None:
+    from tests.waiting import wait_for
+
+    svc = launch_service(tmp_path, {"REDIS_URL": redis_server.url}, args=["--workers", "2"])
+    try:
+        def answered() -> bool:
+            try:
+                return httpx.get(f"{svc.url}/v1/status", timeout=10).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("a worker to answer", answered, timeout=120)
+    finally:
+        assert svc.stop(60) == 0, svc.stderr()

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("cryptoflow serve: --workers must be at least 1", file=sys.stderr)
         return 2
     # No access log: a line per request would cost more than the hot routes themselves.
-    common = {"host": args.host, "port": args.port, "access_log": False, "log_config": None,
+    common: dict[str, Any] = {"host": args.host, "port": args.port, "access_log": False, "log_config": None,
               "lifespan": "on", "timeout_graceful_shutdown": 10}
     if args.workers > 1:
         return _run_workers(args.workers, common)
@@ -86,10 +87,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_workers(workers: int, common: dict[str, object]) -> int:
+def _run_workers(workers: int, common: dict[str, Any]) -> int:
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config("service.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    # A worker that has not finished its start (imports, migrations) within the health-check timeout is killed
+    # and restarted by uvicorn: 5 s by default, which a loaded machine exceeds, restarting workers forever.
+    config = uvicorn.Config("service.app:app_from_env", factory=True, workers=workers,
+                            timeout_worker_healthcheck=60, **common)
     sock = config.bind_socket()
     print(f"cryptoflow serve: listening on {_url(sock)}", flush=True)  # the workers accept on it as they start
     Multiprocess(config, sockets=[sock]).run()
