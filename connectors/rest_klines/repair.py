@@ -111,8 +111,8 @@ class _Repairer:
         start = max(outage.start_ms, outage.end_ms - int(cfg.window_s * 1000))
         end = window_start(outage.end_ms, MINUTE_MS) + MINUTE_MS  # the reconnect's minute, whole
         wait_s = (end + SETTLE_MS) / 1000 - time.time()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        if wait_s > 0 and await asyncio.to_thread(self._stopping.wait, wait_s):
+            return  # stopping: the next start's backfill covers this interval
         pairs = self._pairs()
         log.info("kline_repair_started", venue=outage.venue, start_ms=start, end_ms=end, pairs=len(pairs))
         written = 0
