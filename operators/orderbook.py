@@ -18,7 +18,7 @@ Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`
 * a crossed book (best bid >= best ask) is a failure (:class:`BookCrossed`).
 
 On any failure ``status`` becomes ``resyncing`` and every update is refused (:class:`NotSynced`) until the next
-snapshot. The caller (the connector) decides how to re-sync; see :mod:`operators.book_resync`.
+snapshot. Deciding how to re-sync is :mod:`operators.book_sync`'s (the sync machine every venue shares).
 """
 
 from __future__ import annotations
