@@ -163,6 +163,24 @@ def test_openapi_and_body_limit(api: httpx.Client) -> None:
     assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large"
 
 
+
+def test_a_streamed_body_over_the_limit_is_413(api: httpx.Client, service: ServiceProcess,
+                                               redis_server: RedisServer) -> None:
+    """Without Content-Length (chunked) the body is counted as it arrives and refused once past API_MAX_BODY."""
+    import subprocess
+    import sys
+
+    env = {"REDIS_URL": redis_server.url, "DATA_DIR": str(service.stderr_path.parent / "data"),
+           "PATH": "/usr/bin:/bin"}
+    added = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "users", "add", "streamer"], env=env,
+                           capture_output=True, text=True, timeout=300, check=True)
+    key = added.stdout.strip().splitlines()[-1]
+    chunks = (b'{"pad": "' + b"x" * 16_000 + b'"}' for _ in range(5))
+    resp = api.post("/v1/alerts", content=chunks, headers={"content-type": "application/json",
+                                                           "authorization": f"Bearer {key}"})
+    assert resp.status_code == 413 and resp.json()["code"] == "payload_too_large", resp.text
+
+
 def test_the_browser_monitor_at_root(api: httpx.Client) -> None:
     """`/` serves the built monitor (web/dist) when it is there, else sends the browser to the API docs."""
     from service.app import WEB_DIST
