@@ -260,3 +260,17 @@ def test_two_matchers_and_a_reconcile_record_one_firing(db_url, redis_server, re
         other.close()
 
     run(db_url, redis_server.port, body)
+
+
+def test_replicas_starting_together_migrate_once(postgres_url) -> None:
+    from sqlalchemy import text
+
+    async def main() -> None:
+        dbs = await asyncio.gather(*(Database.open(postgres_url) for _ in range(3)))  # the advisory lock
+        async with dbs[0].session() as s:
+            versions = (await s.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+        assert versions == ["0001"]
+        for db in dbs:
+            await db.close()
+
+    asyncio.run(main())
