@@ -34,7 +34,7 @@ from tests.fixtures.simulator import Simulator
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+SYMBOLS = ["ADA-USDT", "LTC-USDT", "DOT-USDT"]  # symbols no other test writes klines for (shared servers)
 DAY_MS = 86_400_000
 _http = urllib3.PoolManager()
 
@@ -76,10 +76,12 @@ def _oracle(sim: Simulator, inst: str, start: int, end: int, via: str = "binance
     return out
 
 
-def _stored(vm: VictoriaMetrics, exchange: str, inst: str) -> dict[int, list[float]]:
+def _stored(vm: VictoriaMetrics, exchange: str, inst: str, start: int, end: int) -> dict[int, list[float]]:
+    """What VictoriaMetrics holds in [start - 1 day, end + 1 day) (the server is shared by the session's tests:
+    other tests' points for the same series lie elsewhere in time)."""
     labels = {"exchange": exchange, "symbol": inst, "timeframe": "1m"}
     series = [vm.series("kline", name, **labels) for name in ("open", "high", "low", "close", "volume")]
-    return {t: [s.get(t, float("nan")) for s in series] for t in series[0]}
+    return {t: [s.get(t, float("nan")) for s in series] for t in series[0] if start - DAY_MS <= t < end + DAY_MS}
 
 
 def _raw_samples(vm: VictoriaMetrics, exchange: str, inst: str) -> int:
@@ -142,7 +144,7 @@ def test_three_days_three_symbols_killed_and_resumed_no_duplicate_no_hole_never_
     for inst in SYMBOLS:
         want = _oracle(sim, inst, start, end)
         assert len(want) == 3 * 1440
-        _assert_equal(_stored(victoria, "okx", inst), want)
+        _assert_equal(_stored(victoria, "okx", inst, start, end), want)
         # a replayed page is the only possible rewrite (VictoriaMetrics keeps raw samples; InfluxDB overwrites)
         assert _raw_samples(victoria, "okx", inst) <= len(want) + 100
         assert redis_db.hgetall(f"backfill:okx:{inst}:1m") | {"updated_at": ""} == {
@@ -152,11 +154,11 @@ def test_three_days_three_symbols_killed_and_resumed_no_duplicate_no_hole_never_
 def test_a_client_told_429_waits_retry_after_and_then_succeeds(
         start_simulator: Callable[..., Simulator], victoria: VictoriaMetrics, redis_server: RedisServer,
         redis_db: redis.Redis) -> None:
-    # the venue allows 2 requests (weight 4) per 2 s; the client is told it may do 100 per second
-    sim = start_simulator("--pairs", "BTC-USDT", "--seed", "12", "--rate", "5", "--binance-rest-limit", "4/2")
-    start, end = _range(5)
+    # the venue allows 1 request (weight 2) per 4 s; the client is told it may do 100 per second
+    sim = start_simulator("--pairs", "LINK-USDT", "--seed", "12", "--rate", "5", "--binance-rest-limit", "2/4")
+    start, end = _range(3)
     done = subprocess.run(
-        _command("--exchange", "binance", "--symbol", "BTC-USDT", "--from", str(start), "--to", str(end),
+        _command("--exchange", "binance", "--symbol", "LINK-USDT", "--from", str(start), "--to", str(end),
                  "--budget", "100/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True,
         text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -164,7 +166,8 @@ def test_a_client_told_429_waits_retry_after_and_then_succeeds(
     assert counters["refused"] >= 1, counters  # it was told to wait...
     assert counters["banned"] == 0, counters  # ...and never asked before Retry-After was over (no 418)
     assert '"kline_rate_limited"' in done.stderr and '"told":true' in done.stderr
-    _assert_equal(_stored(victoria, "binance", "BTC-USDT"), _oracle(sim, "BTC-USDT", start, end, via="bybit"))
+    _assert_equal(_stored(victoria, "binance", "LINK-USDT", start, end),
+                  _oracle(sim, "LINK-USDT", start, end, via="bybit"))
 
 
 def test_bybit_paced_by_its_limit_headers_is_never_refused(
@@ -172,7 +175,7 @@ def test_bybit_paced_by_its_limit_headers_is_never_refused(
     start, end = _range(8)
     # the client allows itself far more than the venue's 3 per 5 s: X-Bapi-Limit-Status "0" holds it back
     done = subprocess.run(
-        _command("--exchange", "bybit", "--symbol", "ETH-USDT", "--from", str(start), "--to", str(end), "--budget",
+        _command("--exchange", "bybit", "--symbol", "DOT-USDT", "--from", str(start), "--to", str(end), "--budget",
                  "100/1"), cwd=ROOT, env=_env(sim, victoria, redis_server), capture_output=True, text=True,
         timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -180,7 +183,7 @@ def test_bybit_paced_by_its_limit_headers_is_never_refused(
     assert counters["requests"] == 12 and counters["refused"] == 0, counters
     done_line = next(e for e in map(orjson.loads, done.stderr.splitlines()) if e["event"] == "backfill_done")
     assert done_line["paused"] >= 3 and done_line["rate_limited"] == 0, done_line  # 12 requests, 3 per window
-    _assert_equal(_stored(victoria, "bybit", "ETH-USDT"), _oracle(sim, "ETH-USDT", start, end))
+    _assert_equal(_stored(victoria, "bybit", "DOT-USDT", start, end), _oracle(sim, "DOT-USDT", start, end))
 
 
 def test_an_unknown_symbol_is_one_line_and_exit_1(
@@ -197,18 +200,19 @@ def test_influxdb_unreachable_is_one_line_exit_1_and_no_checkpoint_moves(
         sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
     env = {**_env(sim, victoria, redis_server), "INFLUX_URL": f"http://127.0.0.1:{free_port()}"}
     start, end = _range(1)
-    done = subprocess.run(_command("--exchange", "bybit", "--symbol", "BTC-USDT", "--from", str(start), "--to",
+    done = subprocess.run(_command("--exchange", "bybit", "--symbol", "ADA-USDT", "--from", str(start), "--to",
                                    str(end)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("cryptoflow backfill: InfluxDB at http://127.0.0.1:") and "did not take" in last
     assert "Traceback" not in done.stderr
-    assert not redis_db.exists("backfill:bybit:BTC-USDT:1m")
+    assert not redis_db.exists("backfill:bybit:ADA-USDT:1m")
 
 
 def test_told_to_wait_longer_than_allowed_the_client_gives_up_with_the_reason(
         start_simulator: Callable[..., Simulator]) -> None:
-    sim = start_simulator("--pairs", "BTC-USDT", "--seed", "13", "--rate", "5", "--binance-rest-limit", "2/600")
+    # one request per window, and a window far longer than the test (no window boundary in between)
+    sim = start_simulator("--pairs", "BTC-USDT", "--seed", "13", "--rate", "5", "--binance-rest-limit", "2/100000")
     client = KlineClient(VENUES["binance"], sim.binance_rest_url, Budget(100, 1.0), max_wait_s=5.0)
     start, end = _range(1)
 
