@@ -94,6 +94,8 @@ class StreamTailer:
             try:
                 if self._reader_id is None:
                     self._reader_id = int(await self._reader.client_id())
+                if not self._pos:
+                    continue  # the last stream left during that await
                 self._changed.clear()
                 self._blocked = True
                 try:
