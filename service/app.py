@@ -66,7 +66,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.redis = redis_from_settings(settings)
     app.state.influx = influx_from_settings(settings)
-    app.state.db = await Database.open(settings.database)
+    try:
+        app.state.db = await Database.open(settings.database)
+    except BaseException:  # the start fails (uvicorn says so); the clients opened above must not leak
+        await _close_clients(app)
+        raise
     app.state.push_authenticate = _push_authenticate(app.state.db)
     tasks = [asyncio.create_task(reconcile_forever(app.state.db, app.state.redis, settings.alert_sync_interval),
                                  name="alert-reconciler")]
@@ -79,10 +83,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await gateway.close_gateway(app)
-        if app.state.influx is not None:
-            await app.state.influx.close()
         await app.state.db.close()
-        await app.state.redis.aclose()
+        await _close_clients(app)
+
+
+async def _close_clients(app: FastAPI) -> None:
+    if app.state.influx is not None:
+        await app.state.influx.close()
+    await app.state.redis.aclose()
 
 
 def _push_authenticate(db: Database) -> Callable[[str], Awaitable[str | None]]:
