@@ -167,6 +167,7 @@ def latency(args: argparse.Namespace) -> None:
                     raise SystemExit(f"dataflow not reading; see {log}")
                 time.sleep(0.05)
             watcher.start()
+            cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
             tick, per_tick = 0.01, args.rate / 100 / len(insts)
             owed = 0.0
             k = 0
@@ -191,6 +192,7 @@ def latency(args: argparse.Namespace) -> None:
             deadline = time.monotonic() + 30
             while any(len(seen[i]) < len(sent[i]) for i in insts) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            share = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0)
         finally:
             stop.set()
             stop_process(proc)
@@ -200,7 +202,8 @@ def latency(args: argparse.Namespace) -> None:
     total = sum(map(len, sent.values()))
     print(f"latency: {total:,} trades at {args.rate:,}/s over {len(insts)} streams for {args.seconds} s, "
           f"influx={'on' if args.influx else 'off'}: XADD -> kline: hash p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, "
-          f"p99 {q[98]:.2f} ms, max {warm[-1]:.2f} ms ({len(warm):,} seen)")
+          f"p99 {q[98]:.2f} ms, max {warm[-1]:.2f} ms ({len(warm):,} seen); the dataflow used {share:.0%} of a "
+          f"core; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:
