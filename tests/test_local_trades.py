@@ -3,7 +3,7 @@
 * the entry parser: the contract's shape -> a Trade; junk -> typed rejections only (hypothesis);
 * the source partition on a real Redis: reads every stream in order, a snapshot resumes right after the last
   entry it returned, a repeated ``trade_id`` is dropped and counted, junk is counted and skipped;
-* end to end: ``LOCAL_TRADES_N`` trades (default 300,000 to keep a 2-core CI within minutes; the full
+* end to end: ``LOCAL_TRADES_N`` trades (default 200,000 to keep a 2-core CI within minutes; the full
   1,000,000: ``LOCAL_TRADES_N=1000000 pytest tests/test_local_trades.py -k million``, see benchmarks/RESULTS.md)
   XADDed in pipelined chunks into two streams while
   ``market_data`` runs with Bytewax recovery and is killed with SIGKILL twice during the XADDs -> every
@@ -209,13 +209,14 @@ class Producer(threading.Thread):
     happens while entries are still being added."""
 
     def __init__(self, url: str, data: dict[str, list[dict[str, str]]], gates: tuple[float, ...],
-                 chunk: int = 2_000) -> None:
+                 chunk: int = 2_000, gate_timeout: float = 120) -> None:
         super().__init__(daemon=True)
         self.client = redis_lib.Redis.from_url(url)
         self.data, self.chunk = data, chunk
         self.total = sum(map(len, data.values()))
         self.gates = [(int(g * self.total), threading.Event()) for g in gates]
         self.sent = 0
+        self.gate_timeout = gate_timeout
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -223,7 +224,7 @@ class Producer(threading.Thread):
             n = len(next(iter(self.data.values())))
             for lo in range(0, n, self.chunk):
                 for at, event in self.gates:
-                    if self.sent >= at and not event.wait(120):
+                    if self.sent >= at and not event.wait(self.gate_timeout):
                         raise TimeoutError("the test never released the producer")
                 pipe = self.client.pipeline(transaction=False)
                 for inst, rows in self.data.items():
@@ -244,18 +245,22 @@ def _samples(vm: Any, inst: str, tf: str, field: str) -> dict[int, set[float]]:
     return out
 
 
+TOTAL = int(os.environ.get("LOCAL_TRADES_N", "200000"))
+SLACK = max(1.0, TOTAL / 200_000)  # deadlines grow with the volume
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(int(600 * SLACK))
 def test_one_million_trades_killed_twice_give_exactly_the_independent_klines(
         redis_server: Any, redis_db: Any, flow_runner: Any, tmp_path: Path) -> None:
-    total = int(os.environ.get("LOCAL_TRADES_N", "300000"))
-    per_inst, slack = total // len(INSTRUMENTS), max(1.0, total / 300_000)  # deadlines grow with the volume
+    per_inst, slack = TOTAL // len(INSTRUMENTS), SLACK
     data = generate(per_inst, seed=16)
     store = tmp_path / "recovery"
     store.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(store), "1"], cwd=ROOT, check=True)
     redis_db.sadd("config:trading_pairs", *INSTRUMENTS)
     expected = {(inst, tf): oracle(rows, ms) for inst, rows in data.items() for tf, ms in TF_MS.items()}
-    producer = Producer(redis_server.url, data, gates=(0.4, 0.75))
+    producer = Producer(redis_server.url, data, gates=(0.4, 0.75), gate_timeout=120 * slack)
 
     def consumed() -> str:
         """How far the dataflow got: the newest minute in the kline hashes (ISO-8601 strings sort as times)."""
