@@ -143,7 +143,7 @@ def main() -> None:
     redis_url = f"redis://127.0.0.1:{rport}/0"
     gw = subprocess.Popen([sys.executable, "-c", GATEWAY, redis_url, str(gport)], cwd=ROOT)
     try:
-        deadline = time.monotonic() + 120  # a loaded machine imports FastAPI slowly
+        deadline = time.monotonic() + 300  # a loaded machine imports FastAPI slowly
         while True:
             try:
                 import socket
