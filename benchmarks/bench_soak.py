@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cryptoflow.allocator import with_allocator  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from tests.fixtures.simulator import launch_simulator  # noqa: E402
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--trace", type=Path, default=None, help="run under tracemalloc, diffs into this directory")
     ap.add_argument("--trace-every", type=float, default=60.0)
+    ap.add_argument("--allocator", choices=("jemalloc", "glibc"), default="jemalloc",
+                    help="the collector's malloc: jemalloc as `cryptoflow run` starts it (default), or glibc's")
     args = ap.parse_args()
     pairs = PAIRS[: args.pairs]
     tmp = Path(tempfile.mkdtemp(prefix="bench_soak_"))
@@ -100,6 +103,7 @@ def main() -> None:
         env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{port}/0", OKX_WS_URL=sim.okx_ws_url,
                    OKX_REST_URL=sim.okx_rest_url, LOG_FORMAT="json", PYTHONUNBUFFERED="1")
         env.pop("INFLUX_URL", None)
+        env = with_allocator(dict(env, CRYPTOFLOW_ALLOCATOR=args.allocator))
         if args.trace is not None:
             args.trace.mkdir(parents=True, exist_ok=True)
             env.update(SOAK_TRACE_DIR=str(args.trace), SOAK_WARMUP_S=str(args.warmup * 60),
@@ -110,7 +114,7 @@ def main() -> None:
         log = open(tmp / "collector.log", "wb")  # noqa: SIM115 - closed with the process below
         collector = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        print(f"collector pid {collector.pid}, {len(pairs)} pairs x {args.rate:g} updates/s, "
+        print(f"collector pid {collector.pid} ({args.allocator}), {len(pairs)} pairs x {args.rate:g} updates/s, "
               f"{args.minutes:g} min, RSS every {args.interval:g} s; log {tmp / 'collector.log'}", flush=True)
         samples: list[tuple[float, float]] = []
         t0 = time.monotonic()

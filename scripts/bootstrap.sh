@@ -55,4 +55,6 @@ if [ "${1:-}" = "--servers" ]; then
   command -v redis-server >/dev/null && command -v victoria-metrics >/dev/null && command -v influxd >/dev/null \
     && command -v openssl >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || apt_install redis-server victoria-metrics influxdb openssl postgresql
+  # libjemalloc2: the allocator `cryptoflow run` and the demo start the dataflows with (cryptoflow/allocator.py).
+  dpkg -s libjemalloc2 >/dev/null 2>&1 || apt_install libjemalloc2
 fi
