@@ -113,8 +113,9 @@ async def _clients(url: str, channels: list[list[str]], t0: float, t1: float, st
                 if err.rcvd is not None and err.rcvd.code == 4103:
                     closed += 1
 
-    await asyncio.gather(*(one(chs) for chs in channels), return_exceptions=True)
-    return {"count": count, "lat": lat, "closed": closed}
+    done = await asyncio.gather(*(one(chs) for chs in channels), return_exceptions=True)
+    errors = [repr(e) for e in done if isinstance(e, BaseException)]
+    return {"count": count, "lat": lat, "closed": closed, "errors": errors}
 
 
 def client_proc(url: str, channels: list[list[str]], t0: float, t1: float, stop_at: float, out: Any) -> None:
@@ -195,6 +196,9 @@ def main() -> None:
               f"max {pct(lat, 1.0):.2f} ms  (samples {len(lat)})" if lat else "no samples")
         print(f"gateway: cpu {cpu:.0f}% of one core, rss max {rss_max / 2**20:.1f} MiB; "
               f"clients closed as slow: {sum(c['closed'] for c in counts)}")
+        errors = [e for c in counts for e in c["errors"]]
+        if errors:
+            print(f"client errors: {len(errors)}, first: {errors[0][:300]}")
         if lat:
             print(f"mean {statistics.fmean(lat) / 1e6:.2f} ms")
     finally:
