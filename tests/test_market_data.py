@@ -167,7 +167,7 @@ def test_market_writer_refreshes_ttls_without_an_expire_per_batch(redis_db: Any,
         now[0] += step
         pipe = client.pipeline(transaction=False)
         writer(pipe, [ticker])
-        (cmd,) = pipe.command_stack
+        cmd, _push = pipe.command_stack  # the hashes' EVAL, then the push streams' EVAL (issue 12)
         sent.append(cmd[0][4])  # EVAL script 1 key ttl ...: the ttl argument (0: no EXPIRE)
         pipe.execute()
     assert sent == [300, 0, 300]
@@ -244,7 +244,7 @@ def test_market_writer_forgets_keys_idle_for_a_whole_ttl(redis_server: Any) -> N
     now[0] += KLINE_TTL_S  # a removed pair's keys expired in Redis long ago
     pipe = client.pipeline(transaction=False)
     writer(pipe, [Ticker("okx", "BBB-USDT", D(1), D(1), D(1), D(1), None, D(1), D(1), T0)])
-    (cmd,) = pipe.command_stack
+    cmd, _push = pipe.command_stack  # the hashes' EVAL, then the push streams' EVAL (issue 12)
     assert cmd[0][4] == 300  # a due key still gets its TTL
     pipe.execute()
     assert set(writer._expired_at) == {"ticker:okx:BBB-USDT"}
