@@ -23,7 +23,7 @@ bootstrap: ## create .venv with the dev extras, and install redis-server, victor
 
 lint: ## ruff and mypy (strict on operators/)
 	$(BIN)/ruff check .
-	$(BIN)/mypy operators connectors dataflows cryptoflow simulator
+	$(BIN)/mypy operators connectors dataflows cryptoflow simulator service
 
 # The browser monitor (web/): rebuilt with Debian's node/npm only when web/dist is older than a source file.
 WEB_SRC := web/package.json web/package-lock.json web/index.html web/vite.config.js \
