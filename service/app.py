@@ -33,7 +33,7 @@ from redis.retry import Retry
 from connectors.influx_query import InfluxQuery
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
-from service import errors
+from service import handlers
 from service.alerts import reconcile_forever
 from service.auth import public_reader
 from service.db import Database
@@ -107,8 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cryptoflow", version="0.1.0", lifespan=lifespan,
                   description="Live order books, analyses, tickers and klines; price alerts; system status.")
     app.state.settings = settings
-    errors.install(app)
-    app.add_middleware(errors.BodyLimit, max_bytes=settings.api_max_body)
+    handlers.install(app)
+    app.add_middleware(handlers.BodyLimit, max_bytes=settings.api_max_body)
     # Market-data reads need a key only when API_PUBLIC_READS=false. With public reads the dependency could only
     # look up a key it then ignores, so it is left out of the hot path. The history router first (see above).
     reads = [] if settings.api_public_reads else [Depends(public_reader)]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connectors.alerts.matcher import AlertMatcher
 from cryptoflow.servers import free_port
 from cryptoflow.settings import Settings
-from service import errors
+from service import handlers
 from service.db import Database
 from service.routes import alerts, pairs
 from service.users import add_user
@@ -33,7 +33,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 def build_app(db: Database, redis: Any, *, public_reads: bool = True) -> FastAPI:
     app = FastAPI()
-    errors.install(app)
+    handlers.install(app)
     app.include_router(alerts.router)
     app.include_router(pairs.router)
     app.state.db = db
