@@ -252,6 +252,8 @@ def _replay_run(start_simulator, redis_server, r, tmp_path: Path, channel: str, 
         for inst, raws in frames.items():
             assert [f for f in buffered if f'"instId":"{inst}"' in f] == raws
         assert not col.events("book_integrity_failed")
+        # frames_received (the browser monitor's frames/s) counts every data frame once, over every shard.
+        wait_for("frames counted", lambda: monitoring(r).get("frames_received") == str(total))
         mon = monitoring(r)
         assert "resyncs" not in mon and "checksum_errors" not in mon and "gaps" not in mon
         assert col.alive()

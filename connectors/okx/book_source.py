@@ -166,6 +166,7 @@ class OkxBookProcessor:
         self._subscribed: set[str] = set()
         self._counters: Counter[str] = Counter()
         self._messages = 0
+        self._messages_counted = 0  # of _messages, already reported as the frames_received counter
         self._last_check_ms = 0
 
     # --- events -----------------------------------------------------------------------------------------
@@ -330,6 +331,9 @@ class OkxBookProcessor:
         """The gauges now and the counters since the last stats; ``interval``: latency and rate measured anew."""
         self._counters.update(self._rejects.drain())
         self._counters.update(self._sync.drain_counters())
+        if self._messages > self._messages_counted:  # system:monitoring frames_received (the monitor's frames/s)
+            self._counters["frames_received"] += self._messages - self._messages_counted
+            self._messages_counted = self._messages
         counters = tuple(sorted(self._counters.items()))
         self._counters.clear()
         if interval:
