@@ -44,6 +44,7 @@ import redis
 import dataflows
 from connectors.redis_keys import ALERTS_HISTORY
 from connectors.untrusted import sample
+from cryptoflow.allocator import with_allocator
 from cryptoflow.demo_view import alert_line, plain_lines, read_snapshot, render
 from cryptoflow.servers import die_with_parent, free_port, set_parent_death_signal, start_redis, stop_all
 from cryptoflow.settings import Settings
@@ -188,7 +189,7 @@ class Demo:
         client.sadd(settings.redis_trading_pairs_key, *self.pairs)
 
         for name in sorted(m.name for m in pkgutil.iter_modules(dataflows.__path__) if not m.name.startswith("_")):
-            self._spawn(name, [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], self.env)
+            self._spawn(name, [sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], with_allocator(self.env))
             say(f"dataflow     {name} (log: {self.workdir / 'logs' / (name + '.log')})")
         self._start_service()
         self._seed_alert(client)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from cryptoflow.allocator import with_allocator
 from cryptoflow.deploy import DeployFileError, Deployment, load
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        procs.extend(subprocess.Popen(cmd, start_new_session=True) for cmd in commands)
+        env = with_allocator()  # jemalloc when installed (cryptoflow/allocator.py says why)
+        procs.extend(subprocess.Popen(cmd, start_new_session=True, env=env) for cmd in commands)
         first = _wait_any(procs)
         if not signals:
             return first  # a member ended by itself: the others are stopped below
