@@ -305,7 +305,8 @@ def test_the_market_processor_counts_poison_and_passes_the_next_trade() -> None:
              '"T":5,"m":false,"M":true}}')
     out = p.on_events([TopicsChecked(1, True, ("trade:BTC-USDT",), ("trade:BTC-USDT",)),
                        Frame(POISON["data_1k"], 1, 0), Frame(five_mb(), 2, 0), Frame(trade, 3, 0)])
-    assert out == [Trade("binance", "BTC-USDT", "7", Decimal("1.5"), Decimal(2), "buy", 5, 3)]
+    # The pair's first trade: its id is the seq, flagged as a gap (nothing before it was seen).
+    assert out == [Trade("binance", "BTC-USDT", "7", Decimal("1.5"), Decimal(2), "buy", 5, 3, seq=7, gap=True)]
     (stats,) = p.on_tick(10**18)
     assert isinstance(stats, MarketStats)
     c = dict(stats.counters)
