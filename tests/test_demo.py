@@ -186,7 +186,8 @@ def test_nothing_survives_a_sigkill_of_the_demo_or_of_its_parent(tmp_path: Path,
     proc = subprocess.Popen(["bash", "-c", script], env=env, start_new_session=True, text=True)
     try:
         wait_for("the demo to start", lambda: _started(log), timeout=120)
-        demo = [p for p in processes_with_marker(marker) if p != proc.pid and "cryptoflow.cli" in _cmdline(p)]
+        # the demo itself, not the service it starts (`cryptoflow.cli serve`)
+        demo = [p for p in processes_with_marker(marker) if p != proc.pid and "cryptoflow.cli demo" in _cmdline(p)]
         assert len(demo) == 1
         os.kill(demo[0] if victim == "demo" else proc.pid, signal.SIGKILL)
         proc.wait(60)
