@@ -174,7 +174,7 @@ def set_key(page: WatchedPage, key: str) -> None:
     """Enter the API key in the settings dialog, as a user does (it is kept in localStorage)."""
     p = page.page
     p.get_by_test_id("open-settings").click()
-    p.get_by_test_id("api-key").locator("input").fill(key)
+    _field(p, "api-key").fill(key)
     p.get_by_test_id("settings-save").click()
     p.get_by_test_id("open-settings").filter(has_text="Key").wait_for()
 
@@ -200,6 +200,12 @@ def canvas_painted(page: WatchedPage, testid: str) -> int:
             return n
         }""", testid))
 
+
+
+def _field(page: Any, testid: str) -> Any:
+    """The text input of an Element Plus field: el-input puts extra attributes on the <input> itself, other
+    components on their wrapper, so accept both."""
+    return page.locator(f'input[data-testid="{testid}"], [data-testid="{testid}"] input').first
 
 def test_overview_shows_frames_per_second_within_20_s(stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
     page = open_page(stack.url + PAGES["overview"])
@@ -252,13 +258,13 @@ def test_price_alert_added_in_the_ui_fires_by_email_and_live(
     page = open_page(stack.url + PAGES["alerts"])
     set_key(page, stack.user_key)
     p = page.page
-    p.get_by_test_id("alert-email").locator("input").fill(email)
+    _field(p, "alert-email").fill(email)
     # "rises to >=" a hair under the market: the next trade at or above it fires it.
     price = Decimal(stack.redis.hget(f"ticker:okx:{INST}", "price") or "0")
     assert price > 0
     threshold = (price * Decimal("0.9999")).quantize(Decimal("0.01"))
     p.get_by_test_id("alert-direction").get_by_text("rises to").click()
-    price_input = p.get_by_test_id("alert-price").locator("input")
+    price_input = _field(p, "alert-price")
     price_input.fill(str(threshold))
     price_input.press("Tab")
     with p.expect_response(lambda r: r.url.endswith("/v1/alerts") and r.request.method == "POST") as created:
@@ -283,7 +289,7 @@ def test_pairs_page_shows_book_status_and_admin_adds_and_removes_a_pair(
         wait_for(f"{inst} valid", lambda i=inst: p.get_by_test_id(f"status-{i}").get_attribute("data-status")
                  == "valid", 30)
     set_key(page, stack.admin_key)
-    p.get_by_test_id("pair-input").locator("input").fill("DOGE-USDT")
+    _field(p, "pair-input").fill("DOGE-USDT")
     p.get_by_test_id("pair-add").click()
     wait_for("DOGE-USDT in config:trading_pairs", lambda: stack.redis.sismember("config:trading_pairs", "DOGE-USDT"),
              10)
