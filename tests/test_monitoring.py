@@ -126,11 +126,12 @@ def test_a_gauge_change_is_reported_with_the_books_it_counts() -> None:
     assert any(isinstance(i, BookView) and i.status is BookStatus.VALID for i in out)
     reported = [i for i in out if isinstance(i, ShardStats)]
     # with the counters of the events that moved it: a reader who sees the pair counted sees its subscription
-    assert [(s.connections, s.active_pairs, s.counters) for s in reported] == [(1, 1, (("subscription_changes", 1),))]
+    assert [(s.connections, s.active_pairs, s.counters) for s in reported] \
+        == [(1, 1, (("frames_received", 1), ("subscription_changes", 1)))]
     assert not [i for i in p.on_events([Frame(SNAP, 4, 0)]) if isinstance(i, ShardStats)]  # no change, no report
     out = p.on_events([TopicsChecked(5, True, (), (), ("A-B",))])
     assert [(i.active_pairs, i.counters) for i in out if isinstance(i, ShardStats)] \
-        == [(0, (("subscription_changes", 1),))]
+        == [(0, (("frames_received", 1), ("subscription_changes", 1)))]  # the frame at 4, counted now
     assert BookState("A-B", BookStatus.SYNCING, removed=True) in out
     assert next(i for i in p.on_tick(10**18) if isinstance(i, ShardStats)).counters == ()  # nothing counted twice
 

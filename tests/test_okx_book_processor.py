@@ -72,7 +72,8 @@ def test_gap_resyncs_only_that_instrument_and_duplicates_are_ignored() -> None:
     out = p.on_events([Frame(SNAP, 5, 0)])  # the fresh snapshot after resubscribing
     assert views(out)[0].status is BookStatus.VALID
     stats = next(i for i in p.on_tick(10**18) if isinstance(i, ShardStats))
-    assert dict(stats.counters) == {"gaps": 1, "resyncs": 1, "duplicate_frames": 1}  # subscription_changes: 2
+    # the five data frames fed above; subscription_changes: 2
+    assert dict(stats.counters) == {"gaps": 1, "resyncs": 1, "duplicate_frames": 1, "frames_received": 5}
     # went out with ready()'s subscriptions, in the stats that reported active_pairs 2
 
 
