@@ -241,7 +241,13 @@ def test_instrument_page_draws_depth_and_candles_matching_the_kline_hash(
         return bool(fields) and shown == fields["close"] and opened.isdigit() and \
             iso_ms(int(opened)) == fields["open_time"]
 
-    wait_for("the last candle's close equal to the kline: hash", last_close_matches, 20, every=0.05)
+    # Both sides move with every trade: compare them with the market frozen (the demo's simulator paused).
+    control = stack.demo.env["OKX_REST_URL"].rstrip("/") + "/control"
+    httpx.post(f"{control}/pause", json={}, timeout=10).raise_for_status()
+    try:
+        wait_for("the last candle's close equal to the kline: hash", last_close_matches, 60, every=0.1)
+    finally:
+        httpx.post(f"{control}/resume", json={}, timeout=10).raise_for_status()
     wait_for("trades on the tape", lambda: page.page.locator(".tape-row").count() > 0, 90)
     wait_for("the analysis gauges", lambda: attr(page, "gauge-liquidity", "data-level") != "", 90)
     shot(page, artifacts, "instrument-1440")
