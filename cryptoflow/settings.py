@@ -14,6 +14,7 @@ import re
 import sys
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -64,14 +65,6 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 LOCAL_VENUE = "local"
-
-
-def _known_venues(value: tuple[str, ...], known: set[str]) -> tuple[str, ...]:
-    bad = [v for v in value if v not in known]
-    if bad:
-        msg = f"unknown venue {bad[0]!r}, expected a comma list of {sorted(known)}"
-        raise ValueError(msg)
-    return value
 
 
 def _split_csv(value: Any) -> Any:
@@ -185,32 +178,29 @@ class Settings(BaseSettings):
     push_max_message_bytes: int = Field(4096, ge=256)  # a client message larger than this is refused
     push_queue_max: int = Field(1000, ge=10)  # event-channel messages buffered per slow client before closing it
 
-    # --- More venues' books and history -------------------------------------------------------------------
-    book_venues: CommaList = ("okx",)
+    # --- History -------------------------------------------------------------------
     bybit_rest_url: AnyUrl = AnyUrl("https://api.bybit.com")
-    bybit_book_depth: int = Field(50, ge=1, le=1000)
-    bbo_max_age_ms: int = Field(5000, ge=1)
     kline_backfill: float = Field(0.0, ge=0)  # seconds of history market_data backfills at start (0 = off)
 
     # --- Logging ------------------------------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat | None = None  # default: console on a terminal, JSON otherwise
 
-    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", "book_venues", mode="before")
+    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
-
-    @field_validator("book_venues")
-    @classmethod
-    def _venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _known_venues(value, {v.value for v in Venue})
 
     @field_validator("market_data_venues")
     @classmethod
     def _market_venues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # `local`: the exchange's own trades from Redis Streams `trades:{inst}` (market data only: no books)
-        return _known_venues(value, {v.value for v in Venue} | {LOCAL_VENUE})
+        known = {v.value for v in Venue} | {LOCAL_VENUE}
+        bad = [v for v in value if v not in known]
+        if bad:
+            msg = f"unknown venue {bad[0]!r}, expected a comma list of {sorted(known)}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("kline_timeframes")
     @classmethod
@@ -304,8 +294,6 @@ class Settings(BaseSettings):
         """The SQLAlchemy URL of the alerts database (``DATABASE_URL`` or the SQLite file in ``DATA_DIR``)."""
         if self.database_url:
             return self.database_url
-        from pathlib import Path
-
         return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'cryptoflow.db'}"
 
     @property
