@@ -112,7 +112,9 @@ async def _database_down_or_internal(request: Request, exc: Exception) -> Respon
 
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413: at once from ``Content-Length``, or while a chunked
-    body streams in (the route's body read raises, and the handler renders it). Pure ASGI: no cost on GETs."""
+    body streams in (the route's body read raises, and the handler renders it). Pure ASGI: no cost on GETs.
+    Not FastAPI's ``max_body_size``: that one answers a too-long ``Content-Length`` in plain text, outside the
+    one error shape (README "Written by hand, and why")."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
