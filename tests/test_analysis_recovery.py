@@ -34,6 +34,7 @@ from dataflows.orderbook_analysis import analysis_params
 from operators.analysis import InstrumentAnalyzer
 from operators.events import AnalysisResult, iso_ms
 from operators.orderbook import OrderBook
+from tests.dataflow_helpers import log_events, start_dataflow
 from tests.fixtures.redis import RedisServer
 from tests.okx_frames import market
 from tests.waiting import wait_for
@@ -85,14 +86,8 @@ def committed_offset(recovery: Path) -> int | None:
 
 def start_flow(server: RedisServer, recovery: Path, log: Path, *, workers: int = 1,
                snapshot_every_s: int = 1) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **ENV, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT)}
-    env.pop("INFLUX_URL", None)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.orderbook_analysis", "-r", str(recovery),
-             "-s", str(snapshot_every_s), "-b", "0", "-w", str(workers)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    return start_dataflow("orderbook_analysis", {**ENV, "REDIS_URL": server.url, "PYTHONPATH": str(ROOT)}, log,
+                          "-r", str(recovery), "-s", str(snapshot_every_s), "-b", "0", "-w", str(workers))
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:
@@ -108,16 +103,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             kill9(proc)
-
-
-def events(log: Path, name: str) -> list[dict[str, object]]:
-    out = []
-    for line in log.read_bytes().splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            rec = orjson.loads(line)
-            if isinstance(rec, dict) and rec.get("event") == name:
-                out.append(rec)
-    return out
 
 
 @pytest.mark.slow
@@ -168,9 +153,9 @@ def test_kill9_mid_replay_resumes_with_nothing_lost(
     for run, log in logs.items():
         text = log.read_text()
         assert "redis_list_resume_gap" not in text and "frame_rejected" not in text, run
-    assert not events(logs["A"], "redis_list_redeliver") and not events(logs["B"], "redis_list_redeliver")
+    assert not log_events(logs["A"], "redis_list_redeliver") and not log_events(logs["B"], "redis_list_redeliver")
     # run C got back exactly the frames taken after the committed snapshot
-    assert [e["items"] for e in events(logs["C"], "redis_list_redeliver")] == [crash - first]
+    assert [e["items"] for e in log_events(logs["C"], "redis_list_redeliver")] == [crash - first]
     for inst in INSTS:
         got = redis_db.hgetall(f"analysis:{inst}")
         want = hash_fields(expected[inst])

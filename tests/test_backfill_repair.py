@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -23,13 +18,13 @@ from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
 from operators.outages import Outage, OutageTracker
+from tests.dataflow_helpers import log_events, start_dataflow
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.simulator import Simulator
 from tests.waiting import wait_for
 
 _http = urllib3.PoolManager()
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_reconnect_reports_the_interval_since_the_last_healthy_report() -> None:
@@ -113,31 +108,19 @@ def test_a_reconnect_fetches_the_interval_it_missed(sim: Simulator, victoria: Vi
     assert not victoria.series("kline", "close", exchange="okx", symbol="TRX-USDT", timeframe="1m")  # not okx's
 
 
-def _events(log: Path, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.read_bytes().splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            event = orjson.loads(line)
-            if isinstance(event, dict) and event.get("event") == name:
-                out.append(event)
-    return out
-
-
 @pytest.mark.slow
 def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
         sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis,
         tmp_path: Path) -> None:
     redis_db.sadd("config:trading_pairs", "UNI-USDT")
-    env = {**os.environ, **sim.env(), "REDIS_URL": redis_server.url, "INFLUX_URL": victoria.url,
+    env = {**sim.env(), "REDIS_URL": redis_server.url, "INFLUX_URL": victoria.url,
            "INFLUX_TOKEN": "t", "MARKET_DATA_VENUES": "okx", "KLINE_TIMEFRAMES": "1m", "KLINE_BACKFILL": "1200",
            "LOG_FORMAT": "json", "PRICE_ALERTS_ENABLED": "false", "TRADING_PAIRS_POLL_INTERVAL": "1"}
     log = tmp_path / "market_data.log"
     started = int(time.time() * 1000)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.market_data"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_dataflow("market_data", env, log)
     try:
-        first = wait_for("the start-up backfill", lambda: _events(log, "kline_repair_done"), timeout=120)[0]
+        first = wait_for("the start-up backfill", lambda: log_events(log, "kline_repair_done"), timeout=120)[0]
         assert first["venue"] == "okx" and first["klines"] >= 20
         labels = {"exchange": "okx", "symbol": "UNI-USDT", "timeframe": "1m"}
         stored = wait_for("the backfilled points", lambda: (x := victoria.series("kline", "close", **labels))
@@ -146,8 +129,8 @@ def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
         assert min(stored) in (backfill_from, backfill_from + 60_000)
         wait_for("the okx connection", lambda: any(s["venue"] == "okx" for s in sim.status()["subscriptions"]))
         sim.fault("drop_connection", venue="okx")
-        outage = wait_for("the outage", lambda: _events(log, "kline_outage"), timeout=60)[0]
-        repair = wait_for("the repair", lambda: _events(log, "kline_repair_done")[1:], timeout=120)[0]
+        outage = wait_for("the outage", lambda: log_events(log, "kline_outage"), timeout=60)[0]
+        repair = wait_for("the repair", lambda: log_events(log, "kline_repair_done")[1:], timeout=120)[0]
         assert repair["start_ms"] == outage["start_ms"] and repair["klines"] >= 1
     finally:
         stop_process(proc)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from cryptoflow.servers import stop_process
+from tests.dataflow_helpers import start_dataflow
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,6 @@ def dataflows(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     yield procs
     for proc in procs:
         stop_process(proc)
-
-
-def _start(name: str, env: dict[str, str], tmp: Path) -> subprocess.Popen[bytes]:
-    log = (tmp / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "bytewax.run", f"dataflows.{name}"], cwd=ROOT,
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_an_alert_made_over_http_fires_mails_and_reads_back_fired_from_sql(
@@ -51,7 +46,7 @@ def test_an_alert_made_over_http_fires_mails_and_reads_back_fired_from_sql(
                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True)
     key = added.stdout.strip().splitlines()[-1]
     service = start_service(env)
-    dataflows += [_start("market_data", env, tmp_path), _start("email_sender", env, tmp_path)]
+    dataflows += [start_dataflow(name, env, tmp_path / f"{name}.log") for name in ("market_data", "email_sender")]
     price = Decimal(wait_for("an OKX ticker", lambda: redis_db.hget("ticker:okx:BTC-USDT", "price"), timeout=90))
 
     # Just under the price, firing upwards: the next trade at or above it fires the alert.
