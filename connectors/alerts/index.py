@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from connectors.alerts.store import REMOVE_LUA, SET_OF_LUA, alert_key
 from operators.alerts import ALERT_ID_RE
 
 
@@ -44,11 +45,8 @@ class Fired:
     at: str
 
 
-# Shared by the scripts: the set an alert hash is indexed in, from its own crypto and direction.
-_SET_OF = "local function set_of(c, d) return 'alert:' .. c .. ':' .. (d == 'true' and 'gt' or 'lt') end\n"
-
 # KEYS[1]: hash. ARGV: id, score, then field/value pairs. Refuses (returns 'FIRED') to re-arm a fired alert.
-_ARM = _SET_OF + """
+_ARM = SET_OF_LUA + """
 local cur = redis.call('HMGET', KEYS[1], 'crypto', 'direction', 'status')
 if cur[3] == 'fired' then return 'FIRED' end
 if cur[1] then redis.call('ZREM', set_of(cur[1], cur[2]), ARGV[1]) end
@@ -80,18 +78,6 @@ end
 return 0
 """
 
-# KEYS[1]: hash. ARGV: id. The id out of its set, and the hash gone.
-_REMOVE = _SET_OF + """
-local cur = redis.call('HMGET', KEYS[1], 'crypto', 'direction')
-if cur[1] then redis.call('ZREM', set_of(cur[1], cur[2]), ARGV[1]) end
-return redis.call('DEL', KEYS[1])
-"""
-
-
-def hash_key(alert_id: str) -> str:
-    return f"alert:{alert_id}"
-
-
 def is_alert_id(text: str) -> bool:
     return ALERT_ID_RE.fullmatch(text) is not None
 
@@ -104,27 +90,27 @@ class AlertIndex:
         self._arm = client.register_script(_ARM)
         self._disarm = client.register_script(_DISARM)
         self._restore = client.register_script(_RESTORE)
-        self._remove = client.register_script(_REMOVE)
+        self._remove = client.register_script(REMOVE_LUA)  # the store's: one script
 
     async def arm(self, entry: IndexEntry) -> bool:
         """Write the hash (status ``active``) and its one set entry; False when the hash says fired."""
         args: list[str] = [entry.id, entry.price]
         for name, value in entry.fields().items():
             args += [name, value]
-        return str(await self._arm(keys=[hash_key(entry.id)], args=args)) == "OK"
+        return str(await self._arm(keys=[alert_key(entry.id)], args=args)) == "OK"
 
     async def disarm(self, alert_id: str, now_ms: int) -> Fired | None:
         """Make the alert unable to fire; returns how it fired if the matcher got there first."""
-        got = await self._disarm(keys=[hash_key(alert_id)], args=[now_ms])
+        got = await self._disarm(keys=[alert_key(alert_id)], args=[now_ms])
         if isinstance(got, list) and got and str(got[0]) == "FIRED":
             return Fired(price=str(got[1]), at=str(got[2]))
         return None
 
     async def restore(self, alert_id: str) -> None:
-        await self._restore(keys=[hash_key(alert_id)])
+        await self._restore(keys=[alert_key(alert_id)])
 
     async def remove(self, alert_id: str) -> None:
-        await self._remove(keys=[hash_key(alert_id)], args=[alert_id])
+        await self._remove(keys=[alert_key(alert_id)], args=[alert_id])
 
     async def read_many(self, ids: list[str]) -> dict[str, dict[str, str]]:
         """id -> hash fields, for the ids that have a hash."""
@@ -132,7 +118,7 @@ class AlertIndex:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for alert_id in ids:
-            pipe.hgetall(hash_key(alert_id))
+            pipe.hgetall(alert_key(alert_id))
         rows = await pipe.execute()
         return {i: cast(dict[str, str], f) for i, f in zip(ids, rows, strict=True) if f}
 
@@ -158,11 +144,7 @@ class AlertIndex:
             await self.client.zrem(set_key, *ids)
 
     async def drop_hash(self, alert_id: str) -> None:
-        await self.client.delete(hash_key(alert_id))
-
-
-def set_key_of(crypto: str, direction: bool) -> str:
-    return f"alert:{crypto}:{'gt' if direction else 'lt'}"
+        await self.client.delete(alert_key(alert_id))
 
 
 def fired_of(fields: Mapping[str, Any]) -> Fired | None:

@@ -67,8 +67,12 @@ def set_key(instrument: str, direction: bool) -> str:
     return f"alert:{instrument}:{side_of(direction)}"
 
 
+# :func:`set_key` in Lua, for the scripts here and in :mod:`connectors.alerts.index`.
+SET_OF_LUA = "local function set_of(c, d) return 'alert:' .. c .. ':' .. (d == 'true' and 'gt' or 'lt') end\n"
+
+
 # KEYS: alert hash. ARGV: id, crypto, price, direction, email ('' = unchanged), score.
-_UPDATE = """
+_UPDATE = SET_OF_LUA + """
 local h = KEYS[1]
 local cur = redis.call('HMGET', h, 'crypto', 'direction', 'status', 'price')
 if not cur[1] then return redis.error_reply('NOTFOUND') end
@@ -76,23 +80,21 @@ if cur[3] ~= 'active' then return redis.error_reply('FIRED') end
 local crypto = ARGV[2] ~= '' and ARGV[2] or cur[1]
 local direction = ARGV[4] ~= '' and ARGV[4] or cur[2]
 local price = ARGV[3] ~= '' and ARGV[3] or cur[4]
-local old = 'alert:' .. cur[1] .. ':' .. (cur[2] == 'true' and 'gt' or 'lt')
+local old = set_of(cur[1], cur[2])
 local score = ARGV[6]
 if score == '' then score = redis.call('ZSCORE', old, ARGV[1]) or cur[4] end
 redis.call('ZREM', old, ARGV[1])
-redis.call('ZADD', 'alert:' .. crypto .. ':' .. (direction == 'true' and 'gt' or 'lt'), score, ARGV[1])
+redis.call('ZADD', set_of(crypto, direction), score, ARGV[1])
 redis.call('HSET', h, 'crypto', crypto, 'direction', direction, 'price', price)
 if ARGV[5] ~= '' then redis.call('HSET', h, 'email', ARGV[5]) end
 return 1
 """
 
-# KEYS: alert hash. ARGV: id. Removes the alert from its set and deletes the hash.
-_REMOVE = """
+# KEYS[1]: alert hash. ARGV: id. The id out of its set and the hash deleted; returns 1, or 0 with no hash.
+REMOVE_LUA = SET_OF_LUA + """
 local cur = redis.call('HMGET', KEYS[1], 'crypto', 'direction')
-if not cur[1] then return 0 end
-redis.call('ZREM', 'alert:' .. cur[1] .. ':' .. (cur[2] == 'true' and 'gt' or 'lt'), ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
+if cur[1] then redis.call('ZREM', set_of(cur[1], cur[2]), ARGV[1]) end
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -102,7 +104,7 @@ class AlertStore:
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
         self._update = client.register_script(_UPDATE)
-        self._remove = client.register_script(_REMOVE)
+        self._remove = client.register_script(REMOVE_LUA)
         self._rejects = RejectTally(log, "alerts", event="alert_hash_rejected",
                                     note="logged once per reason per store; the hash is skipped")
 

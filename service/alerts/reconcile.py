@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
-from connectors.alerts.index import AlertIndex, IndexEntry, fired_of, set_key_of
-from connectors.alerts.store import parse_alert_hash
+from connectors.alerts.index import AlertIndex, IndexEntry, fired_of
+from connectors.alerts.store import parse_alert_hash, set_key
 from connectors.untrusted import Rejected
 from cryptoflow.logs import get_logger
 from operators.alerts import price_text
@@ -125,7 +125,7 @@ def _in_place(entry: IndexEntry, fields: dict[str, str], sets: dict[str, dict[st
     """The hash holds exactly the SQL values and the id is in its one set with its threshold as score."""
     if {k: fields.get(k) for k in entry.fields()} != entry.fields():
         return False
-    home = set_key_of(entry.crypto, entry.direction)
+    home = set_key(entry.crypto, entry.direction)
     if sets.get(home, {}).get(entry.id) != float(entry.price):
         return False
     return not any(entry.id in members for key, members in sets.items() if key != home)
@@ -146,7 +146,7 @@ async def reconcile(db: Database, redis: aioredis.Redis, *, grace_s: float = DIS
     for row in [r for r in rows.values() if r.status == "active"]:
         fields = snap.hashes.get(row.id)
         entry = entry_of(row)
-        home = set_key_of(row.crypto, row.direction)
+        home = set_key(row.crypto, row.direction)
         if fields is not None and fired_of(fields) is not None:
             await write_fired(db, row, fired_of(fields))  # type: ignore[arg-type]
             await index.drop_hash(row.id)
