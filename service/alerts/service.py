@@ -16,7 +16,6 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.alerts.index import AlertIndex, Fired, fired_of
 from cryptoflow.logs import get_logger
@@ -41,6 +40,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# An alert row with its owner's name (None: no owner), in the one query that reads the row.
+_WITH_OWNER = select(AlertRow, User.name).outerjoin(User, User.id == AlertRow.owner_id)
+
+
 class AlertService:
     def __init__(self, db: Database, index: AlertIndex) -> None:
         self.db = db
@@ -59,24 +62,23 @@ class AlertService:
         return view(row, await self._owner_name(row))
 
     async def list_alerts(self, scope: Scope, crypto: str | None = None) -> list[AlertOut]:
-        query = select(AlertRow).where(AlertRow.status != "deleted").order_by(AlertRow.created_at, AlertRow.id)
+        query = _WITH_OWNER.where(AlertRow.status != "deleted").order_by(AlertRow.created_at, AlertRow.id)
         if not scope.sees_all:
             query = query.where(AlertRow.owner_id == scope.owner_id)
         if crypto is not None:
             query = query.where(AlertRow.crypto == crypto)
         async with store("database"), self.db.session() as s:
-            rows = list((await s.execute(query)).scalars())
-            names = await self._names(s, rows)
-        await self._read_through(rows)
-        return [view(r, names.get(r.owner_id)) for r in rows]
+            found = (await s.execute(query)).tuples().all()
+        await self._read_through([row for row, _ in found])
+        return [view(row, owner) for row, owner in found]
 
     async def get(self, scope: Scope, alert_id: str) -> AlertOut:
-        row = await self._visible(scope, alert_id)
+        row, owner = await self._visible(scope, alert_id)
         await self._read_through([row])
-        return view(row, await self._owner_name(row))
+        return view(row, owner)
 
     async def change(self, scope: Scope, alert_id: str, change: AlertChange) -> AlertOut:
-        row = await self._visible(scope, alert_id)
+        row, owner = await self._visible(scope, alert_id)
         if row.status == "fired":
             raise already_fired(alert_id)
         values = {k: v for k, v in change.model_dump(exclude_unset=True).items() if v is not None}
@@ -97,10 +99,10 @@ class AlertService:
         for name, value in values.items():
             setattr(row, name, value)
         await self._arm(row, step="change")
-        return view(row, await self._owner_name(row))
+        return view(row, owner)
 
     async def delete(self, scope: Scope, alert_id: str) -> None:
-        row = await self._visible(scope, alert_id)
+        row, _ = await self._visible(scope, alert_id)
         async with store("redis"):
             await self.index.disarm(row.id, time.time_ns() // 1_000_000)
         try:
@@ -117,14 +119,15 @@ class AlertService:
             log.warning("alert_index_deferred", alert_id=row.id, step="delete", error=str(err))
 
     # --- helpers ---------------------------------------------------------------------------------------
-    async def _visible(self, scope: Scope, alert_id: str) -> AlertRow:
+    async def _visible(self, scope: Scope, alert_id: str) -> tuple[AlertRow, str | None]:
+        """The row and its owner's name, or 404."""
         if not ALERT_ID_RE.fullmatch(alert_id):
             raise no_alert(alert_id)
         async with store("database"), self.db.session() as s:
-            row = await s.get(AlertRow, alert_id)
-        if row is None or row.status == "deleted" or not scope.can_see(row):
+            found = (await s.execute(_WITH_OWNER.where(AlertRow.id == alert_id))).one_or_none()
+        if found is None or found[0].status == "deleted" or not scope.can_see(found[0]):
             raise no_alert(alert_id)  # another user's alert is as absent as a missing one
-        return row
+        return found[0], found[1]
 
     async def _disarm(self, row: AlertRow) -> None:
         async with store("redis"):
@@ -162,14 +165,6 @@ class AlertService:
             return None
         async with store("database"), self.db.session() as s:
             return (await s.execute(select(User.name).where(User.id == row.owner_id))).scalar_one_or_none()
-
-    @staticmethod
-    async def _names(s: AsyncSession, rows: list[AlertRow]) -> dict[int | None, str]:
-        ids = {r.owner_id for r in rows if r.owner_id is not None}
-        if not ids:
-            return {}
-        got = await s.execute(select(User.id, User.name).where(User.id.in_(ids)))
-        return {uid: name for uid, name in got.all()}
 
 
 async def write_fired(db: Database, row: AlertRow, fired: Fired) -> None:
