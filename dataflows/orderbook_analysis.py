@@ -146,7 +146,7 @@ def build(
     to_redis: Stream[AnalysisSinkItem] = op.merge("to_redis", outputs, split.trues)
     op.output("redis", to_redis, AnalysisRedisSink(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,
-        history_max=settings.alerts_history_max, on_written=on_written))
+        history_max=settings.alerts_history_max, on_written=on_written, stream_maxlen=settings.stream_maxlen))
     points = op.flat_map("points", outputs, influx_points)
     op.output("influx", points, InfluxSink(settings))
     return flow

@@ -24,7 +24,7 @@ from decimal import Decimal
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.push_streams import MY_ALERTS, stream_key
+from connectors.push_streams import DEFAULT_MAXLEN, MY_ALERTS, stream_key
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
@@ -38,13 +38,14 @@ _MY_ALERTS = stream_key(MY_ALERTS)
 
 # KEYS[1]: the email queue, KEYS[2]: the @my_alerts push stream.
 # ARGV: limit, created_at, subject tpl, body tpl, verb up, verb_long up, verb down,
-# verb_long down, then per instrument: inst, high, high time, low, low time.
+# verb_long down, the stream's maxlen, then per instrument: inst, high, high time, low, low time.
 # Returns {more (0/1), fired id...}.
 _MATCH = """
 local limit = tonumber(ARGV[1])
 local created = ARGV[2]
 local subject_tpl, body_tpl = ARGV[3], ARGV[4]
 local verbs = {gt = {ARGV[5], ARGV[6]}, lt = {ARGV[7], ARGV[8]}}
+local maxlen = ARGV[9]
 local out = {0}
 local function fire(side, id, inst, price, at)
   local h = 'alert:' .. id
@@ -59,11 +60,11 @@ local function fire(side, id, inst, price, at)
     created_at = created, attempts = 0})
   redis.call('LPUSH', KEYS[1], job)
   -- @my_alerts push stream (connectors/push_streams.py); the gateway finds the owner of `a` in SQL
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'd', cjson.encode({id = id, crypto = inst,
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'd', cjson.encode({id = id, crypto = inst,
     price = f[1], direction = side == 'gt', status = 'fired', fired_price = price, fired_at = at}), 'a', id)
   out[#out + 1] = id
 end
-for i = 9, #ARGV, 5 do
+for i = 10, #ARGV, 5 do
   local inst = ARGV[i]
   local gt = 'alert:' .. inst .. ':gt'
   local ids = redis.call('ZRANGEBYSCORE', gt, '-inf', ARGV[i + 1], 'LIMIT', 0, limit)
@@ -106,12 +107,14 @@ def reduce_ticks(ticks: Iterable[Tick]) -> dict[str, tuple[Decimal, int, Decimal
 class AlertMatcher:
     """Runs the matching script; ``match`` returns the ids fired by this call (each fires once, ever)."""
 
-    def __init__(self, client: redis.Redis, *, queue_key: str = EMAIL_QUEUE, max_per_call: int = 1000) -> None:
+    def __init__(self, client: redis.Redis, *, queue_key: str = EMAIL_QUEUE, max_per_call: int = 1000,
+                 stream_maxlen: int = DEFAULT_MAXLEN) -> None:
         self._script = client.register_script(_MATCH)
         self._queue = queue_key
         self._limit = max_per_call
         up, down = VERBS[True], VERBS[False]
-        self._head = [SUBJECT_TEMPLATE, BODY_TEMPLATE, up[0], up[1], down[0], down[1]]
+        self._head: list[str | int] = [SUBJECT_TEMPLATE, BODY_TEMPLATE, up[0], up[1], down[0], down[1],
+                                       stream_maxlen]
 
     def match(self, ticks: Iterable[Tick], now_ms: int | None = None) -> list[str]:
         reduced = reduce_ticks(ticks)
@@ -143,9 +146,9 @@ def fresh_ticks(trades: Iterable[Trade], max_age_ms: int, now_ms: int) -> tuple[
 
 
 class _Partition(StatelessSinkPartition[Trade]):
-    def __init__(self, url: str, max_age_ms: int, queue_key: str) -> None:
+    def __init__(self, url: str, max_age_ms: int, queue_key: str, stream_maxlen: int) -> None:
         self._client = redis_client(url)
-        self._matcher = AlertMatcher(self._client, queue_key=queue_key)
+        self._matcher = AlertMatcher(self._client, queue_key=queue_key, stream_maxlen=stream_maxlen)
         self._max_age_ms = max_age_ms
         self._stale = 0
         self._warned_at: float | None = None
@@ -188,14 +191,17 @@ class PriceAlertSink(DynamicSink[Trade]):
     Unit of parallelism: one Redis connection per worker.
     """
 
-    def __init__(self, redis_url: str, *, max_age_s: float = 5.0, queue_key: str = EMAIL_QUEUE) -> None:
+    def __init__(self, redis_url: str, *, max_age_s: float = 5.0, queue_key: str = EMAIL_QUEUE,
+                 stream_maxlen: int = DEFAULT_MAXLEN) -> None:
         self._url = redis_url
         self._max_age_ms = int(max_age_s * 1000)
         self._queue = queue_key
+        self._stream_maxlen = stream_maxlen
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PriceAlertSink:
-        return cls(str(settings.redis_url), max_age_s=settings.price_alert_max_age)
+        return cls(str(settings.redis_url), max_age_s=settings.price_alert_max_age,
+                   stream_maxlen=settings.stream_maxlen)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._url, self._max_age_ms, self._queue)
+        return _Partition(self._url, self._max_age_ms, self._queue, self._stream_maxlen)
