@@ -41,8 +41,9 @@ import urllib3  # noqa: E402
 from connectors.book_sinks import book_fields  # noqa: E402
 from connectors.influx import to_line  # noqa: E402
 from connectors.market_sinks import kline_point, write_market  # noqa: E402
-from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
+from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from operators.events import BookStatus, BookView, Kline, Level, Ticker  # noqa: E402
+from tests.fixtures.influx import start_influxd  # noqa: E402
 from tests.fixtures.service import launch_service  # noqa: E402
 
 PAIRS = [f"{b}-USDT" for b in ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC")]
@@ -218,16 +219,7 @@ def _influxd(root: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     if binary is None:
         return None
     port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    conf = root / "influxdb.conf"
-    conf.write_text(
-        f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n[meta]\n  dir = "{root}/meta"\n'
-        f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n  query-log-enabled = false\n'
-        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n')
-    proc = subprocess.Popen([binary, "-config", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_for_port(port, proc=proc)
-    return proc, f"http://127.0.0.1:{port}"
+    return start_influxd(binary, root, port), f"http://127.0.0.1:{port}"
 
 
 # --- in-process CPU cost (no sockets between client and app; the least load-sensitive figure) ---------------------

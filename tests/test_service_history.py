@@ -27,7 +27,7 @@ from connectors.influx_query import TimeRange, ident, literal, select
 from connectors.market_sinks import kline_fields, kline_point
 from operators.analysis.engine import AnalysisOutput
 from operators.events import AlertEvent, AnalysisResult, BookStatus, Kline, iso_ms
-from tests.fixtures.influx import InfluxDB1
+from tests.fixtures.influx import InfluxDB1, start_influxd
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.service import ServiceProcess, launch_service
 
@@ -227,20 +227,10 @@ def _influxd(root: Path, port: int) -> subprocess.Popen[bytes]:
     """A private influxd (its data kept in ``root`` across restarts) on ``port``."""
     import shutil
 
-    from cryptoflow.servers import free_port, wait_for_port
-
     binary = shutil.which("influxd")
     if binary is None:
         pytest.skip("influxd is not installed")
-    conf = root / "influxdb.conf"
-    conf.write_text(
-        f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n[meta]\n  dir = "{root}/meta"\n'
-        f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n  query-log-enabled = false\n'
-        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n')
-    proc = subprocess.Popen([binary, "-config", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_for_port(port, proc=proc)
-    return proc
+    return start_influxd(binary, root, port)
 
 
 def test_influxdb_down_is_503_and_the_service_recovers(tmp_path: Path, redis_server: RedisServer) -> None:
