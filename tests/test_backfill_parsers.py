@@ -93,6 +93,17 @@ def test_a_kline_that_is_not_a_kline_is_rejected() -> None:
     assert isinstance(out, Rejected) and out.reason == "invalid_number"
 
 
+
+def test_a_kline_time_that_is_not_epoch_ms_is_rejected() -> None:
+    # Arabic-Indic digits pass str.isdigit and int(); a Binance number past the year 2286 passed the decode
+    arabic = "\u0661\u0667\u0666\u0664\u0663\u0667\u0664\u0664\u0660\u0660\u0660\u0660\u0660"
+    okx = ('{"code":"0","data":[["' + arabic + '","1","1","1","1","1","1","1","1"]]}').encode()
+    bybit = ('{"retCode":0,"result":{"list":[["' + arabic + '","1","1","1","1","1","1"]]}}').encode()
+    binance = b'[[600000000000000000,"1","1","1","1","1",600000000059999,"1",1,"0","0","0"]]'
+    for venue, body in (("okx", okx), ("bybit", bybit), ("binance", binance)):
+        out = _read(venue, body)
+        assert isinstance(out, Rejected) and out.reason == "invalid_number", (venue, out)
+
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats()
                        | st.text(alphabet="0123456789.-eE", max_size=14),
                        lambda inner: st.lists(inner, max_size=12) | st.dictionaries(

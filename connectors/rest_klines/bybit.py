@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from connectors.rest_klines.budget import Budget
-from connectors.rest_klines.venue import Answer, RateLimited, VenueRefused, checked_rows, interval_of, retry_after
+from connectors.rest_klines.venue import Answer, RateLimited, Row, VenueRefused, checked_rows, interval_of, retry_after
 from connectors.untrusted import Rejected, decode
 from operators.instruments import venue_symbol
 
@@ -54,18 +54,12 @@ def _reset_in(headers: Mapping[str, str]) -> float | None:
     return retry_after(headers)
 
 
-def parse_bybit_klines(body: bytes, *, inst: str, timeframe: str) -> Answer:
-    answer = decode(_answer, body)
-    if isinstance(answer, Rejected):
-        return answer
+def parse_bybit_klines(answer: BybitKlineAnswer, body: bytes, *, inst: str, timeframe: str) -> Answer:
+    """The klines of an answer decoded once by :meth:`BybitKlines.read` (``body`` for a rejection's sample)."""
     if answer.ret_code != 0:
         return VenueRefused(200, str(answer.ret_code), answer.ret_msg)
-    rows = []
-    for r in answer.result.rows:
-        if not r.start.isdigit() or len(r.start) > 15:
-            return Rejected("invalid_number", f"kline time {r.start[:40]!r} is not epoch ms", body[:200].decode(
-                errors="replace"))
-        rows.append((int(r.start), (r.open, r.high, r.low, r.close, r.volume, r.turnover), 0))
+    rows: list[Row] = [(r.start, (r.open, r.high, r.low, r.close, r.volume, r.turnover), 0)
+                       for r in answer.result.rows]
     return checked_rows("bybit", inst, timeframe, rows, body)
 
 
@@ -88,7 +82,9 @@ class BybitKlines:
             return RateLimited(status, _reset_in(headers), body[:200].decode(errors="replace"))
         if status != 200:
             return VenueRefused(status, str(status), body[:200].decode(errors="replace"))
-        return parse_bybit_klines(body, inst=inst, timeframe=timeframe)
+        if isinstance(answer, Rejected):
+            return answer
+        return parse_bybit_klines(answer, body, inst=inst, timeframe=timeframe)
 
     def pause_after(self, headers: Mapping[str, str]) -> float | None:
         left = headers.get("X-Bapi-Limit-Status", "")

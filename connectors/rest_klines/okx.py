@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from connectors.rest_klines.budget import Budget
-from connectors.rest_klines.venue import Answer, RateLimited, VenueRefused, checked_rows, interval_of, retry_after
+from connectors.rest_klines.venue import Answer, RateLimited, Row, VenueRefused, checked_rows, interval_of, retry_after
 from connectors.untrusted import Rejected, decode
 
 INTERVALS = {"1m": "1m", "5m": "5m", "15m": "15m", "1h": "1H", "4h": "4H", "1d": "1Dutc"}
@@ -51,14 +51,8 @@ def parse_okx_candles(body: bytes, *, inst: str, timeframe: str) -> Answer:
         return RateLimited(200, None, frame.msg)
     if frame.code != "0":
         return VenueRefused(200, frame.code, frame.msg)
-    rows = []
-    for c in frame.data:
-        if c.confirm != "1":
-            continue
-        if not c.ts.isdigit() or len(c.ts) > 15:
-            return Rejected("invalid_number", f"candle time {c.ts[:40]!r} is not epoch ms", body[:200].decode(
-                errors="replace"))
-        rows.append((int(c.ts), (c.open, c.high, c.low, c.close, c.volume, c.volume_quote), 0))
+    rows: list[Row] = [(c.ts, (c.open, c.high, c.low, c.close, c.volume, c.volume_quote), 0)
+                       for c in frame.data if c.confirm == "1"]
     return checked_rows("okx", inst, timeframe, rows, body)
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from connectors.market_frames import InvalidField, to_decimal
+from connectors.market_frames import MAX_EPOCH_MS, InvalidField, to_decimal
 from connectors.rest_klines.budget import Budget
 from connectors.untrusted import Rejected, rejected
 from operators.events import Kline
@@ -81,9 +81,26 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return value if value is not None and 0 <= value < 86_400 else None
 
 
-def make_kline(venue: str, inst: str, timeframe: str, open_ms: int, ohlcv: tuple[str, str, str, str, str, str],
-               trades: int) -> Kline:
-    """A closed venue kline from the body's strings; raises :class:`InvalidField` on a bad number."""
+Row = tuple[int | str, tuple[str, str, str, str, str, str], int]  # open time, OHLCV + quote volume, trades
+
+
+def _open_ms(value: int | str) -> int:
+    """An open time in epoch ms from the body (a number, or a string of ASCII digits); raises
+    :class:`InvalidField` otherwise."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= 15):
+            msg = f"kline time {value[:40]!r} is not epoch ms"
+            raise InvalidField(msg, "invalid_number")
+        value = int(value)
+    if not 0 <= value < MAX_EPOCH_MS:
+        msg = f"kline time {value} is not epoch ms"
+        raise InvalidField(msg, "invalid_number")
+    return value
+
+
+def make_kline(venue: str, inst: str, timeframe: str, row: Row) -> Kline:
+    """A closed venue kline from one row of the body; raises :class:`InvalidField` on a bad time or number."""
+    open_ms, ohlcv, trades = _open_ms(row[0]), row[1], row[2]
     o, h, low, c, volume, quote = (to_decimal(x) for x in ohlcv)
     if not low <= min(o, c) <= max(o, c) <= h or volume < 0 or quote < 0:
         msg = f"kline {open_ms} is not a kline: open {o} high {h} low {low} close {c} volume {volume}"
@@ -92,16 +109,13 @@ def make_kline(venue: str, inst: str, timeframe: str, open_ms: int, ohlcv: tuple
                  trades, closed=True, source="venue", complete=True)
 
 
-def checked_rows(venue: str, inst: str, timeframe: str, rows: list[tuple[int, tuple[str, str, str, str, str, str],
-                 int]], body: bytes) -> list[Kline] | Rejected:
-    """Rows (open time, six number strings, trades) as klines, oldest first, or one typed rejection."""
+def checked_rows(venue: str, inst: str, timeframe: str, rows: list[Row], body: bytes) -> list[Kline] | Rejected:
+    """Rows as klines, oldest first, or one typed rejection (the first bad row's)."""
     try:
-        klines = sorted((make_kline(venue, inst, timeframe, t, ohlcv, n) for t, ohlcv, n in rows),
-                        key=lambda k: k.open_ms)
+        klines = sorted((make_kline(venue, inst, timeframe, row) for row in rows), key=lambda k: k.open_ms)
     except InvalidField as err:
         return rejected(err.reason, str(err), body)
     span = TIMEFRAME_MS[timeframe]
     if any(k.open_ms % span for k in klines) or len({k.open_ms for k in klines}) != len(klines):
         return rejected("invalid_kline", f"open times not aligned to {timeframe} or repeated", body)
     return klines
-
