@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from operators.instruments import InvalidInstrument, validate_instrument
 from service.alerts.model import store
 from service.auth import admin_user, public_reader
-from service.errors import ApiError, invalid
+from service.errors import ApiError
+from service.routes.live import instrument
 from service.users import Principal
 
 router = APIRouter(tags=["pairs"])
@@ -29,14 +29,6 @@ class Pairs(BaseModel):
 
 def _where(request: Request) -> tuple[aioredis.Redis, str]:
     return request.app.state.redis, request.app.state.settings.redis_trading_pairs_key
-
-
-def _instrument(inst: str) -> str:
-    try:
-        return validate_instrument(inst)
-    except InvalidInstrument as err:
-        error = invalid("inst", str(err))
-        raise error from None
 
 
 async def _read(client: aioredis.Redis, key: str) -> Pairs:
@@ -56,7 +48,7 @@ async def list_pairs(request: Request, _user: Annotated[Principal | None, Depend
 @router.post("/v1/pairs/{inst}", response_model=Pairs)
 async def add_pair(request: Request, inst: str, _admin: Annotated[Principal, Depends(admin_user)]) -> Pairs:
     client, key = _where(request)
-    inst = _instrument(inst)
+    inst = instrument(inst)
     async with store("redis"):
         pipe = client.pipeline(transaction=True)
         pipe.sadd(key, inst)
@@ -68,7 +60,7 @@ async def add_pair(request: Request, inst: str, _admin: Annotated[Principal, Dep
 @router.delete("/v1/pairs/{inst}", response_model=Pairs)
 async def remove_pair(request: Request, inst: str, _admin: Annotated[Principal, Depends(admin_user)]) -> Pairs:
     client, key = _where(request)
-    inst = _instrument(inst)
+    inst = instrument(inst)
     async with store("redis"):
         removed = await client.srem(key, inst)
     if not removed:
