@@ -20,9 +20,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from cryptoflow.servers import free_port
 from cryptoflow.settings import load_settings
 from operators.analysis.engine import AnalysisOutput
 from operators.events import AlertEvent, AnalysisResult, BookStatus, Kline
+from tests import waiting
 from tests.fixtures.browser import DESKTOP, PHONE, OpenPage, WatchedPage
 from tests.fixtures.influx import InfluxDB1
 from tests.fixtures.service import ServiceProcess, launch_service
@@ -53,15 +55,8 @@ PAGES = {"overview": "/#/", "pairs": "/#/pairs", "instrument": f"/#/instrument/{
          "history": "/#/history"}
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout} s (last seen: {last!r})")
+# A page read that times out on a starved renderer is "not yet": each wait's own deadline decides.
+wait_for = partial(waiting.wait_for, every=0.25, not_yet=(PlaywrightTimeout,))
 
 
 @dataclass
@@ -180,12 +175,10 @@ def set_key(page: WatchedPage, key: str) -> None:
 
 
 def attr(page: WatchedPage, testid: str, name: str) -> str:
-    """The attribute now ("" while the element is not there): never blocks a polling loop."""
+    """The attribute now ("" while the element is not there); one read waits at most 5 s, so a starved renderer
+    costs a polling loop one round, not its deadline (``wait_for`` takes the timeout as "not yet")."""
     found = page.page.get_by_test_id(testid)
-    try:
-        return (found.first.get_attribute(name, timeout=5000) or "") if found.count() else ""
-    except PlaywrightTimeout:  # a starved renderer: the caller's deadline decides, not this one read
-        return ""
+    return (found.first.get_attribute(name, timeout=5000) or "") if found.count() else ""
 
 
 def canvas_painted(page: WatchedPage, testid: str) -> int:
@@ -201,11 +194,11 @@ def canvas_painted(page: WatchedPage, testid: str) -> int:
         }""", testid))
 
 
-
 def _field(page: Any, testid: str) -> Any:
     """The text input of an Element Plus field: el-input puts extra attributes on the <input> itself, other
     components on their wrapper, so accept both."""
     return page.locator(f'input[data-testid="{testid}"], [data-testid="{testid}"] input').first
+
 
 def test_overview_shows_frames_per_second_within_20_s(stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
     page = open_page(stack.url + PAGES["overview"])
