@@ -161,8 +161,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, influxdb1: InfluxDB1) -> Ite
         demo.stop()
 
 
-def shot(page: WatchedPage, artifacts: Path, name: str) -> None:
+def shot(page: WatchedPage, artifacts: Path, name: str, *, docs_img: str = "") -> None:
+    """The whole page into ``artifacts``; with ``docs_img`` and ``WEB_DOCS_IMG`` set, also the first 1200x760 of
+    it as ``docs/img/<docs_img>.png`` (the README's pictures)."""
     page.screenshot(artifacts / f"{name}.png")
+    if docs_img and os.environ.get("WEB_DOCS_IMG"):
+        page.page.set_viewport_size({"width": 1200, "height": 760})
+        time.sleep(1.5)  # the charts redraw at the new size
+        page.screenshot(ROOT / "docs" / "img" / f"{docs_img}.png", full_page=False)
 
 
 def set_key(page: WatchedPage, key: str) -> None:
@@ -209,11 +215,7 @@ def test_overview_shows_frames_per_second_within_20_s(stack: Stack, open_page: O
     assert float(attr(page, "metric-connections", "data-value") or 0) > 0
     assert page.page.get_by_test_id("connection").get_attribute("data-state") == "live"
     time.sleep(2)  # a few more samples on the trend lines
-    shot(page, artifacts, "overview-1440")
-    if os.environ.get("WEB_DOCS_IMG"):
-        page.page.set_viewport_size({"width": 1200, "height": 760})
-        time.sleep(1)
-        page.screenshot(ROOT / "docs" / "img" / "overview.png", full_page=False)
+    shot(page, artifacts, "overview-1440", docs_img="overview")
     assert page.errors == []
 
 
@@ -243,11 +245,7 @@ def test_instrument_page_draws_depth_and_candles_matching_the_kline_hash(
         httpx.post(f"{control}/resume", json={}, timeout=10).raise_for_status()
     wait_for("trades on the tape", lambda: page.page.locator(".tape-row").count() > 0, 90)
     wait_for("the analysis gauges", lambda: attr(page, "gauge-liquidity", "data-level") != "", 90)
-    shot(page, artifacts, "instrument-1440")
-    if os.environ.get("WEB_DOCS_IMG"):
-        page.page.set_viewport_size({"width": 1200, "height": 760})
-        time.sleep(1.5)
-        page.screenshot(ROOT / "docs" / "img" / "instrument.png", full_page=False)
+    shot(page, artifacts, "instrument-1440", docs_img="instrument")
     assert page.errors == []
 
 
