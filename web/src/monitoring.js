@@ -1,26 +1,16 @@
 // The Overview's numbers from one `system:monitoring` snapshot (the `@monitoring` push channel's data).
 import { num } from './format'
 
-// frames/s: a gauge when the pipeline publishes one, else the rate of a cumulative frame counter.
-const RATE_FIELDS = ['frames_per_second', 'frames_per_s', 'frame_rate', 'messages_per_second']
-const COUNTER_FIELDS = ['frames_received', 'frames', 'messages_received', 'messages']
-
+// frames/s: the rate of the cumulative `frames_received` counter since the previous snapshot.
 export function framesPerSecond(m, prev) {
-  for (const f of RATE_FIELDS) if (num(m[f]) !== null) return num(m[f])
-  if (!prev) return null
-  for (const f of COUNTER_FIELDS) {
-    const now = num(m[f])
-    const before = num(prev.m[f])
-    if (now !== null && before !== null && prev.t < m.__t) {
-      return Math.max(0, (now - before) / ((m.__t - prev.t) / 1000))
-    }
-  }
-  return null
+  const now = num(m.frames_received)
+  const before = prev ? num(prev.m.frames_received) : null
+  if (now === null || before === null || prev.t >= m.__t) return null
+  return Math.max(0, (now - before) / ((m.__t - prev.t) / 1000))
 }
 
-// reconnects: a total when published, else the collector's disconnects plus each market venue's reconnects.
+// reconnects: the collector's `disconnects` plus each market venue's `market_<venue>_reconnects`.
 export function reconnects(m) {
-  if (num(m.reconnects) !== null) return num(m.reconnects)
   let total = num(m.disconnects) || 0
   for (const [k, v] of Object.entries(m)) {
     if (/^market_[a-z]+_reconnects$/.test(k)) total += num(v) || 0
