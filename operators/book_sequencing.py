@@ -65,7 +65,10 @@ class OkxSequencing:
     or a reset frame ``seq < prev``): the exact last update again is one. Anything newer that does not chain is
     a gap (a lost frame, a lost reset). Without seqIds (older frames, or an OKX REST snapshot, which has none):
     updates older than the snapshot by exchange time are skipped, the rest are applied and the checksum is the
-    proof (``checksum == 0``: best effort).
+    proof (``checksum == 0``: best effort, which is why a WebSocket snapshot, by resubscribing, is preferred).
+    That boundary keeps updates of the snapshot's own millisecond on purpose: OKX updates carry absolute sizes,
+    so re-applying, in order, one the snapshot already holds is harmless, while skipping one it does not hold
+    would leave the book silently wrong.
     """
 
     venue = "okx"

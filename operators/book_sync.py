@@ -79,7 +79,10 @@ def replay(book: OrderBook, snapshot: BookDelta, buffered: list[tuple[BookDelta,
     """Apply ``snapshot``, then the buffered ``(update, ref)`` pairs from the first one the venue's rule lets
     follow the snapshot (those before it are held by the snapshot), in order; the first gap or failure stops
     (the book is ``resyncing``). When none follows: valid at the snapshot if the rule skips them all, else a
-    gap (the snapshot is older than the buffer)."""
+    gap (the snapshot is older than the buffer). ``ValueError`` if ``snapshot`` is an update."""
+    if snapshot.action != "snapshot":
+        msg = f"replay() needs a snapshot, got an {snapshot.action}"
+        raise ValueError(msg)
     result = book.apply(snapshot)
     if is_failure(result):
         return ReplayOutcome(result, 0, len(buffered))

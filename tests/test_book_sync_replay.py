@@ -1,4 +1,7 @@
-"""operators/book_resync.py: REST snapshot + buffered WebSocket updates."""
+"""operators.book_sync.replay (OKX rules): a REST snapshot + the WebSocket updates buffered while it was fetched.
+
+Once the tests of ``operators/book_resync.py`` (``SnapshotResync``, a front to ``replay`` that nothing else used);
+its buffer limit is now the machine's ``max_buffered`` (``test_book_sync.test_buffer_overflow_starts_again``)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.okx.books import parse_books_frame
-from operators.book_resync import BufferOverflow, SnapshotResync
+from operators.book_sequencing import OKX
+from operators.book_sync import ReplayOutcome, replay
 from operators.events import BookDelta, BookStatus
 from operators.orderbook import Applied, BookCrossed, Heartbeat, OrderBook, SequenceGap, is_failure
 from tests.book_helpers import NaiveBook, delta, snapshot
+
+
+def complete(book: OrderBook, snap: BookDelta, pending: list[BookDelta]) -> ReplayOutcome:
+    return replay(book, snap, [(u, None) for u in pending], OKX)
 
 
 def resyncing_book() -> OrderBook:
@@ -25,28 +33,28 @@ def resyncing_book() -> OrderBook:
 
 def test_drops_updates_contained_in_the_snapshot_and_applies_the_rest() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], seq=10, prev=5))  # older than the snapshot
-    pending.add(delta([("97", "1")], seq=20, prev=10))  # older: its seqId == snapshot seqId
-    pending.add(delta([("96", "1")], seq=30, prev=20))  # chains on the snapshot
-    pending.add(delta(seq=30, prev=30))  # heartbeat
-    pending.add(delta([("96", "0")], seq=40, prev=30))
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], seq=10, prev=5))  # older than the snapshot
+    pending.append(delta([("97", "1")], seq=20, prev=10))  # older: its seqId == snapshot seqId
+    pending.append(delta([("96", "1")], seq=30, prev=20))  # chains on the snapshot
+    pending.append(delta(seq=30, prev=30))  # heartbeat
+    pending.append(delta([("96", "0")], seq=40, prev=30))
     assert len(pending) == 5
     assert book.apply(delta([("1", "1")], seq=50, prev=40)).kind == "not_synced"
-    out = pending.complete(book, snapshot([("99", "2")], [("101", "1")], seq=20, prev=-1))
+    out = complete(book, snapshot([("99", "2")], [("101", "1")], seq=20, prev=-1), pending)
     assert (out.result, out.applied, out.dropped) == (Applied("update"), 3, 2)
-    assert book.status is BookStatus.VALID and book.seq_id == 40 and len(pending) == 0
+    assert book.status is BookStatus.VALID and book.seq_id == 40
     assert [(lv.price, lv.size) for lv in book.view().bids] == [("99", "2")]
     assert book.apply(delta([("98.5", "1")], seq=41, prev=40)) == Applied("update")
 
 
 def test_reset_after_the_snapshot_is_kept() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], seq=100, prev=90))
-    pending.add(delta([("97", "1")], seq=3, prev=100))  # reset: smaller seqId, but chains
-    pending.add(delta([("96", "1")], seq=4, prev=3))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=100, prev=-1))
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], seq=100, prev=90))
+    pending.append(delta([("97", "1")], seq=3, prev=100))  # reset: smaller seqId, but chains
+    pending.append(delta([("96", "1")], seq=4, prev=3))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=100, prev=-1), pending)
     assert (out.result, out.applied, out.dropped) == (Applied("update"), 2, 1)
     assert book.seq_id == 4
     assert [lv.price for lv in book.view().bids] == ["99", "97", "96"]
@@ -54,69 +62,67 @@ def test_reset_after_the_snapshot_is_kept() -> None:
 
 def test_snapshot_newer_than_every_buffered_update() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], seq=10, prev=5))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=11, prev=-1))
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], seq=10, prev=5))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=11, prev=-1), pending)
     assert (out.result, out.applied, out.dropped) == (Applied("snapshot"), 0, 1)
     assert book.status is BookStatus.VALID
 
 
 def test_heartbeat_last() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta(seq=11, prev=11))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=11, prev=-1))
+    pending: list[BookDelta] = []
+    pending.append(delta(seq=11, prev=11))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=11, prev=-1), pending)
     assert out.result == Heartbeat(11) and out.applied == 1
 
 
 def test_snapshot_and_buffer_do_not_meet() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], seq=30, prev=25))  # the buffer starts after the (too old) snapshot
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1))
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], seq=30, prev=25))  # the buffer starts after the (too old) snapshot
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1), pending)
     assert out.result == SequenceGap(expected=20, got=25)
     assert book.status is BookStatus.RESYNCING
 
 
 def test_failure_while_replaying_stops() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("101", "1")], seq=30, prev=20))  # crosses
-    pending.add(delta([("96", "1")], seq=40, prev=30))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1))
+    pending: list[BookDelta] = []
+    pending.append(delta([("101", "1")], seq=30, prev=20))  # crosses
+    pending.append(delta([("96", "1")], seq=40, prev=30))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1), pending)
     assert (out.result, out.applied, out.dropped) == (BookCrossed("101", "101"), 0, 2)
     assert book.status is BookStatus.RESYNCING
 
 
 def test_without_seq_ids_falls_back_to_timestamps() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], ts_ms=1000))  # older: dropped
-    pending.add(delta([("97", "1")], ts_ms=2000))  # same ms as the snapshot: re-applied (absolute sizes)
-    pending.add(delta([("96", "1")], ts_ms=2001))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], ts_ms=2000))
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], ts_ms=1000))  # older: dropped
+    pending.append(delta([("97", "1")], ts_ms=2000))  # same ms as the snapshot: re-applied (absolute sizes)
+    pending.append(delta([("96", "1")], ts_ms=2001))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], ts_ms=2000), pending)
     assert (out.result, out.applied, out.dropped) == (Applied("update"), 2, 1)
     assert [lv.price for lv in book.view().bids] == ["99", "97", "96"]
 
 
 def test_bad_snapshot_drops_the_buffer() -> None:
     book = resyncing_book()
-    pending = SnapshotResync()
-    pending.add(delta([("98", "1")], seq=30, prev=20))
-    out = pending.complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1, checksum=1))
-    assert out.result.kind == "checksum_mismatch" and out.dropped == 1 and len(pending) == 0
+    pending: list[BookDelta] = []
+    pending.append(delta([("98", "1")], seq=30, prev=20))
+    out = complete(book, snapshot([("99", "1")], [("101", "1")], seq=20, prev=-1, checksum=1), pending)
+    assert out.result.kind == "checksum_mismatch" and out.dropped == 1
 
 
-def test_misuse_and_overflow() -> None:
-    pending = SnapshotResync(max_buffered=2)
-    with pytest.raises(ValueError, match="updates only"):
-        pending.add(snapshot())
-    pending.add(delta(seq=1, prev=0))
-    pending.add(delta(seq=2, prev=1))
-    with pytest.raises(BufferOverflow):
-        pending.add(delta(seq=3, prev=2))
+def test_replay_needs_a_snapshot() -> None:
+    """(``SnapshotResync.add``'s refusals are the machine's now: a snapshot in the stream drops the buffer,
+    ``test_book_sync.test_okx_a_snapshot_in_the_stream_makes_the_fetch_unnecessary...``; a full buffer re-syncs,
+    ``test_book_sync.test_buffer_overflow_starts_again``.)"""
+    book = OrderBook("X-Y")
     with pytest.raises(ValueError, match="needs a snapshot"):
-        pending.complete(OrderBook("X-Y"), delta())
+        replay(book, delta(), [(delta(seq=1, prev=0), None)], OKX)
+    assert book.seq_id is None  # nothing applied
 
 
 level_changes = st.lists(
@@ -174,12 +180,12 @@ def test_rest_snapshot_plus_buffer_rebuilds_the_true_book(
     book = OrderBook("BTC-USDT")
     book.apply(first)
     book.mark_resyncing()
-    pending = SnapshotResync()
+    pending: list[BookDelta] = []
     for u in updates[start:]:
         if not with_seq:  # the older format: no seqId at all
             u = BookDelta(u.venue, u.instrument, u.action, u.bids, u.asks, u.ts_ms, u.recv_ns)
-        pending.add(u)
-    out = pending.complete(book, rest)
+        pending.append(u)
+    out = complete(book, rest, pending)
     assert not is_failure(out.result), out
     assert book.status is BookStatus.VALID
     assert [(lv.price, lv.size) for lv in book.view().bids] == truth.sorted_bids()
@@ -202,7 +208,7 @@ def test_rest_resync_in_the_middle_of_a_real_recording() -> None:
     assert len(mine) > 40
     for lag in (0, 1, 5, 20):  # how many buffered updates the snapshot already contains
         reference, book = OrderBook(victim), OrderBook(victim)
-        pending: SnapshotResync | None = None
+        pending: list[BookDelta] | None = None
         lost_at, rest_at = mine[10], mine[10 + lag]
         verified = 0
         for i, d in enumerate(deltas):
@@ -211,9 +217,9 @@ def test_rest_resync_in_the_middle_of_a_real_recording() -> None:
             assert reference.apply(d) == Applied(d.action)
             if i == lost_at:
                 book.mark_resyncing()
-                pending = SnapshotResync()
+                pending = []
             if pending is not None:
-                pending.add(d)
+                pending.append(d)
                 if i == rest_at:  # the REST answer shows the book after this update
                     view = reference.view()
                     rest = snapshot(
@@ -222,7 +228,7 @@ def test_rest_resync_in_the_middle_of_a_real_recording() -> None:
                         ts_ms=view.ts_ms,
                         inst=victim,
                     )
-                    assert not is_failure(pending.complete(book, rest).result)
+                    assert not is_failure(complete(book, rest, pending).result)
                     pending = None
                 continue
             result = book.apply(d)
