@@ -4,7 +4,7 @@
 * the gateway: ``service.push.gateway.router`` in a bare FastAPI app under uvicorn, its own process (its CPU
   time and RSS are sampled with psutil);
 * a writer process: ``--pairs`` instruments x ``--rate`` entries/s each, written the way the sinks write
-  (:func:`connectors.push_streams.queue_event`, one pipeline per 10 ms tick) to ``<inst>@trades`` (an event
+  (:func:`connectors.push_streams.queue_events`, one EVAL per 10 ms tick) to ``<inst>@trades`` (an event
   channel: every entry is delivered, nothing is conflated), each carrying its write time (``time.time_ns()``
   just before the pipeline is sent);
 * ``--procs`` client processes with ``--clients`` connections in all (``websockets``), each subscribed to
@@ -38,7 +38,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from connectors.push_streams import queue_event, trades_channel  # noqa: E402
+from connectors.push_streams import queue_events, trades_channel  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 
 GATEWAY = """
@@ -68,10 +68,8 @@ def writer(redis_url: str, insts: list[str], rate: int, stop_at: float, out: Any
         if due > 0:
             pipe = r.pipeline(transaction=False)
             ts = time.time_ns()
-            for inst in insts:
-                for _ in range(due):
-                    queue_event(pipe, trades_channel(inst),
-                                orjson.dumps({"price": "100.0", "size": "1", "ts": ts}), 10_000)
+            data = orjson.dumps({"price": "100.0", "size": "1", "ts": ts})
+            queue_events(pipe, [(trades_channel(inst), data, ()) for inst in insts for _ in range(due)], 10_000)
             pipe.execute()
             n += due
         time.sleep(0.01)

@@ -35,7 +35,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
 from connectors.influx import FieldValue, InfluxPoint
-from connectors.push_streams import ALERTS, DEFAULT_MAXLEN, analysis_channel, queue_events, stream_key
+from connectors.push_streams import (
+    ALERTS,
+    DEFAULT_MAXLEN,
+    StreamEvent,
+    analysis_channel,
+    queue_events,
+    stream_key,
+)
 from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, MONITORING, analysis_key
 from connectors.redis_sink import execute_until_written, redis_client
 from connectors.untrusted import Rejected, RejectTally
@@ -188,11 +195,11 @@ class _Partition(StatelessSinkPartition[AnalysisSinkItem]):
                     args=[DEDUPE_TTL_S, self._sink.history_max, self._sink.stream_maxlen, history_entry(event),
                           *jobs], client=pipe,
                 )
-        events: list[tuple[str, bytes]] = []
+        events: list[StreamEvent] = []
         for inst, result in latest.items():
             fields = hash_fields(result)
             pipe.hset(analysis_key(inst), mapping=fields)  # type: ignore[arg-type]
-            events.append((analysis_channel(inst), orjson.dumps(fields)))
+            events.append((analysis_channel(inst), orjson.dumps(fields), ()))
         queue_events(pipe, events, self._sink.stream_maxlen)
         return pipe
 

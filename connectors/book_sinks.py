@@ -129,9 +129,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 pipe.delete(key)
             if fields:
                 pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
-        for view in views.values():  # after the hashes: a client's snapshot from a hash never trails the stream
-            self._depth.queue(pipe, view)
-        self._depth.flush_top(pipe)
+        self._depth.publish(pipe, views.values())  # after the hashes: a snapshot from a hash never trails the stream
         if frames:
             pipe.lpush(self._buffer_key, *frames)
             if self._buffer_max:

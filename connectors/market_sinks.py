@@ -28,7 +28,14 @@ from redis.client import Pipeline
 
 from connectors.influx import InfluxPoint
 from connectors.monitoring import MonitorReport, queue_monitoring
-from connectors.push_streams import DEFAULT_MAXLEN, kline_channel, queue_events, ticker_channel, trades_channel
+from connectors.push_streams import (
+    DEFAULT_MAXLEN,
+    StreamEvent,
+    kline_channel,
+    queue_events,
+    ticker_channel,
+    trades_channel,
+)
 from operators.events import Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import KlineOut
 
@@ -141,10 +148,10 @@ class MarketWriter:
         klines: dict[str, Kline] = {}
         reports: list[MonitorReport] = []
         replacements: list[Kline] = []
-        events: list[tuple[str, bytes]] = []
+        events: list[StreamEvent] = []
         for item in items:
             if type(item) is Trade:
-                events.append((trades_channel(item.instrument), trade_event(item)))
+                events.append((trades_channel(item.instrument), trade_event(item), ()))
             elif isinstance(item, KlineOut):
                 k = item.kline
                 if k.source == "venue":
@@ -167,7 +174,7 @@ class MarketWriter:
                   *((k, kline_fields(kl), KLINE_TTL_S, kline_channel(kl.venue, kl.instrument, kl.timeframe))
                     for k, kl in klines.items())]
         for key, fields, ttl, channel in hashes:
-            events.append((channel, _json.encode(fields)))
+            events.append((channel, _json.encode(fields), ()))
             keys.append(key)
             args.append(ttl if self._due(key, ttl, now) else 0)
             args.append(len(fields))

@@ -1,7 +1,8 @@
 """Channel events for the push gateway (``GET /ws``): one capped Redis Stream per channel, ``stream:<channel>``.
 
-Every sink that publishes a channel queues its events with :func:`queue_event` on the pipeline that writes its
-hashes, so a channel event is in Redis in the same round trip as the state it describes, and the dataflows do
+Every sink that publishes a channel queues its batch's events with :func:`queue_events` (one EVAL) on the
+pipeline that writes its hashes, so a channel event is in Redis in the same round trip as the state it
+describes, and the dataflows do
 not know whether any gateway is running (a stream is written whether or not someone reads it, and capped with
 ``XADD ... MAXLEN ~ maxlen``, so an unread stream costs at most ``maxlen`` entries).
 
@@ -22,7 +23,7 @@ Channel names (docs/CONTRACTS.md "Push"): ``<inst>@depth``, ``<inst>@depth5``, `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -62,14 +63,36 @@ def analysis_channel(instrument: str) -> str:
     return f"{instrument}@analysis"
 
 
-def queue_event(pipe: Any, channel: str, data: bytes, maxlen: int, **extra: str | int) -> None:
-    """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [extra...]`` on a redis-py pipeline.
+Fields = tuple[str | int, ...]  # an entry's fields after ``d``, as name, value, name, value... (module docstring)
+StreamEvent = tuple[str, bytes, Fields]  # channel, data (the event's JSON), other fields
 
-    ``data`` is the event's JSON (bytes); ``extra`` are the entry's other fields (see the module docstring).
-    The approximate cap lets Redis trim whole macro nodes, which is what keeps XADD O(1)."""
-    fields: dict[str, str | int | bytes] = {"d": data}
-    fields.update(extra)
-    pipe.xadd(stream_key(channel), fields, maxlen=maxlen, approximate=True)
+
+# KEYS: streams (repeats allowed). ARGV[1]: maxlen, then per key: data, n, n field names and values.
+# One EVAL for a batch's events: redis-py's per-command packing, not the server, is the cost of many small
+# XADDs (several times an EVAL's share per entry). The approximate cap lets Redis trim whole macro nodes, which is
+# what keeps XADD O(1).
+_XADD_MANY = """
+local maxlen, j = ARGV[1], 2
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[j + 1])
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
+  j = j + 2 + n
+end
+return #KEYS
+"""
+
+
+def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int) -> None:
+    """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [fields...]`` for each event, in order, as one
+    EVAL on a redis-py pipeline."""
+    if not events:
+        return
+    args: list[str | int | bytes] = [maxlen]
+    for _, data, fields in events:
+        args.append(data)
+        args.append(len(fields))
+        args.extend(fields)
+    pipe.eval(_XADD_MANY, len(events), *(stream_key(ch) for ch, _, _ in events), *args)
 
 
 # ------------------------------------------------------------------------------------------------ @depth
@@ -125,7 +148,16 @@ class DepthPublisher:
         """A batch may not have reached Redis: every book's next event is a snapshot."""
         self._books.clear()
 
-    def queue(self, pipe: Any, view: BookView) -> None:
+    def publish(self, pipe: Any, views: Iterable[BookView]) -> None:
+        """Queue, as one EVAL, the ``@depth`` event of each view (one per instrument: the batch's newest) and
+        the ``@depth5``/``@depth20`` snapshots whose 100 ms window has passed."""
+        events: list[StreamEvent] = []
+        for view in views:
+            self._depth_event(view, events)
+        self._due_tops(events)
+        queue_events(pipe, events, self._maxlen)
+
+    def _depth_event(self, view: BookView, events: list[StreamEvent]) -> None:
         if view.status is BookStatus.SYNCING or view.status is BookStatus.RESYNCING:
             self.forget(view.instrument)
             return
@@ -134,24 +166,23 @@ class DepthPublisher:
         asks = {lv.price: lv.size for lv in view.asks}
         seq = view.seq_id if view.seq_id is not None else 0
         prev = self._books.get(inst)
-        checksum = okx_checksum(view.bids, view.asks)
         if prev is None:
             data = _json.encode({"type": "snapshot", "bids": view.bids, "asks": view.asks, "seq": seq,
-                                 "checksum": checksum})
-            queue_event(pipe, depth_channel(inst), data, self._maxlen, t="snapshot", s=seq, p=-1)
+                                 "checksum": okx_checksum(view.bids, view.asks)})
+            events.append((depth_channel(inst), data, ("t", "snapshot", "s", seq, "p", -1)))
         else:
             ch_bids = _changes(prev.bids, view.bids, bids)
             ch_asks = _changes(prev.asks, view.asks, asks)
             if not ch_bids and not ch_asks and seq == prev.seq:
                 return  # a status-only rewrite of the hash: nothing for a client to apply
             data = _json.encode({"type": "update", "bids": ch_bids, "asks": ch_asks, "seq": seq,
-                                 "prev_seq": prev.seq, "checksum": checksum})
-            queue_event(pipe, depth_channel(inst), data, self._maxlen, t="update", s=seq, p=prev.seq)
+                                 "prev_seq": prev.seq, "checksum": okx_checksum(view.bids, view.asks)})
+            events.append((depth_channel(inst), data, ("t", "update", "s", seq, "p", prev.seq)))
         self._books[inst] = _Published(seq, bids, asks)
         self._top_pending[inst] = view
 
-    def flush_top(self, pipe: Any) -> None:
-        """Queue the ``@depth5``/``@depth20`` snapshots whose 100 ms window has passed."""
+    def _due_tops(self, events: list[StreamEvent]) -> None:
+        """The ``@depth5``/``@depth20`` snapshots whose 100 ms window has passed."""
         if not self._top_pending:
             return
         now = self._clock()
@@ -161,22 +192,4 @@ class DepthPublisher:
             for n in DEPTH_TOP:
                 data = _json.encode({"type": "snapshot", "bids": view.bids[:n], "asks": view.asks[:n],
                                      "seq": view.seq_id, "ts": view.ts_ms})
-                queue_event(pipe, depth_channel(inst, n), data, self._maxlen)
-
-
-# KEYS: streams (repeats allowed); ARGV[1]: maxlen, then one data per key. One EVAL for a batch's events:
-# redis-py's per-command packing, not the server, is the cost of many small XADDs (see market_sinks).
-_XADD_MANY = """
-local maxlen = ARGV[1]
-for i, key in ipairs(KEYS) do
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[i + 1])
-end
-return #KEYS
-"""
-
-
-def queue_events(pipe: Any, events: list[tuple[str, bytes]], maxlen: int) -> None:
-    """Queue ``(channel, data)`` events, in order, as one EVAL on a redis-py pipeline (``d`` field only)."""
-    if events:
-        pipe.eval(_XADD_MANY, len(events), *(stream_key(ch) for ch, _ in events), maxlen,
-                  *(data for _, data in events))
+                events.append((depth_channel(inst, n), data, ()))

@@ -1,6 +1,6 @@
 """The /ws gateway over real sockets: a real uvicorn on a free port, a real Redis, the ``websockets`` client.
 
-Stream entries are written with the dataflows' own helper (:func:`connectors.push_streams.queue_event`)."""
+Stream entries are written with the dataflows' own helper (:func:`connectors.push_streams.queue_events`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
-from connectors.push_streams import queue_event
+from connectors.push_streams import queue_events, stream_key
 from service.push.protocol import Code
 from service.push.tailer import READ_COUNT
 from tests.fixtures.redis import RedisServer
@@ -27,10 +27,12 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def xadd(db: redis.Redis, channel: str, data: dict[str, Any], n: int = 1, **extra: str | int) -> list[str]:
     """Write ``n`` entries (``data`` with ``i`` set to 0..n-1) the way a sink does; their ids."""
+    fields = tuple(x for kv in extra.items() for x in kv)
     pipe = db.pipeline(transaction=True)
-    for i in range(n):
-        queue_event(pipe, channel, orjson.dumps({**data, "i": i}), 10_000, **extra)
-    return [r if isinstance(r, str) else r.decode() for r in pipe.execute()]
+    queue_events(pipe, [(channel, orjson.dumps({**data, "i": i}), fields) for i in range(n)], 10_000)
+    pipe.xrevrange(stream_key(channel), count=n)  # in the same MULTI: the n entries just written
+    rows = pipe.execute()[-1]
+    return [r[0] if isinstance(r[0], str) else r[0].decode() for r in reversed(rows)]
 
 
 async def events(c: Client, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -119,8 +121,7 @@ def test_trades_in_order_then_unsubscribed(redis_server: RedisServer, redis_db: 
 
         def both() -> None:
             pipe = redis_db.pipeline(transaction=True)
-            queue_event(pipe, "BTC-USDT@trades", b'{"late":true}', 100)
-            queue_event(pipe, "@alerts", b'{"a":1}', 100)
+            queue_events(pipe, [("BTC-USDT@trades", b'{"late":true}', ()), ("@alerts", b'{"a":1}', ())], 100)
             pipe.execute()
 
         await asyncio.to_thread(both)

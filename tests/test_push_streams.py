@@ -41,8 +41,7 @@ def test_depth_entries_rebuild_every_book(redis_db: redis.Redis) -> None:
         status = BookStatus.RESYNCING if step == 150 else BookStatus.VALID  # a resync: the next is a snapshot
         view = _view("BTC-USDT", bids, asks, seq, status)
         pipe = redis_db.pipeline(transaction=False)
-        pub.queue(pipe, view)
-        pub.flush_top(pipe)
+        pub.publish(pipe, [view])
         pipe.execute()
         if status is BookStatus.VALID:
             shown[seq] = ([[lv.price, lv.size] for lv in view.bids], [[lv.price, lv.size] for lv in view.asks])
