@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 import bytewax.operators as op
-import msgspec
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors import stopping
 from connectors.alerts.matcher import PriceAlertSink
 from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
 from connectors.influx_sync import SyncInfluxSink
+from connectors.kline_reports import report_check, report_correction, report_late, report_replaced
 from connectors.local.source import LocalTradesSource, local_config
 from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
@@ -40,10 +40,9 @@ from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import LOCAL_VENUE, Settings, settings_or_exit
 from operators.events import BestQuote, Kline, Ticker, Trade, iso_ms
-from operators.kline_steps import InstrumentRemoved, KlineCheck, KlineOut, ReconcileLogic, aggregate_klines
-from operators.klines import Bucket
+from operators.kline_steps import InstrumentRemoved, KlineOut, ReconcileLogic, aggregate_klines, reconcilable
 from operators.tickers import TickerState, merge_ticker
-from operators.trade_ticker import TradeTicker
+from operators.trade_ticker import update_trade_ticker
 
 log = get_logger("dataflows.market_data")
 DATAFLOW = "market_data"
@@ -55,48 +54,6 @@ def _value(kv: tuple[str, Any]) -> Any:
 
 def _key(x: Trade | Ticker | BestQuote | Kline) -> str:
     return f"{x.venue}:{x.instrument}"
-
-
-def report_late(b: Bucket) -> MonitorReport:
-    log.warning("kline_late_trades", venue=b.venue, instrument=b.instrument, minute_ms=b.start_ms,
-                trades=b.trades, first_ms=b.first_ms, last_ms=b.last_ms, volume=str(b.volume))
-    return MonitorReport(counters=(("kline_late_trades", b.trades),))
-
-
-def report_check(check: KlineCheck) -> MonitorReport:
-    if check.match:
-        return MonitorReport(counters=(("kline_reconciled", 1),))
-    ours, theirs = check.ours, check.venue
-    log.warning("kline_mismatch", venue=ours.venue, instrument=ours.instrument, timeframe=ours.timeframe,
-                open_ms=ours.open_ms,
-                ours={f: str(getattr(ours, f)) for f in ("open", "high", "low", "close", "volume", "trades")},
-                venue_kline={f: str(getattr(theirs, f)) for f in ("open", "high", "low", "close", "volume",
-                                                                   "trades")})
-    return MonitorReport(counters=(("kline_reconciled", 1), ("kline_mismatches", 1)))
-
-
-def report_replaced(check: KlineCheck) -> MonitorReport:
-    ours, theirs = check.ours, check.venue
-    log.info("kline_replaced", venue=ours.venue, instrument=ours.instrument, timeframe=ours.timeframe,
-             open_ms=ours.open_ms, reason="trade-id gap or interval not watched from its start",
-             ours_trades=ours.trades, venue_trades=theirs.trades, ours_close=str(ours.close),
-             venue_close=str(theirs.close))
-    return MonitorReport(counters=(("kline_replaced", 1),))
-
-
-def _reconcilable(o: KlineOut) -> Kline | None:
-    """A closed pipeline kline for reconciliation; complete only if gap-free and watched from its start."""
-    k = o.kline
-    if not k.closed or o.correction:
-        return None
-    return k if o.complete or not k.complete else msgspec.structs.replace(k, complete=False)
-
-
-def report_correction(o: KlineOut) -> MonitorReport:
-    k = o.kline
-    log.warning("kline_corrected", venue=k.venue, instrument=k.instrument, open_ms=k.open_ms, trades=k.trades,
-                reason="trades closed a minute already published flat")
-    return MonitorReport(counters=(("kline_corrections", 1),))
 
 
 def shard_report(stats: MarketStats) -> MonitorReport:
@@ -111,11 +68,6 @@ def shard_report(stats: MarketStats) -> MonitorReport:
         sums=((f"market_{v}_connections", stats.connections), (f"market_{v}_reconnects", stats.reconnects),
               (f"market_{v}_topics", stats.topics), ("websocket_connections", stats.connections)),
         latest=latest, counters=stats.counters)
-
-
-def _trade_ticker(state: TradeTicker | None, b: Bucket) -> tuple[TradeTicker, Ticker | None]:
-    st = state or TradeTicker()
-    return st, st.update(b)
 
 
 def _merge_ticker(state: TickerState | None, ev: Ticker | BestQuote) -> tuple[TickerState, tuple[Ticker, bool] | None]:
@@ -147,7 +99,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     # the exchange's own trades come with no ticker: a rolling 24 h one from the klines' per-batch buckets
     own = op.filter("own_ticker_buckets", ks.buckets, lambda b: b.venue == LOCAL_VENUE)
     trade_tickers = op.stateful_map("trade_ticker", op.key_on("key_trade_ticker", own, lambda b: b.key),
-                                    _trade_ticker)
+                                    update_trade_ticker)
     quotes = op.merge("all_quotes", quotes, op.filter_map("trade_ticker_values", trade_tickers, _value))
     merged = op.stateful_map("merge_ticker", op.key_on("key_ticker", quotes, _key), _merge_ticker)
     ticker_pairs = op.filter_map("ticker_values", merged, _value)
@@ -155,7 +107,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     venue_klines = op.filter_map("venue_klines", items,
                                  lambda x: x if isinstance(x, Kline) and x.closed else None)
-    ours = op.filter_map("complete_klines", klines, _reconcilable)
+    ours = op.filter_map("complete_klines", klines, reconcilable)
     to_check = op.key_on("key_reconcile", op.merge("to_reconcile", ours, venue_klines), _key)
     checks = op.stateful("reconcile", to_check, lambda state: ReconcileLogic(state))
     pairs = op.branch("replaced", op.map("check_values", checks, _value), lambda c: c.replaced)

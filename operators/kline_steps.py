@@ -325,6 +325,15 @@ class KlineCheck(msgspec.Struct, frozen=True):
         return KlineOut(msgspec.structs.replace(self.venue, complete=True), complete=True)
 
 
+def reconcilable(o: KlineOut) -> Kline | None:
+    """A closed pipeline kline as :class:`ReconcileLogic` takes it (``None``: not one to pair); ``complete``
+    only if gap-free (``Kline.complete``) and watched from its start (``KlineOut.complete``)."""
+    k = o.kline
+    if not k.closed or o.correction:
+        return None
+    return k if o.complete or not k.complete else msgspec.structs.replace(k, complete=False)
+
+
 class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str], Kline]]):
     """Pairs closed klines of one instrument by (timeframe, open time) across sources.
 

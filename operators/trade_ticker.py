@@ -83,3 +83,9 @@ class TradeTicker(msgspec.Struct):
         change = (self.price - first_open) * 100 / first_open if first_open else None
         return Ticker(venue, instrument, self.price, None, None, self.volume, change,
                       max(m.high for m in ms), min(m.low for m in ms), self.last_ms)
+
+
+def update_trade_ticker(state: TradeTicker | None, b: Bucket) -> tuple[TradeTicker, Ticker | None]:
+    """``op.stateful_map`` form of :meth:`TradeTicker.update` (keyed by instrument)."""
+    st = state or TradeTicker()
+    return st, st.update(b)
