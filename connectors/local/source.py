@@ -22,7 +22,6 @@ position kept. Unit of parallelism: the partition (one instrument's stream is re
 from __future__ import annotations
 
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from connectors.local.wire import VENUE, parse_entry, stream_key
 from connectors.market_frames import MarketParseError
 from connectors.market_source import MarketSourceItem, MarketStats
 from connectors.untrusted import RejectTally
+from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
@@ -66,11 +66,6 @@ class LocalConfig:
     block_ms: int
     shards: int
     stats_interval: float = 1.0
-
-
-def shard_of(instrument: str, shards: int) -> int:
-    """The partition that reads ``instrument``'s stream (stable across runs and processes)."""
-    return zlib.crc32(instrument.encode()) % shards
 
 
 class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
