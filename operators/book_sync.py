@@ -88,10 +88,16 @@ def replay(book: OrderBook, snapshot: BookDelta, buffered: list[tuple[BookDelta,
         return ReplayOutcome(result, 0, len(buffered))
     refs: list[object] = []
     classify = sequencing.classify
-    verdicts = [classify(book, d) for d, _ in buffered]  # as the successors of the snapshot
-    start = next((i for i, v in enumerate(verdicts) if v is Verdict.APPLY or v is Verdict.BRIDGE), None)
+    start: int | None = None
+    first_gap: int | None = None
+    for i, (d, _) in enumerate(buffered):  # as the successors of the snapshot, up to the first that follows it
+        verdict = classify(book, d)
+        if verdict is Verdict.APPLY or verdict is Verdict.BRIDGE:
+            start = i
+            break
+        if verdict is Verdict.GAP and first_gap is None:
+            first_gap = i
     if start is None:  # nothing follows the snapshot: it holds every buffered update, or they do not meet
-        first_gap = next((i for i, v in enumerate(verdicts) if v is Verdict.GAP), None)
         if first_gap is None:
             return ReplayOutcome(result, 0, len(buffered))
         gap = _gap(book, buffered[first_gap][0])
