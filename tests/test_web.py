@@ -13,7 +13,6 @@ Screenshots of every page at 1440x900 and 390x844 go to ``web/test-artifacts/`` 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -87,21 +86,9 @@ class Stack:
 def _add_user(env: dict[str, str], name: str, *, admin: bool) -> str:
     """`cryptoflow users add NAME [--admin]`: the key is alone on the last line of stdout."""
     args = [sys.executable, "-m", "cryptoflow.cli", "users", "add", name, *(["--admin"] if admin else [])]
-    done = subprocess.run(args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-    if done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip().splitlines()[-1]
-    # Until the `users` command lands: the same function it calls, on the service's database.
-    from service.db import Database
-    from service.users import add_user
-
-    async def add() -> str:
-        db = await Database.open(env["DATABASE_URL"])
-        try:
-            return await add_user(db, name, admin=admin)
-        finally:
-            await db.close()
-
-    return asyncio.run(add())
+    done = subprocess.run(args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+                          check=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
 def _seed_history(influx: InfluxDB1, price: Decimal, now_ms: int) -> None:
