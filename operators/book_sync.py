@@ -198,7 +198,8 @@ class BookSync:
         """:class:`Track`, optionally adopting an existing ``book`` (its status is kept)."""
         if instrument in self._books:
             return
-        book = book or OrderBook(instrument, self.sequencing.venue, self.config.depth)
+        if book is None:  # not `book or ...`: an OrderBook without levels is falsy (__len__)
+            book = OrderBook(instrument, self.sequencing.venue, self.config.depth)
         slot = self._books[instrument] = _Slot(book, book.status, now_ns)
         self._out.append(StateChanged(instrument, book.status, None))
         if subscribed:

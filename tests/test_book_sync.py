@@ -239,6 +239,15 @@ def test_an_adopted_book_and_pickling() -> None:
     assert copy.on_delta(u) is m.on_delta(u) is Fed.APPLIED and sides(copy) == sides(m)
 
 
+def test_an_adopted_book_without_levels_is_kept() -> None:
+    book = OrderBook(A, depth=50)  # no levels yet: len(book) == 0
+    book.mark_resyncing()
+    m = BookSync(OKX)
+    m.track(A, 0, book=book)
+    assert m.book(A) is book and m.status(A) is RESYNCING
+    assert m.drain() == [StateChanged(A, RESYNCING, None)]
+
+
 def test_okx_checksum_is_verified_by_the_book() -> None:
     m = okx_machine()
     good = okx_checksum([Level("10", "1"), Level("9", "2")], [Level("11", "1")])
