@@ -38,11 +38,15 @@ async def _lookup(request: Request) -> Principal | None:
         raise error from err
 
 
+def _unauthorized(request: Request) -> ApiError:
+    why = "no API key: " if _bearer(request) is None else "invalid API key: "
+    return ApiError(401, "unauthorized", why + _CHALLENGE)
+
+
 async def current_user(request: Request) -> Principal:
     user = await _lookup(request)
     if user is None:
-        missing = _bearer(request) is None
-        raise ApiError(401, "unauthorized", ("no API key: " if missing else "invalid API key: ") + _CHALLENGE)
+        raise _unauthorized(request)
     return user
 
 
@@ -56,6 +60,5 @@ async def admin_user(request: Request) -> Principal:
 async def public_reader(request: Request) -> Principal | None:
     user = await _lookup(request)
     if user is None and not request.app.state.settings.api_public_reads:
-        raise ApiError(401, "unauthorized",
-                       ("invalid API key: " if _bearer(request) else "no API key: ") + _CHALLENGE)
+        raise _unauthorized(request)
     return user
