@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors.influx_sync import SyncInfluxWriter  # noqa: E402
 from connectors.rest_klines.backfill import VENUES, backfill  # noqa: E402
 from connectors.rest_klines.budget import Budget  # noqa: E402
 from connectors.rest_klines.client import KlineClient  # noqa: E402
-from connectors.rest_klines.store import KlineStore  # noqa: E402
 from cryptoflow.servers import free_port, stop_process, wait_for_port  # noqa: E402
 from tests.fixtures.simulator import launch_simulator  # noqa: E402
 
@@ -31,7 +31,7 @@ UNLIMITED = Budget(10**9, 1.0)
 
 async def _one(venue: str, base: str, influx: str, days: int, budget: Budget | None) -> tuple[int, int, float]:
     client = KlineClient(VENUES[venue], base, budget)
-    store = KlineStore(influx, "t", "org", "bench")
+    store = SyncInfluxWriter(influx, "t", "org", "bench")
     end = int(time.time() * 1000) // 60_000 * 60_000
     started = time.perf_counter()
     try:

@@ -6,40 +6,75 @@ and returns, so a Bytewax epoch can commit its recovery snapshot while its point
 server accepted the points, so with recovery a restart rewrites exactly the points after the last snapshot:
 exactly once, given that a rewrite of the same measurement, tags and time is idempotent.
 
-Delivery: each batch is one synchronous ``/api/v2/write`` (line protocol by :func:`connectors.influx.to_line`),
-retried with capped backoff for up to ``max_wait_s``; past that the batch is dropped and logged as an error
-(an InfluxDB outage must not stall the dataflow's Redis output forever). Unit of parallelism: one writer per
-Bytewax worker. Cost: one HTTP round trip per batch that holds points (closed klines are a few per minute per
-instrument live; a catch-up run groups many into one batch).
+Delivery: each batch is one synchronous ``/api/v2/write`` (:class:`SyncInfluxWriter`; line protocol by
+:func:`connectors.influx.to_line`), retried with capped backoff for up to ``max_wait_s``; past that the batch is
+dropped and logged as an error (an InfluxDB outage must not stall the dataflow's Redis output forever). Unit
+of parallelism: one writer per Bytewax worker. Cost: one HTTP round trip per batch that holds points (closed
+klines are a few per minute per instrument live; a catch-up run groups many into one batch).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 
+import urllib3
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.influx import InfluxPoint, to_line
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
+from cryptoflow.settings import Settings, mask_url
 
 log = get_logger("connectors.influx_sync")
 
 
-class _Partition(StatelessSinkPartition[InfluxPoint]):
-    def __init__(self, settings: Settings, max_wait_s: float) -> None:
+class InfluxWriteError(Exception):
+    """InfluxDB did not take a write (unreachable, or it refused it); the message says where and how many."""
+
+
+class SyncInfluxWriter:
+    """Synchronous writes to one bucket: :meth:`write` returns once InfluxDB accepted the points, else raises
+    :class:`InfluxWriteError` (no retry here: the caller decides). Used by this module's sink and by the kline
+    backfill (:mod:`connectors.rest_klines`), whose checkpoint must never run ahead of the data."""
+
+    def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 10_000) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient  # heavy: only when enabled
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        self._client = InfluxDBClient(url=str(settings.influx_url), token=settings.influx_token.get_secret_value()
-                                      or "unused", org=settings.influx_org, timeout=10_000)
+        self._client = InfluxDBClient(url=url, token=token or "unused", org=org, timeout=timeout_ms)
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket, self._org = settings.influx_bucket, settings.influx_org
+        self._bucket, self._org, self._url = bucket, org, url
+        self.points_written = 0
+
+    def write(self, points: Iterable[InfluxPoint]) -> None:
+        self.write_lines([line for line in map(to_line, points) if line])
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """One ``/api/v2/write`` of pre-serialized lines (nothing when there are none)."""
+        if not lines:
+            return
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.domain.write_precision import WritePrecision
+
+        try:
+            self._api.write(self._bucket, self._org, record=list(lines), write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # the enum's values are str
+        except (InfluxDBError, urllib3.exceptions.HTTPError, OSError) as err:
+            msg = f"InfluxDB at {mask_url(self._url)} did not take {len(lines)} points: {err}"
+            raise InfluxWriteError(msg[:500]) from None
+        self.points_written += len(lines)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+class _Partition(StatelessSinkPartition[InfluxPoint]):
+    def __init__(self, settings: Settings, max_wait_s: float) -> None:
+        self._writer = SyncInfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
+                                        settings.influx_org, settings.influx_bucket)
         self._max_wait = max_wait_s
 
     def write_batch(self, items: list[InfluxPoint]) -> None:
-        from influxdb_client.domain.write_precision import WritePrecision
-
         lines = [line for line in map(to_line, items) if line]
         if not lines:
             return
@@ -47,10 +82,9 @@ class _Partition(StatelessSinkPartition[InfluxPoint]):
         delay = 0.05
         while True:
             try:
-                self._api.write(self._bucket, self._org, record=lines,
-                                write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # the enum's values are str
+                self._writer.write_lines(lines)
                 return
-            except Exception as err:  # the client raises ApiException, urllib3 and OS errors alike
+            except InfluxWriteError as err:
                 if time.monotonic() + delay > deadline:
                     log.error("influx_points_dropped", points=len(lines), error=str(err)[:200],
                               reason=f"InfluxDB did not accept them within {self._max_wait} s")
@@ -60,8 +94,7 @@ class _Partition(StatelessSinkPartition[InfluxPoint]):
                 delay = min(delay * 2, 2.0)
 
     def close(self) -> None:
-        self._api.close()  # type: ignore[no-untyped-call]
-        self._client.close()  # type: ignore[no-untyped-call]
+        self._writer.close()
 
 
 class SyncInfluxSink(DynamicSink[InfluxPoint]):

@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
+from structlog.testing import capture_logs
 
 from connectors.influx import InfluxPoint, InfluxWriter, to_line
+from connectors.influx_sync import InfluxWriteError, SyncInfluxSink, SyncInfluxWriter
+from cryptoflow.servers import free_port
 from cryptoflow.settings import load_settings
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00#"), min_size=1, max_size=12)
@@ -77,3 +80,31 @@ def test_writer_to_victoria_is_idempotent(victoria):
     writer.close()
     assert writer.points_written == 3 and writer.points_failed == 0
     assert victoria.series("kline", "close", symbol="IDEM-USDT") == {1_700_000_000_000: 1.5, 1_700_000_060_000: 2.5}
+
+
+def test_sync_writer_has_written_when_it_returns_and_says_when_influxdb_did_not(victoria):
+    tags = (("exchange", "okx"), ("symbol", "SYNC-USDT"), ("timeframe", "1m"))
+    points = [InfluxPoint("kline", tags, (("close", 1.5),), 1_700_000_000_000),
+              InfluxPoint("kline", tags, (("close", None),), 1_700_000_060_000)]  # no field: not written
+    writer = SyncInfluxWriter(victoria.url, "", "o", "b")
+    writer.write(points)
+    writer.close()
+    assert writer.points_written == 1
+    assert victoria.series("kline", "close", symbol="SYNC-USDT") == {1_700_000_000_000: 1.5}
+    down = SyncInfluxWriter(f"http://127.0.0.1:{free_port()}", "", "o", "b")
+    with pytest.raises(InfluxWriteError, match=r"^InfluxDB at http://127\.0\.0\.1:\d+ did not take 1 points: "):
+        down.write(points)
+    down.close()
+    assert down.points_written == 0
+
+
+def test_sync_sink_drops_a_batch_influxdb_never_takes_and_says_so():
+    settings = load_settings(influx_url=f"http://127.0.0.1:{free_port()}", influx_bucket="b", influx_org="o")
+    part = SyncInfluxSink(settings, max_wait_s=0.2).build("influx_klines", 0, 1)
+    tags = (("exchange", "okx"), ("symbol", "GONE-USDT"), ("timeframe", "1m"))
+    with capture_logs() as logs:
+        part.write_batch([InfluxPoint("kline", tags, (("close", 1.5),), 1_700_000_000_000)])  # returns: dropped
+    part.close()
+    events = [e["event"] for e in logs]
+    assert "influx_write_retry" in events and events[-1] == "influx_points_dropped"
+    assert logs[-1]["points"] == 1 and "did not take 1 points" in logs[-1]["error"]

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 import msgspec
 
+from connectors.influx_sync import SyncInfluxWriter
 from connectors.rest_klines.binance import BinanceKlines
 from connectors.rest_klines.bybit import BybitKlines
 from connectors.rest_klines.client import KlineClient
 from connectors.rest_klines.okx import OkxKlines
-from connectors.rest_klines.store import Checkpoint, Checkpoints, KlineStore
+from connectors.rest_klines.store import Checkpoint, Checkpoints, backfill_point
 from connectors.rest_klines.venue import KlineVenue
 from cryptoflow.logs import get_logger
 from operators.klines import TIMEFRAME_MS, window_start
@@ -48,7 +49,7 @@ def closed_range(start_ms: int, end_ms: int, timeframe: str, now_ms: int) -> tup
     return first, min(window_start(end_ms, span), window_start(now_ms, span))
 
 
-async def backfill(client: KlineClient, store: KlineStore, checkpoints: Checkpoints | None, inst: str,
+async def backfill(client: KlineClient, store: SyncInfluxWriter, checkpoints: Checkpoints | None, inst: str,
                    timeframe: str, start_ms: int, end_ms: int, *, progress: Progress | None = None,
                    restart: bool = False) -> BackfillResult:
     venue = client.venue.name
@@ -63,7 +64,7 @@ async def backfill(client: KlineClient, store: KlineStore, checkpoints: Checkpoi
     while cursor < end:
         page_end = min(end, cursor + client.venue.page_limit * span)
         klines = await client.page(inst, timeframe, cursor, page_end)
-        await asyncio.to_thread(store.write, klines)
+        await asyncio.to_thread(store.write, [backfill_point(k) for k in klines])
         if checkpoints is not None:
             checkpoints.save(venue, inst, timeframe, Checkpoint(first, end, page_end, page_end >= end))
         written, pages = written + len(klines), pages + 1

@@ -29,10 +29,10 @@ import msgspec
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
 from connectors.market_source import MarketStats
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient
-from connectors.rest_klines.store import KlineStore, StoreError
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
@@ -94,7 +94,7 @@ class _Repairer:
     async def _serve(self) -> None:
         cfg = self._config
         clients = {v: KlineClient(VENUES[v], cfg.rest_urls[v]) for v in cfg.venues}
-        store = KlineStore(*cfg.influx)
+        store = SyncInfluxWriter(*cfg.influx)
         try:
             while not self._stopping.is_set():
                 outage = await asyncio.to_thread(self._queue.get)
@@ -106,7 +106,7 @@ class _Repairer:
                 await client.close()
             store.close()
 
-    async def _repair(self, client: KlineClient, store: KlineStore, outage: Outage) -> None:
+    async def _repair(self, client: KlineClient, store: SyncInfluxWriter, outage: Outage) -> None:
         cfg = self._config
         start = max(outage.start_ms, outage.end_ms - int(cfg.window_s * 1000))
         end = window_start(outage.end_ms, MINUTE_MS) + MINUTE_MS  # the reconnect's minute, whole
@@ -124,7 +124,7 @@ class _Repairer:
                     # whole intervals of tf that hold [start, end): from the one holding start
                     result = await backfill(client, store, None, inst, tf, _floor(start, tf), end)
                     written += result.klines
-                except (BackfillError, StoreError, ValueError) as err:  # unknown symbol or timeframe, a store down
+                except (BackfillError, InfluxWriteError, ValueError) as err:  # unknown symbol or timeframe, no store
                     log.warning("kline_repair_failed", venue=outage.venue, instrument=inst, timeframe=tf,
                                 error=str(err))
         self.repairs_done += 1

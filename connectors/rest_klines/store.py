@@ -2,9 +2,10 @@
 
 Points are the live path's (:func:`connectors.market_sinks.kline_point`: same measurement, tags and open-time
 stamp, so a backfilled minute and a live one are the same point; ``source=venue``, ``complete=true``), written
-with influxdb-client's synchronous API: :meth:`KlineStore.write` returns only once InfluxDB accepted the page,
-so the checkpoint never runs ahead of the data. OKX and Bybit give no trade count: their points carry no
-``trades`` field rather than a false 0 (a live point's count for that minute is kept).
+by :class:`connectors.influx_sync.SyncInfluxWriter` (the live path's synchronous writer): a page's write returns
+only once InfluxDB accepted it, so the checkpoint never runs ahead of the data. OKX and Bybit give no trade
+count: their points carry no ``trades`` field rather than a false 0 (a live point's count for that minute is
+kept).
 
 Checkpoint: Redis hash ``backfill:{exchange}:{symbol}:{timeframe}`` with ``from`` and ``to`` (epoch ms, the
 range asked), ``next`` (the first open time not yet written), ``done`` (``true``/``false``) and ``updated_at``.
@@ -14,16 +15,13 @@ A run asking the same range resumes at ``next``; another range starts over (and 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
 import redis
-import urllib3
 
-from connectors.influx import InfluxPoint, to_line
+from connectors.influx import InfluxPoint
 from connectors.market_sinks import kline_point
-from cryptoflow.settings import mask_url
 from operators.events import Kline, iso_ms
 
 NO_TRADE_COUNT = frozenset({"okx", "bybit"})
@@ -34,41 +32,6 @@ def backfill_point(k: Kline) -> InfluxPoint:
     if k.venue in NO_TRADE_COUNT:
         point = msgspec.structs.replace(point, fields=tuple(f for f in point.fields if f[0] != "trades"))
     return point
-
-
-class StoreError(Exception):
-    """InfluxDB did not take a page (unreachable, or it refused the write); nothing after it was checkpointed."""
-
-
-class KlineStore:
-    """Synchronous ``kline`` writes to one bucket (:class:`StoreError` when a page is not taken)."""
-
-    def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 30_000) -> None:
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
-        self._client = InfluxDBClient(url=url, token=token or "unused", org=org, timeout=timeout_ms)
-        self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket, self._org, self._url = bucket, org, url
-        self.points_written = 0
-
-    def write(self, klines: Sequence[Kline]) -> None:
-        from influxdb_client.domain.write_precision import WritePrecision
-        from influxdb_client.rest import ApiException
-
-        lines = [line for line in (to_line(backfill_point(k)) for k in klines) if line]
-        if not lines:
-            return
-        try:
-            self._api.write(self._bucket, self._org, record=lines, write_precision=WritePrecision.MS)  # type: ignore[arg-type]  # the enum's values are str
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
-            msg = f"InfluxDB at {mask_url(self._url)} did not take {len(lines)} kline points: {err}"
-            raise StoreError(msg[:500]) from None
-        self.points_written += len(lines)
-
-    def close(self) -> None:
-        self._api.close()  # type: ignore[no-untyped-call]
-        self._client.close()  # type: ignore[no-untyped-call]
 
 
 class Checkpoint(msgspec.Struct, frozen=True):

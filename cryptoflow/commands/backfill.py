@@ -19,10 +19,11 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
 from connectors.rest_klines.backfill import VENUES, BackfillResult, backfill, closed_range
 from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient
-from connectors.rest_klines.store import Checkpoints, KlineStore, StoreError
+from connectors.rest_klines.store import Checkpoints
 from cryptoflow.settings import Settings
 from operators.events import iso_ms
 from operators.instruments import InvalidInstrument, validate_instrument, venue_symbol
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         results = asyncio.run(_backfill_all(args, settings, symbols, end))
-    except (BackfillError, StoreError) as err:  # the checkpoint holds what was written: run again to resume
+    except (BackfillError, InfluxWriteError) as err:  # the checkpoint holds what was written: run again to resume
         print(f"cryptoflow backfill: {err}", file=sys.stderr)
         return 1
     for inst, r in results:
@@ -100,8 +101,8 @@ def _base_url(settings: Settings, exchange: str) -> str:
 async def _backfill_all(args: argparse.Namespace, settings: Settings, symbols: list[str],
                         end: int) -> list[tuple[str, BackfillResult]]:
     client = KlineClient(VENUES[args.exchange], _base_url(settings, args.exchange), args.budget)
-    store = KlineStore(str(settings.influx_url), settings.influx_token.get_secret_value(), settings.influx_org,
-                       settings.influx_bucket)
+    store = SyncInfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
+                             settings.influx_org, settings.influx_bucket)
     checkpoints = Checkpoints(redis.Redis.from_url(str(settings.redis_url)))
     span = TIMEFRAME_MS[args.timeframe]
     console = Console(stderr=True)
