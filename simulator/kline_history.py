@@ -34,6 +34,10 @@ INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m
 MAX_MINUTES = 200_000  # a request covering more than this many minutes is refused (a day of 1d bars is 1,440)
 
 
+class BadParameter(ValueError):
+    """A request the venue would refuse (:mod:`simulator.klines_rest` answers it in the venue's error shape)."""
+
+
 @dataclass(frozen=True)
 class Bar:
     """One kline in the instrument's integer units: prices in ticks, volume in lots, quote in tick*lots."""
@@ -180,7 +184,7 @@ class KlineHistory:
             return []
         if (last - first) // MINUTE_MS > MAX_MINUTES:
             msg = f"a request covers at most {MAX_MINUTES} minutes, this one {(last - first) // MINUTE_MS}"
-            raise ValueError(msg)
+            raise BadParameter(msg)
         out: list[Bar] = []
         previous: Bar | None = None
         step = INTERVALS_MS[interval]

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulator.kline_history import INTERVALS_MS, Bar, KlineHistory, window_start
+from simulator.kline_history import INTERVALS_MS, BadParameter, Bar, KlineHistory, window_start
 from simulator.market import InstrumentSpec, fixed8
 from simulator.rest_limits import RestLimits, Verdict
 
@@ -28,10 +28,6 @@ OKX_BARS = {"1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1H"
 BYBIT_INTERVALS = {"1": "1m", "3": "3m", "5": "5m", "15": "15m", "30": "30m", "60": "1h", "120": "2h",
                    "240": "4h", "D": "1d"}
 BINANCE_KLINES_WEIGHT = 2
-
-
-class BadParameter(ValueError):
-    """A query parameter the venue would refuse."""
 
 
 @dataclass

@@ -3,6 +3,7 @@ market on the three venues' endpoints, and each venue's rate limit (fixed window
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from decimal import Decimal
@@ -10,10 +11,13 @@ from decimal import Decimal
 import orjson
 import pytest
 import urllib3
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from simulator.kline_history import Bar, KlineHistory
+from simulator.klines_rest import KlinesRest
 from simulator.market import InstrumentSpec, SyntheticMarket, Trade
-from simulator.rest_limits import Limit, VenueLimiter
+from simulator.rest_limits import Limit, RestLimits, VenueLimiter
 from tests.fixtures.simulator import Simulator
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000 + 157_000  # 2 min 37 s into an hour: partial first minute
@@ -160,3 +164,21 @@ def test_rate_limits_refuse_with_the_venue_shapes_and_are_counted(sim: Simulator
     assert counters["binance"]["refused"] == 0
     code, _, err = _get(f"{sim.okx_rest_url}/api/v3/klines?symbol=NOPE&interval=1m")
     assert code == 400 and err == {"code": -1121, "msg": "Invalid symbol."}
+
+
+def test_a_range_too_long_to_serve_is_the_venues_parameter_error() -> None:
+    # 1,000 daily bars are more minutes than the history serves: each venue's own error, not an HTTP 500
+    market = SyntheticMarket(InstrumentSpec.for_instrument("BTC-USDT", 5), 5, T0)
+    rest = KlinesRest(KlineHistory({"BTC-USDT": market}, 5), {"BTC-USDT": market.spec}, RestLimits({}))
+
+    async def ask() -> tuple[web.Response, web.Response]:
+        binance = await rest.binance(make_mocked_request("GET", "/api/v3/klines?symbol=BTCUSDT&interval=1d&limit=1000"))
+        bybit = await rest.bybit(make_mocked_request(
+            "GET", "/v5/market/kline?category=spot&symbol=BTCUSDT&interval=D&limit=1000"))
+        return binance, bybit
+
+    binance, bybit = asyncio.run(ask())
+    assert binance.status == 400 and isinstance(binance.body, bytes)
+    assert orjson.loads(binance.body)["code"] == -1100 and "at most" in orjson.loads(binance.body)["msg"]
+    assert bybit.status == 200 and isinstance(bybit.body, bytes)
+    assert orjson.loads(bybit.body)["retCode"] == 10001 and "at most" in orjson.loads(bybit.body)["retMsg"]
