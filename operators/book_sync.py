@@ -195,14 +195,18 @@ class BookSync:
                 self._lifecycle(slot, event)
 
     def track(self, instrument: str, now_ns: int, *, subscribed: bool = False, book: OrderBook | None = None) -> None:
-        """:class:`Track`, optionally adopting an existing ``book`` (its status is kept)."""
+        """:class:`Track`, optionally adopting an existing ``book`` (its status is kept; one that lost sync is
+        re-synced, as nothing else would)."""
         if instrument in self._books:
             return
         if book is None:  # not `book or ...`: an OrderBook without levels is falsy (__len__)
             book = OrderBook(instrument, self.sequencing.venue, self.config.depth)
         slot = self._books[instrument] = _Slot(book, book.status, now_ns)
         self._out.append(StateChanged(instrument, book.status, None))
-        if subscribed:
+        if book.status is _RESYNCING:
+            slot.subscribed = subscribed
+            self._resync(slot, now_ns)
+        elif subscribed:
             self._subscribed(slot, now_ns)
 
     def on_delta(self, delta: BookDelta, ref: object = None, now_ns: int | None = None) -> Fed:

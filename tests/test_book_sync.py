@@ -239,13 +239,17 @@ def test_an_adopted_book_and_pickling() -> None:
     assert copy.on_delta(u) is m.on_delta(u) is Fed.APPLIED and sides(copy) == sides(m)
 
 
-def test_an_adopted_book_without_levels_is_kept() -> None:
+def test_an_adopted_book_without_levels_is_kept_and_one_that_lost_sync_is_resynced() -> None:
     book = OrderBook(A, depth=50)  # no levels yet: len(book) == 0
     book.mark_resyncing()
     m = BookSync(OKX)
     m.track(A, 0, book=book)
     assert m.book(A) is book and m.status(A) is RESYNCING
-    assert m.drain() == [StateChanged(A, RESYNCING, None)]
+    assert m.drain() == [StateChanged(A, RESYNCING, None), Resubscribe(A)]  # nothing else would re-sync it
+    m2 = BookSync(OKX, SyncConfig(resync_by="fetch"))
+    m2.track(A, 0, book=book)
+    assert m2.drain() == [StateChanged(A, RESYNCING, None), FetchSnapshot(A)]
+    assert m2.on_delta(delta([("9", "1")], seq=101, prev=100, inst=A)) is Fed.BUFFERED
 
 
 def test_okx_checksum_is_verified_by_the_book() -> None:
@@ -379,3 +383,45 @@ def test_an_analyzer_pickled_before_the_machine_resumes() -> None:
     b.__setstate__(old)
     assert b.book is a.book and b.book.status is VALID
     assert b.on_delta(delta([("10", "2")], seq=101, prev=100, inst=A), params).analysed
+
+
+def test_a_resumed_analyzer_resyncs_the_way_its_step_can() -> None:
+    """An analyzer pickled before the machine (or under the other book source) resumes in the step's mode: with
+    a snapshot provider, a gap (or a book pickled while re-syncing) asks the provider, as before the machine."""
+    import pickle
+    from decimal import Decimal
+
+    from operators.analysis import AnalysisParams, InstrumentAnalyzer
+    from operators.analysis.step import AnalyseLogic
+
+    params = AnalysisParams(bin_width=Decimal("1"))
+    answers = {"snap": snapshot([("10", "1"), ("9", "5")], [("11", "1")], seq=105, prev=-1, inst=A)}
+
+    class Provider:
+        def fetch(self, instrument: str) -> BookDelta | None:
+            return answers.pop("snap", None)
+
+    def legacy(book_status: BookStatus) -> bytes:
+        a = InstrumentAnalyzer(A, OrderBook(A), params)
+        a.on_delta(SNAP, params)
+        if book_status is RESYNCING:
+            a.book.mark_resyncing()
+        old = InstrumentAnalyzer.__new__(InstrumentAnalyzer)
+        old.__dict__.update({k: v for k, v in a.__getstate__().items() if k not in ("sync", "wants_snapshot")})
+        old.__dict__["book"] = a.book
+        return pickle.dumps(old)
+
+    step = AnalyseLogic(params, legacy(VALID), Provider())
+    out, _ = step.on_batch([delta([("9", "5")], seq=106, prev=104, inst=A)])  # a gap
+    assert [o.result.book_status for o in out] == [VALID] and not answers  # the provider was asked
+    assert step.analyzer is not None and sides(step.analyzer.sync)[0] == [("10", "1"), ("9", "5")]
+
+    answers["snap"] = snapshot([("10", "2")], [("11", "1")], seq=105, prev=-1, inst=A)
+    step = AnalyseLogic(params, legacy(RESYNCING), Provider())
+    out, _ = step.on_batch([delta([("9", "7")], seq=106, prev=105, inst=A)])  # buffered, replayed after
+    assert [o.result.book_status for o in out] == [VALID] and not answers
+    assert step.analyzer is not None and sides(step.analyzer.sync)[0] == [("10", "2"), ("9", "7")]
+
+    step = AnalyseLogic(params, legacy(RESYNCING), None)  # no provider: it waits for a snapshot in its input
+    out, _ = step.on_batch([delta([("9", "7")], seq=106, prev=105, inst=A)])
+    assert [o.result.book_status for o in out] == [RESYNCING]

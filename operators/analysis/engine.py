@@ -36,8 +36,7 @@ def _machine(instrument: str, book: OrderBook, fetch_snapshots: bool) -> BookSyn
     sync = BookSync(OKX, SyncConfig(depth=book.depth, stale_after_ns=None, snapshot_wait_ns=None,
                                     resync_by="fetch" if fetch_snapshots else "none",
                                     fetch_missing=fetch_snapshots))
-    sync.track(instrument, 0, book=book)
-    sync.drain()
+    sync.track(instrument, 0, book=book)  # its outputs: InstrumentAnalyzer._settle
     return sync
 
 
@@ -58,8 +57,9 @@ class InstrumentAnalyzer:
     def __init__(self, instrument: str, book: OrderBook, params: AnalysisParams, *,
                  fetch_snapshots: bool = False) -> None:
         self.instrument = instrument
-        self.sync = _machine(instrument, book, fetch_snapshots)
         self.wants_snapshot = False
+        self.sync = _machine(instrument, book, fetch_snapshots)
+        self._settle()
         self.index: BookIndex | None = None
         self.trend = TrendTracker()
         self.depth = DepthAnomaly(params)
@@ -84,6 +84,16 @@ class InstrumentAnalyzer:
             book = state.pop("book")
             state["sync"], state["wants_snapshot"] = _machine(state["instrument"], book, False), False
         self.__dict__.update(state)
+        self._settle()
+
+    def set_snapshot_fetching(self, fetch: bool) -> None:
+        """After a resume: re-sync the way this run can (a snapshot provider, or none). The pickled machine may
+        not know it (pickled before the machine, or with the other book source); a change starts a new machine
+        on the same book (its status kept; one that lost sync re-syncs the new way)."""
+        if (self.sync.resync_by == "fetch") is not fetch:
+            self.wants_snapshot = False
+            self.sync = _machine(self.instrument, self.book, fetch)
+            self._settle()
 
     def _rebuild(self, params: AnalysisParams) -> BookIndex:
         view = self.book.view(params.book_depth)

@@ -53,6 +53,8 @@ class AnalyseLogic(StatefulBatchLogic[BookInput, AnalysisOutput, bytes]):
     ) -> None:
         self.params = params
         self.analyzer: InstrumentAnalyzer | None = None if resume is None else pickle.loads(resume)
+        if self.analyzer is not None:
+            self.analyzer.set_snapshot_fetching(snapshots is not None)
         self.snapshots = snapshots
         self.points_every_ms = points_every_ms
         self.next_points_ms = 0  # event time from which the next analysis_results points are written
