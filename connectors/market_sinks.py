@@ -3,9 +3,11 @@
 Redis, one pipeline per batch (:class:`connectors.redis_sink.RedisPipelineSink` with :class:`MarketWriter`):
 per key only the newest value of the batch is written (a batch of 1,000 trades of one instrument is one HSET
 per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange}:{symbol}:{tf}`` with TTL
-3600 s; ``system:monitoring`` through :func:`connectors.monitoring.queue_monitoring` (counters by HINCRBY,
-each shard's gauge share recomputed into the contract fields by one Lua call). Delivery at-least-once; hashes
-make a rewrite harmless.
+3600 s. A ``kline:`` hash holds the latest interval and never goes back to an older one: a minute that the
+clock closes after the next one has opened (the batch after) is pushed, and written as a point, but leaves
+the hash at the newer minute. ``system:monitoring`` through :func:`connectors.monitoring.queue_monitoring`
+(counters by HINCRBY, each shard's gauge share recomputed into the contract fields by one Lua call). Delivery
+at-least-once; hashes make a rewrite harmless.
 
 Push channels (:mod:`connectors.push_streams`), in the same pipeline after the hashes, as one EVAL: every
 trade to ``<inst>@trades`` (``exchange``, ``price``, ``size``, ``side``, ``trade_id``, ``ts`` epoch ms), and the
@@ -84,31 +86,26 @@ def kline_key(k: Kline) -> str:
     return f"kline:{k.venue}:{k.instrument}:{k.timeframe}"
 
 
-# All hashes of a batch in one command: KEYS = hashes; ARGV per key: ttl (0: keep), n, then n field/value pairs.
+# All hashes of a batch in one command: KEYS = hashes; ARGV per key: ttl (0: keep), open_time ('' for a
+# ticker), n, then n field/value pairs. A kline goes into its hash only while the hash holds that interval or
+# an older one (ISO-8601 times compare as strings), so the latest kline is never pushed back: neither by a
+# minute closed after the next one opened, nor by a venue kline replacing an incomplete one of ours
+# (operators/kline_steps.ReconcileLogic), which arrives after its interval closed.
 # One EVAL instead of an HSET (+ EXPIRE) per key: redis-py's per-command packing and reply parsing, not the
 # server, was the cost (~25 us per command here; a batch of 100 trades of 10 pairs touches 40 kline keys).
 _HSET_MANY = """
 local a = 1
 for _, key in ipairs(KEYS) do
   local ttl = tonumber(ARGV[a])
-  local n = tonumber(ARGV[a + 1])
-  a = a + 2
-  redis.call('HSET', key, unpack(ARGV, a, a + 2 * n - 1))
+  local since = ARGV[a + 1]
+  local n = tonumber(ARGV[a + 2])
+  a = a + 3
+  local cur = since ~= '' and redis.call('HGET', key, 'open_time')
+  if not (cur and cur > since) then redis.call('HSET', key, unpack(ARGV, a, a + 2 * n - 1)) end
   a = a + 2 * n
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
-"""
-
-# A venue kline replacing an incomplete one of ours (operators/kline_steps.ReconcileLogic) arrives after that
-# interval closed: it goes into the hash only while the hash holds that interval or an older one, so it never
-# pushes the latest kline back. KEYS[1] = hash; ARGV: open_time, ttl, then field/value pairs.
-_REPLACE = """
-local cur = redis.call('HGET', KEYS[1], 'open_time')
-if cur and cur > ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
 """
 
 
@@ -143,6 +140,16 @@ class MarketWriter:
             return True
         return False
 
+    @staticmethod
+    def _queue_hash(keys: list[str], args: list[str | int], key: str, fields: dict[str, str], ttl: int) -> None:
+        keys.append(key)
+        args.append(ttl)
+        args.append(fields.get("open_time", ""))  # a kline's: never written over a newer interval
+        args.append(len(fields))
+        for name, value in fields.items():
+            args.append(name)
+            args.append(value)
+
     def __call__(self, pipe: Pipeline, items: list[MarketRedisItem]) -> None:
         tickers: dict[str, Ticker] = {}
         klines: dict[str, Kline] = {}
@@ -175,18 +182,11 @@ class MarketWriter:
                     for k, kl in klines.items())]
         for key, fields, ttl, channel in hashes:
             events.append((channel, _json.encode(fields), ()))
-            keys.append(key)
-            args.append(ttl if self._due(key, ttl, now) else 0)
-            args.append(len(fields))
-            for name, value in fields.items():
-                args.append(name)
-                args.append(value)
+            self._queue_hash(keys, args, key, fields, ttl if self._due(key, ttl, now) else 0)
+        for k in replacements:  # after ours, not pushed
+            self._queue_hash(keys, args, kline_key(k), kline_fields(k), KLINE_TTL_S)
         if keys:
             pipe.eval(_HSET_MANY, len(keys), *keys, *args)
-        for k in replacements:
-            fields = kline_fields(k)
-            pipe.eval(_REPLACE, 1, kline_key(k), fields["open_time"], KLINE_TTL_S,
-                      *(x for pair in fields.items() for x in pair))
         queue_events(pipe, events, self._maxlen)  # after the hashes: a snapshot read never trails the stream
         if reports:
             queue_monitoring(pipe, reports)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from redis import Redis
 
 from connectors.market_sinks import MarketWriter, kline_fields
+from connectors.push_streams import kline_channel, stream_key
 from operators.events import Kline, Trade
 from operators.kline_steps import KlineOut, ReconcileLogic
 from operators.klines import Rollup, bucket_trades, merge, to_kline
@@ -124,6 +125,24 @@ def test_a_replacement_never_pushes_the_hash_back(redis_db: Redis) -> None:
     got = write(venue(T0, "1.5", 3))  # the hash moved on to the next minute: left alone
     assert got["open_time"] == "2024-08-09T00:01:00.000Z" and got["source"] == "trades"
 
+
+
+def test_a_minute_closed_after_the_next_opened_never_pushes_the_hash_back(redis_db: Redis) -> None:
+    """The clock closes minute 0 in the batch after minute 1's first trade: the hash keeps minute 1, while the
+    closed minute 0 is still pushed on its channel (and, in the dataflow, written as a point)."""
+    writer = MarketWriter(refresh_fraction=0.0)
+    m0_closed = msgspec.structs.replace(venue(T0, "1", 2), source="pipeline")
+    m1_open = msgspec.structs.replace(venue(T0 + 60_000, "2", 1), source="pipeline", closed=False)
+    key = "kline:binance:BTC-USDT:1m"
+    for batch in ([KlineOut(m1_open)], [KlineOut(m0_closed)]):
+        pipe = redis_db.pipeline()
+        writer(pipe, batch)
+        pipe.execute()
+    assert redis_db.hgetall(key) == kline_fields(m1_open)
+    pushed = [msgspec.json.decode(fields["d"])
+              for _, fields in redis_db.xrange(stream_key(kline_channel("binance", "BTC-USDT", "1m")))]
+    assert [(e["open_time"], e["closed"]) for e in pushed] == [
+        ("2024-08-09T00:01:00.000Z", "false"), ("2024-08-09T00:00:00.000Z", "true")]
 
 # ------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
