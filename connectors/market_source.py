@@ -142,7 +142,7 @@ class MarketProcessor:
         self._seen = dict(marks)
         self._ids = TradeIds(ids)
         log.info("market_source_resumed", venue=self.venue, source=self.source, shard=self.shard,
-                 instruments=len(state))
+                 instruments=len(marks))
 
     def _fresh(self, t: Trade) -> bool:
         """Whether to pass ``t`` on: not already counted before a restart; tracks the newest per instrument."""
