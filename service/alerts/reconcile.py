@@ -98,14 +98,19 @@ def _row_from_hash(fields: dict[str, str], owner_id: int | None) -> AlertRow | N
                     fired_at=fired_at, fired_price=alert.fired_price)
 
 
-async def import_from_redis(db: Database, redis: aioredis.Redis, *, owner_id: int | None = None,
-                            snapshot: _Snapshot | None = None) -> ImportReport:
+async def import_from_redis(db: Database, redis: aioredis.Redis, *, owner_id: int | None = None) -> ImportReport:
     """Adopt every alert hash that SQL does not know (active or fired) into SQL. Idempotent."""
-    snap = snapshot or await _snapshot(AlertIndex(redis))
-    known = await _sql_rows(db, set(snap.hashes))
+    snap = await _snapshot(AlertIndex(redis))
+    return await _adopt(db, snap.hashes, await _sql_rows(db, set(snap.hashes)), owner_id)
+
+
+async def _adopt(db: Database, hashes: dict[str, dict[str, str]], known: dict[str, AlertRow],
+                 owner_id: int | None) -> ImportReport:
+    """Write a row for every hash whose id ``known`` (the SQL rows read for them) lacks, and add the new rows
+    to ``known``."""
     new: list[AlertRow] = []
     unreadable: list[str] = []
-    for alert_id, fields in snap.hashes.items():
+    for alert_id, fields in hashes.items():
         if alert_id in known:
             continue
         row = _row_from_hash(fields, owner_id) if fields.get("id") == alert_id else None
@@ -117,7 +122,8 @@ async def import_from_redis(db: Database, redis: aioredis.Redis, *, owner_id: in
         async with db.session() as s:
             s.add_all(new)
             await s.commit()
-    return ImportReport(imported=len(new), already_known=len(snap.hashes) - len(new) - len(unreadable),
+        known.update((r.id, r) for r in new)
+    return ImportReport(imported=len(new), already_known=len(hashes) - len(new) - len(unreadable),
                         unreadable=unreadable)
 
 
@@ -137,9 +143,9 @@ async def reconcile(db: Database, redis: aioredis.Redis, *, grace_s: float = DIS
     step is idempotent and the next pass resumes)."""
     index = index or AlertIndex(redis)
     snap = await _snapshot(index)
-    imported = await import_from_redis(db, redis, snapshot=snap)
     members = {i for m in snap.sets.values() for i in m}
-    rows = await _sql_rows(db, set(snap.hashes) | members)
+    rows = await _sql_rows(db, set(snap.hashes) | members)  # one read of SQL per pass, adoption included
+    imported = await _adopt(db, snap.hashes, rows, owner_id=None)
     now_ms = time.time_ns() // 1_000_000
     armed = fired = pending = removed = 0
     keep: dict[str, str] = {}  # id -> the set it may stay in
