@@ -3,8 +3,9 @@
 * the entry parser: the contract's shape -> a Trade; junk -> typed rejections only (hypothesis);
 * the source partition on a real Redis: reads every stream in order, a snapshot resumes right after the last
   entry it returned, a repeated ``trade_id`` is dropped and counted, junk is counted and skipped;
-* end to end: ``LOCAL_TRADES_N`` trades (default 200,000 to keep a 2-core CI within minutes; the full
-  1,000,000: ``LOCAL_TRADES_N=1000000 pytest tests/test_local_trades.py -k million``, see benchmarks/RESULTS.md)
+* end to end: ``LOCAL_TRADES_N`` trades (default 60,000: the test's cost is the dataflow's processing of them,
+  ~2,000 trades/s on a loaded 2-core CI, and a smaller volume shows the same exactly-once; the full 1,000,000:
+  ``LOCAL_TRADES_N=1000000 pytest tests/test_local_trades.py -k million``, see benchmarks/RESULTS.md)
   XADDed in pipelined chunks into two streams while
   ``market_data`` runs with Bytewax recovery and is killed with SIGKILL twice during the XADDs -> every
   ``kline:local:*`` hash's latest bar and every closed InfluxDB ``kline`` point (1m, 5m, 1h; each written
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -245,8 +247,8 @@ def _samples(vm: Any, inst: str, tf: str, field: str) -> dict[int, set[float]]:
     return out
 
 
-TOTAL = int(os.environ.get("LOCAL_TRADES_N", "200000"))
-SLACK = max(1.0, TOTAL / 200_000)  # deadlines grow with the volume
+TOTAL = int(os.environ.get("LOCAL_TRADES_N", "60000"))
+SLACK = max(1.0, TOTAL / 200_000)  # deadlines grow with the volume (past 200,000)
 
 
 @pytest.mark.slow
@@ -318,9 +320,12 @@ def test_one_million_trades_killed_twice_give_exactly_the_independent_klines(
                     flat = {"open": "close", "high": "close", "low": "close", "close": "close"}
                     for t in (t for t in got if t > end):
                         want[t] = {float(bars[end][flat[f]]) if f in flat else 0.0}
-                    if f == "quote_volume":  # 15+ significant digits: VictoriaMetrics' parser may miss by an ulp
-                        got = {t: {round(v, 4) for v in vs} for t, vs in got.items()}
-                        want = {t: {round(v, 4) for v in vs} for t, vs in want.items()}
+                    if f == "quote_volume":  # 15+ significant digits: VictoriaMetrics stores a block's values as
+                        # decimals with one shared exponent, off by up to ~1e-15 relative (which depends on how the
+                        # samples were grouped: it varies from run to run); a stored value within 1e-13 of the wanted
+                        # one counts as it (a lost or doubled trade moves it by > 1e-9). Rounding both to 4 decimals
+                        # failed whenever the two straddled a rounding edge.
+                        got = {t: {_close_to(v, want.get(t, set())) for v in vs} for t, vs in got.items()}
                     if got != want:
                         diff = {t: (got.get(t), want.get(t)) for t in set(got) | set(want) if got.get(t) != want.get(t)}
                         bad.append(f"{inst} {tf} {f}: {len(diff)} differ, e.g. {sorted(diff.items())[:2]}")
@@ -332,6 +337,11 @@ def test_one_million_trades_killed_twice_give_exactly_the_independent_klines(
         _wait_none_bad("every closed kline point equal to the independent one", points_equal, timeout=60 * slack)
     logs = [(tmp_path / f"run-{k}.log").read_text() for k in (1, 2)]
     assert all("local_source_resumed" in log for log in logs)  # both restarts resumed their offsets
+
+
+def _close_to(value: float, wanted: set[float]) -> float:
+    """The wanted value ``value`` stands for (equal within 1e-13 relative), else ``value`` itself."""
+    return next((w for w in wanted if math.isclose(value, w, rel_tol=1e-13)), value)
 
 
 def _wait_none_bad(what: str, check: Callable[[], list[str]], timeout: float) -> None:
