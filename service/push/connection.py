@@ -49,6 +49,7 @@ from service.push.protocol import (
     Unsubscribe,
     error_frame,
     event_frame,
+    parse_message,
     result_frame,
 )
 from service.push.tailer import StreamTailer
@@ -227,12 +228,11 @@ class Connection:
                 self.out.append(ack)
             self.out.append(event_frame(ch.name, snap.last_id, snap.data, reset=reset))
             sub.seq = snap.seq
-            sub.floor = parse_id(snap.last_id)
             # the entries after the one that produced the hash's state chain on from the snapshot; an entry
             # not yet in the stream when the hash was read comes live, and is dropped as contained (seq <= S)
             hit = [i for i, e in enumerate(snap.recent) if e.seq == snap.seq] if snap.seq >= 0 else []
             tail = snap.recent[hit[-1] + 1:] if hit else []
-            sub.floor = _NO_ID
+            sub.floor = _NO_ID  # the tail is at or below last_id: let it through, then hold the floor there
             self._accept_depth(sub, tail)
             sub.floor = max(sub.floor, parse_id(snap.last_id))
         else:
@@ -319,8 +319,6 @@ class Connection:
                 self.sent += 1
 
     async def receive_loop(self) -> None:
-        from service.push.protocol import parse_message
-
         ws = self.ws
         max_bytes = self._limits.max_bytes
         while not self.closing:
