@@ -144,6 +144,27 @@ def test_source_reads_in_order_resumes_after_its_snapshot_and_drops_repeats(redi
     resumed.close()
 
 
+
+def test_source_with_redis_down_backs_off_and_keeps_its_position() -> None:
+    """Redis unreachable: no trades, each failure counted as a reconnect, the next call only after a delay
+    (capped at 5 s); the snapshot (the position) stays the one it resumed from."""
+    from datetime import UTC, datetime
+
+    from cryptoflow.servers import free_port
+
+    state = ({"BTC-USDT": "5-0"}, {"BTC-USDT": 5})
+    part = LocalTradesSource(_config(f"redis://127.0.0.1:{free_port()}/0")).build_part("local", "local-0", state)
+    delays = []
+    for _ in range(8):
+        out = part.next_batch()
+        assert not [x for x in out if isinstance(x, Trade)]
+        awake = part.next_awake()
+        assert awake is not None
+        delays.append((awake - datetime.now(UTC)).total_seconds())
+    reconnects = [s.reconnects for s in out if isinstance(s, MarketStats)]
+    assert reconnects == [8] and part.snapshot() == state and max(delays) <= 5.0
+    part.close()
+
 # ------------------------------------------------------------------------------------------ end to end
 INSTRUMENTS = ("BTC-USDT", "ETH-USDT")
 MINUTES = 125  # 00:00 .. 02:05 of event time: 1h klines close twice, 5m 25 times

@@ -36,6 +36,7 @@ from connectors.local.wire import VENUE, parse_entry, stream_key
 from connectors.market_frames import MarketParseError
 from connectors.market_source import MarketSourceItem, MarketStats
 from connectors.untrusted import RejectTally
+from connectors.ws.budget import Backoff
 from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
@@ -45,15 +46,14 @@ from operators.kline_steps import InstrumentRemoved
 log = get_logger("connectors.local.source")
 LocalState = tuple[dict[str, str], dict[str, int]]  # (instrument -> last stream id, instrument -> last trade_id)
 # XREAD's reply as the server sends it: {stream: [[id, [field, value, ...]], ...]} (RESP3; RESP2 a list of
-# [stream, entries]). redis-py's own
-# callback turns each entry into a dict in Python (a third of the source's cost); ours keeps the raw reply
-# and builds the dict with one dict(zip()) in C.
+# [stream, entries]). redis-py's own callback turns each entry into a dict in Python (a third of the source's
+# cost); ours keeps the raw reply and builds the dict with one dict(zip()) in C.
 XReadReply = dict[bytes, object] | list[list[object]]
+_BACKOFF_S = (0.05, 5.0)  # first retry, cap: capped exponential with jitter (connectors.ws.budget)
 
 
 def _raw_reply(response: object, **_options: object) -> object:
     return response
-_BACKOFF_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         self._next_poll = 0.0
         self._next_stats = 0.0
         self._awake: datetime | None = None
-        self._backoff = 0.0
+        self._backoff = Backoff(*_BACKOFF_S)
         self._reconnects = 0
         self._last_check_ms = 0
         self._counters: Counter[str] = Counter()
@@ -159,13 +159,13 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
                 self._poll_pairs(out)
             self._read(out)
         except (RedisError, OSError) as err:
-            self._backoff = min(_BACKOFF_MAX_S, max(0.05, self._backoff * 2))
+            delay = self._backoff.next_delay()
             self._reconnects += 1
             self._next_poll = 0.0
-            log.warning("local_read_failed", shard=self._index, error=str(err)[:200], retry_in_s=self._backoff)
-            self._awake = datetime.now(UTC) + timedelta(seconds=self._backoff)
+            log.warning("local_read_failed", shard=self._index, error=str(err)[:200], retry_in_s=round(delay, 3))
+            self._awake = datetime.now(UTC) + timedelta(seconds=delay)
         else:
-            self._backoff = 0.0
+            self._backoff.reset()
             # nothing to read: sleep until the next pairs poll instead of being called every millisecond
             self._awake = None if self._instruments else datetime.now(UTC) + timedelta(seconds=self._cfg.poll_interval)
         self._stats(now, out)
