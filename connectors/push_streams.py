@@ -102,15 +102,20 @@ _ZERO = "0"
 
 class _Published(msgspec.Struct):
     seq: int
-    bids: dict[str, str]  # price -> size, exactly as last published (the client's copy)
-    asks: dict[str, str]
+    bids: set[Level]  # the levels exactly as last published (the client's copy)
+    asks: set[Level]
 
 
-def _changes(old: dict[str, str], new: tuple[Level, ...], new_map: dict[str, str]) -> list[tuple[str, str]]:
-    """Levels whose size differs from ``old`` (in the book's order, best first), then the removed ones as
-    size ``"0"`` — applied in any order they give ``new``."""
-    out = [(lv.price, lv.size) for lv in new if old.get(lv.price) != lv.size]
-    out.extend((price, _ZERO) for price in old if price not in new_map)
+def _changes(old: set[Level], new: set[Level]) -> list[tuple[str, str]]:
+    """The levels of ``new`` not in ``old`` (a new price or a new size), then the prices gone as size ``"0"``;
+    in no particular order (each price appears once, so any order gives ``new``). Set differences: the
+    per-level work is in C, and Python touches only the changed levels."""
+    added = new - old
+    out = [(lv.price, lv.size) for lv in added]
+    gone = old - new
+    if gone:
+        kept = {lv.price for lv in added}
+        out.extend((lv.price, _ZERO) for lv in gone if lv.price not in kept)
     return out
 
 
@@ -162,8 +167,7 @@ class DepthPublisher:
             self.forget(view.instrument)
             return
         inst = view.instrument
-        bids = {lv.price: lv.size for lv in view.bids}
-        asks = {lv.price: lv.size for lv in view.asks}
+        bids, asks = set(view.bids), set(view.asks)
         seq = view.seq_id if view.seq_id is not None else 0
         prev = self._books.get(inst)
         if prev is None:
@@ -171,8 +175,8 @@ class DepthPublisher:
                                  "checksum": okx_checksum(view.bids, view.asks)})
             events.append((depth_channel(inst), data, ("t", "snapshot", "s", seq, "p", -1)))
         else:
-            ch_bids = _changes(prev.bids, view.bids, bids)
-            ch_asks = _changes(prev.asks, view.asks, asks)
+            ch_bids = _changes(prev.bids, bids)
+            ch_asks = _changes(prev.asks, asks)
             if not ch_bids and not ch_asks and seq == prev.seq:
                 return  # a status-only rewrite of the hash: nothing for a client to apply
             data = _json.encode({"type": "update", "bids": ch_bids, "asks": ch_asks, "seq": seq,
