@@ -3,12 +3,16 @@
 A shard reports ``connections`` (now) and ``reconnects`` (cumulative) about once a second. While it holds as
 many connections as it ever held, its data is taken to flow ("healthy"). When ``reconnects`` grows, the
 interval since its last healthy report may have lost trades: :meth:`OutageTracker.observe` returns it as an
-:class:`Outage`, for the caller to fetch that interval's klines from the venue. Pure: no clock, no I/O.
+:class:`Outage`, for the caller to fetch that interval's klines from the venue (:func:`repair_range`). One
+network blip drops every shard of a venue at once: :func:`covers` says which of their outages one fetch
+serves. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import msgspec
+
+from operators.klines import MINUTE_MS, window_start
 
 
 class Outage(msgspec.Struct, frozen=True):
@@ -44,3 +48,18 @@ class OutageTracker:
         if connections >= state.most_connections > 0:
             state.healthy_ms = ts_ms
         return outage
+
+
+def repair_range(outage: Outage, max_back_ms: int) -> tuple[int, int]:
+    """``[start, end)`` to fetch for ``outage``: from its last healthy report (at most ``max_back_ms`` before the
+    reconnect) to the end of the reconnect's minute (the minute cut in two is fetched whole, once closed)."""
+    return max(outage.start_ms, outage.end_ms - max_back_ms), window_start(outage.end_ms, MINUTE_MS) + MINUTE_MS
+
+
+def covers(repair: Outage, other: Outage, max_back_ms: int) -> bool:
+    """Whether repairing ``repair`` fetches every whole minute that repairing ``other`` would (same venue, no
+    earlier start minute, no later end): then ``other`` needs no repair of its own."""
+    if other.venue != repair.venue:
+        return False
+    (a_start, a_end), (b_start, b_end) = repair_range(repair, max_back_ms), repair_range(other, max_back_ms)
+    return window_start(b_start, MINUTE_MS) >= window_start(a_start, MINUTE_MS) and b_end <= a_end

@@ -17,7 +17,7 @@ from connectors.market_source import MarketStats
 from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
-from operators.outages import Outage, OutageTracker
+from operators.outages import Outage, OutageTracker, covers, repair_range
 from tests.dataflow_helpers import log_events, start_dataflow
 from tests.fixtures.influx import VictoriaMetrics
 from tests.fixtures.redis import RedisServer
@@ -147,3 +147,42 @@ def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
             samples.setdefault(t, []).append(v)
     missed = range(outage["start_ms"] // 60_000 * 60_000, minute + 60_000, 60_000)
     assert all(float(want[t]) in samples.get(t, []) for t in missed), [(t, samples.get(t), want[t]) for t in missed]
+
+
+def test_one_fetch_serves_the_outages_of_one_blip() -> None:
+    hour = 3_600_000
+    first = Outage("okx", 10 * 60_000 + 5_000, 20 * 60_000 + 1_000)
+    assert repair_range(first, hour) == (10 * 60_000 + 5_000, 21 * 60_000)  # the reconnect's minute, whole
+    assert repair_range(Outage("okx", 0, 2 * hour), hour) == (hour, 2 * hour + 60_000)  # at most max_back
+    assert covers(first, Outage("okx", 10 * 60_000 + 59_000, 20 * 60_000 + 59_000), hour)  # same minutes
+    assert covers(first, Outage("okx", 10 * 60_000, 19 * 60_000), hour)  # inside
+    assert not covers(first, Outage("okx", 9 * 60_000 + 59_000, 20 * 60_000), hour)  # starts a minute earlier
+    assert not covers(first, Outage("okx", 11 * 60_000, 21 * 60_000), hour)  # ends a minute later
+    assert not covers(first, Outage("bybit", 10 * 60_000 + 5_000, 20 * 60_000 + 1_000), hour)  # another venue
+
+
+def test_every_shard_of_a_venue_reconnecting_is_one_repair(
+        sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
+    redis_db.sadd("config:trading_pairs", "UNI-USDT", "AVAX-USDT")
+    settings = _settings(sim, victoria, redis_server, "bybit,okx")
+    partition = KlineRepairSink(settings).build("repair_klines", 1, 2)  # not worker 0: no start-up backfill
+    t0 = (int(time.time() * 1000) // 60_000 - 40) * 60_000 + 20_000  # 40 minutes ago, 20 s into a minute
+
+    def shard(venue: str, n: int, ts_ms: int, reconnects: int) -> MarketStats:
+        return MarketStats(venue=venue, source="trades", shard=n, ts_ms=ts_ms, connections=1,
+                           reconnects=reconnects, topics=2)
+
+    try:
+        # three bybit shards drop in the same second: one batch; then an okx outage, repaired after them (FIFO)
+        partition.write_batch([shard("bybit", n, t0 + n, 0) for n in range(3)])
+        partition.write_batch([shard("bybit", n, t0 + 10 * 60_000 + n, 1) for n in range(3)])
+        partition.write_batch([shard("okx", 0, t0, 0), shard("okx", 0, t0 + 5 * 60_000, 1)])
+        wait_for("the okx repair", lambda: victoria.series("kline", "close", exchange="okx", symbol="UNI-USDT",
+                                                           timeframe="5m"), timeout=120)
+    finally:
+        partition.close()
+    counters = orjson.loads(_http.request("GET", f"{sim.control_url}/rest").data)
+    assert counters["bybit"]["requests"] == 4  # one page per pair and timeframe, once (not once per shard)
+    start = t0 - 20_000
+    minutes = victoria.series("kline", "close", exchange="bybit", symbol="UNI-USDT", timeframe="1m")
+    assert sorted(minutes) == [start + i * 60_000 for i in range(11)]

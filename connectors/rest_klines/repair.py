@@ -37,7 +37,7 @@ from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
 from operators.klines import MINUTE_MS, TIMEFRAME_MS, window_start
-from operators.outages import Outage, OutageTracker
+from operators.outages import Outage, OutageTracker, covers, repair_range
 
 log = get_logger("connectors.rest_klines.repair")
 SETTLE_MS = 2_000  # after a minute closes, venues need a moment to publish its kline
@@ -68,11 +68,14 @@ def repair_enabled(settings: Settings) -> bool:
 
 
 class _Repairer:
-    """The thread: takes outages from a queue, fetches and writes their klines."""
+    """The thread: takes outages from a queue, fetches and writes their klines. The outages of one blip (every
+    shard of a venue reconnecting) are repaired once: when an outage's minute has closed, the queued ones it
+    covers (:func:`operators.outages.covers`) are dropped."""
 
     def __init__(self, config: RepairConfig) -> None:
         self._config = config
-        self._queue: queue.Queue[Outage | None] = queue.Queue()
+        self._max_back_ms = int(config.window_s * 1000)
+        self._queue: queue.Queue[list[Outage] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kline-repair", daemon=True)
         self._stopping = threading.Event()
         self.repairs_done = 0
@@ -80,8 +83,9 @@ class _Repairer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, outage: Outage) -> None:
-        self._queue.put(outage)
+    def submit(self, outages: list[Outage]) -> None:
+        if outages:
+            self._queue.put(outages)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -95,24 +99,41 @@ class _Repairer:
         cfg = self._config
         clients = {v: KlineClient(VENUES[v], cfg.rest_urls[v]) for v in cfg.venues}
         store = SyncInfluxWriter(*cfg.influx)
+        pending: list[Outage] = []
         try:
             while not self._stopping.is_set():
-                outage = await asyncio.to_thread(self._queue.get)
-                if outage is None:
-                    return
+                if not pending:
+                    item = await asyncio.to_thread(self._queue.get)
+                    if item is None:
+                        return
+                    pending = item
+                outage, pending = pending[0], pending[1:]
+                _, end = repair_range(outage, self._max_back_ms)
+                wait_s = (end + SETTLE_MS) / 1000 - time.time()
+                if wait_s > 0 and await asyncio.to_thread(self._stopping.wait, wait_s):
+                    return  # stopping: the next start's backfill covers this interval
+                pending = [o for o in self._queued(pending) if not covers(outage, o, self._max_back_ms)]
                 await self._repair(clients[outage.venue], store, outage)
         finally:
             for client in clients.values():
                 await client.close()
             store.close()
 
+    def _queued(self, pending: list[Outage]) -> list[Outage]:
+        """``pending`` and every outage queued since, in order (a stop request stays queued)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return pending
+            if item is None:
+                self._queue.put(None)
+                return pending
+            pending = pending + item
+
     async def _repair(self, client: KlineClient, store: SyncInfluxWriter, outage: Outage) -> None:
         cfg = self._config
-        start = max(outage.start_ms, outage.end_ms - int(cfg.window_s * 1000))
-        end = window_start(outage.end_ms, MINUTE_MS) + MINUTE_MS  # the reconnect's minute, whole
-        wait_s = (end + SETTLE_MS) / 1000 - time.time()
-        if wait_s > 0 and await asyncio.to_thread(self._stopping.wait, wait_s):
-            return  # stopping: the next start's backfill covers this interval
+        start, end = repair_range(outage, self._max_back_ms)
         pairs = self._pairs()
         log.info("kline_repair_started", venue=outage.venue, start_ms=start, end_ms=end, pairs=len(pairs))
         written = 0
@@ -152,11 +173,12 @@ class _RepairPartition(StatelessSinkPartition[MarketStats]):
         self._repairer.start()
         if startup:  # KLINE_BACKFILL seconds up to the last closed minute (no wait for the open one)
             now_ms = int(time.time() * 1000)
-            for venue in config.venues:
-                last_closed = window_start(now_ms, MINUTE_MS) - 1
-                self._repairer.submit(Outage(venue, now_ms - int(config.window_s * 1000), last_closed))
+            last_closed = window_start(now_ms, MINUTE_MS) - 1
+            self._repairer.submit([Outage(venue, now_ms - int(config.window_s * 1000), last_closed)
+                                   for venue in config.venues])
 
     def write_batch(self, items: list[MarketStats]) -> None:
+        outages = []
         for s in items:
             if s.venue not in VENUES:
                 continue
@@ -164,7 +186,8 @@ class _RepairPartition(StatelessSinkPartition[MarketStats]):
             if outage is not None:
                 log.info("kline_outage", venue=outage.venue, source=s.source, shard=s.shard,
                          start_ms=outage.start_ms, end_ms=outage.end_ms)
-                self._repairer.submit(outage)
+                outages.append(outage)
+        self._repairer.submit(outages)
 
     def close(self) -> None:
         self._repairer.stop()
