@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
 
 from connectors.alerts.index import AlertIndex, Fired, fired_of
 from cryptoflow.logs import get_logger
@@ -84,16 +84,9 @@ class AlertService:
         values = {k: v for k, v in change.model_dump(exclude_unset=True).items() if v is not None}
         if "price" in values:
             values["price"] = price_text(values["price"])
-        await self._disarm(row)
-        try:
-            async with store("database"), self.db.session() as s:
-                done = await s.execute(update(AlertRow).where(AlertRow.id == row.id, AlertRow.status == "active")
-                                       .values(**values))
-                await s.commit()
-        except BaseException:
-            await self._undo_disarm(row.id)
-            raise
-        if getattr(done, "rowcount", 1) == 0:  # fired or deleted meanwhile, by the matcher or another request
+        changed = await self._disarm_and_commit(
+            row, update(AlertRow).where(AlertRow.id == row.id, AlertRow.status == "active").values(**values))
+        if changed == 0:  # fired or deleted meanwhile, by the matcher or another request
             await self._undo_disarm(row.id)
             return await self.get(scope, alert_id)
         for name, value in values.items():
@@ -103,16 +96,8 @@ class AlertService:
 
     async def delete(self, scope: Scope, alert_id: str) -> None:
         row, _ = await self._visible(scope, alert_id)
-        async with store("redis"):
-            await self.index.disarm(row.id, time.time_ns() // 1_000_000)
-        try:
-            async with store("database"), self.db.session() as s:
-                await s.execute(update(AlertRow).where(AlertRow.id == row.id)
-                                .values(status="deleted", deleted_at=_now()))
-                await s.commit()
-        except BaseException:
-            await self._undo_disarm(row.id)
-            raise
+        await self._disarm_and_commit(row, update(AlertRow).where(AlertRow.id == row.id)
+                                      .values(status="deleted", deleted_at=_now()), fired_ok=True)
         try:
             await self.index.remove(row.id)
         except REDIS_ERRORS as err:  # disarmed already: it cannot fire; the reconciler removes it
@@ -129,12 +114,23 @@ class AlertService:
             raise no_alert(alert_id)  # another user's alert is as absent as a missing one
         return found[0], found[1]
 
-    async def _disarm(self, row: AlertRow) -> None:
+    async def _disarm_and_commit(self, row: AlertRow, stmt: Update, *, fired_ok: bool = False) -> int:
+        """Steps (1) and (2) of a change or delete (module docstring): disarm the hash, then run ``stmt`` and
+        commit, undoing the disarm if that fails. An alert the matcher fired first is recorded and refused
+        (409) unless ``fired_ok``. Returns the number of rows ``stmt`` changed."""
         async with store("redis"):
             fired = await self.index.disarm(row.id, time.time_ns() // 1_000_000)
-        if fired is not None:
+        if fired is not None and not fired_ok:
             await write_fired(self.db, row, fired)
             raise already_fired(row.id)
+        try:
+            async with store("database"), self.db.session() as s:
+                done = await s.execute(stmt)
+                await s.commit()
+        except BaseException:
+            await self._undo_disarm(row.id)
+            raise
+        return int(getattr(done, "rowcount", 1))
 
     async def _undo_disarm(self, alert_id: str) -> None:
         try:
