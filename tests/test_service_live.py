@@ -268,3 +268,38 @@ def test_serve_with_two_workers_answers_and_stops_with_exit_0(tmp_path: Path, re
         wait_for("a worker to answer", answered, timeout=120)
     finally:
         assert svc.stop(60) == 0, svc.stderr()
+
+
+def test_a_worker_that_cannot_start_makes_serve_exit_1(tmp_path: Path, redis_server: RedisServer) -> None:
+    svc = launch_service(tmp_path, {"REDIS_URL": redis_server.url,
+                                    "DATABASE_URL": "sqlite+aiosqlite:////proc/no-such-dir/cryptoflow.db"},
+                         args=["--workers", "2"])
+    assert svc.proc.wait(120) == 1
+    assert "cryptoflow serve: a worker did not start" in svc.stderr()
+
+
+_OPEN_AT = """
+import asyncio, sys, time
+from service.db import Database
+async def main():
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process starts migrating at this moment
+    await (await Database.open(sys.argv[1])).close()
+asyncio.run(main())
+"""
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_migrate_it(tmp_path: Path) -> None:
+    """SQLite runs Alembic's DDL outside a transaction: without the lock, two processes upgrading a new file at
+    once both create ``alembic_version`` and one fails (a ``serve --workers 2`` worker died at start)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    at = str(time.time() + 3)  # after every interpreter has imported the service
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, at], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], [err[-500:] for _, err in results]
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        assert len(conn.execute("SELECT version_num FROM alembic_version").fetchall()) == 1

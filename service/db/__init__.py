@@ -2,12 +2,18 @@
 
 ``Database.open(url)`` takes a ``sqlite+aiosqlite:///PATH`` (its directory is created) or a
 ``postgresql+asyncpg://...`` URL and brings the schema to the newest migration before returning, so every
-process (``cryptoflow serve`` replicas, the CLI) can open it first. Two PostgreSQL processes migrating at once
-are serialized by an advisory lock.
+process (``cryptoflow serve`` replicas, the CLI) can open it first. Two processes migrating at once are
+serialized: on PostgreSQL by an advisory lock, on SQLite by an flock on ``PATH.migrate.lock`` (SQLite runs
+Alembic's DDL outside a transaction, so two starters on a new file both tried ``CREATE TABLE alembic_version``
+and one failed: a ``serve --workers 2`` worker died at start).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy import event, text
@@ -31,6 +37,14 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor.close()
 
 
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive flock on ``path`` (created if missing), waited for in a thread; released on close."""
+    with path.open("a") as f:
+        await asyncio.to_thread(fcntl.flock, f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
 class Database:
     """One async engine and its session factory. Sessions do not expire objects on commit (they are read
     after the commit, outside the session)."""
@@ -42,16 +56,19 @@ class Database:
     @classmethod
     async def open(cls, url: str) -> Database:
         parsed = make_url(url)
+        lock: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(parsed.database)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = _file_lock(path.with_name(path.name + ".migrate.lock"))
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
         db = cls(engine)
         try:
-            async with engine.begin() as conn:
+            async with lock, engine.begin() as conn:
                 await conn.run_sync(upgrade_to_head)
         except BaseException:
             await engine.dispose()
