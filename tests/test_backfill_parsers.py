@@ -63,6 +63,10 @@ def test_each_venue_says_too_many_requests_its_own_way() -> None:
         RateLimited(429, 7.0, '{"code":-1003,"msg":"Too much request weight used"}')
     banned = _read("binance", b'{"code":-1003,"msg":"banned"}', 418, {"Retry-After": "120"})
     assert isinstance(banned, RateLimited) and banned.banned and banned.retry_after_s == 120
+    three_days = _read("binance", b'{"code":-1003,"msg":"banned"}', 418, {"Retry-After": "259200"})
+    assert isinstance(three_days, RateLimited) and three_days.retry_after_s == 259_200  # believed, not dropped
+    for junk in ("nan", "inf", "-1", "soon"):
+        assert _read("binance", b"{}", 429, {"Retry-After": junk}) == RateLimited(429, None, "{}")
     assert _read("okx", b'{"msg":"Too Many Requests","code":"50011"}', 429) == \
         RateLimited(429, None, '{"msg":"Too Many Requests","code":"50011"}')
     bybit = _read("bybit", b'{"retCode":10006,"retMsg":"Too many visits!","result":{}}', 403,

@@ -8,6 +8,7 @@ itself is wrong: unknown symbol, unsupported interval; asking again will not hel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -72,13 +73,15 @@ def interval_of(table: Mapping[str, str], venue: str, timeframe: str) -> str:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """``Retry-After`` in seconds (the venues send a number), or ``None`` when absent or unreadable."""
+    """``Retry-After`` in seconds (the venues send a number), or ``None`` when absent or unreadable. Any length
+    is believed (a Binance 418 ban lasts up to 3 days): the client gives up on a wait over its ``max_wait_s``
+    instead of asking again, which would only lengthen a ban."""
     text = headers.get("Retry-After")
     try:
         value = float(text) if text is not None else None
     except ValueError:
         return None
-    return value if value is not None and 0 <= value < 86_400 else None
+    return value if value is not None and 0 <= value < math.inf else None
 
 
 Row = tuple[int | str, tuple[str, str, str, str, str, str], int]  # open time, OHLCV + quote volume, trades
