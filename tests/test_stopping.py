@@ -190,8 +190,11 @@ def test_collector_stops_cleanly_with_its_last_batch_written(sig: int, start_sim
     assert book["status"] == "valid" and book["seq_id"] == str(frames[-1]["data"][-1]["seqId"])
     assert [tuple(lv) for lv in json.loads(book["bids"])] == naive.sorted_bids()
     assert [tuple(lv) for lv in json.loads(book["asks"])] == naive.sorted_asks()
-    # and the InfluxDB sink was closed (flushed) normally: the book samples of this run are there
-    assert points()
+    # and the InfluxDB sink was closed (flushed) normally: the book samples of this run are there. (Failed once in
+    # four loaded clean-clone runs, cause unknown: the message carries what is needed to tell a lost flush from a
+    # sample stamped before started_ms.)
+    assert points(), (started_ms, victoria.series("orderbook_data", "price", instrument_id=inst, side="buy",
+                                                  depth_level="1"), flow.text()[-4000:])
 
 
 @pytest.mark.slow
