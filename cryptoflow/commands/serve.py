@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from cryptoflow.settings import Settings
 
@@ -57,6 +59,24 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, with a worker's death seen at once and a stop signal obeyed at once.
+
+    uvicorn keeps the parent's copy of each worker's end of the health-check pipe open, so a check of a
+    worker that died never sees EOF and waits out the whole timeout (60 s here); and its signal handler
+    only queues the signal, read after the checks."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.should_exit.set())
+
+    def keep_subprocess_alive(self) -> None:
+        for process in self.processes:  # started: the worker holds its own copy (passed at spawn)
+            process.child_conn.close()
+        super().keep_subprocess_alive()
+
+
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -88,33 +108,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_workers(workers: int, common: dict[str, Any]) -> int:
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
-
-    class Supervisor(Multiprocess):
-        """uvicorn's supervisor, with a worker's death seen at once and a stop signal obeyed at once.
-
-        uvicorn keeps the parent's copy of each worker's end of the health-check pipe open, so a check of a
-        worker that died never sees EOF and waits out the whole timeout (60 s here); and its signal handler
-        only queues the signal, read after the checks."""
-
-        def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-            super().__init__(config, sockets)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.should_exit.set())
-
-        def keep_subprocess_alive(self) -> None:
-            for process in self.processes:  # started: the worker holds its own copy (passed at spawn)
-                process.child_conn.close()
-            super().keep_subprocess_alive()
-
     # A worker that has not finished its start (imports, migrations) within the health-check timeout is killed
     # and restarted by uvicorn: 5 s by default, which a loaded machine exceeds, restarting workers forever.
     config = uvicorn.Config("service.app:app_from_env", factory=True, workers=workers,
                             timeout_worker_healthcheck=60, **common)
     sock = config.bind_socket()
     print(f"cryptoflow serve: listening on {_url(sock)}", flush=True)  # the workers accept on it as they start
-    supervisor = Supervisor(config, sockets=[sock])
+    supervisor = _Supervisor(config, sockets=[sock])
     supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
         print("cryptoflow serve: a worker did not start (see the log above)", file=sys.stderr)
