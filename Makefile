@@ -3,6 +3,8 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test files run on this many processes (pytest-xdist; a file's tests stay on one); 0 runs them in this process.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test bootstrap lint web bench soak clean
@@ -15,8 +17,8 @@ demo: web ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, e
 	@bash scripts/bootstrap.sh
 	@$(BIN)/cryptoflow demo
 
-test: bootstrap lint web ## bootstrap, lint, build the web app, then the whole test suite (PYTEST_ARGS="-k x" to narrow it)
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+test: bootstrap lint web ## bootstrap, lint, build the web app, then the whole suite on TEST_WORKERS processes (PYTEST_ARGS="-k x" narrows it)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
 	@bash scripts/bootstrap.sh --servers
