@@ -12,6 +12,9 @@ push gateway (``GET /ws``, :mod:`service.push.gateway`) resolves ``{"op":"auth"}
 users as the REST routes. The service keeps no state of its own, so any number of replicas can run behind a
 load balancer.
 
+``GET /v1/orderbook/{inst}`` and ``GET /v1/tickers`` are answered by :mod:`service.fastpath` before FastAPI's
+routing when public reads are on and the request is plainly well-formed; the routes here answer all the rest.
+
 Route order matters: the history routes (``/v1/analysis/history``, ``/v1/alerts/analysis``) come before the
 routes with a path parameter at the same place (``/v1/analysis/{inst}``, ``/v1/alerts/{id}``).
 """
@@ -29,6 +32,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from starlette.types import Receive, Scope, Send
 
 from connectors.influx_query import InfluxQuery
 from cryptoflow.logs import get_logger
@@ -37,6 +41,7 @@ from service import handlers
 from service.alerts import reconcile_forever
 from service.auth import public_reader
 from service.db import Database
+from service.fastpath import FastPath
 from service.push import gateway
 from service.routes import alerts, history, live, pairs
 from service.users import principal_for_key
@@ -103,9 +108,19 @@ def _push_authenticate(db: Database) -> Callable[[str], Awaitable[str | None]]:
     return authenticate
 
 
+class App(FastAPI):
+    """FastAPI, with the hot live reads answered before its machinery (:mod:`service.fastpath`)."""
+
+    fastpath: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fastpath is None or not await self.fastpath(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="cryptoflow", version="0.1.0", lifespan=lifespan,
-                  description="Live order books, analyses, tickers and klines; price alerts; system status.")
+    app = App(title="cryptoflow", version="0.1.0", lifespan=lifespan,
+              description="Live order books, analyses, tickers and klines; price alerts; system status.")
     app.state.settings = settings
     handlers.install(app)
     app.add_middleware(handlers.BodyLimit, max_bytes=settings.api_max_body)
@@ -116,6 +131,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, dependencies=reads)
     for router in (pairs.router, alerts.router, gateway.router):
         app.include_router(router)
+    if settings.api_public_reads:  # with keys, the SQL lookup per request dwarfs what the fast path saves
+        app.fastpath = FastPath(app)
     _mount_web(app)
     return app
 

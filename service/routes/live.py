@@ -15,6 +15,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import State
 
 from connectors.monitoring import refresh
 from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
@@ -90,21 +91,33 @@ def _redis(request: Request) -> aioredis.Redis:
     return cast(aioredis.Redis, request.app.state.redis)
 
 
+async def read_book(client: aioredis.Redis, exchange: BookExchange, inst: str) -> list[str | None]:
+    """The stored fields of one book (:data:`BOOK_FIELDS` order); ``inst`` already validated."""
+    return await client.hmget(book_key(exchange, inst), BOOK_FIELDS)  # type: ignore[return-value]  # decode_responses=True
+
+
+def book_body(inst: str, exchange: BookExchange, depth: int, found: list[str | None]) -> bytes:
+    """The JSON of ``GET /v1/orderbook/{inst}`` from :func:`read_book`'s fields, or 404 when there is no book."""
+    bids, asks, seq_id, status, ts, checksum = found
+    if status is None and bids is None:
+        what = f"order book {exchange.value}:{inst}"
+        raise not_found(what)
+    return orjson.dumps({
+        "instrument_id": inst, "exchange": exchange.value, "status": status, "timestamp": ts,
+        "seq_id": _int_or_none(seq_id), "checksum": _int_or_none(checksum),
+        "bids": top_levels(bids, depth), "asks": top_levels(asks, depth),
+    })
+
+
+# Served by service.fastpath when the request is well-formed; this declaration is the OpenAPI entry and the
+# path of every other request (bad parameters, keys required), so both must answer alike.
 @router.get("/v1/orderbook/{inst}", summary="Live order book (top `depth` levels per side)")
 async def orderbook(request: Request, inst: str,
                     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = DEFAULT_DEPTH,
                     exchange: BookExchange = BookExchange.OKX) -> Response:
     inst = instrument(inst)
-    found: list[str | None] = await _redis(request).hmget(book_key(exchange, inst), BOOK_FIELDS)  # type: ignore[assignment]  # decode_responses=True
-    bids, asks, seq_id, status, ts, checksum = found
-    if status is None and bids is None:
-        what = f"order book {exchange.value}:{inst}"
-        raise not_found(what)
-    return json_response({
-        "instrument_id": inst, "exchange": exchange.value, "status": status, "timestamp": ts,
-        "seq_id": _int_or_none(seq_id), "checksum": _int_or_none(checksum),
-        "bids": top_levels(bids, depth), "asks": top_levels(asks, depth),
-    })
+    found = await read_book(_redis(request), exchange, inst)
+    return Response(book_body(inst, exchange, depth, found), media_type="application/json")
 
 
 @router.get("/v1/analysis/{inst}", summary="Live order-book analysis of one instrument")
@@ -135,23 +148,31 @@ return out
 """
 
 
-@router.get("/v1/tickers", summary="Live tickers of the monitored pairs (or of one symbol) on each venue")
-async def tickers(request: Request, exchange: TickerExchange | None = None, symbol: str | None = None) -> Response:
-    venues = [exchange.value] if exchange is not None else [v.value for v in TickerExchange]
-    symbols = [instrument(symbol, "symbol")] if symbol is not None else []
-    client = _redis(request)
-    script = getattr(request.app.state, "tickers_script", None)
+async def read_tickers(state: State, venues: list[str], symbols: list[str]) -> bytes:
+    """The JSON of ``GET /v1/tickers``: one round trip (the script above), rows by symbol then venue."""
+    script = getattr(state, "tickers_script", None)
     if script is None:
-        script = request.app.state.tickers_script = client.register_script(_TICKERS)
-    found = await script(keys=[request.app.state.settings.redis_trading_pairs_key],
-                         args=[len(venues), *venues, *symbols])
+        script = state.tickers_script = state.redis.register_script(_TICKERS)
+    found = await script(keys=[state.settings.redis_trading_pairs_key], args=[len(venues), *venues, *symbols])
     rows = []
     for venue, sym, flat in found:
         row = {"exchange": venue, "symbol": sym}
         row.update(zip(flat[::2], flat[1::2], strict=True))
         rows.append(row)
     rows.sort(key=lambda r: (r["symbol"], r["exchange"]))
-    return json_response(rows)
+    return orjson.dumps(rows)
+
+
+ALL_VENUES = [v.value for v in TickerExchange]
+
+
+# Served by service.fastpath when the request is well-formed (see the order book above).
+@router.get("/v1/tickers", summary="Live tickers of the monitored pairs (or of one symbol) on each venue")
+async def tickers(request: Request, exchange: TickerExchange | None = None, symbol: str | None = None) -> Response:
+    venues = [exchange.value] if exchange is not None else ALL_VENUES
+    symbols = [instrument(symbol, "symbol")] if symbol is not None else []
+    body = await read_tickers(request.app.state, venues, symbols)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/status", summary="system:monitoring and whether the service reaches Redis, SQL, InfluxDB")
