@@ -16,6 +16,8 @@ app registered for it (:mod:`service.handlers`), found the way Starlette finds i
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import cast
 from urllib.parse import parse_qsl
@@ -51,15 +53,17 @@ class FastPath:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._in_flight: dict[tuple[str, bytes], asyncio.Task[bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path") or _has_body(scope):
             return False
-        answer = self._route(scope["path"], scope["query_string"])
+        path, query = scope["path"], scope["query_string"]
+        answer = self._route(path, query)
         if answer is None:
             return False
         try:
-            body = await answer()
+            body = await asyncio.shield(self._shared((path, query), answer))
         except Exception as exc:  # rendered as FastAPI would render it (the Exception handler included)
             await self._error(scope, receive, send, exc)
             return True
@@ -67,6 +71,24 @@ class FastPath:
             (b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]})
         await send({"type": "http.response.body", "body": body})
         return True
+
+    def _shared(self, key: tuple[str, bytes], answer: Answer) -> asyncio.Task[bytes]:
+        """The answer in flight for the same path and query, else a new one (single flight).
+
+        Under load many clients poll the same book; overlapping identical requests then share one Redis read and
+        one body. No cache: a request joins only a read still in flight, so what it gets was read at most one
+        Redis round trip before it arrived. The read is a task of its own (shielded), so a waiter cancelled
+        does not cancel it for the others."""
+        task = self._in_flight.get(key)
+        if task is None:
+            task = self._in_flight[key] = asyncio.ensure_future(answer())
+            task.add_done_callback(functools.partial(self._landed, key))
+        return task
+
+    def _landed(self, key: tuple[str, bytes], task: asyncio.Task[bytes]) -> None:
+        del self._in_flight[key]
+        if not task.cancelled():
+            task.exception()  # marked as retrieved: an error every waiter has left is not logged a second time
 
     def _route(self, path: str, query_string: bytes) -> Answer | None:
         if path == TICKERS_PATH:

@@ -149,3 +149,31 @@ def test_redis_down_is_the_same_503(tmp_path: Path) -> None:
 def test_no_fast_path_when_reads_need_a_key(tmp_path: Path, redis_server: RedisServer) -> None:
     app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path), api_public_reads=False))
     assert app.fastpath is None  # type: ignore[attr-defined]
+
+
+def test_overlapping_identical_requests_share_one_read_and_none_is_cached(
+        tmp_path: Path, redis_server: RedisServer, redis_db: redis.Redis, monkeypatch: Any) -> None:
+    import service.fastpath
+
+    _seed(redis_db)
+    reads: list[str] = []
+    real = service.fastpath.read_book
+
+    async def counted(client: Any, exchange: Any, inst: str) -> list[str | None]:
+        reads.append(inst)
+        return await real(client, exchange, inst)
+
+    monkeypatch.setattr(service.fastpath, "read_book", counted)
+    app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            answers = await asyncio.gather(*(_get(app, "/v1/orderbook/BTC-USDT", b"depth=3") for _ in range(10)),
+                                           _get(app, "/v1/orderbook/BTC-USDT", b"depth=4"))
+            assert len(reads) == 2 and len({a[2] for a in answers[:10]}) == 1
+            assert answers[0][0] == 200 and answers[0][2] != answers[10][2]
+            redis_db.hset("orderbook:BTC-USDT", "status", "resyncing")  # the next request reads anew
+            _, _, body = await _get(app, "/v1/orderbook/BTC-USDT", b"depth=3")
+            assert len(reads) == 3 and b'"status":"resyncing"' in body
+
+    asyncio.run(main())
