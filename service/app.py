@@ -4,6 +4,7 @@ State (``app.state``), opened by the lifespan and closed after the last request:
 
 * ``settings`` — the frozen :class:`~cryptoflow.settings.Settings`;
 * ``redis`` — one ``redis.asyncio`` client (pool) with ``decode_responses=True``; it reconnects by itself;
+* ``redis_calls`` — the hot live reads' pipelined connection (:mod:`service.redis_pipe`), reconnecting too;
 * ``db`` — :class:`service.db.Database` (``DATABASE_URL``; migrations run at start);
 * ``influx`` — :class:`connectors.influx_query.InfluxQuery`, or ``None`` when ``INFLUX_URL`` is unset.
 
@@ -43,6 +44,7 @@ from service.auth import public_reader
 from service.db import Database
 from service.fastpath import FastPath
 from service.push import gateway
+from service.redis_pipe import redis_calls
 from service.routes import alerts, history, live, pairs
 from service.users import principal_for_key
 
@@ -70,6 +72,7 @@ def influx_from_settings(settings: Settings) -> InfluxQuery | None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.redis = redis_from_settings(settings)
+    app.state.redis_calls = redis_calls(str(settings.redis_url), app.state.redis)  # the hot reads' connection
     app.state.influx = influx_from_settings(settings)
     try:
         app.state.db = await Database.open(settings.database)
@@ -95,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def _close_clients(app: FastAPI) -> None:
     if app.state.influx is not None:
         await app.state.influx.close()
+    await app.state.redis_calls.aclose()
     await app.state.redis.aclose()
 
 

@@ -107,7 +107,7 @@ class FastPath:
         state = self.app.state
 
         async def answer() -> bytes:
-            found = await read_book(state.redis, exchange, inst)
+            found = await read_book(state.redis_calls, exchange, inst)
             return book_body(inst, exchange, depth, found)
 
         return answer

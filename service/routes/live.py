@@ -1,6 +1,7 @@
 """Live reads from the Redis hashes the dataflows write: order books, analyses, tickers, system status.
 
-The hot path (``/v1/orderbook``, ``/v1/tickers``) is one Redis round trip and a response built as bytes: the
+The hot path (``/v1/orderbook``, ``/v1/tickers``; see also :mod:`service.fastpath`) is one Redis round trip (on
+the pipelined connection of :mod:`service.redis_pipe`) and a response built as bytes: the
 stored level arrays are cut at ``depth`` without decoding the 400 levels (only the kept part is parsed, which
 also checks it) and embedded as they are, so prices and sizes are the venue's exact strings.
 """
@@ -23,6 +24,7 @@ from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
 from cryptoflow.logs import get_logger
 from operators.instruments import InvalidInstrument, validate_instrument
 from service.errors import ApiError, invalid, not_found
+from service.redis_pipe import RedisCalls
 
 log = get_logger("service.routes.live")
 router = APIRouter(tags=["live"])
@@ -92,9 +94,9 @@ def _redis(request: Request) -> aioredis.Redis:
     return cast(aioredis.Redis, request.app.state.redis)
 
 
-async def read_book(client: aioredis.Redis, exchange: BookExchange, inst: str) -> list[str | None]:
+async def read_book(client: RedisCalls, exchange: BookExchange, inst: str) -> list[str | None]:
     """The stored fields of one book (:data:`BOOK_FIELDS` order); ``inst`` already validated."""
-    return await client.hmget(book_key(exchange, inst), BOOK_FIELDS)  # type: ignore[return-value]  # decode_responses=True
+    return await client.call("HMGET", book_key(exchange, inst), *BOOK_FIELDS)  # type: ignore[no-any-return]
 
 
 def book_body(inst: str, exchange: BookExchange, depth: int, found: list[str | None]) -> bytes:
@@ -117,7 +119,7 @@ async def orderbook(request: Request, inst: str,
                     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = DEFAULT_DEPTH,
                     exchange: BookExchange = BookExchange.OKX) -> Response:
     inst = instrument(inst)
-    found = await read_book(_redis(request), exchange, inst)
+    found = await read_book(request.app.state.redis_calls, exchange, inst)
     return Response(book_body(inst, exchange, depth, found), media_type="application/json")
 
 
@@ -155,10 +157,8 @@ _BY_SYMBOL_THEN_VENUE = itemgetter(1, 0)  # of the script's [venue, symbol, fiel
 
 async def read_tickers(state: State, venues: list[str], symbols: list[str]) -> bytes:
     """The JSON of ``GET /v1/tickers``: one round trip (the script above), rows by symbol then venue."""
-    script = getattr(state, "tickers_script", None)
-    if script is None:
-        script = state.tickers_script = state.redis.register_script(_TICKERS)
-    found = await script(keys=[state.settings.redis_trading_pairs_key], args=[len(venues), *venues, *symbols])
+    calls: RedisCalls = state.redis_calls
+    found = await calls.script(_TICKERS, [state.settings.redis_trading_pairs_key], [len(venues), *venues, *symbols])
     rows = []
     for venue, sym, flat in sorted(found, key=_BY_SYMBOL_THEN_VENUE):  # the raw rows: cheaper than the dicts
         pairs = iter(flat)  # HGETALL's field, value, field, value, ...
