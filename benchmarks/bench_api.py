@@ -6,7 +6,9 @@ subprocess); and the load generator in OTHER processes: raw HTTP/1.1 keep-alive 
 client library in the way.
 
 1. Saturation (closed loop): ``--procs`` client processes x ``--conns`` connections, each sending its next
-   request when the previous answer is in, for ``--seconds``: requests/s, p50/p99/max.
+   request when the previous answer is in, for ``--seconds``: requests/s, p50/p99/max. Identical requests in
+   flight together share one Redis read (the service's single flight), so the book is run a second time with a
+   query of its own per connection (``UNSHARED``): the rate of requests that each cost a read.
 2. Paced (open loop) at ``--rate`` req/s: requests are due on a fixed schedule and latency is counted from the
    time a request was due (a late send counts against the service: no coordinated omission).
 3. With ``influxd`` installed: 1,440 1m klines (one day) written by the project's point builder, read back as
@@ -48,6 +50,9 @@ from tests.fixtures.service import launch_service  # noqa: E402
 
 PAIRS = [f"{b}-USDT" for b in ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC")]
 ROUTES = {"orderbook": "/v1/orderbook/BTC-USDT?depth=20", "tickers": "/v1/tickers"}
+# The same book, a different query per connection (``c`` is ignored by the route): no two requests in flight are
+# identical, so the fast path's single flight shares nothing — each request is its own Redis read and body.
+UNSHARED = "/v1/orderbook/BTC-USDT?depth=20&c={conn}"
 T0 = 1_764_115_200_000
 
 
@@ -83,14 +88,14 @@ Result = tuple[list[int], int, float]  # latencies (ns), non-200 answers, second
 
 
 async def _closed_loop(port: int, path: str, conns: int, seconds: float, warmup: float) -> Result:
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     lat: list[int] = []
     errors = 0
     start_at = time.perf_counter() + warmup
     stop_at = start_at + seconds
 
-    async def conn() -> None:
+    async def conn(i: int) -> None:
         nonlocal errors
+        request = f"GET {path.format(conn=f'{os.getpid()}.{i}')} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (now := time.perf_counter()) < stop_at:
             t0 = time.perf_counter_ns()
@@ -100,7 +105,7 @@ async def _closed_loop(port: int, path: str, conns: int, seconds: float, warmup:
                 errors += not ok
         writer.close()
 
-    await asyncio.gather(*(conn() for _ in range(conns)))
+    await asyncio.gather(*(conn(i) for i in range(conns)))
     return lat, errors, seconds
 
 
@@ -252,11 +257,16 @@ async def _cpu_costs(redis_url: str, work: Path, n: int) -> None:
         print(f"  in-process {label:<44} {min(costs):6.0f} us CPU/request (best of 5 x {n})", flush=True)
 
     async with app.router.lifespan_context(app):
-        client = app.state.redis
-        await best_of("Redis HMGET alone (the app's client)",
-                      lambda: client.hmget("orderbook:BTC-USDT", ["bids", "asks", "seq_id", "status"]))
-        for path, query in (("/v1/orderbook/BTC-USDT", b"depth=20"), ("/v1/tickers", b"")):
-            await best_of(f"{path}?{query.decode()}", lambda p=path, q=query: app(_scope(p, q), receive, send))
+        client, pipe = app.state.redis, app.state.redis_calls
+        fields = ["bids", "asks", "seq_id", "status"]
+        await best_of("Redis HMGET alone (redis-py client)", lambda: client.hmget("orderbook:BTC-USDT", fields))
+        await best_of("Redis HMGET alone (the hot reads' pipe)",
+                      lambda: pipe.call("HMGET", "orderbook:BTC-USDT", *fields))
+        fast = app.fastpath
+        for label, app.fastpath in (("", fast), (" (FastAPI only)", None)):  # the fast path (service/fastpath.py)
+            for path, query in (("/v1/orderbook/BTC-USDT", b"depth=20"), ("/v1/tickers", b"")):
+                await best_of(f"{path}?{query.decode()}{label}",
+                              lambda p=path, q=query: app(_scope(p, q), receive, send))
 
 
 def main() -> None:
@@ -296,7 +306,7 @@ def main() -> None:
         port = int(service.url.rsplit(":", 1)[1])
         print(f"service {service.url} (pid {service.proc.pid}, 1 uvicorn worker); load {os.getloadavg()[0]:.2f}")
         pid = service.proc.pid  # `cryptoflow serve` with one worker is this one process
-        for path in ROUTES.values():
+        for path in (*ROUTES.values(), UNSHARED):
             saturate(pid, port, path, args.procs, args.conns, args.seconds)
         for path in ROUTES.values():
             paced(pid, port, path, args.rate, args.seconds)
