@@ -52,6 +52,10 @@ def _value(kv: tuple[str, Any]) -> Any:
     return kv[1]
 
 
+def _same_batch(batch: list[Any]) -> list[Any]:
+    return batch
+
+
 def _key(x: Trade | Ticker | BestQuote | Kline) -> str:
     return f"{x.venue}:{x.instrument}"
 
@@ -123,8 +127,11 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     monitor = op.merge("monitor", late, corrections, checked, replaced,
                        op.map("shard_reports", stats, shard_report))
 
-    # trades go to the Redis sink only for the @trades push stream (connectors/push_streams.py)
-    to_redis: Stream[MarketRedisItem] = op.merge("to_redis", tickers, klines, monitor, trades)
+    # trades go to the Redis sink only for the @trades push stream (connectors/push_streams.py). A sink writes
+    # each upstream batch on its own (one pipeline round trip each); ``flat_map_batch`` joins the batches of
+    # one worker activation (tickers, klines, trades, reports) into one, so one source batch is one pipeline.
+    to_redis: Stream[MarketRedisItem] = op.flat_map_batch(
+        "redis_batch", op.merge("to_redis", tickers, klines, monitor, trades), _same_batch)
     op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url),
                                                    MarketWriter(stream_maxlen=settings.stream_maxlen)))
     if influx_enabled(settings):
