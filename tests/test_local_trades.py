@@ -34,7 +34,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.local.source import LocalConfig, LocalTradesSource
-from connectors.local.wire import parse_entry
+from connectors.local.wire import parse_entry, parse_flat
 from connectors.market_frames import MarketParseError
 from connectors.market_source import MarketStats
 from cryptoflow.servers import stop_process
@@ -71,6 +71,20 @@ def test_junk_entries_give_only_typed_rejections(fields: dict[bytes, bytes]) -> 
     else:  # accepted: then every field is what the contract allows
         assert out.price > 0 and out.size > 0 and out.side in ("buy", "sell") and 0 <= out.ts_ms < 10**13
         assert out.trade_id.isdigit()
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"price", b"amount", b"side", b"ts", b"trade_id", b"x"]), _value),
+                max_size=7), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_the_flat_reply_parses_as_its_dict(pairs: list[tuple[bytes, bytes]], canonical: bool) -> None:
+    """parse_flat (XREAD's [field, value, ...], no dict on the producers' field order; the Decimal cache) says
+    exactly what parse_entry says of the same entry as a dict (the last of a repeated field wins in both)."""
+    if canonical:  # the producers' order, values from the draw where it has them
+        given_values = dict(pairs)
+        pairs = [(k, given_values.get(k, ENTRY[k])) for k in ENTRY]
+    flat = [x for kv in pairs for x in kv]
+    for _ in range(2):  # twice: the second parse of a price/amount comes from the cache
+        assert parse_flat("BTC-USDT", flat, recv_ns=3) == parse_entry("BTC-USDT", dict(pairs), recv_ns=3)
 
 
 # ------------------------------------------------------------------------------------------------ ticker

@@ -32,7 +32,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from redis.exceptions import RedisError
 
 from connectors import stopping
-from connectors.local.wire import VENUE, parse_entry, stream_key
+from connectors.local.wire import VENUE, parse_flat, stream_key
 from connectors.market_frames import MarketParseError
 from connectors.market_source import MarketSourceItem, MarketStats
 from connectors.untrusted import RejectTally
@@ -47,7 +47,7 @@ log = get_logger("connectors.local.source")
 LocalState = tuple[dict[str, str], dict[str, int]]  # (instrument -> last stream id, instrument -> last trade_id)
 # XREAD's reply as the server sends it: {stream: [[id, [field, value, ...]], ...]} (RESP3; RESP2 a list of
 # [stream, entries]). redis-py's own callback turns each entry into a dict in Python (a third of the source's
-# cost); ours keeps the raw reply and builds the dict with one dict(zip()) in C.
+# cost); ours keeps the raw reply, and wire.parse_flat reads the flat field list without building a dict.
 XReadReply = dict[bytes, object] | list[list[object]]
 _BACKOFF_S = (0.05, 5.0)  # first retry, cap: capped exponential with jitter (connectors.ws.budget)
 
@@ -122,8 +122,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
             inst = self._instruments[key]
             last = self._last_ids.get(inst)
             for entry_id, flat in entries:
-                pairs = iter(flat or ())
-                item = parse_entry(inst, dict(zip(pairs, pairs, strict=False)), recv_ns=recv_ns)
+                item = parse_flat(inst, flat, recv_ns=recv_ns)
                 if isinstance(item, MarketParseError):
                     self._rejects.add(item, instrument=inst, entry=entry_id.decode())
                     continue
