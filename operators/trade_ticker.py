@@ -38,6 +38,11 @@ class TradeTicker(msgspec.Struct):
     volume: Decimal = Decimal(0)
     price: Decimal | None = None
     last_ms: int = 0
+    # max high / min low over ``minutes``, kept as minutes change (None: to recompute, after the expiry of a
+    # minute that held one, or state from before these fields): the ticker does not scan up to 1,440 minutes
+    # on every batch
+    high: Decimal | None = None
+    low: Decimal | None = None
 
     def update(self, b: Bucket) -> Ticker | None:
         if b.last_ms >= self.last_ms:
@@ -59,6 +64,7 @@ class TradeTicker(msgspec.Struct):
             else:
                 ms.append(_Minute(b.start_ms, b.first_ms, b.open, b.high, b.low, b.volume))
             self.volume += b.volume
+            self._extremes(b)
             return
         if b.first_ms < m.first_ms:
             m.first_ms, m.open = b.first_ms, b.open
@@ -68,12 +74,24 @@ class TradeTicker(msgspec.Struct):
             m.low = b.low
         m.volume += b.volume
         self.volume += b.volume
+        self._extremes(b)
+
+    def _extremes(self, b: Bucket) -> None:
+        """A minute's high only rises and its low only falls: the running extremes follow exactly."""
+        if self.high is not None and self.low is not None:
+            if b.high > self.high:
+                self.high = b.high
+            if b.low < self.low:
+                self.low = b.low
 
     def _expire(self) -> None:
         ms = self.minutes
         horizon = self.last_ms - self.last_ms % MINUTE_MS - DAY_MS  # minutes starting after this are kept
         while ms and ms[0].start_ms <= horizon:
-            self.volume -= ms.popleft().volume
+            gone = ms.popleft()
+            self.volume -= gone.volume
+            if gone.high == self.high or gone.low == self.low:
+                self.high = self.low = None
 
     def ticker(self, venue: str, instrument: str) -> Ticker | None:
         if self.price is None or not self.minutes:
@@ -81,8 +99,10 @@ class TradeTicker(msgspec.Struct):
         ms = self.minutes
         first_open = ms[0].open
         change = (self.price - first_open) * 100 / first_open if first_open else None
-        return Ticker(venue, instrument, self.price, None, None, self.volume, change,
-                      max(m.high for m in ms), min(m.low for m in ms), self.last_ms)
+        if self.high is None or self.low is None:
+            self.high, self.low = max(m.high for m in ms), min(m.low for m in ms)
+        return Ticker(venue, instrument, self.price, None, None, self.volume, change, self.high, self.low,
+                      self.last_ms)
 
 
 def update_trade_ticker(state: TradeTicker | None, b: Bucket) -> tuple[TradeTicker, Ticker | None]:
