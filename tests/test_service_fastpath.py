@@ -177,3 +177,33 @@ def test_overlapping_identical_requests_share_one_read_and_none_is_cached(
             assert len(reads) == 3 and b'"status":"resyncing"' in body
 
     asyncio.run(main())
+
+
+def test_a_request_waiting_on_a_cancelled_one_reads_for_itself(
+        tmp_path: Path, redis_server: RedisServer, redis_db: redis.Redis, monkeypatch: Any) -> None:
+    import service.fastpath
+
+    _seed(redis_db)
+    reads: list[str] = []
+    real = service.fastpath.read_book
+
+    async def slow(client: Any, exchange: Any, inst: str) -> list[str | None]:
+        reads.append(inst)
+        await asyncio.sleep(0.2)
+        return await real(client, exchange, inst)
+
+    monkeypatch.setattr(service.fastpath, "read_book", slow)
+    app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            first = asyncio.create_task(_get(app, "/v1/orderbook/BTC-USDT", b""))
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(_get(app, "/v1/orderbook/BTC-USDT", b""))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            status, _, body = await second
+            assert status == 200 and b'"instrument_id":"BTC-USDT"' in body
+            assert len(reads) == 2 and first.cancelled()
+
+    asyncio.run(main())
