@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 Side = Literal["buy", "sell"]
 
 
+@lru_cache(maxsize=4096)  # a kline's open/close times are formatted again on every batch that updates it
 def iso_ms(ts_ms: int) -> str:
     """Epoch milliseconds -> ISO-8601 UTC with milliseconds (``2026-11-21T09:00:00.123Z``): the one place
     where our integer times become the strings Redis hashes and emails show."""
