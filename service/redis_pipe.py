@@ -2,9 +2,11 @@
 
 redis-py's asyncio client takes a pooled connection per command and wraps it in layers (retry, timeouts,
 observability hooks): about 110-150 us of CPU per ``HMGET`` on the benchmark machine, half the budget of a
-3,000 requests/s worker. Here a command is one write of the packed command and one future resolved by the
-protocol's ``data_received`` (hiredis parses); replies come back in the order sent, so a FIFO of futures
-matches them. About 50 us. Concurrent requests share the connection, so there is no pool to wait on either.
+3,000 requests/s worker. Here a command is packed, written with the other commands of the same turn of the
+event loop, and answered by a future the protocol's ``data_received`` resolves (hiredis parses); replies come
+back in the order sent, so a FIFO of futures matches them. About 50 us. Concurrent requests share the
+connection, so there is no pool to wait on either; the price is that a reply waits behind the ones before it,
+harmless for replies of a few kilobytes such as these.
 
 Errors are redis-py's, so the service's handlers answer them as before: a refused or dropped connection is
 ``redis.exceptions.ConnectionError``, no reply within ``timeout`` is ``TimeoutError`` (both 503), an error

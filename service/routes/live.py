@@ -1,9 +1,10 @@
 """Live reads from the Redis hashes the dataflows write: order books, analyses, tickers, system status.
 
-The hot path (``/v1/orderbook``, ``/v1/tickers``; see also :mod:`service.fastpath`) is one Redis round trip (on
-the pipelined connection of :mod:`service.redis_pipe`) and a response built as bytes: the
-stored level arrays are cut at ``depth`` without decoding the 400 levels (only the kept part is parsed, which
-also checks it) and embedded as they are, so prices and sizes are the venue's exact strings.
+The hot path (``/v1/orderbook``, ``/v1/tickers``; well-formed requests are answered by :mod:`service.fastpath`
+with the same functions) is one Redis round trip on the pipelined connection of :mod:`service.redis_pipe` and
+a response built as bytes: the stored level arrays are cut at ``depth`` without decoding the 400 levels (only
+the kept part is parsed, which also checks it) and embedded as they are, so prices and sizes are the venue's
+exact strings.
 """
 
 from __future__ import annotations
