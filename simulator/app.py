@@ -124,6 +124,7 @@ def status(engine: Engine) -> dict[str, Any]:
         # every open replay subscription has sent its last frame, and at least one replay has ever finished
         "replay_finished": engine.replays_finished > 0 and all(s.done for s in open_replays),
         "subscriptions": [s.describe() for s in subs], "faults": engine.faults.history[-50:],
+        "pending_faults": engine.faults.queued(),
         "connection_details": [{"venue": c.venue, "conn": c.conn_id, "path": c.path, "pongs": c.pongs,
                                 "subscriptions": len(c.subs)} for c in engine.all_conns()],
     }

@@ -117,13 +117,24 @@ class FaultState:
         self._pending[(venue, inst)].append(action)
 
     def take(self, venue: str, inst: str) -> list[str]:
-        """The one-shot frame faults waiting for the next book frame of ``inst`` on ``venue`` (consumed)."""
-        if not self._pending:
+        """The oldest one-shot frame fault waiting for ``inst`` on ``venue`` (consumed), for its next book frame.
+
+        One per frame: two faults queued before a frame went out (a ``gap`` then a ``duplicate_frame``) are two
+        frames' faults, not one frame dropped and the duplicate lost with it."""
+        queue = self._pending.get((venue, inst))
+        if not queue:
             return []
-        return self._pending.pop((venue, inst), [])
+        action = queue.pop(0)
+        if not queue:
+            del self._pending[(venue, inst)]
+        return [action]
 
     def pending(self, venue: str, inst: str) -> bool:
         return bool(self._pending.get((venue, inst)))
+
+    def queued(self) -> list[dict[str, Any]]:
+        """The frame faults not sent yet (``GET /control/status``: a test waits for its fault to be on the wire)."""
+        return [{"venue": v, "inst": i, "actions": list(q)} for (v, i), q in self._pending.items() if q]
 
     def pong(self, venue: str) -> float | None:
         """Seconds to wait before answering a ping, or None for no answer at all."""

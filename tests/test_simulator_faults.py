@@ -13,10 +13,23 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from simulator.faults import FaultState
 from tests.fixtures.simulator import Simulator
 from tests.simulator_helpers import Book, OkxChain, connect, drain, okx_sub, recv_json, recv_until
 
 pytestmark = pytest.mark.slow
+
+
+def test_frame_faults_queued_before_a_frame_each_take_a_frame_of_their_own() -> None:
+    faults = FaultState()
+    faults.add_frame_fault("okx", "BTC-USDT", "drop")
+    faults.add_frame_fault("okx", "BTC-USDT", "duplicate")
+    faults.add_frame_fault("okx", "ETH-USDT", "reorder")
+    assert faults.queued() == [{"venue": "okx", "inst": "BTC-USDT", "actions": ["drop", "duplicate"]},
+                               {"venue": "okx", "inst": "ETH-USDT", "actions": ["reorder"]}]
+    assert [faults.take("okx", "BTC-USDT") for _ in range(3)] == [["drop"], ["duplicate"], []]
+    assert not faults.pending("okx", "BTC-USDT") and faults.pending("okx", "ETH-USDT")
+    assert faults.queued() == [{"venue": "okx", "inst": "ETH-USDT", "actions": ["reorder"]}]
 
 
 async def _books(sim: Simulator, inst: str = "BTC-USDT") -> tuple[Any, OkxChain]:
