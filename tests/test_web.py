@@ -34,6 +34,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from connectors.analysis_sink import alert_points, result_points
 from connectors.influx import to_line
 from connectors.market_sinks import kline_point
+from connectors.push_streams import MY_ALERTS, stream_key
 from cryptoflow.demo import Demo
 from cryptoflow.servers import free_port
 from cryptoflow.settings import load_settings
@@ -259,8 +260,15 @@ def test_price_alert_added_in_the_ui_fires_by_email_and_live(
     status = p.get_by_test_id(f"alert-status-{alert['id']}")
     status.wait_for()
     wait_for("the alert email at the SMTP sink", lambda: any(f"EMAIL to {email}" in e for e in stack.emails()), 90)
-    wait_for("the page showing the alert fired (no reload)",
-             lambda: status.get_attribute("data-status") == "fired", 30)
+    try:
+        wait_for("the page showing the alert fired (no reload)",
+                 lambda: status.get_attribute("data-status") == "fired", 30)
+    except AssertionError as err:  # which side failed: the push stream, the service's SQL, or the page
+        pushed = [f for _, f in stack.redis.xrange(stream_key(MY_ALERTS)) if alert["id"] in str(f)]
+        stored = httpx.get(f"{stack.url}/v1/alerts/{alert['id']}", timeout=10,
+                           headers={"Authorization": f"Bearer {stack.user_key}"})
+        raise AssertionError(f"{err}; @my_alerts entries of it: {pushed}; GET: {stored.status_code} {stored.text}; "
+                             f"page console: {page.errors}") from None
     shot(page, artifacts, "alerts-fired-1440")
     assert page.errors == []
 

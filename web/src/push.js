@@ -1,6 +1,8 @@
 // One WebSocket to the service's push gateway (`/ws`, DESIGN "Push"), shared by every page.
 //
-// subscribe(channel, fn) -> unsubscribe(). The client keeps the last stream id of each channel and, after the
+// subscribe(channel, fn, onLive) -> unsubscribe(). `onLive()` runs at each acknowledgement of the subscription
+// (the first and every resubscribe): a page reads its REST snapshot then, so whatever happened before the
+// channel was live is in the snapshot and everything after it is pushed. The client keeps the last stream id of each channel and, after the
 // socket drops, reconnects with capped, jittered exponential backoff (reset once a connection is good),
 // re-authenticates, and resubscribes every channel with `since` = that id, so nothing is missed in between; a
 // client too far behind gets the gateway's `"reset": true` snapshot instead, which handlers treat as a snapshot.
@@ -23,6 +25,7 @@ class PushClient {
   constructor() {
     this.handlers = new Map() // channel -> Set(fn)
     this.lastIds = new Map() // channel -> last stream id seen
+    this.liveHandlers = new Map() // channel -> Set(onLive)
     this.token = null
     this.ws = null
     this.attempt = 0
@@ -124,24 +127,32 @@ class PushClient {
     if (msg && msg.code !== undefined && msg.msg !== undefined) {
       console.warn(`push: ${msg.code} ${msg.msg}`)
     }
-    // {"result": true, ...} acknowledgements and {"op": "pong"} need nothing.
+    if (msg && msg.result === true && typeof msg.channel === 'string') {
+      const fns = this.liveHandlers.get(msg.channel)
+      if (fns) for (const fn of [...fns]) fn()
+    }
+    // other acknowledgements and {"op": "pong"} need nothing.
   }
 
-  subscribe(channel, fn) {
+  subscribe(channel, fn, onLive) {
     let fns = this.handlers.get(channel)
     if (!fns) {
       fns = new Set()
       this.handlers.set(channel, fns)
+      this.liveHandlers.set(channel, new Set())
       this.sendSubscribe(channel)
     }
     fns.add(fn)
+    if (onLive) this.liveHandlers.get(channel).add(onLive)
     this.start()
     return () => {
       const set = this.handlers.get(channel)
       if (!set) return
       set.delete(fn)
+      if (onLive) this.liveHandlers.get(channel).delete(onLive)
       if (set.size === 0) {
         this.handlers.delete(channel)
+        this.liveHandlers.delete(channel)
         this.lastIds.delete(channel)
         this.send({ op: 'unsubscribe', channel })
       }
