@@ -17,7 +17,7 @@ demo: web ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, e
 	@bash scripts/bootstrap.sh
 	@$(BIN)/cryptoflow demo
 
-test: bootstrap lint web ## bootstrap, lint, build the web app, then the whole suite on TEST_WORKERS processes (PYTEST_ARGS="-k x" narrows it)
+test: bootstrap lint web ## bootstrap, lint, build web/, run the suite on TEST_WORKERS processes (PYTEST_ARGS="-k x")
 	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
