@@ -3,6 +3,7 @@
 import os
 import signal
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = [
@@ -26,3 +27,13 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 # terminal's default, so its children start with SIGINT as a foreground command has it.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Files whose tests wait minutes of wall clock (real minutes of klines, a 3-minute outage, browser sweeps) run
+# first: pytest-xdist hands files to its processes in collection order, and one of these started last would be
+# the suite's tail alone.
+LONG_FIRST = ("test_market_data_outage.py", "test_trade_ids.py", "test_web.py", "test_orderbook_properties.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
