@@ -18,7 +18,7 @@ demo: web ## the whole pipeline locally (Redis, exchange simulator, SMTP sink, e
 	@$(BIN)/cryptoflow demo
 
 test: bootstrap lint web ## bootstrap, lint, build web/, run the suite on TEST_WORKERS processes (PYTEST_ARGS="-k x")
-	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bootstrap: ## create .venv with the dev extras, and install redis-server, victoria-metrics, influxdb (as root)
 	@bash scripts/bootstrap.sh --servers
