@@ -135,8 +135,11 @@ async def books_equal_hashes(sim: Any, r: redis.Redis, followers: list[Follower]
     await asyncio.to_thread(sim.pause)
     try:
         for inst in PAIRS:
-            h = await wait_async(f"{inst} hash valid", lambda i=inst: (x := hash_of(r, i)) and
-                                 x["status"] == "valid" and x)
+            # The frames sent just before the pause may still be on their way through the collector: the fixed
+            # point is the simulator's own seqId, not the hash as first read.
+            want = int((await asyncio.to_thread(sim.book, "okx", inst))["seqId"])
+            h = await wait_async(f"{inst} hash valid at the simulator's seq {want}", lambda i=inst, w=want: (
+                x := hash_of(r, i)) and x["status"] == "valid" and x["seq"] == w and x)
             for f in followers:
                 await wait_async(f"{inst} client at seq {h['seq']}",
                                  lambda f=f, i=inst, s=h["seq"]: f.error or f.books[i].seq == s)
