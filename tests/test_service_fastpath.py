@@ -151,19 +151,27 @@ def test_no_fast_path_when_reads_need_a_key(tmp_path: Path, redis_server: RedisS
     assert app.fastpath is None  # type: ignore[attr-defined]
 
 
-def test_overlapping_identical_requests_share_one_read_and_none_is_cached(
-        tmp_path: Path, redis_server: RedisServer, redis_db: redis.Redis, monkeypatch: Any) -> None:
+def _count_reads(monkeypatch: Any, delay: float = 0.0) -> list[str]:
+    """The fast path's book reads, recorded (and made ``delay`` s slower); the list fills as they happen."""
     import service.fastpath
 
-    _seed(redis_db)
     reads: list[str] = []
     real = service.fastpath.read_book
 
     async def counted(client: Any, exchange: Any, inst: str) -> list[str | None]:
         reads.append(inst)
+        if delay:
+            await asyncio.sleep(delay)
         return await real(client, exchange, inst)
 
     monkeypatch.setattr(service.fastpath, "read_book", counted)
+    return reads
+
+
+def test_overlapping_identical_requests_share_one_read_and_none_is_cached(
+        tmp_path: Path, redis_server: RedisServer, redis_db: redis.Redis, monkeypatch: Any) -> None:
+    _seed(redis_db)
+    reads = _count_reads(monkeypatch)
     app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
 
     async def main() -> None:
@@ -181,18 +189,8 @@ def test_overlapping_identical_requests_share_one_read_and_none_is_cached(
 
 def test_a_request_waiting_on_a_cancelled_one_reads_for_itself(
         tmp_path: Path, redis_server: RedisServer, redis_db: redis.Redis, monkeypatch: Any) -> None:
-    import service.fastpath
-
     _seed(redis_db)
-    reads: list[str] = []
-    real = service.fastpath.read_book
-
-    async def slow(client: Any, exchange: Any, inst: str) -> list[str | None]:
-        reads.append(inst)
-        await asyncio.sleep(0.2)
-        return await real(client, exchange, inst)
-
-    monkeypatch.setattr(service.fastpath, "read_book", slow)
+    reads = _count_reads(monkeypatch, delay=0.2)
     app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
 
     async def main() -> None:
