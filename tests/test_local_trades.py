@@ -42,7 +42,7 @@ from operators.events import Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved
 from operators.klines import bucket_trades
 from operators.trade_ticker import TradeTicker
-from tests.test_market_data_sim import private_victoria
+from tests.fixtures.influx import private_victoria
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,10 +38,9 @@ import urllib3
 
 from cryptoflow.servers import stop_process
 from tests.dataflow_helpers import ROOT, log_events, start_dataflow
-from tests.fixtures.influx import VictoriaMetrics
+from tests.fixtures.influx import VictoriaMetrics, private_victoria
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.simulator import Simulator
-from tests.test_market_data_sim import private_victoria
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # about 5 minutes of real time

@@ -26,7 +26,7 @@ import pytest
 import redis as redis_lib
 
 from cryptoflow.servers import stop_process
-from tests.test_market_data_sim import private_victoria
+from tests.fixtures.influx import private_victoria
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -23,8 +22,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from cryptoflow.servers import free_port, stop_process, wait_for_port
-from tests.fixtures.influx import VictoriaMetrics
+from cryptoflow.servers import free_port, stop_process
+from tests.fixtures.influx import private_victoria
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,21 +170,6 @@ def write_replay(path: Path, venue: str) -> Path:
 
 def _closes(victoria: Any, venue: str, symbol: str) -> dict[int, float]:
     return victoria.series("kline", "close", exchange=venue, symbol=symbol, timeframe="1m")
-
-
-@contextlib.contextmanager
-def private_victoria(path: Path) -> Iterator[VictoriaMetrics]:
-    """A VictoriaMetrics of one run (its /api/v2/write ignores the bucket, so runs cannot share one)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={path}", "-retentionPeriod=100y",
-         "-search.disableCache", "-search.latencyOffset=0", "-loggerLevel=ERROR"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_port(port, proc=proc)
-        yield VictoriaMetrics(port)
-    finally:
-        stop_process(proc)
 
 
 @pytest.mark.parametrize("venue", ["binance", "okx", "bybit"])

@@ -28,7 +28,8 @@ from operators.events import Kline, Trade
 from operators.kline_steps import KlineOut, ReconcileLogic
 from operators.klines import Rollup, bucket_trades, merge, to_kline
 from operators.trade_ids import TradeIds
-from tests.test_market_data_sim import private_victoria, start_flow  # noqa: F401 - a fixture
+from tests.fixtures.influx import private_victoria
+from tests.test_market_data_sim import start_flow  # noqa: F401 - a fixture
 from tests.waiting import wait_for
 
 D = Decimal
