@@ -2,7 +2,8 @@
 
 Each function turns one event of :mod:`operators.kline_steps` into a :class:`connectors.monitoring.MonitorReport`
 of counters and logs it: late trades, a reconciliation against the venue's kline (match or mismatch), an
-incomplete kline replaced by the venue's, a correction of a minute published flat.
+incomplete kline replaced by the venue's, a correction of a minute published flat, a kline held back because it
+overlaps minutes not watched.
 """
 
 from __future__ import annotations
@@ -46,3 +47,11 @@ def report_correction(o: KlineOut) -> MonitorReport:
     log.warning("kline_corrected", venue=k.venue, instrument=k.instrument, open_ms=k.open_ms, trades=k.trades,
                 reason="trades closed a minute already published flat")
     return MonitorReport(counters=(("kline_corrections", 1),))
+
+
+def report_unknown(o: KlineOut) -> MonitorReport:
+    k = o.kline
+    log.info("kline_held_back", venue=k.venue, instrument=k.instrument, timeframe=k.timeframe, open_ms=k.open_ms,
+             trades=k.trades, reason="overlaps minutes not watched (a trade-id gap: reconnect or restart); the "
+             "venue's kline of this interval is the record")
+    return MonitorReport(counters=(("kline_held_back", 1),))

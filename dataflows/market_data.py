@@ -12,7 +12,8 @@ Wiring only (docs/CONTRACTS.md ``ticker:*``, ``kline:*``, ``ticker``/``kline`` m
 * venue klines (closed) + the pipeline's closed klines -> ``reconcile``: a complete kline is compared
   (``system:monitoring`` counters ``kline_reconciled``, ``kline_mismatches``, a warning with both values on a
   mismatch); an incomplete one (trade-id gap, :mod:`operators.trade_ids`) is replaced by the venue's
-  (``source=venue``, ``complete=true``; counter ``kline_replaced`` and a log line).
+  (``source=venue``, ``complete=true``; counter ``kline_replaced`` and a log line); one that overlaps minutes
+  not watched (the gap of a reconnect or a restart) is held back from the sinks (counter ``kline_held_back``).
 
 Runs with any ``-w`` and as several processes: shards split across workers, klines keyed by
 ``venue:instrument`` (one worker per instrument, so klines do not depend on the worker count).
@@ -29,7 +30,7 @@ from connectors import stopping
 from connectors.alerts.matcher import PriceAlertSink
 from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
 from connectors.influx_sync import SyncInfluxSink
-from connectors.kline_reports import report_check, report_correction, report_late, report_replaced
+from connectors.kline_reports import report_check, report_correction, report_late, report_replaced, report_unknown
 from connectors.local.source import LocalTradesSource, local_config
 from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
@@ -93,7 +94,12 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     # snapshot) instead of being closed and published as partial klines
     ks = aggregate_klines(trades, settings.kline_timeframes, settings.kline_allowed_lateness, removals=removals,
                           hold_at_eof=stopping.stop_requested)
-    klines: Stream[KlineOut] = op.map("kline_values", ks.klines, _value)
+    all_klines: Stream[KlineOut] = op.map("kline_values", ks.klines, _value)
+    # a closed kline overlapping minutes not watched (a trade-id gap: reconnect, restart) is only reconciled: the
+    # venue's kline of that interval (WebSocket, or the REST backfill and repair) is the one published
+    unknown = op.branch("unknown_klines", all_klines, lambda o: o.unknown)
+    klines = unknown.falses
+    held = op.map("report_unknown", unknown.trues, report_unknown)
     late = op.map("report_late", op.map("late_values", ks.late, _value), report_late)
     corrections = op.map("report_corrections", op.filter("corrections", klines, lambda o: o.correction),
                          report_correction)
@@ -111,7 +117,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     venue_klines = op.filter_map("venue_klines", items,
                                  lambda x: x if isinstance(x, Kline) and x.closed else None)
-    ours = op.filter_map("complete_klines", klines, reconcilable)
+    ours = op.filter_map("complete_klines", all_klines, reconcilable)
     to_check = op.key_on("key_reconcile", op.merge("to_reconcile", ours, venue_klines), _key)
     checks = op.stateful("reconcile", to_check, lambda state: ReconcileLogic(state))
     pairs = op.branch("replaced", op.map("check_values", checks, _value), lambda c: c.replaced)
@@ -124,7 +130,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
     if repair_enabled(settings):  # KLINE_BACKFILL > 0: backfill at start, refetch what a reconnect missed (REST)
         op.output("repair_klines", stats, KlineRepairSink(settings))
-    monitor = op.merge("monitor", late, corrections, checked, replaced,
+    monitor = op.merge("monitor", late, corrections, held, checked, replaced,
                        op.map("shard_reports", stats, shard_report))
 
     # trades go to the Redis sink only for the @trades push stream (connectors/push_streams.py). A sink writes

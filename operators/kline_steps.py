@@ -206,11 +206,14 @@ class MinuteLogic(WindowLogic[Bucket, Minute, "Bucket | None"]):
 
 class KlineOut(msgspec.Struct, frozen=True):
     """A kline for the sinks; ``complete`` when its interval was watched from its start (for reconciliation);
-    ``correction`` when it replaces a flat kline already published for that minute."""
+    ``correction`` when it replaces a flat kline already published for that minute; ``unknown`` when it
+    overlaps minutes not watched (:meth:`operators.klines.Rollup.is_unknown`): only reconciled, never published
+    — the venue's kline of that interval (over WebSocket, or the REST backfill and repair) is the record."""
 
     kline: Kline
     complete: bool = False
     correction: bool = False
+    unknown: bool = False
 
 
 @dataclass
@@ -220,6 +223,7 @@ class RollupState:
     last_close_wall: datetime | None = None
     idle_fills: int = 0
     removed: bool = False  # the pair left the monitored set: no flat minutes until its trades resume
+    gap_open_ms: int | None = None  # an open minute whose first trade follows a gap: the minutes before are unknown
 
 
 class InstrumentRemoved(msgspec.Struct, frozen=True):
@@ -235,9 +239,14 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
     An updating kline of every timeframe is emitted once per batch that touched an open minute. Minutes with
     no trade never open a window, so a timer fills them: when one minute's length (+ ``grace``) has passed on
     the wall clock since the last minute closed and the next minute has not opened, it is closed flat — for
-    at most ``max_idle_minutes`` in a row. A gap seen when trades resume is filled the same way. A pair removed
-    from the monitored set (:class:`InstrumentRemoved`) gets no flat minutes, and starts afresh (partial first
-    interval, no gap filling) if it comes back.
+    at most ``max_idle_minutes`` in a row. Empty minutes seen when trades resume are filled the same way —
+    unless the first trade after them follows a trade-id gap (a reconnect, or a restart from a recovery
+    snapshot while the venue kept trading): then they were not watched, and the minute that held the last
+    trade before the gap is incomplete (:meth:`operators.klines.Rollup.feed_closed`). The window emits a new
+    minute's first state before it closes older minutes (Bytewax ``_flush_queue``: inserts, then closes), so
+    the gap is known here when the minute before it closes. A pair removed from the monitored set
+    (:class:`InstrumentRemoved`) gets no flat minutes, and starts afresh (partial first interval, no gap
+    filling) if it comes back.
     """
 
     def __init__(self, timeframes: tuple[str, ...], state: RollupState | None, *, now: Callable[[], datetime],
@@ -255,7 +264,14 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
 
     def _out(self, st: RollupState, klines: Iterable[Kline]) -> list[KlineOut]:
         r = st.rollup
-        return [KlineOut(k, r.is_complete(k)) for k in klines if self.emit_minutes or k.timeframe != "1m"]
+        return [KlineOut(k, r.is_complete(k), unknown=r.is_unknown(k)) for k in klines
+                if self.emit_minutes or k.timeframe != "1m"]
+
+    @staticmethod
+    def _tainted(st: RollupState, k: Kline) -> bool:
+        """Whether closing minute ``k`` holds the last trade before a later minute's gap (no trades between)."""
+        g = st.gap_open_ms
+        return g is not None and k.open_ms < g and not any(k.open_ms < o < g for o in st.open_minutes)
 
     def on_batch(self, values: list[Minute | InstrumentRemoved]) -> tuple[Iterable[KlineOut], bool]:
         out: list[KlineOut] = []
@@ -269,16 +285,22 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
                 self.state = RollupState(Rollup(m.bucket.venue, m.bucket.instrument, self.longer), {})
             st = self.state
             k = to_kline(m.bucket, "1m", closed=m.closed)
+            last = st.rollup.last_minute_ms
             if not m.closed:
                 st.open_minutes[k.open_ms] = k
                 touched = True
+                if m.bucket.gap_open and (last is None or k.open_ms > last + MINUTE_MS):
+                    g = st.gap_open_ms
+                    st.gap_open_ms = k.open_ms if g is None else min(g, k.open_ms)
                 continue
             st.open_minutes.pop(k.open_ms, None)
-            last = st.rollup.last_minute_ms
             if last is not None and k.open_ms <= last:
-                out.append(KlineOut(k, False, True))
+                out.append(KlineOut(k, False, True, unknown=st.rollup.is_unknown(k)))
                 continue
-            out.extend(self._out(st, st.rollup.feed_closed(k)))
+            tainted = self._tainted(st, k)
+            if st.gap_open_ms is not None and k.open_ms >= st.gap_open_ms:
+                st.gap_open_ms = None
+            out.extend(self._out(st, st.rollup.feed_closed(k, gap_open=m.bucket.gap_open, tainted=tainted)))
             st.last_close_wall = self.now()
             st.idle_fills = 0
         final = self.state
@@ -302,6 +324,8 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
         last = st.rollup.last_minute_ms
         st.last_close_wall += timedelta(milliseconds=MINUTE_MS)
         if (last + MINUTE_MS) in st.open_minutes:  # trades arrived for it: its window will close it
+            return (), False
+        if st.gap_open_ms is not None:  # a later minute's first trade follows a gap: this one is unknown, not flat
             return (), False
         st.idle_fills += 1
         return self._out(st, st.rollup.flat_until(last + 2 * MINUTE_MS, 1)), False

@@ -59,6 +59,7 @@ class Bucket(msgspec.Struct, frozen=True):
     quote_volume: Decimal
     trades: int
     gaps: int = 0  # trades that may have others missing right before them (Trade.gap): the kline is incomplete
+    gap_open: bool = False  # the trade that gave `open` may have others missing right before it
 
     @property
     def key(self) -> str:
@@ -83,11 +84,13 @@ def merge(a: Bucket, b: Bucket) -> Bucket:
         a.quote_volume + b.quote_volume,
         a.trades + b.trades,
         a.gaps + b.gaps,
+        a.gap_open if first_a else b.gap_open,
     )
 
 
 class _Acc:
-    __slots__ = ("close", "first_ms", "gaps", "high", "last_ms", "low", "open", "quote_volume", "trades", "volume")
+    __slots__ = ("close", "first_ms", "gap_open", "gaps", "high", "last_ms", "low", "open", "quote_volume", "trades",
+                 "volume")
 
     def __init__(self, t: Trade) -> None:
         self.first_ms = self.last_ms = t.ts_ms
@@ -96,6 +99,7 @@ class _Acc:
         self.quote_volume = t.price * t.size
         self.trades = t.count
         self.gaps = 1 if t.gap else 0
+        self.gap_open = t.gap
 
 
 def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
@@ -131,6 +135,7 @@ def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
         if ts < cur.first_ms:
             cur.first_ms = ts
             cur.open = price
+            cur.gap_open = t.gap
         if ts >= cur.last_ms:
             cur.last_ms = ts
             cur.close = price
@@ -145,7 +150,7 @@ def bucket_trades(trades: Iterable[Trade], window_ms: int = MINUTE_MS,
             cur.gaps += 1
     return [
         Bucket(venue, inst, start, a.first_ms, a.last_ms, a.open, a.high, a.low, a.close, a.volume,
-               a.quote_volume, a.trades, a.gaps)
+               a.quote_volume, a.trades, a.gaps, a.gap_open)
         for (venue, inst, start, _), a in accs.items()
     ]
 
@@ -175,6 +180,12 @@ class Rollup(msgspec.Struct):
     (flat 1-minute klines for skipped minutes first, then the minute itself, then every longer timeframe
     whose last minute it is). ``updating`` returns the current kline of every timeframe given the latest
     state of a still-open minute. State is small and picklable (Bytewax snapshots it).
+
+    Trades may be missing before a trade flagged ``gap`` (a dropped message, a reconnect, a restart): the
+    minutes between the last trade seen and it were not watched, so they are *unknown* — never filled flat
+    (that would publish "no trades" for minutes the venue may have traded in). The minute holding the last
+    trade before the gap (``tainted``) and every kline that overlaps an unknown minute are incomplete and
+    :meth:`is_unknown`: the venue's kline (reconciliation, backfill, repair) is the record for them.
     """
 
     venue: str
@@ -184,6 +195,7 @@ class Rollup(msgspec.Struct):
     last_minute_ms: int | None = None  # start of the last closed minute
     last_close: Decimal | None = None
     first_full_ms: int | None = None  # windows starting at or after this were seen from their start
+    unknown: tuple[int, int] | None = None  # the latest [start, end) of minutes not watched (see class doc)
 
     def _fold(self, minute: Kline) -> Iterator[Kline]:
         b = from_kline(minute)
@@ -195,7 +207,12 @@ class Rollup(msgspec.Struct):
             if acc is not None and acc.start_ms != start:  # defensive: an interval left unclosed
                 yield to_kline(acc, tf, closed=True)
                 acc = None
-            acc = msgspec.structs.replace(b, start_ms=start) if acc is None else merge(acc, b)
+            if acc is None:
+                acc = msgspec.structs.replace(b, start_ms=start)
+                if self._overlaps_unknown(start, start + tf_ms):  # it began in minutes not watched
+                    acc = msgspec.structs.replace(acc, gaps=acc.gaps + 1)
+            else:
+                acc = merge(acc, b)
             if end % tf_ms == 0:
                 self.accs.pop(tf, None)
                 yield to_kline(acc, tf, closed=True)
@@ -221,15 +238,45 @@ class Rollup(msgspec.Struct):
             start += MINUTE_MS
         return out
 
-    def feed_closed(self, minute: Kline, max_gap_minutes: int = 1440) -> list[Kline]:
-        """Take the closed kline of one minute; returns all klines it closes (see class doc)."""
+    def feed_closed(self, minute: Kline, max_gap_minutes: int = 1440, *, gap_open: bool = False,
+                    tainted: bool = False) -> list[Kline]:
+        """Take the closed kline of one minute; returns all klines it closes (see class doc).
+
+        ``gap_open``: the minute's first trade follows a gap, so the empty minutes before it are unknown, not
+        flat. ``tainted``: a later trade follows a gap and this minute holds the last trade before it, so trades
+        may be missing from its end: it is incomplete and unknown."""
         if self.first_full_ms is None:
             self.first_full_ms = minute.close_ms
-        if self.last_minute_ms is not None and minute.open_ms <= self.last_minute_ms:
+        last = self.last_minute_ms
+        if last is not None and minute.open_ms <= last:
             return []  # that minute is already closed (a flat one filled in by the timer): caller reports it
-        out = self.flat_until(minute.open_ms, max_gap_minutes)
+        if gap_open and last is not None:
+            out: list[Kline] = []
+            if minute.open_ms > last + MINUTE_MS:
+                self._mark_unknown(last + MINUTE_MS, minute.open_ms)
+                self.last_minute_ms = minute.open_ms - MINUTE_MS
+        else:
+            out = self.flat_until(minute.open_ms, max_gap_minutes)
+        if tainted:
+            self._mark_unknown(minute.open_ms, minute.close_ms)
+            minute = msgspec.structs.replace(minute, complete=False)
         out.extend(self._take(minute))
         return out
+
+    def _mark_unknown(self, start_ms: int, end_ms: int) -> None:
+        """Minutes ``[start_ms, end_ms)`` were not watched: the open longer intervals holding them are incomplete."""
+        if self.unknown is not None and self.unknown[1] >= start_ms:  # contiguous with the last span: extend it
+            start_ms = min(start_ms, self.unknown[0])
+        self.unknown = (start_ms, end_ms)
+        for tf, acc in self.accs.items():
+            self.accs[tf] = msgspec.structs.replace(acc, gaps=acc.gaps + 1)
+
+    def _overlaps_unknown(self, start_ms: int, end_ms: int) -> bool:
+        return self.unknown is not None and start_ms < self.unknown[1] and end_ms > self.unknown[0]
+
+    def is_unknown(self, k: Kline) -> bool:
+        """Whether ``k`` overlaps minutes that were not watched (a closed one is then not ours to publish)."""
+        return self._overlaps_unknown(k.open_ms, k.close_ms)
 
     def updating(self, open_minutes: Iterable[Kline]) -> list[Kline]:
         """Current (not closed) klines of every longer timeframe, given the open minutes' latest state."""

@@ -15,7 +15,8 @@ recordings in ``tests/data``; see the README's venue table):
   stream from its start and keeps its offsets exactly, so it misses nothing.
 
 The first trade of an instrument whose predecessor is unknown (the feed was joined mid-interval: start,
-pair added, a restart without the recovered last id) is also flagged, for every WebSocket venue: the part
+pair added, a restart without the recovered last id, any restart of a venue without contiguous ids) is also
+flagged, for every WebSocket venue: the part
 of its interval before the subscription was not seen. A gap is charged to the interval of the trade after
 it (the missing trades' times are unknown; an earlier interval already closed is left as published and
 is caught by reconciliation against the venue's kline).
@@ -35,7 +36,9 @@ class TradeIds:
     __slots__ = ("gaps", "last")
 
     def __init__(self, state: dict[str, int | None] | None = None) -> None:
-        self.last: dict[str, int | None] = dict(state or {})
+        # restored: an instrument without contiguous ids cannot show that nothing traded while the dataflow was
+        # down, so its first trade after a restart is flagged like an unknown start
+        self.last: dict[str, int | None] = {k: v for k, v in (state or {}).items() if v is not None}
         self.gaps = 0  # gaps seen since the last drain (not counting unknown starts), for the monitoring counter
 
     def check(self, t: Trade) -> Trade:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import bytewax.operators as op
+import msgspec
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -239,3 +240,58 @@ def test_merge_ticker_fills_bid_ask_from_best_quotes_only_where_missing() -> Non
     st2, out = merge_ticker(None, okx)
     assert out == okx
     assert merge_ticker(st2, BestQuote("okx", "BTC-USDT", Decimal(1), Decimal(2), T0))[1] is None
+
+
+# --------------------------------------------------------------------- minutes not watched (a gap: reconnect, restart)
+def gap_minute(ts: int, price: str, *, closed: bool) -> Minute:
+    """A minute whose first trade follows a trade-id gap (operators/trade_ids.py)."""
+    t = msgspec.structs.replace(trade(ts, price), gap=True)
+    return Minute(bucket_trades([t, trade(ts + 1, price)])[0], closed)
+
+
+def _restart(logic: RollupLogic, wall: list[datetime], down: timedelta) -> RollupLogic:
+    state = logic.snapshot()
+    wall[0] += down
+    return RollupLogic(("1m", "5m"), state, now=lambda: wall[0])
+
+
+@pytest.mark.parametrize("gap", [True, False], ids=["live feed, trades missed", "exact replay"])
+def test_a_restart_leaves_the_minutes_it_missed_to_the_venue_only_after_a_gap(gap: bool) -> None:
+    wall = [datetime(2026, 1, 1, tzinfo=UTC)]
+    logic = RollupLogic(("1m", "5m"), None, now=lambda: wall[0])
+    logic.on_batch([minute(T0 + 1000, "100", closed=False), minute(T0 + 1000, "100", closed=True)])
+    logic.on_batch([minute(T0 + 61_000, "101", closed=False)])  # minute 1 is open at the snapshot (then kill -9)
+    logic = _restart(logic, wall, timedelta(minutes=3))
+    first = (gap_minute if gap else minute)(T0 + 241_000, "110", closed=False)  # minute 4, after the restart
+    out, _ = logic.on_batch([first, minute(T0 + 61_000, "101", closed=True)])  # the window: inserts, then closes
+    (one,) = [o for o in out if o.kline.closed]
+    assert one.kline.open_ms == T0 + 60_000
+    assert (one.unknown, one.kline.complete) == ((True, False) if gap else (False, True))
+    wall[0] += timedelta(seconds=70)  # a minute passes with minute 4 open: the timer fills nothing before it
+    assert [o.kline.open_ms for o in logic.on_notify()[0]] == ([] if gap else [T0 + 120_000])
+    out, _ = logic.on_batch([(gap_minute if gap else minute)(T0 + 241_000, "110", closed=True)])
+    closed = {(o.kline.timeframe, o.kline.open_ms): o for o in out if o.kline.closed}
+    five = closed.pop(("5m", T0))  # minute 4 is the last of the 5m window 0..5
+    if gap:  # minutes 2 and 3 are not made up; minute 4 is published, incomplete (the venue's replaces it)
+        assert sorted(closed) == [("1m", T0 + 240_000)]
+        assert not closed["1m", T0 + 240_000].unknown and not closed["1m", T0 + 240_000].kline.complete
+    else:  # the replay resumed exactly: the empty minutes were watched, flat
+        assert sorted(closed) == [("1m", T0 + 180_000), ("1m", T0 + 240_000)]
+    assert (five.unknown, five.kline.complete) == ((True, False) if gap else (False, True))
+
+def test_a_gap_after_a_long_quiet_spell_marks_only_the_minute_before_it() -> None:
+    """Minutes with no trade before the last trade seen were watched: only the span after it is unknown."""
+    r = Rollup("binance", "BTC-USDT", ("5m",))
+    k0 = to_kline(bucket_trades([trade(T0 + 5, "10")])[0], "1m", closed=True)
+    k2 = to_kline(bucket_trades([trade(T0 + 120_000, "12")])[0], "1m", closed=True)
+    r.feed_closed(k0)
+    out = r.feed_closed(k2, tainted=True)  # a later minute's first trade follows a gap
+    assert [(k.open_ms, k.trades, k.complete) for k in out if k.timeframe == "1m"] == \
+        [(T0 + 60_000, 0, True), (T0 + 120_000, 1, False)]
+    assert [r.is_unknown(k) for k in out] == [False, True]
+    k6 = to_kline(bucket_trades([msgspec.structs.replace(trade(T0 + 360_000, "13"), gap=True)])[0], "1m",
+                  closed=True)
+    out = r.feed_closed(k6, gap_open=True)
+    # no flat minutes 3..5; the 5m window 0..5 closes incomplete and unknown, minute 6 incomplete but published
+    assert [(k.timeframe, k.open_ms, k.complete, r.is_unknown(k)) for k in out] == \
+        [("1m", T0 + 360_000, False, False), ("5m", T0, False, True)]
