@@ -67,32 +67,65 @@ Fields = tuple[str | int, ...]  # an entry's fields after ``d``, as name, value,
 StreamEvent = tuple[str, bytes, Fields]  # channel, data (the event's JSON), other fields
 
 
-# KEYS: streams (repeats allowed). ARGV[1]: maxlen, then per key: data, n, n field names and values.
-# One EVAL for a batch's events: redis-py's per-command packing, not the server, is the cost of many small
-# XADDs (several times an EVAL's share per entry). The approximate cap lets Redis trim whole macro nodes, which is
-# what keeps XADD O(1).
+# KEYS: one per run of a channel's events (repeats allowed). ARGV[1]: maxlen, then per key a count c and its
+# events: c < 0: -c events without other fields, each only its data; c > 0: c events, each data, n, n field names
+# and values. One EVAL for a batch's events: redis-py's per-command packing, not the server, is the cost of many
+# small XADDs; and packing is per argument, so a channel's plain events (every trade of @trades) cost one argument
+# each, not three. The approximate cap lets Redis trim whole macro nodes, which is what keeps XADD O(1).
 _XADD_MANY = """
-local maxlen, j = ARGV[1], 2
+local maxlen, j, added = ARGV[1], 2, 0
 for _, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[j + 1])
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
-  j = j + 2 + n
+  local c = tonumber(ARGV[j])
+  j = j + 1
+  if c < 0 then
+    for _ = 1, -c do
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j])
+      j = j + 1
+    end
+  else
+    for _ = 1, c do
+      local n = tonumber(ARGV[j + 1])
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
+      j = j + 2 + n
+    end
+  end
+  added = added + math.abs(c)
 end
-return #KEYS
+return added
 """
 
 
 def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int) -> None:
-    """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [fields...]`` for each event, in order, as one
-    EVAL on a redis-py pipeline."""
+    """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [fields...]`` for each event as one EVAL on a
+    redis-py pipeline: each channel's events in their order (channels are separate streams: their relative order
+    is no one's to see)."""
     if not events:
         return
+    by_channel: dict[str, list[tuple[bytes, Fields]]] = {}
+    for channel, data, fields in events:
+        by_channel.setdefault(channel, []).append((data, fields))
+    keys: list[str] = []
     args: list[str | int | bytes] = [maxlen]
-    for _, data, fields in events:
-        args.append(data)
-        args.append(len(fields))
-        args.extend(fields)
-    pipe.eval(_XADD_MANY, len(events), *(stream_key(ch) for ch, _, _ in events), *args)
+    for channel, evs in by_channel.items():
+        key = stream_key(channel)
+        i, end = 0, len(evs)
+        while i < end:  # runs of plain events and of events with fields
+            plain = not evs[i][1]
+            j = i + 1
+            while j < end and (not evs[j][1]) == plain:
+                j += 1
+            keys.append(key)
+            if plain:
+                args.append(i - j)
+                args.extend(data for data, _ in evs[i:j])
+            else:
+                args.append(j - i)
+                for data, fields in evs[i:j]:
+                    args.append(data)
+                    args.append(len(fields))
+                    args.extend(fields)
+            i = j
+    pipe.eval(_XADD_MANY, len(keys), *keys, *args)
 
 
 # ------------------------------------------------------------------------------------------------ @depth

@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import redis
 
-from connectors.push_streams import DepthPublisher
+from connectors.push_streams import DepthPublisher, Fields, StreamEvent, queue_events, stream_key
 from operators.events import BookStatus, BookView, Level
 from tests.book_helpers import naive_checksum
 
@@ -71,3 +71,18 @@ def test_depth_entries_rebuild_every_book(redis_db: redis.Redis) -> None:
     assert kinds.count("snapshot") == 2 and len(kinds) == len(shown)  # the first, and the one after the resync
     top = orjson.loads(redis_db.xrevrange("stream:BTC-USDT@depth5", count=1)[0][1]["d"])
     assert [top["bids"], top["asks"]] == [shown[seq][0][:5], shown[seq][1][:5]]
+
+
+def test_queued_events_keep_each_channels_order_with_and_without_fields(redis_db: redis.Redis) -> None:
+    events: list[StreamEvent] = []
+    for i in range(40):  # interleaved channels; runs of plain events and of events with fields
+        fields: Fields = ("t", "update", "s", i) if i % 7 in (3, 4) else ()
+        events.append((f"C{i % 3}@trades", orjson.dumps({"i": i}), fields))
+    pipe = redis_db.pipeline(transaction=False)
+    queue_events(pipe, events, 1000)
+    assert pipe.execute() == [40]
+    for c in range(3):
+        got = [(orjson.loads(f["d"])["i"], {k: v for k, v in f.items() if k != "d"})
+               for _, f in redis_db.xrange(stream_key(f"C{c}@trades"))]
+        want = [(i, {"t": "update", "s": str(i)} if i % 7 in (3, 4) else {}) for i in range(c, 40, 3)]
+        assert got == want

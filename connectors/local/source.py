@@ -32,8 +32,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from redis.exceptions import RedisError
 
 from connectors import stopping
-from connectors.local.wire import VENUE, parse_flat, stream_key
-from connectors.market_frames import MarketParseError
+from connectors.local.wire import VENUE, parse_entries, stream_key
 from connectors.market_source import MarketSourceItem, MarketStats
 from connectors.untrusted import RejectTally
 from connectors.ws.budget import Backoff
@@ -120,20 +119,14 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         streams_read = reply.items() if isinstance(reply, dict) else reply
         for key, entries in cast("list[tuple[bytes, list[tuple[bytes, list[bytes]]]]]", streams_read):
             inst = self._instruments[key]
-            last = self._last_ids.get(inst)
-            for entry_id, flat in entries:
-                item = parse_flat(inst, flat, recv_ns=recv_ns)
-                if isinstance(item, MarketParseError):
-                    self._rejects.add(item, instrument=inst, entry=entry_id.decode())
-                    continue
-                trade_id = int(item.trade_id)
-                if last is not None and trade_id <= last:
-                    self._counters["local_duplicate_trades"] += 1
-                    continue
-                last = trade_id
-                out.append(item)
-            if last is not None:
-                self._last_ids[inst] = last
+            batch = parse_entries(inst, entries, self._last_ids.get(inst), recv_ns)
+            out.extend(batch.trades)
+            for entry_id, why in batch.rejected:
+                self._rejects.add(why, instrument=inst, entry=entry_id.decode())
+            if batch.duplicates:
+                self._counters["local_duplicate_trades"] += batch.duplicates
+            if batch.last_id is not None:
+                self._last_ids[inst] = batch.last_id
             self._offsets[inst] = entries[-1][0].decode()
 
     def _stats(self, now: float, out: list[MarketSourceItem]) -> None:

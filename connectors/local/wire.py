@@ -104,3 +104,42 @@ def _parse(instrument: str, price_b: bytes, amount_b: bytes, side_b: bytes, ts_b
         return parse_error(VENUE, "invalid_number", "price/amount zero", _sample(fields))
     # trade_id as sent but without leading zeros (the source compares ids as integers)
     return Trade(VENUE, instrument, id_b.decode().lstrip("0") or "0", price, amount, side, ts, recv_ns)
+
+
+class StreamBatch:
+    """One stream's entries of an XREAD as :func:`parse_entries` leaves them."""
+
+    __slots__ = ("duplicates", "last_id", "rejected", "trades")
+
+    def __init__(self, last_id: int | None) -> None:
+        self.trades: list[Trade] = []
+        self.rejected: list[tuple[bytes, MarketParseError]] = []  # (entry id, why)
+        self.duplicates = 0  # entries whose trade_id is not above the last one (a producer's retried XADD)
+        self.last_id = last_id
+
+
+def parse_entries(instrument: str, entries: list[tuple[bytes, list[bytes]]], last_id: int | None,
+                  recv_ns: int) -> StreamBatch:
+    """:func:`parse_flat` of each ``(entry id, fields)`` of one stream, in order, dropping every trade whose id is
+    not above ``last_id`` (then the last one kept). One loop here, not a call per entry from the source: at full
+    batches the per-entry call and keyword overhead was a tenth of the source's cost."""
+    out = StreamBatch(last_id)
+    trades = out.trades
+    last = last_id
+    for entry_id, flat in entries:
+        if flat and flat[0::2] == _ORDER:
+            _, price_b, _, amount_b, _, side_b, _, ts_b, _, id_b = flat
+            item = _parse(instrument, price_b, amount_b, side_b, ts_b, id_b, flat, recv_ns)
+        else:
+            item = parse_flat(instrument, flat, recv_ns=recv_ns)
+        if isinstance(item, MarketParseError):
+            out.rejected.append((entry_id, item))
+            continue
+        trade_id = int(item.trade_id)
+        if last is not None and trade_id <= last:
+            out.duplicates += 1
+            continue
+        last = trade_id
+        trades.append(item)
+    out.last_id = last
+    return out
