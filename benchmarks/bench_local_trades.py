@@ -8,7 +8,8 @@ Real processes: redis-server, optionally VictoriaMetrics (``--influx``: closed k
   to the last (the 1d hash's ``trades`` counts them), so start-up is left out. trades/s = per worker.
 * ``latency``: a producer XADDs ``--rate`` trades/s (one pipeline per 10 ms tick, ``ts`` = now) for
   ``--seconds``; Redis keyspace notifications on ``kline:local:*:1d`` give the moment each HSET lands; a
-  trade's latency is from its XADD being sent to the first notification whose ``trades`` count includes it.
+  trade's latency is from its XADD being sent to the first notification whose ``trades`` count includes it
+  (wall clock; the observer is a process of its own, so the producer never delays its clock reads).
 
 Usage: ``.venv/bin/python benchmarks/bench_local_trades.py throughput --trades 1000000``
        ``.venv/bin/python benchmarks/bench_local_trades.py latency --rate 5000 --seconds 30``
@@ -17,17 +18,18 @@ Usage: ``.venv/bin/python benchmarks/bench_local_trades.py throughput --trades 1
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -133,6 +135,26 @@ def throughput(args: argparse.Namespace) -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
+def watch(url: str, insts: tuple[str, ...], ready: Any, stop: Any, out: Any) -> None:
+    """The observer, in a process of its own (sharing the producer's GIL delayed its clock reads by up to the
+    interpreter's 5 ms switch interval): per stream, the wall time at which each trade count was first visible."""
+    client = redis.Redis.from_url(url)
+    sub = client.pubsub()  # type: ignore[no-untyped-call]
+    sub.psubscribe("__keyspace@0__:kline:local:*:1d")
+    seen: dict[str, list[float]] = {i: [] for i in insts}
+    ready.set()
+    while not stop.is_set():
+        msg = sub.get_message(timeout=0.05)
+        if msg is None or msg["type"] != "pmessage":
+            continue
+        now = time.time()
+        inst = msg["channel"].decode().split(":")[3]
+        n = int(client.hget(f"kline:local:{inst}:1d", "trades") or 0)
+        got = seen[inst]
+        got.extend([now] * (n - len(got)))
+    out.send(seen)
+
+
 def latency(args: argparse.Namespace) -> None:
     insts = INSTRUMENTS[: args.instruments]
     with servers(args.influx) as (url, vm):
@@ -141,24 +163,11 @@ def latency(args: argparse.Namespace) -> None:
         client.sadd("config:trading_pairs", *insts)
         log = Path(tempfile.mkdtemp()) / "flow.log"
         proc = start_flow(url, vm, log, args.batch)
-        sub = redis.Redis.from_url(url).pubsub()
-        sub.psubscribe("__keyspace@0__:kline:local:*:1d")
         sent: dict[str, list[float]] = {i: [] for i in insts}  # per stream, send time of trade k (1-based index)
-        seen: dict[str, list[float]] = {i: [] for i in insts}  # per stream, first time trade k was visible
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                msg = sub.get_message(timeout=0.05)
-                if msg is None or msg["type"] != "pmessage":
-                    continue
-                now = time.perf_counter()
-                inst = msg["channel"].decode().split(":")[3]
-                n = int(client.hget(f"kline:local:{inst}:1d", "trades") or 0)
-                got = seen[inst]
-                got.extend([now] * (n - len(got)))
-
-        watcher = threading.Thread(target=watch, daemon=True)
+        ctx = multiprocessing.get_context("spawn")
+        ready, stop = ctx.Event(), ctx.Event()
+        receive, send = ctx.Pipe(duplex=False)
+        watcher = ctx.Process(target=watch, args=(url, insts, ready, stop, send), daemon=True)
         try:
             # wait until the dataflow reads the streams (its pairs poll logged), then produce
             deadline = time.monotonic() + 60
@@ -167,6 +176,7 @@ def latency(args: argparse.Namespace) -> None:
                     raise SystemExit(f"dataflow not reading; see {log}")
                 time.sleep(0.05)
             watcher.start()
+            ready.wait(30)
             cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()
             tick, per_tick = 0.01, args.rate / 100 / len(insts)
             owed = 0.0
@@ -182,24 +192,28 @@ def latency(args: argparse.Namespace) -> None:
                 for inst in insts:
                     for j in range(n):
                         pipe.xadd(f"trades:{inst}", entry(k + j, ts))  # type: ignore[arg-type]
-                now = time.perf_counter()
+                now = time.time()
                 pipe.execute()
                 for inst in insts:
                     sent[inst].extend([now] * n)
                 k += n
                 t_next += tick
                 time.sleep(max(0.0, t_next - time.perf_counter()))
+            total = sum(map(len, sent.values()))
             deadline = time.monotonic() + 30
-            while any(len(seen[i]) < len(sent[i]) for i in insts) and time.monotonic() < deadline:
+            while consumed(client, insts) < total and time.monotonic() < deadline:
                 time.sleep(0.05)
             share = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - wall0)
+            time.sleep(0.2)  # the last notifications reach the observer
+            stop.set()
+            seen: dict[str, list[float]] = receive.recv()
+            watcher.join(10)
         finally:
             stop.set()
             stop_process(proc)
     lat = sorted((s - x) * 1000 for i in insts for x, s in zip(sent[i], seen[i], strict=False))
     warm = lat  # every trade counted; the first second included (no warm-up excluded)
     q = statistics.quantiles(warm, n=100)
-    total = sum(map(len, sent.values()))
     print(f"latency: {total:,} trades at {args.rate:,}/s over {len(insts)} streams for {args.seconds} s, "
           f"influx={'on' if args.influx else 'off'}: XADD -> kline: hash p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, "
           f"p99 {q[98]:.2f} ms, max {warm[-1]:.2f} ms ({len(warm):,} seen); the dataflow used {share:.0%} of a "
