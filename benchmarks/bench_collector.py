@@ -36,6 +36,7 @@ from connectors.book_sinks import CollectorRedisSink  # noqa: E402
 from connectors.okx.book_source import OkxBookProcessor, okx_books_source  # noqa: E402
 from connectors.ws.events import Frame, Subscribed, TopicsChecked  # noqa: E402
 from connectors.ws.source import _Partition  # noqa: E402
+from cryptoflow.connector_configs import okx_books_config  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import load_settings  # noqa: E402
 from operators.events import BookView, Level  # noqa: E402
@@ -189,7 +190,7 @@ def latency(redis_url: str, redis_port: int, rate: float, seconds: float) -> tup
         settings = load_settings(redis_url=redis_url, okx_ws_url=sim.okx_ws_url, okx_rest_url=sim.okx_rest_url,
                                  trading_pairs_poll_interval=1.0, okx_pairs_per_connection=5)
         lats: list[int] = []
-        src = okx_books_source(settings, shards=2)
+        src = okx_books_source(okx_books_config(settings), shards=2)
         deadline = [0.0]
         real_factory = src._processor
 

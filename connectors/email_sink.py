@@ -54,7 +54,6 @@ from connectors.redis_list import ListAcker, ListItem
 from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError, build_message
 from connectors.untrusted import Rejected, decode, sample
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.alerts import MAX_JOB_ID, InvalidJob
 from operators.events import EmailJob
 
@@ -279,12 +278,6 @@ class EmailSink(DynamicSink[ListItem]):
         self._policy = policy
         self._queue = queue_key
         self._concurrency = concurrency
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EmailSink:
-        policy = RetryPolicy(settings.email_max_attempts, settings.email_backoff_initial, settings.email_backoff_max)
-        return cls(str(settings.redis_url), SmtpConfig.from_settings(settings), policy,
-                   concurrency=settings.email_concurrency)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         acker = ListAcker(self._url, self._queue)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,6 @@ import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 
 FieldValue = float | int | bool | str | Decimal
 
@@ -145,21 +145,32 @@ def _lines(data: str | bytes) -> int:
     return (data.count(b"\n") if isinstance(data, bytes) else data.count("\n")) + 1
 
 
-def influx_enabled(settings: Settings) -> bool:
+@dataclass(frozen=True)
+class InfluxConfig:
+    """The bucket points go to (``INFLUX_*``; :func:`cryptoflow.connector_configs.influx_config`); ``url`` is
+    ``None`` when ``INFLUX_URL`` is unset (InfluxDB not configured)."""
+
+    url: str | None
+    token: str = field(repr=False)  # never shown
+    org: str
+    bucket: str
+    flush_interval_ms: int  # the buffered writer's flush window (INFLUX_FLUSH_INTERVAL)
+
+
+def influx_configured(config: InfluxConfig) -> bool:
     """Whether InfluxDB is configured; says once, in the log, when it is not."""
-    if settings.influx_url is None:
+    if config.url is None:
         log.info("influx_disabled", reason="INFLUX_URL is unset: history is not written to InfluxDB")
         return False
     return True
 
 
-def writer_from_settings(settings: Settings) -> InfluxWriter | None:
+def writer_from_config(config: InfluxConfig) -> InfluxWriter | None:
     """The writer, or ``None`` (logged) when ``INFLUX_URL`` is unset."""
-    if not influx_enabled(settings):
+    if not influx_configured(config):
         return None
-    return InfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
-                        settings.influx_org, settings.influx_bucket,
-                        flush_interval_ms=int(settings.influx_flush_interval * 1000))
+    return InfluxWriter(str(config.url), config.token, config.org, config.bucket,
+                        flush_interval_ms=config.flush_interval_ms)
 
 
 class _InfluxPartition(StatelessSinkPartition[InfluxPoint]):
@@ -178,8 +189,8 @@ class _InfluxPartition(StatelessSinkPartition[InfluxPoint]):
 class InfluxSink(DynamicSink[InfluxPoint]):
     """Bytewax sink of :class:`InfluxPoint`; a no-op when ``INFLUX_URL`` is unset. One writer per worker."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, config: InfluxConfig) -> None:
+        self._config = config
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _InfluxPartition:
-        return _InfluxPartition(writer_from_settings(self._settings))
+        return _InfluxPartition(writer_from_config(self._config))

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 import urllib3
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.influx import InfluxPoint, to_line
+from connectors.influx import InfluxConfig, InfluxPoint, to_line
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings, mask_url
+from cryptoflow.settings import mask_url
 
 log = get_logger("connectors.influx_sync")
 
@@ -69,9 +69,8 @@ class SyncInfluxWriter:
 
 
 class _Partition(StatelessSinkPartition[InfluxPoint]):
-    def __init__(self, settings: Settings, max_wait_s: float) -> None:
-        self._writer = SyncInfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
-                                        settings.influx_org, settings.influx_bucket)
+    def __init__(self, config: InfluxConfig, max_wait_s: float) -> None:
+        self._writer = SyncInfluxWriter(str(config.url), config.token, config.org, config.bucket)
         self._max_wait = max_wait_s
 
     def write_batch(self, items: list[InfluxPoint]) -> None:
@@ -100,9 +99,9 @@ class _Partition(StatelessSinkPartition[InfluxPoint]):
 class SyncInfluxSink(DynamicSink[InfluxPoint]):
     """See the module docstring. Build only when InfluxDB is configured."""
 
-    def __init__(self, settings: Settings, max_wait_s: float = 30.0) -> None:
-        self._settings = settings
+    def __init__(self, config: InfluxConfig, max_wait_s: float = 30.0) -> None:
+        self._config = config
         self._max_wait = max_wait_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._settings, self._max_wait)
+        return _Partition(self._config, self._max_wait)

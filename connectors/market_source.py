@@ -45,7 +45,6 @@ from connectors.ws.hooks import VenueHooks
 from connectors.ws.shard import ShardRunner
 from connectors.ws.source import ShardControl, WsShardSource
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.events import Trade
 from operators.instruments import is_spot
 from operators.kline_steps import InstrumentRemoved
@@ -224,6 +223,26 @@ def _bybit_parse(text: str, recv_ns: int, symbols: SymbolMap) -> list[MarketItem
     return parse_bybit_frame(text, recv_ns=recv_ns, symbols=symbols)
 
 
+class MarketSourceConfig(msgspec.Struct, frozen=True):
+    """What :func:`market_sources` needs (:func:`cryptoflow.connector_configs.market_source_config`)."""
+
+    venues: tuple[str, ...]  # MARKET_DATA_VENUES (those without a WebSocket source here are skipped)
+    timeframes: tuple[str, ...]  # KLINE_TIMEFRAMES
+    binance_trade_stream: str  # BINANCE_TRADE_STREAM's channel
+    okx_ws_url: str
+    okx_business_url: str
+    binance_ws_url: str
+    bybit_ws_url: str
+    ping_interval: float
+    pong_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    redis_url: str
+    pairs_key: str
+    max_pairs: int
+    pairs_poll_interval: float
+
+
 class _Spec(msgspec.Struct, frozen=True):
     venue: str
     source: str
@@ -233,18 +252,18 @@ class _Spec(msgspec.Struct, frozen=True):
     shards: int
 
 
-def venue_specs(settings: Settings) -> list[_Spec]:
+def venue_specs(config: MarketSourceConfig) -> list[_Spec]:
     """Which sources and channels ``MARKET_DATA_VENUES`` and ``KLINE_TIMEFRAMES`` ask for."""
-    tfs = settings.kline_timeframes
+    tfs = config.timeframes
     specs: list[_Spec] = []
-    for venue in settings.market_data_venues:
+    for venue in config.venues:
         if venue == "okx":
             specs.append(_Spec("okx", "okx_public", ("trades", "tickers"), "trades", False, 2))
             candles = tuple(CANDLE_CHANNELS[tf] for tf in tfs if tf in CANDLE_CHANNELS)
             if candles:
                 specs.append(_Spec("okx", "okx_business", candles, "", False, 1))
         elif venue == "binance":
-            trade = settings.binance_trade_stream.value
+            trade = config.binance_trade_stream
             chans = (trade, "ticker", *(f"kline_{tf}" for tf in tfs))
             specs.append(_Spec("binance", "binance", chans, trade, True, 2))
         elif venue == "bybit":
@@ -254,35 +273,33 @@ def venue_specs(settings: Settings) -> list[_Spec]:
     return specs
 
 
-def _hooks(spec: _Spec, settings: Settings) -> VenueHooks:
+def _hooks(spec: _Spec, config: MarketSourceConfig) -> VenueHooks:
     if spec.source == "okx_public":
-        return OkxHooks(str(settings.okx_ws_url), ping_interval=settings.ws_ping_interval,
-                        pong_timeout=settings.ws_pong_timeout)
+        return OkxHooks(config.okx_ws_url, ping_interval=config.ping_interval, pong_timeout=config.pong_timeout)
     if spec.source == "okx_business":
-        return OkxHooks(settings.okx_business_url, ping_interval=settings.ws_ping_interval,
-                        pong_timeout=settings.ws_pong_timeout)
+        return OkxHooks(config.okx_business_url, ping_interval=config.ping_interval,
+                        pong_timeout=config.pong_timeout)
     if spec.venue == "binance":
-        return BinanceHooks(str(settings.binance_ws_url), silence=settings.ws_ping_interval,
-                            pong_timeout=settings.ws_pong_timeout)
-    return BybitHooks(str(settings.bybit_ws_url), pong_timeout=settings.ws_pong_timeout)
+        return BinanceHooks(config.binance_ws_url, silence=config.ping_interval, pong_timeout=config.pong_timeout)
+    return BybitHooks(config.bybit_ws_url, pong_timeout=config.pong_timeout)
 
 
 _PARSERS: dict[str, Parser] = {"okx": _okx_parse, "binance": _binance_parse, "bybit": _bybit_parse}
 
 
-def market_sources(settings: Settings) -> list[tuple[str, WsShardSource[MarketSourceItem]]]:
-    """``(step_id, source)`` per venue connection family, configured from ``settings``."""
+def market_sources(config: MarketSourceConfig) -> list[tuple[str, WsShardSource[MarketSourceItem]]]:
+    """``(step_id, source)`` per venue connection family, configured from ``config``."""
     out = []
-    for spec in venue_specs(settings):
+    for spec in venue_specs(config):
         def runner(index: int, total: int, emit: object, spec: _Spec = spec) -> ShardRunner:
-            hooks = _hooks(spec, settings)
-            poller = PairsPoller(str(settings.redis_url), settings.redis_trading_pairs_key,
-                                 limit=settings.max_trading_pairs, interval=settings.trading_pairs_poll_interval,
+            hooks = _hooks(spec, config)
+            poller = PairsPoller(config.redis_url, config.pairs_key, limit=config.max_pairs,
+                                 interval=config.pairs_poll_interval,
                                  venue=spec.venue, announce=index == 0 and spec.source != "okx_business")
             topics = ChannelTopics(poller, spec.channels, spot_only=spec.spot_only, primary=spec.primary)
             return ShardRunner(index=index, shards=total, hooks=hooks, source=topics, emit=emit,  # type: ignore[arg-type]
                                per_connection=hooks.limits.topics_per_connection,
-                               backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max)
+                               backoff_initial=config.backoff_initial, backoff_max=config.backoff_max)
 
         def processor(index: int, control: ShardControl, spec: _Spec = spec) -> MarketProcessor:
             return MarketProcessor(spec.venue, spec.source, index, control, _PARSERS[spec.venue],

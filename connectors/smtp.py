@@ -23,7 +23,6 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
-from cryptoflow.settings import Settings
 from operators.alerts import InvalidJob, check_job
 from operators.events import EmailJob
 
@@ -42,6 +41,8 @@ class SmtpPermanentError(SmtpError):
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """The server and sender (``SMTP_*``, ``EMAIL_FROM``; :func:`cryptoflow.connector_configs.smtp_config`)."""
+
     host: str
     port: int
     sender: str
@@ -49,12 +50,6 @@ class SmtpConfig:
     password: str = ""
     starttls: bool = False
     timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpConfig:
-        return cls(host=settings.smtp_host, port=settings.smtp_port, sender=settings.email_from,
-                   user=settings.smtp_user, password=settings.smtp_password.get_secret_value(),
-                   starttls=settings.smtp_starttls, timeout=settings.smtp_timeout)
 
     def __repr__(self) -> str:  # never show the password
         return f"SmtpConfig(host={self.host!r}, port={self.port}, user={self.user!r}, starttls={self.starttls})"

@@ -20,9 +20,9 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from connectors.email_sink import EmailSink
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_list import AckMode, ReliableRedisListSource
+from cryptoflow.connector_configs import email_sink
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
@@ -38,7 +38,7 @@ def build(settings: Settings, *, queue_key: str = EMAIL_QUEUE) -> Dataflow:
         suspect_wait=settings.smtp_timeout * 3 + 5.0,
     )
     jobs = op.input("read", flow, source)
-    op.output("send", jobs, EmailSink.from_settings(settings))
+    op.output("send", jobs, email_sink(settings))
     return flow
 
 

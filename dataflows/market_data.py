@@ -27,16 +27,24 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors import stopping
-from connectors.alerts.matcher import PriceAlertSink
-from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
+from connectors.influx import InfluxPoint, InfluxSink
 from connectors.influx_sync import SyncInfluxSink
 from connectors.kline_reports import report_check, report_correction, report_late, report_replaced, report_unknown
-from connectors.local.source import LocalTradesSource, local_config
+from connectors.local.source import LocalTradesSource
 from connectors.market_sinks import MarketRedisItem, MarketWriter, kline_point, ticker_point
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
 from connectors.monitoring import MonitorReport
 from connectors.redis_sink import RedisPipelineSink
-from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
+from connectors.rest_klines.repair import KlineRepairSink
+from cryptoflow.connector_configs import (
+    influx_config,
+    influx_enabled,
+    local_config,
+    market_source_config,
+    price_alert_sink,
+    repair_config,
+    repair_enabled,
+)
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import LOCAL_VENUE, Settings, settings_or_exit
@@ -87,7 +95,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     items = split.falses
     if settings.price_alerts_enabled:
         # Price alerts (ALERTS, issue 7): atomic Lua matching per batch of trades -> queue:email.
-        op.output("price_alerts", trades, PriceAlertSink.from_settings(settings))
+        op.output("price_alerts", trades, price_alert_sink(settings))
 
     removals = op.filter_map("removals", items, lambda x: x if isinstance(x, InstrumentRemoved) else None)
     # a SIGINT/SIGTERM stop ends the input but not the open minutes: they stay in the state (and the recovery
@@ -129,7 +137,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
 
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
     if repair_enabled(settings):  # KLINE_BACKFILL > 0: backfill at start, refetch what a reconnect missed (REST)
-        op.output("repair_klines", stats, KlineRepairSink(settings))
+        op.output("repair_klines", stats, KlineRepairSink(repair_config(settings)))
     monitor = op.merge("monitor", late, corrections, held, checked, replaced,
                        op.map("shard_reports", stats, shard_report))
 
@@ -144,15 +152,15 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
         closed = op.filter_map("closed_klines", klines,
                                lambda o: kline_point(o.kline) if o.kline.closed else None)
         # klines are written before the epoch (and its recovery snapshot) ends: exactly once after kill -9
-        op.output("influx_klines", closed, SyncInfluxSink(settings))
+        op.output("influx_klines", closed, SyncInfluxSink(influx_config(settings)))
         ticks: Stream[InfluxPoint] = op.filter_map("ticker_points", ticker_pairs,
                                                    lambda tp: ticker_point(tp[0]) if tp[1] else None)
-        op.output("influx", ticks, InfluxSink(settings))
+        op.output("influx", ticks, InfluxSink(influx_config(settings)))
 
 
 def build(settings: Settings) -> Dataflow:
     flow = Dataflow("market_data")
-    inputs = [op.input(step, flow, source) for step, source in market_sources(settings)]
+    inputs = [op.input(step, flow, source) for step, source in market_sources(market_source_config(settings))]
     if LOCAL_VENUE in settings.market_data_venues:  # the exchange's own trades (Redis Streams), as venue local
         inputs.append(op.input("local", flow, LocalTradesSource(local_config(settings))))
     if not inputs:

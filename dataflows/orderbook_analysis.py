@@ -46,6 +46,7 @@ from connectors.okx.book_source import BookState, BufferFrame, ShardStats, okx_b
 from connectors.okx.books import OkxParseError, parse_books_frame
 from connectors.redis_list import AckMode, ListItem, ReliableRedisListSource
 from connectors.untrusted import Rejected
+from cryptoflow.connector_configs import influx_config, okx_books_config
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import OrderbookSource, Settings, settings_or_exit
@@ -123,7 +124,7 @@ def build(
     flow = Dataflow("orderbook_analysis")
     if source is None:
         if settings.orderbook_source is OrderbookSource.WS:
-            source = okx_books_source(settings, with_deltas=True, dataflow="orderbook_analysis")
+            source = okx_books_source(okx_books_config(settings), with_deltas=True, dataflow="orderbook_analysis")
         else:
             source = ReliableRedisListSource(
                 str(settings.redis_url), settings.orderbook_buffer_key, partitions=1, ack=AckMode.RECOVERY,
@@ -148,7 +149,7 @@ def build(
         str(settings.redis_url), recipients=settings.analysis_alert_emails,
         history_max=settings.alerts_history_max, on_written=on_written, stream_maxlen=settings.stream_maxlen))
     points = op.flat_map("points", outputs, influx_points)
-    op.output("influx", points, InfluxSink(settings))
+    op.output("influx", points, InfluxSink(influx_config(settings)))
     return flow
 
 

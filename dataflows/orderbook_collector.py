@@ -15,9 +15,10 @@ import msgspec
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.book_sinks import CollectorRedisSink, RedisItem
-from connectors.influx import InfluxPoint, InfluxSink, influx_enabled
+from connectors.influx import InfluxPoint, InfluxSink
 from connectors.monitoring import MonitorReport
 from connectors.okx.book_source import BookSample, CollectorItem, ShardStats, okx_books_source
+from cryptoflow.connector_configs import influx_config, influx_enabled, okx_books_config
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
@@ -87,7 +88,7 @@ def ws_point(up: WsTotals) -> InfluxPoint:
 
 def build(settings: Settings) -> Dataflow:
     flow = Dataflow("orderbook_collector")
-    items = op.input("okx_books", flow, okx_books_source(settings))
+    items = op.input("okx_books", flow, okx_books_source(okx_books_config(settings)))
     to_redis: Stream[RedisItem] = op.filter_map("redis_items", items, redis_item)
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
                                                     settings.orderbook_buffer_max, dataflow=DATAFLOW,
@@ -99,7 +100,7 @@ def build(settings: Settings) -> Dataflow:
         stats = op.filter_map("stats", items, lambda x: x if isinstance(x, ShardStats) else None)
         totals = op.stateful_map("aggregate", op.key_on("by_venue", stats, lambda _: "okx"), aggregate)
         metrics = op.map("ws_points", totals, lambda kv: ws_point(kv[1]))
-        op.output("influx", op.merge("points", samples, metrics), InfluxSink(settings))
+        op.output("influx", op.merge("points", samples, metrics), InfluxSink(influx_config(settings)))
     return flow
 
 

@@ -14,7 +14,8 @@ import redis
 import urllib3
 
 from connectors.market_source import MarketStats
-from connectors.rest_klines.repair import KlineRepairSink, repair_enabled
+from connectors.rest_klines.repair import KlineRepairSink
+from cryptoflow.connector_configs import repair_config, repair_enabled
 from cryptoflow.servers import stop_process
 from cryptoflow.settings import Settings
 from operators.outages import Outage, OutageTracker, covers, repair_range
@@ -70,7 +71,7 @@ def test_start_up_backfills_kline_backfill_seconds(sim: Simulator, victoria: Vic
     settings = _settings(sim, victoria, redis_server, "okx")
     assert repair_enabled(settings)
     now = int(time.time() * 1000)
-    partition = KlineRepairSink(settings).build("repair_klines", 0, 1)
+    partition = KlineRepairSink(repair_config(settings)).build("repair_klines", 0, 1)
     try:
         labels = {"exchange": "okx", "symbol": "AVAX-USDT", "timeframe": "1m"}
         stored = wait_for("an hour of 1m klines", lambda: (s := victoria.series("kline", "close", **labels))
@@ -89,7 +90,7 @@ def test_a_reconnect_fetches_the_interval_it_missed(sim: Simulator, victoria: Vi
                                                     redis_server: RedisServer, redis_db: redis.Redis) -> None:
     redis_db.sadd("config:trading_pairs", "TRX-USDT", "AVAX-USDT")
     settings = _settings(sim, victoria, redis_server, "bybit,okx")
-    partition = KlineRepairSink(settings).build("repair_klines", 1, 2)  # not worker 0: no start-up backfill
+    partition = KlineRepairSink(repair_config(settings)).build("repair_klines", 1, 2)  # worker 1: no start-up backfill
     t0 = (int(time.time() * 1000) // 60_000 - 30) * 60_000 + 20_000  # 30 minutes ago, 20 s into a minute
     try:
         partition.write_batch([_stats(t0, 1, 0), _stats(t0 + 60_000, 0, 0), _stats(t0 + 10 * 60_000, 1, 1)])
@@ -165,7 +166,7 @@ def test_every_shard_of_a_venue_reconnecting_is_one_repair(
         sim: Simulator, victoria: VictoriaMetrics, redis_server: RedisServer, redis_db: redis.Redis) -> None:
     redis_db.sadd("config:trading_pairs", "UNI-USDT", "AVAX-USDT")
     settings = _settings(sim, victoria, redis_server, "bybit,okx")
-    partition = KlineRepairSink(settings).build("repair_klines", 1, 2)  # not worker 0: no start-up backfill
+    partition = KlineRepairSink(repair_config(settings)).build("repair_klines", 1, 2)  # worker 1: no start-up backfill
     t0 = (int(time.time() * 1000) // 60_000 - 40) * 60_000 + 20_000  # 40 minutes ago, 20 s into a minute
 
     def shard(venue: str, n: int, ts_ms: int, reconnects: int) -> MarketStats:

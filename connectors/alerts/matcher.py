@@ -28,7 +28,6 @@ from connectors.push_streams import DEFAULT_MAXLEN, MY_ALERTS, stream_key
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.alerts import BODY_TEMPLATE, SUBJECT_TEMPLATE, VERBS
 from operators.events import Trade, iso_ms
 
@@ -197,11 +196,6 @@ class PriceAlertSink(DynamicSink[Trade]):
         self._max_age_ms = int(max_age_s * 1000)
         self._queue = queue_key
         self._stream_maxlen = stream_maxlen
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PriceAlertSink:
-        return cls(str(settings.redis_url), max_age_s=settings.price_alert_max_age,
-                   stream_maxlen=settings.stream_maxlen)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         return _Partition(self._url, self._max_age_ms, self._queue, self._stream_maxlen)

@@ -38,7 +38,6 @@ from connectors.untrusted import RejectTally
 from connectors.ws.budget import Backoff
 from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
 from operators.kline_steps import InstrumentRemoved
 
@@ -57,6 +56,8 @@ def _raw_reply(response: object, **_options: object) -> object:
 
 @dataclass(frozen=True)
 class LocalConfig:
+    """Where the streams and pairs are and how to read them (:func:`cryptoflow.connector_configs.local_config`)."""
+
     redis_url: str
     pairs_key: str
     max_pairs: int
@@ -171,12 +172,6 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
 
     def close(self) -> None:
         self._client.close()
-
-
-def local_config(settings: Settings) -> LocalConfig:
-    return LocalConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
-                       settings.trading_pairs_poll_interval, settings.local_stream_batch,
-                       settings.local_stream_block_ms, settings.local_stream_shards)
 
 
 class LocalTradesSource(FixedPartitionedSource[MarketSourceItem, LocalState]):

@@ -55,7 +55,6 @@ from connectors.ws.events import (
 from connectors.ws.shard import ShardRunner
 from connectors.ws.source import ShardControl, WsShardSource
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.book_sequencing import OKX
 from operators.book_sync import (
     COUNTER_OF,
@@ -349,33 +348,51 @@ class OkxBookProcessor:
 
 
 # ---------------------------------------------------------------------------------------------- wiring
-def shard_count(settings: Settings) -> int:
-    return max(1, math.ceil(settings.max_trading_pairs / settings.okx_pairs_per_connection))
+class OkxBooksConfig(msgspec.Struct, frozen=True):
+    """What :func:`okx_books_source` needs (:func:`cryptoflow.connector_configs.okx_books_config`)."""
+
+    ws_url: str  # OKX_WS_URL
+    rest_url: str  # OKX_REST_URL (snapshots for a resync)
+    channel: str  # OKX_BOOK_CHANNEL
+    pairs_per_connection: int  # OKX_PAIRS_PER_CONNECTION
+    ping_interval: float
+    pong_timeout: float
+    stale_after: float
+    backoff_initial: float
+    backoff_max: float
+    redis_url: str
+    pairs_key: str
+    max_pairs: int
+    pairs_poll_interval: float
+    sample_interval: float  # INFLUX_BOOK_INTERVAL
+    sample_levels: int | None  # INFLUX_BOOK_LEVELS; None: InfluxDB not configured, no samples
 
 
-def okx_books_source(settings: Settings, *, shards: int | None = None, with_deltas: bool = False,
+def shard_count(config: OkxBooksConfig) -> int:
+    return max(1, math.ceil(config.max_pairs / config.pairs_per_connection))
+
+
+def okx_books_source(config: OkxBooksConfig, *, shards: int | None = None, with_deltas: bool = False,
                      dataflow: str = "orderbook_collector") -> WsShardSource[CollectorItem]:
-    """The source of the order-book collector, configured from ``settings``; ``with_deltas``: each
+    """The source of the order-book collector, configured from ``config``; ``with_deltas``: each
     :class:`BufferFrame` also carries its parsed deltas (for the analysis dataflow's ws mode); ``dataflow``
     names the rejection counters (``<dataflow>:rejected_<reason>``)."""
-    count = shards or shard_count(settings)
-    channel = settings.okx_book_channel.value
+    count = shards or shard_count(config)
+    channel = config.channel
 
     def runner(index: int, total: int, emit: object) -> ShardRunner:
-        hooks = OkxHooks(str(settings.okx_ws_url), channel=channel, ping_interval=settings.ws_ping_interval,
-                         pong_timeout=settings.ws_pong_timeout)
-        poller = PairsPoller(str(settings.redis_url), settings.redis_trading_pairs_key,
-                             limit=settings.max_trading_pairs, interval=settings.trading_pairs_poll_interval,
-                             venue="okx", announce=index == 0)
+        hooks = OkxHooks(config.ws_url, channel=channel, ping_interval=config.ping_interval,
+                         pong_timeout=config.pong_timeout)
+        poller = PairsPoller(config.redis_url, config.pairs_key, limit=config.max_pairs,
+                             interval=config.pairs_poll_interval, venue="okx", announce=index == 0)
         return ShardRunner(index=index, shards=total, hooks=hooks, source=poller, emit=emit,  # type: ignore[arg-type]
-                           per_connection=settings.okx_pairs_per_connection,
-                           backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max,
-                           fetcher=lambda: OkxBooksFetcher(str(settings.okx_rest_url)))
+                           per_connection=config.pairs_per_connection,
+                           backoff_initial=config.backoff_initial, backoff_max=config.backoff_max,
+                           fetcher=lambda: OkxBooksFetcher(config.rest_url))
 
     def processor(index: int, control: ShardControl) -> OkxBookProcessor:
-        return OkxBookProcessor(index, control, channel=channel, stale_after=settings.ws_stale_after,
-                                sample_interval=settings.influx_book_interval,
-                                sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
+        return OkxBookProcessor(index, control, channel=channel, stale_after=config.stale_after,
+                                sample_interval=config.sample_interval, sample_levels=config.sample_levels,
                                 with_deltas=with_deltas, dataflow=dataflow)
 
     return WsShardSource(count, runner, processor)

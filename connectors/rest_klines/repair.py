@@ -34,7 +34,6 @@ from connectors.market_source import MarketStats
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient
 from cryptoflow.logs import get_logger
-from cryptoflow.settings import Settings
 from operators.instruments import select_pairs
 from operators.klines import MINUTE_MS, TIMEFRAME_MS, window_start
 from operators.outages import Outage, OutageTracker, covers, repair_range
@@ -44,6 +43,8 @@ SETTLE_MS = 2_000  # after a minute closes, venues need a moment to publish its 
 
 
 class RepairConfig(msgspec.Struct, frozen=True):
+    """What the repair reads and writes (:func:`cryptoflow.connector_configs.repair_config`)."""
+
     venues: tuple[str, ...]  # those with REST klines
     rest_urls: dict[str, str]
     timeframes: tuple[str, ...]
@@ -52,19 +53,6 @@ class RepairConfig(msgspec.Struct, frozen=True):
     pairs_key: str
     max_pairs: int
     window_s: float  # KLINE_BACKFILL: the start-up backfill, and the longest repair
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RepairConfig:
-        urls = {"binance": settings.binance_rest_url, "okx": settings.okx_rest_url, "bybit": settings.bybit_rest_url}
-        return cls(tuple(v for v in settings.market_data_venues if v in VENUES),
-                   {v: str(u) for v, u in urls.items()}, tuple(settings.kline_timeframes),
-                   (str(settings.influx_url), settings.influx_token.get_secret_value(), settings.influx_org,
-                    settings.influx_bucket), str(settings.redis_url), settings.redis_trading_pairs_key,
-                   settings.max_trading_pairs, settings.kline_backfill)
-
-
-def repair_enabled(settings: Settings) -> bool:
-    return settings.kline_backfill > 0 and settings.influx_url is not None
 
 
 class _Repairer:
@@ -196,8 +184,8 @@ class _RepairPartition(StatelessSinkPartition[MarketStats]):
 class KlineRepairSink(DynamicSink[MarketStats]):
     """Sink of the shards' :class:`MarketStats`: start-up backfill and repairs after reconnects (see above)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._config = RepairConfig.from_settings(settings)
+    def __init__(self, config: RepairConfig) -> None:
+        self._config = config
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RepairPartition:
         return _RepairPartition(self._config, startup=worker_index == 0)

@@ -1,0 +1,123 @@
+"""Settings -> the small frozen configs the connectors take: the one place that maps one to the other.
+
+Connectors never see :class:`cryptoflow.settings.Settings` (issue 14; ``tests/test_layout.py`` checks it): each
+takes a config holding only the values it uses. The entry points (dataflows, commands, benchmarks, tests)
+build those configs here, from their settings. Each function imports its connector when called, so an entry
+point loads only the connectors it uses (the email sender never imports the WebSocket sources).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connectors.alerts.matcher import PriceAlertSink
+    from connectors.email_sink import EmailSink
+    from connectors.influx import InfluxConfig
+    from connectors.local.source import LocalConfig
+    from connectors.market_source import MarketSourceConfig
+    from connectors.okx.book_source import OkxBooksConfig
+    from connectors.rest_klines.repair import RepairConfig
+    from connectors.smtp import SmtpConfig
+    from cryptoflow.settings import Settings
+
+
+# ------------------------------------------------------------------------------------------------ InfluxDB
+def influx_config(settings: Settings) -> InfluxConfig:
+    """``INFLUX_URL`` (``None`` when unset), ``INFLUX_TOKEN``, ``INFLUX_ORG``, ``INFLUX_BUCKET``,
+    ``INFLUX_FLUSH_INTERVAL``."""
+    from connectors.influx import InfluxConfig
+
+    return InfluxConfig(None if settings.influx_url is None else str(settings.influx_url),
+                        settings.influx_token.get_secret_value(), settings.influx_org, settings.influx_bucket,
+                        int(settings.influx_flush_interval * 1000))
+
+
+def influx_enabled(settings: Settings) -> bool:
+    """Whether InfluxDB is configured; says once, in the log, when it is not."""
+    from connectors.influx import influx_configured
+
+    return influx_configured(influx_config(settings))
+
+
+# ---------------------------------------------------------------------------------------------- email
+def smtp_config(settings: Settings) -> SmtpConfig:
+    from connectors.smtp import SmtpConfig
+
+    return SmtpConfig(host=settings.smtp_host, port=settings.smtp_port, sender=settings.email_from,
+                      user=settings.smtp_user, password=settings.smtp_password.get_secret_value(),
+                      starttls=settings.smtp_starttls, timeout=settings.smtp_timeout)
+
+
+def email_sink(settings: Settings) -> EmailSink:
+    from connectors.email_sink import EmailSink, RetryPolicy
+
+    policy = RetryPolicy(settings.email_max_attempts, settings.email_backoff_initial, settings.email_backoff_max)
+    return EmailSink(str(settings.redis_url), smtp_config(settings), policy, concurrency=settings.email_concurrency)
+
+
+def price_alert_sink(settings: Settings) -> PriceAlertSink:
+    from connectors.alerts.matcher import PriceAlertSink
+
+    return PriceAlertSink(str(settings.redis_url), max_age_s=settings.price_alert_max_age,
+                          stream_maxlen=settings.stream_maxlen)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def okx_books_config(settings: Settings) -> OkxBooksConfig:
+    """The order-book source's config (``sample_levels`` only when InfluxDB is configured)."""
+    from connectors.okx.book_source import OkxBooksConfig
+
+    return OkxBooksConfig(
+        ws_url=str(settings.okx_ws_url), rest_url=str(settings.okx_rest_url), channel=settings.okx_book_channel.value,
+        pairs_per_connection=settings.okx_pairs_per_connection, ping_interval=settings.ws_ping_interval,
+        pong_timeout=settings.ws_pong_timeout, stale_after=settings.ws_stale_after,
+        backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max,
+        redis_url=str(settings.redis_url), pairs_key=settings.redis_trading_pairs_key,
+        max_pairs=settings.max_trading_pairs, pairs_poll_interval=settings.trading_pairs_poll_interval,
+        sample_interval=settings.influx_book_interval,
+        sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
+    )
+
+
+def market_source_config(settings: Settings) -> MarketSourceConfig:
+    from connectors.market_source import MarketSourceConfig
+
+    return MarketSourceConfig(
+        venues=tuple(settings.market_data_venues), timeframes=tuple(settings.kline_timeframes),
+        binance_trade_stream=settings.binance_trade_stream.value, okx_ws_url=str(settings.okx_ws_url),
+        okx_business_url=settings.okx_business_url, binance_ws_url=str(settings.binance_ws_url),
+        bybit_ws_url=str(settings.bybit_ws_url), ping_interval=settings.ws_ping_interval,
+        pong_timeout=settings.ws_pong_timeout, backoff_initial=settings.ws_backoff_initial,
+        backoff_max=settings.ws_backoff_max, redis_url=str(settings.redis_url),
+        pairs_key=settings.redis_trading_pairs_key, max_pairs=settings.max_trading_pairs,
+        pairs_poll_interval=settings.trading_pairs_poll_interval,
+    )
+
+
+def local_config(settings: Settings) -> LocalConfig:
+    from connectors.local.source import LocalConfig
+
+    return LocalConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
+                       settings.trading_pairs_poll_interval, settings.local_stream_batch,
+                       settings.local_stream_block_ms, settings.local_stream_shards)
+
+
+# ---------------------------------------------------------------------------------------------- kline repair
+def repair_config(settings: Settings) -> RepairConfig:
+    """Venues of ``MARKET_DATA_VENUES`` that have REST klines, their REST URLs, ``KLINE_TIMEFRAMES``, the
+    InfluxDB bucket, the monitored pairs and ``KLINE_BACKFILL``."""
+    from connectors.rest_klines.backfill import VENUES
+    from connectors.rest_klines.repair import RepairConfig
+
+    urls = {"binance": settings.binance_rest_url, "okx": settings.okx_rest_url, "bybit": settings.bybit_rest_url}
+    return RepairConfig(tuple(v for v in settings.market_data_venues if v in VENUES),
+                        {v: str(u) for v, u in urls.items()}, tuple(settings.kline_timeframes),
+                        (str(settings.influx_url), settings.influx_token.get_secret_value(), settings.influx_org,
+                         settings.influx_bucket), str(settings.redis_url), settings.redis_trading_pairs_key,
+                        settings.max_trading_pairs, settings.kline_backfill)
+
+
+def repair_enabled(settings: Settings) -> bool:
+    """``KLINE_BACKFILL > 0`` and InfluxDB configured: ``market_data`` backfills and repairs klines over REST."""
+    return settings.kline_backfill > 0 and settings.influx_url is not None
