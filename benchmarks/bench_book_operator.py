@@ -21,8 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connectors.okx.books import parse_books_frame
+from operators.book_checksum import okx_checksum
+from operators.book_results import Applied, Heartbeat
 from operators.events import BookDelta, Level
-from operators.orderbook import Applied, Heartbeat, OrderBook, okx_checksum
+from operators.orderbook import OrderBook
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = sorted((ROOT / "tests" / "data" / "okx").glob("*.jsonl"))

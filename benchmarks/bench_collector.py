@@ -39,8 +39,9 @@ from connectors.ws.source import _Partition  # noqa: E402
 from cryptoflow.connector_configs import okx_books_config  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import load_settings  # noqa: E402
+from operators.book_checksum import okx_checksum  # noqa: E402
 from operators.events import BookView, Level  # noqa: E402
-from operators.orderbook import OrderBook, okx_checksum  # noqa: E402
+from operators.orderbook import OrderBook  # noqa: E402
 
 INSTS = [f"C{i}-USDT" for i in range(10)]
 
@@ -167,7 +168,7 @@ def throughput(frames: list[str], redis_url: str | None, max_batch: int) -> floa
 def check_frames(frames: list[str]) -> None:
     books = {i: OrderBook(i) for i in INSTS}
     from connectors.okx.books import parse_books_frame
-    from operators.orderbook import is_failure
+    from operators.book_results import is_failure
     for f in frames[:2000]:
         for d in parse_books_frame(f, recv_ns=0):  # type: ignore[union-attr]
             assert not is_failure(books[d.instrument].apply(d))

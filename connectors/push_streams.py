@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
+from operators.book_checksum import okx_checksum
 from operators.events import BookStatus, BookView, Level
-from operators.orderbook import okx_checksum
 
 STREAM_PREFIX = "stream:"
 DEFAULT_MAXLEN = 10_000  # Settings.stream_maxlen's default, for sinks built without settings
@@ -159,7 +159,7 @@ class DepthPublisher:
     book last published on the stream (the copy every client holds) and queues the changed levels with
     ``seq`` (the view's ``seqId``), ``prev_seq`` (the last published ``seq``: a chain of *our* entries, which
     skips the venue seqIds coalesced away) and the OKX checksum of the resulting top 25
-    (:func:`operators.orderbook.okx_checksum`, computed here: OKX no longer sends one). With nothing published
+    (:func:`operators.book_checksum.okx_checksum`, computed here: OKX no longer sends one). With nothing published
     yet, after the book was not valid (syncing, resyncing: a resync shows as a new snapshot) or after a write
     that may have failed (:meth:`reset`), the whole book goes out as ``type=snapshot``.
 

@@ -14,7 +14,7 @@ venue     ``seq_id`` / ``prev_seq_id``           rule (``last``: the book's ``se
 ========  ====================================  ===========================================================
 OKX       ``seqId`` / ``prevSeqId``              ``prev == last`` (heartbeat ``seq == prev``, reset
                                                 ``seq < prev`` included); the checksum is verified by the
-                                                book (:func:`operators.orderbook.okx_checksum`)
+                                                book (:func:`operators.book_checksum.okx_checksum`)
 Binance   ``u`` / ``U - 1``                      after a snapshot (REST ``lastUpdateId`` = ``last``): drop
                                                 ``u <= last``, the first applied has ``U <= last+1 <= u``;
                                                 then ``U == previous u + 1``

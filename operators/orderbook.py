@@ -14,7 +14,8 @@ Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`
   (:class:`SequenceGap`); an empty update with ``seqId == prevSeqId`` is a :class:`Heartbeat`; a reset
   (``seqId < prevSeqId``) is accepted when its ``prevSeqId`` chains; frames without ``seqId`` (older format)
   and updates after a snapshot without ``seqId`` are validated by checksum alone;
-* a non-zero checksum is verified over the top 25 levels (:func:`okx_checksum`); 0 means "none sent";
+* a non-zero checksum is verified over the top 25 levels (:func:`operators.book_checksum.okx_checksum`); 0 means
+  "none sent";
 * a crossed book (best bid >= best ask) is a failure (:class:`BookCrossed`).
 
 On any failure ``status`` becomes ``resyncing`` and every update is refused (:class:`NotSynced`) until the next
@@ -23,13 +24,12 @@ snapshot. Deciding how to re-sync is :mod:`operators.book_sync`'s (the sync mach
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from operators.book_checksum import CHECKSUM_LEVELS, interleave, signed_crc
 from operators.book_results import (
-    FAILURES,
     Applied,
     BookCrossed,
     ChecksumMismatch,
@@ -39,65 +39,11 @@ from operators.book_results import (
     InvalidLevel,
     NotSynced,
     SequenceGap,
-    is_failure,
 )
 from operators.events import BookDelta, BookStatus, BookView, Level
 
-__all__ = [
-    "CHECKSUM_LEVELS",
-    "FAILURES",
-    "MAX_DECIMALS",
-    "MAX_PRICE_CHARS",
-    "Applied",
-    "BookCrossed",
-    "ChecksumMismatch",
-    "Heartbeat",
-    "IntegrityFailure",
-    "IntegrityResult",
-    "InvalidLevel",
-    "NotSynced",
-    "OrderBook",
-    "SequenceGap",
-    "is_failure",
-    "okx_checksum",
-]
-
-CHECKSUM_LEVELS = 25
 MAX_DECIMALS = 20  # a price with more decimals is junk (real ones have <= 10), not a reason to rescale
 MAX_PRICE_CHARS = 40  # likewise; also keeps int() far from CPython's 4300-digit limit
-_SIGN_BIT = 1 << 31
-_CRC_MOD = 1 << 32
-
-
-# --------------------------------------------------------------------------------------------- checksum
-def _signed_crc(text: str) -> int:
-    crc = zlib.crc32(text.encode())
-    return crc - _CRC_MOD if crc >= _SIGN_BIT else crc
-
-
-def _interleave(bids: list[str], asks: list[str]) -> list[str]:
-    nb, na = len(bids), len(asks)
-    if nb == na:
-        out = [""] * (nb + na)
-        out[::2] = bids
-        out[1::2] = asks
-        return out
-    n = min(nb, na)
-    out = [""] * (2 * n)
-    out[::2] = bids[:n]
-    out[1::2] = asks[:n]
-    out.extend(bids[n:] if nb > n else asks[n:])
-    return out
-
-
-def okx_checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
-    """OKX v5 book checksum: signed CRC32 of the top 25 bids/asks (best first), interleaved
-    ``bid1:ask1:bid2:ask2...`` as ``price:size`` strings joined by ``:``; when one side has fewer levels the
-    other side's remaining levels follow."""
-    b = [f"{lv.price}:{lv.size}" for lv in bids[:CHECKSUM_LEVELS]]
-    a = [f"{lv.price}:{lv.size}" for lv in asks[:CHECKSUM_LEVELS]]
-    return _signed_crc(":".join(_interleave(b, a)))
-
 
 _APPLIED_UPDATE = Applied("update")
 _APPLIED_SNAPSHOT = Applied("snapshot")
@@ -235,7 +181,7 @@ class OrderBook:
 
     def computed_checksum(self) -> int:
         """The OKX checksum of the book as it is now."""
-        return _signed_crc(":".join(_interleave(self._bt, self._at)))
+        return signed_crc(":".join(interleave(self._bt, self._at)))
 
     def mark_stale(self) -> None:
         """No frame for too long: ``valid`` -> ``stale`` (the next good update makes it ``valid`` again)."""
@@ -259,7 +205,7 @@ class OrderBook:
             self.seq_id = delta.seq_id
         self.checksum = delta.checksum
         if delta.checksum:
-            computed = _signed_crc(":".join(_interleave(self._bt, self._at)))
+            computed = signed_crc(":".join(interleave(self._bt, self._at)))
             if computed != delta.checksum:
                 return self._fail(ChecksumMismatch(delta.checksum, computed))
         if self._bk and self._ak and -self._bk[0] >= self._ak[0]:

@@ -10,6 +10,7 @@ import pickle
 import msgspec
 import pytest
 
+from operators.book_checksum import okx_checksum
 from operators.book_sequencing import BINANCE, BYBIT, OKX, Verdict
 from operators.book_sync import (
     BookSync,
@@ -29,7 +30,7 @@ from operators.book_sync import (
     Untrack,
 )
 from operators.events import BookDelta, BookStatus, Level
-from operators.orderbook import OrderBook, okx_checksum
+from operators.orderbook import OrderBook
 from tests.book_helpers import delta, snapshot
 
 S = 1_000_000_000

@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.okx.books import parse_books_frame
+from operators.book_results import Applied, BookCrossed, Heartbeat, SequenceGap, is_failure
 from operators.book_sequencing import OKX
 from operators.book_sync import ReplayOutcome, replay
 from operators.events import BookDelta, BookStatus
-from operators.orderbook import Applied, BookCrossed, Heartbeat, OrderBook, SequenceGap, is_failure
+from operators.orderbook import OrderBook
 from tests.book_helpers import NaiveBook, delta, snapshot
 
 

@@ -20,6 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from operators.book_checksum import okx_checksum
 from operators.book_sequencing import BINANCE, BYBIT, OKX, Sequencing
 from operators.book_sync import (
     BookSync,
@@ -35,7 +36,6 @@ from operators.book_sync import (
     Track,
 )
 from operators.events import BookDelta, BookStatus, Level
-from operators.orderbook import okx_checksum
 
 S = 1_000_000_000
 INSTS = ("A-B", "C-D")

@@ -7,8 +7,8 @@ import orjson
 
 from connectors.okx.book_source import BookState, BufferFrame, OkxBookProcessor, ShardStats
 from connectors.ws.events import Disconnected, Fetched, Frame, Subscribed, TopicsChecked
+from operators.book_checksum import okx_checksum
 from operators.events import BookStatus, BookView, Level
-from operators.orderbook import okx_checksum
 
 
 class Control:

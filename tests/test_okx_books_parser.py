@@ -23,8 +23,10 @@ from connectors.okx.books import (
     parse_rest_books,
     render_books_snapshot,
 )
+from operators.book_checksum import okx_checksum
+from operators.book_results import Applied
 from operators.events import BookDelta, Level
-from operators.orderbook import Applied, OrderBook, okx_checksum
+from operators.orderbook import OrderBook
 from tests.book_helpers import naive_checksum
 
 RECV = 1_700_000_000_123_456_789

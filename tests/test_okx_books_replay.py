@@ -21,8 +21,9 @@ from connectors.okx.books import (
     OkxUnsubscribed,
     parse_books_frame,
 )
+from operators.book_results import Applied, ChecksumMismatch, SequenceGap
 from operators.events import BookDelta, BookStatus
-from operators.orderbook import Applied, ChecksumMismatch, OrderBook, SequenceGap
+from operators.orderbook import OrderBook
 from tests.book_helpers import NaiveBook
 
 DATA = Path(__file__).parent / "data" / "okx"

@@ -6,19 +6,19 @@ import pickle
 
 import pytest
 
-from operators.events import BookStatus, Level
-from operators.orderbook import (
+from operators.book_checksum import okx_checksum
+from operators.book_results import (
     Applied,
     BookCrossed,
     ChecksumMismatch,
     Heartbeat,
     InvalidLevel,
     NotSynced,
-    OrderBook,
     SequenceGap,
     is_failure,
-    okx_checksum,
 )
+from operators.events import BookStatus, Level
+from operators.orderbook import OrderBook
 from tests.book_helpers import delta, naive_checksum, snapshot
 
 BIDS = [("100.5", "1"), ("100.4", "2"), ("99", "3")]

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from operators.book_checksum import okx_checksum
 from operators.events import BookDelta, Level
-from operators.orderbook import OrderBook, okx_checksum
+from operators.orderbook import OrderBook
 from tests.book_helpers import NaiveBook, delta, naive_checksum
 
 # Prices on a grid around 1000 with 0..6 decimals, written the way a venue would (no trailing zeros), so

@@ -47,8 +47,8 @@ from connectors.okx.protocol import OkxHooks
 from connectors.untrusted import Rejected, RejectTally
 from connectors.ws.events import Disconnected, Frame, Subscribed, TopicsChecked
 from operators.alerts import Alert
+from operators.book_checksum import okx_checksum
 from operators.events import BestQuote, BookDelta, Kline, Level, Ticker, Trade
-from operators.orderbook import okx_checksum
 
 DATA = Path(__file__).parent / "data"
 SYMBOLS = {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"}

@@ -32,8 +32,9 @@ import msgspec
 
 from connectors import untrusted
 from connectors.untrusted import Rejected
+from operators.book_checksum import okx_checksum
 from operators.events import BookDelta, BookView, Level
-from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS, okx_checksum
+from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS
 
 VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt", "books5", "bbo-tbt"})

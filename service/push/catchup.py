@@ -17,8 +17,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from connectors.redis_keys import orderbook_key
+from operators.book_checksum import okx_checksum
 from operators.events import Level
-from operators.orderbook import okx_checksum
 from service.push.channels import Channel, StreamId, format_id
 from service.push.entries import Entry, parse_entries
 
