@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import orjson
@@ -46,18 +46,13 @@ def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: in
                    database_url: str | None = None, **push: Any) -> Iterator[GatewayServer]:
     """``users``: API key -> user id for ``{"op":"auth"}``; or ``database_url``: the service's SQL users, keys
     and alert owners, as ``cryptoflow serve`` wires them; ``push``: settings overrides (push_queue_max=...)."""
-    app = FastAPI()
-    app.include_router(router)
-    app.state.settings = load_settings(redis_url=redis_url, **push)
     keys = dict(users or {})
 
     async def authenticate(token: str) -> str | None:
         return keys.get(token)
 
-    app.state.push_authenticate = authenticate
-
-    @app.on_event("startup")
-    async def _startup() -> None:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database_url is not None:  # opened on the server's loop: an async engine belongs to one loop
             from service.db import Database
             from service.users import principal_for_key
@@ -69,12 +64,15 @@ def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: in
                 return None if user is None else str(user.id)
 
             app.state.push_authenticate = by_key
-
-    @app.on_event("shutdown")
-    async def _shutdown() -> None:
+        yield
         await close_gateway(app)
         if database_url is not None:
             await app.state.db.close()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(router)
+    app.state.settings = load_settings(redis_url=redis_url, **push)
+    app.state.push_authenticate = authenticate
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
