@@ -20,7 +20,8 @@ import orjson
 from cryptoflow.logs import get_logger
 from operators.instruments import is_spot
 from simulator.conn import Conn, Sub, text_frame
-from simulator.market import Kline, Step, SyntheticMarket, view_diff
+from simulator.market import Kline, Step, SyntheticMarket
+from simulator.side_book import view_diff
 from simulator.venue import PriceCache, VenueBase
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub
 from simulator.faults import FRAME_FAULTS, VENUES, FaultError, FaultState, raw_text
-from simulator.market import InstrumentSpec, Step, SyntheticMarket
+from simulator.instrument import InstrumentSpec
+from simulator.market import Step, SyntheticMarket
 from simulator.pregen import Cycle
 from simulator.replay import Recordings
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.instrument import InstrumentSpec, fixed8
 from simulator.kline_history import INTERVALS_MS, BadParameter, Bar, KlineHistory, window_start
-from simulator.market import InstrumentSpec, fixed8
 from simulator.rest_limits import RestLimits, Verdict
 
 BINANCE_INTERVALS = {name: name for name in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "1d")}

@@ -2,28 +2,24 @@
 rolling 24 h ticker statistics and klines built from those trades. No venue format, no I/O.
 
 Prices are integer ticks (``tick * tick_size``) and sizes integer lots (``lots * 10**-size_decimals``), so
-nothing is ever a float key; :class:`InstrumentSpec` turns them into the exact strings a venue sends.
-One :meth:`SyntheticMarket.step` is one book update: a :class:`Step` with the changed levels (size 0 =
-removed) and the trades that caused them. A step with no change is a heartbeat.
+nothing is ever a float key; :class:`simulator.instrument.InstrumentSpec` turns them into the exact strings a
+venue sends. One :meth:`SyntheticMarket.step` is one book update: a :class:`Step` with the changed levels
+(size 0 = removed) and the trades that caused them. A step with no change is a heartbeat.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import random
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.instrument import InstrumentSpec
+from simulator.side_book import BookViewLots, SideBook
+
 DEPTH = 400
 
-_BASE_PRICES = {
-    "BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "XRP": 0.6, "DOGE": 0.15, "BNB": 550.0, "ADA": 0.45,
-    "LTC": 80.0, "DOT": 6.0, "UNI": 8.0, "LINK": 15.0, "AVAX": 30.0, "TRX": 0.12, "OKB": 45.0,
-    "USDT": 1.0, "USDC": 1.0, "USD": 1.0, "EUR": 1.08,
-}
 KLINE_INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000,
                       "1d_hk": 86_400_000}
 # Intervals whose windows do not start at UTC midnight: OKX's plain daily candle (``candle1D``) follows Hong
@@ -34,54 +30,6 @@ KLINE_SHIFT_MS = {"1d_hk": 8 * 3_600_000}
 def kline_start(interval: str, ts_ms: int) -> int:
     """Open time of the ``interval`` window holding ``ts_ms`` (UTC-aligned unless :data:`KLINE_SHIFT_MS`)."""
     return ts_ms - (ts_ms + KLINE_SHIFT_MS.get(interval, 0)) % KLINE_INTERVALS_MS[interval]
-
-
-@dataclass(frozen=True)
-class InstrumentSpec:
-    """Tick size and size precision of one instrument, and how its numbers are written."""
-
-    inst_id: str
-    price_decimals: int
-    size_decimals: int
-    initial_price: float
-
-    @classmethod
-    def for_instrument(cls, inst_id: str, seed: int) -> InstrumentSpec:
-        parts = inst_id.split("-")
-        rng = random.Random(zlib.crc32(f"{seed}:{inst_id}".encode()))
-        base = _BASE_PRICES.get(parts[0]) or rng.uniform(0.5, 500.0)
-        quote = _BASE_PRICES.get(parts[1] if len(parts) > 1 else "USDT") or 1.0
-        price = base / quote
-        magnitude = math.floor(math.log10(price))
-        price_decimals = max(0, 5 - magnitude)  # ~6 significant digits: BTC 0.1, ETH 0.01, SOL 0.001
-        size_decimals = max(2, min(8, magnitude + 4))
-        return cls(inst_id, price_decimals, size_decimals, price)
-
-    @property
-    def tick_size(self) -> str:
-        return self.price_str(1)
-
-    @property
-    def lot_size(self) -> str:
-        return self.size_str(1)
-
-    def price_str(self, tick: int) -> str:
-        return _fixed(tick, self.price_decimals)
-
-    def size_str(self, lots: int) -> str:
-        return _fixed(lots, self.size_decimals)
-
-
-def _fixed(value: int, decimals: int) -> str:
-    if decimals == 0:
-        return str(value)
-    whole, frac = divmod(value, 10**decimals)
-    return f"{whole}.{frac:0{decimals}d}"
-
-
-def fixed8(value: int, decimals: int) -> str:
-    """An integer scaled by ``10**-decimals`` written with 8 decimals (Binance style)."""
-    return _fixed(value * 10 ** (8 - decimals), 8) if decimals <= 8 else _fixed(value // 10 ** (decimals - 8), 8)
 
 
 @dataclass(frozen=True)
@@ -127,61 +75,6 @@ class Kline:
     @property
     def close_ms(self) -> int:
         return self.open_ms + KLINE_INTERVALS_MS[self.interval] - 1
-
-
-class SideBook:
-    """One side: ``levels`` tick -> lots, ``keys`` sorted best first (bids store negated ticks)."""
-
-    def __init__(self, is_bid: bool) -> None:
-        self.is_bid = is_bid
-        self.levels: dict[int, int] = {}
-        self._keys: list[int] = []
-        self.memo: dict[int, str] = {}  # a venue's text of a level (e.g. "price:size"), dropped when it changes
-
-    def set(self, tick: int, lots: int) -> None:
-        self.memo.pop(tick, None)
-        key = -tick if self.is_bid else tick
-        if lots <= 0:
-            if self.levels.pop(tick, None) is not None:
-                del self._keys[bisect.bisect_left(self._keys, key)]
-            return
-        if tick not in self.levels:
-            bisect.insort(self._keys, key)
-        self.levels[tick] = lots
-
-    def top(self, n: int) -> list[int]:
-        keys = self._keys[:n]
-        return [-k for k in keys] if self.is_bid else keys
-
-    def best(self) -> int:
-        key = self._keys[0]
-        return -key if self.is_bid else key
-
-    def at(self, depth: int) -> int:
-        """The tick of the level ``depth`` places from the best (0 = best)."""
-        key = self._keys[depth]
-        return -key if self.is_bid else key
-
-    def worst(self) -> int:
-        key = self._keys[-1]
-        return -key if self.is_bid else key
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-BookViewLots = tuple[dict[int, int], dict[int, int]]
-"""(bids, asks) of one view of a book: tick -> lots."""
-
-
-def view_diff(old: BookViewLots, new: BookViewLots) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Per side, the levels that changed between two views, best first (a level that left the view: 0 lots)."""
-    out = []
-    for old_side, new_side, reverse in ((old[0], new[0], True), (old[1], new[1], False)):
-        changes = {t: 0 for t in old_side if t not in new_side}
-        changes.update({t: lots for t, lots in new_side.items() if old_side.get(t) != lots})
-        out.append(sorted(changes.items(), reverse=reverse))
-    return out[0], out[1]
 
 
 class SyntheticMarket:

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from cryptoflow.logs import get_logger
 from simulator.conn import Conn, Sub, ws_frame
-from simulator.market import InstrumentSpec
+from simulator.instrument import InstrumentSpec
 from simulator.replay import Frames, replay_to
 
 if TYPE_CHECKING:

@@ -14,9 +14,10 @@ import urllib3
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from simulator.instrument import InstrumentSpec
 from simulator.kline_history import Bar, KlineHistory
 from simulator.klines_rest import KlinesRest
-from simulator.market import InstrumentSpec, SyntheticMarket, Trade
+from simulator.market import SyntheticMarket, Trade
 from simulator.rest_limits import Limit, RestLimits, VenueLimiter
 from tests.fixtures.simulator import Simulator
 

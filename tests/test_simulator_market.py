@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.faults import FaultError, parse_spec
-from simulator.market import DEPTH, InstrumentSpec, SyntheticMarket
+from simulator.instrument import InstrumentSpec
+from simulator.market import DEPTH, SyntheticMarket
 from simulator.pregen import Cycle
 
 
