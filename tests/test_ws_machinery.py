@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from connectors.book_sinks import CollectorRedisSink, book_fields
+from connectors.collector_outputs import aggregate, shard_report
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
 from connectors.okx.protocol import OkxHooks
 from connectors.pairs import PairsPoller
@@ -24,7 +25,6 @@ from connectors.ws.budget import Backoff, Budget, per_second
 from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from connectors.ws.shard import shard_of
 from cryptoflow.servers import free_port, start_redis, stop_process
-from dataflows.orderbook_collector import aggregate, shard_report
 from operators.events import BookStatus, BookView, Level
 
 ROOT = Path(__file__).resolve().parents[1]
