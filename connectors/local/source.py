@@ -108,13 +108,20 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
 
     # --- reading ------------------------------------------------------------------------------------------
     def _read(self, out: list[MarketSourceItem]) -> None:
+        """One blocking XREAD and, when it returned entries, one more without blocking: a producer's pipeline of
+        XADDs wakes the blocked read at its first entry, and the rest (in Redis microseconds later) would
+        otherwise wait a whole pass of the dataflow (~2 ms) for the next call: one batch, not two."""
+        if self._read_once(out, self._cfg.block_ms):
+            self._read_once(out, None)
+
+    def _read_once(self, out: list[MarketSourceItem], block_ms: int | None) -> bool:
         streams = {key: self._offsets.get(inst, "0-0") for key, inst in self._instruments.items()}
         if not streams:
-            return
+            return False
         reply = cast("XReadReply", self._client.xread(streams, count=self._cfg.batch,  # type: ignore[arg-type]
-                                                      block=self._cfg.block_ms))
+                                                      block=block_ms))
         if not reply:
-            return
+            return False
         recv_ns = time.time_ns()
         # RESP3 (redis-py's default from 8): a map stream -> entries; RESP2: a list of [stream, entries]
         streams_read = reply.items() if isinstance(reply, dict) else reply
@@ -129,6 +136,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
             if batch.last_id is not None:
                 self._last_ids[inst] = batch.last_id
             self._offsets[inst] = entries[-1][0].decode()
+        return True
 
     def _stats(self, now: float, out: list[MarketSourceItem]) -> None:
         if now < self._next_stats:
