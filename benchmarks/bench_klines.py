@@ -41,7 +41,8 @@ from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_po
 from cryptoflow.settings import load_settings  # noqa: E402
 from dataflows.market_data import wire  # noqa: E402
 from operators.events import Trade  # noqa: E402
-from operators.kline_steps import EPOCH, aggregate_klines  # noqa: E402
+from operators.kline_clock import EPOCH  # noqa: E402
+from operators.kline_steps import aggregate_klines  # noqa: E402
 from operators.klines import Bucket, bucket_trades, merge  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "binance" / "binance-2024-08-08-ethusdt-trade.jsonl.gz"

@@ -93,7 +93,7 @@ def kline_key(k: Kline) -> str:
 # ticker), n, then n field/value pairs. A kline goes into its hash only while the hash holds that interval or
 # an older one (ISO-8601 times compare as strings), so the latest kline is never pushed back: neither by a
 # minute closed after the next one opened, nor by a venue kline replacing an incomplete one of ours
-# (operators/kline_steps.ReconcileLogic), which arrives after its interval closed.
+# (operators/kline_reconcile.ReconcileLogic), which arrives after its interval closed.
 # One EVAL instead of an HSET (+ EXPIRE) per key: redis-py's per-command packing and reply parsing, not the
 # server, was the cost (~25 us per command here; a batch of 100 trades of 10 pairs touches 40 kline keys).
 _HSET_MANY = """

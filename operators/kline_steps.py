@@ -1,10 +1,10 @@
-"""The Bytewax logic of kline aggregation (no I/O): event-time clock, 1-minute window, rollup, reconciliation.
+"""The Bytewax logic of kline aggregation (no I/O): 1-minute window and rollup.
 
 Wiring (``dataflows/market_data.py``): trades -> :func:`operators.klines.bucket_trades` per batch -> keyed
-``venue:instrument`` -> ``windowing.window`` with :func:`minute_clock`, a ``TumblingWindower`` of one minute
-aligned to midnight UTC and :class:`MinuteLogic` -> ``stateful_batch`` with :class:`RollupLogic` (1m klines
-plus every longer timeframe, flat klines for empty minutes) -> sinks; closed klines also go to
-:class:`ReconcileLogic` with the venues' own closed klines.
+``venue:instrument`` -> ``windowing.window`` with :func:`operators.kline_clock.minute_clock`, a
+``TumblingWindower`` of one minute aligned to midnight UTC and :class:`MinuteLogic` -> ``stateful_batch`` with
+:class:`RollupLogic` (1m klines plus every longer timeframe, flat klines for empty minutes) -> sinks; closed
+klines also go to :class:`operators.kline_reconcile.ReconcileLogic` with the venues' own closed klines.
 
 Why one window and a rollup instead of one window per timeframe: each windower costs a full per-item pass
 (BYTEWAX_NOTES.md); merging closed minutes into longer intervals gives exactly the same klines (see
@@ -15,164 +15,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 import msgspec
 from bytewax.dataflow import Stream
-from bytewax.operators import KeyedStream, StatefulBatchLogic, StatefulLogic
-from bytewax.operators.windowing import (
-    Clock,
-    ClockLogic,
-    EventClock,
-    TumblingWindower,
-    WindowLogic,
-)
+from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.operators.windowing import WindowLogic
 
 from operators.events import Kline, Trade
+from operators.kline_clock import minute_clock, minute_windower, never, utcnow
 from operators.klines import (
     MINUTE_MS,
     TIMEFRAME_MS,
     Bucket,
     Rollup,
     bucket_trades,
-    kline_fields_equal,
     merge,
     to_kline,
 )
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MIDNIGHT_UTC = EPOCH  # every UTC midnight is a whole number of minutes/hours/days from the epoch
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def ms_to_dt(ts_ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ts_ms)
-
-
-def _never() -> bool:
-    return False
-
-
-def _bucket_time(b: Bucket) -> datetime:
-    return EPOCH + timedelta(milliseconds=b.last_ms)
-
-
-class _ExactWakeClockLogic(ClockLogic[Any, Any]):
-    """Bytewax's ``EventClock`` logic, asked to wake up exactly when the watermark reaches a close time.
-
-    ``EventClock``'s default ``to_system_utc`` (identity) busy-loops a core until the watermark catches up
-    (BYTEWAX_NOTES.md); ``ts + wait`` fixes that for live data only. Here the last watermark and the system
-    time it was computed at give the exact system time of any later watermark (it advances with the system
-    clock), so replays of old data and live data both sleep until the window really closes.
-    """
-
-    def __init__(self, inner: ClockLogic[Any, Any], now: Callable[[], datetime], *, held: bool = False,
-                 hold_at_eof: Callable[[], bool] = _never) -> None:
-        self._inner = inner
-        self._hold_at_eof = hold_at_eof
-        self._now_getter = now
-        self._now = now()
-        self._watermark: datetime | None = None
-        self._held = held  # resumed from a snapshot: the watermark waits for the first item (see ExactWakeEventClock)
-
-    def _hold(self) -> None:
-        """Keep the restored watermark where it is: no system time has passed since the "max event"."""
-        state = getattr(self._inner, "state", None)
-        system_now = getattr(self._inner, "_system_now", None)
-        if state is not None and system_now is not None and system_now > state.system_time_of_max_event:
-            state.system_time_of_max_event = system_now
-
-    def before_batch(self) -> None:
-        self._inner.before_batch()
-        if self._held:
-            self._hold()
-        self._now = self._now_getter()
-
-    def on_item(self, value: Any) -> tuple[datetime, datetime]:
-        ts, watermark = self._inner.on_item(value)
-        self._held = False
-        self._watermark = watermark
-        return ts, watermark
-
-    def on_notify(self) -> datetime:
-        if self._held and hasattr(self._inner, "state"):
-            self._inner.before_batch()
-            self._hold()
-            watermark: datetime = self._inner.state.watermark_base
-        else:
-            watermark = self._inner.on_notify()
-        self._now = self._now_getter()
-        self._watermark = watermark
-        return watermark
-
-    def on_eof(self) -> datetime:
-        """The end of time when the input really ended (a replay, a test), else the watermark of now.
-
-        A dataflow stopped by SIGINT/SIGTERM (``connectors/stopping.py``) ends its input too, but the minutes
-        still open are not over: ``EventClock.on_eof`` would jump to ``UTC_MAX`` and make the window operator
-        close them all, publishing partial klines as closed and dropping them from the recovery snapshot.
-        Held, only the windows whose time really passed close; the open ones stay in the state (and the
-        snapshot), and a restart with recovery continues them as after ``kill -9``.
-        """
-        if self._hold_at_eof():
-            return self.on_notify()
-        return self._inner.on_eof()
-
-    def to_system_utc(self, timestamp: datetime) -> datetime | None:
-        if self._watermark is None:
-            return timestamp
-        try:
-            return self._now + (timestamp - self._watermark)
-        except OverflowError:
-            return timestamp
-
-    def snapshot(self) -> Any:
-        return self._inner.snapshot()
-
-
-@dataclass(frozen=True)
-class ExactWakeEventClock(Clock[Any, Any]):
-    """An :class:`EventClock` (same watermark, same state) that wakes exactly when a window can close.
-
-    Resumed from a snapshot (Bytewax recovery), the watermark does NOT advance with the system time that
-    passed while the dataflow was down, nor while it waits for the first item of its key after the restart:
-    it stays at the snapshot's watermark until an item arrives, then runs on as before. So a feed that
-    resends from before the snapshot (a replay; deduplicated by the source, see
-    ``connectors.market_source.MarketProcessor``) or a live feed that resumes a little later does not turn
-    the trades right after the snapshot into late ones; the windows open at the snapshot close when the
-    first later trade (or the system time after it) moves the watermark past them.
-
-    At the end of input the windows all close (Bytewax's ``EventClock``), unless ``hold_at_eof()`` says the
-    input ended only because the dataflow is stopping: then the open ones stay open (see ``on_eof``).
-    """
-
-    inner: EventClock[Any]
-    now: Callable[[], datetime] = field(default=_utcnow)
-    hold_at_eof: Callable[[], bool] = field(default=_never)
-
-    def build(self, resume_state: Any | None) -> ClockLogic[Any, Any]:
-        return _ExactWakeClockLogic(self.inner.build(resume_state), self.now, held=resume_state is not None,
-                                    hold_at_eof=self.hold_at_eof)
-
-
-def minute_clock(lateness_s: float, now: Callable[[], datetime] = _utcnow, *,
-                 hold_at_eof: Callable[[], bool] = _never) -> ExactWakeEventClock:
-    """Event time = the newest trade of a bucket; windows close ``lateness_s`` after the watermark passes
-    (and all of them at the end of input, unless ``hold_at_eof()``)."""
-    wait = timedelta(seconds=lateness_s)
-    return ExactWakeEventClock(EventClock(_bucket_time, wait_for_system_duration=wait, now_getter=now), now,
-                               hold_at_eof)
-
-
-def minute_windower() -> TumblingWindower:
-    return TumblingWindower(length=timedelta(minutes=1), align_to=MIDNIGHT_UTC)
 
 
 class Minute(msgspec.Struct, frozen=True):
@@ -334,61 +198,6 @@ class RollupLogic(StatefulBatchLogic["Minute | InstrumentRemoved", KlineOut, "Ro
         return copy.deepcopy(self.state)
 
 
-class KlineCheck(msgspec.Struct, frozen=True):
-    """A pipeline kline paired with the venue's own closed kline of the same interval: compared (``match``)
-    when ours is complete, else ``replaced`` — the venue's kline is published in its place."""
-
-    ours: Kline
-    venue: Kline
-    match: bool
-    replaced: bool = False
-
-    @property
-    def replacement(self) -> KlineOut:
-        """The venue's kline as ours would be published (complete: the venue saw every trade)."""
-        return KlineOut(msgspec.structs.replace(self.venue, complete=True), complete=True)
-
-
-def reconcilable(o: KlineOut) -> Kline | None:
-    """A closed pipeline kline as :class:`ReconcileLogic` takes it (``None``: not one to pair); ``complete``
-    only if gap-free (``Kline.complete``) and watched from its start (``KlineOut.complete``)."""
-    k = o.kline
-    if not k.closed or o.correction:
-        return None
-    return k if o.complete or not k.complete else msgspec.structs.replace(k, complete=False)
-
-
-class ReconcileLogic(StatefulLogic[Kline, KlineCheck, dict[tuple[str, int, str], Kline]]):
-    """Pairs closed klines of one instrument by (timeframe, open time) across sources.
-
-    Items are closed pipeline klines and the venue's closed klines; whichever comes first waits (at most
-    ``keep`` per instrument, oldest dropped: a venue timeframe we do not aggregate simply never pairs). A
-    complete pipeline kline is compared with the venue's; an incomplete one (a trade-id gap, or an interval
-    not watched from its start) is replaced by the venue's. Complete ones are never replaced: when we saw
-    every trade, our kline is the record (with its quote volume), and a disagreement is a mismatch to report.
-    """
-
-    def __init__(self, state: dict[tuple[str, int, str], Kline] | None, keep: int = 256) -> None:
-        self.pending: dict[tuple[str, int, str], Kline] = dict(state or {})
-        self.keep = keep
-
-    def on_item(self, value: Kline) -> tuple[Iterable[KlineCheck], bool]:
-        other_source = "venue" if value.source == "pipeline" else "pipeline"
-        other = self.pending.pop((value.timeframe, value.open_ms, other_source), None)
-        if other is None:
-            self.pending[(value.timeframe, value.open_ms, value.source)] = value
-            if len(self.pending) > self.keep:  # the longest waiting one (insertion order): O(1)
-                del self.pending[next(iter(self.pending))]
-            return (), False
-        ours, venue = (value, other) if value.source == "pipeline" else (other, value)
-        if not ours.complete:
-            return (KlineCheck(ours, venue, False, replaced=True),), False
-        return (KlineCheck(ours, venue, kline_fields_equal(ours, venue)),), False
-
-    def snapshot(self) -> dict[tuple[str, int, str], Kline]:
-        return dict(self.pending)
-
-
 @dataclass(frozen=True)
 class KlineStreams:
     klines: KeyedStream[KlineOut]  # updating and closed klines of every timeframe
@@ -397,9 +206,9 @@ class KlineStreams:
 
 
 def aggregate_klines(trades: Stream[Trade], timeframes: tuple[str, ...], lateness_s: float,
-                     *, now: Callable[[], datetime] = _utcnow,
+                     *, now: Callable[[], datetime] = utcnow,
                      removals: Stream[InstrumentRemoved] | None = None,
-                     hold_at_eof: Callable[[], bool] = _never) -> KlineStreams:
+                     hold_at_eof: Callable[[], bool] = never) -> KlineStreams:
     """Trades -> klines of ``timeframes``, keyed ``venue:instrument`` (steps ``bucket`` .. ``rollup``);
     ``removals`` tell the rollup which pairs left the monitored set. At the end of input every open minute
     closes (a finite replay is over), unless ``hold_at_eof()`` is true then (a live dataflow that is stopping:

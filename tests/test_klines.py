@@ -15,14 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.events import Kline, Trade
+from operators.kline_clock import minute_clock
+from operators.kline_reconcile import ReconcileLogic
 from operators.kline_steps import (
     InstrumentRemoved,
     KlineOut,
     Minute,
-    ReconcileLogic,
     RollupLogic,
     aggregate_klines,
-    minute_clock,
 )
 from operators.klines import Bucket, Rollup, bucket_trades, kline_fields_equal, merge, to_kline
 

@@ -16,7 +16,7 @@ from typing import Any
 from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
 from connectors.ws.events import Frame, TopicsChecked
 from operators.events import Trade
-from operators.kline_steps import minute_clock
+from operators.kline_clock import minute_clock
 from operators.klines import Bucket
 
 

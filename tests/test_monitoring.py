@@ -16,14 +16,14 @@ import pytest
 import redis
 
 from connectors.book_sinks import CollectorRedisSink
+from connectors.collector_outputs import shard_report
+from connectors.market_outputs import shard_report as market_report
 from connectors.market_source import MarketStats
 from connectors.monitoring import EXPIRE_MS, OWNERS, MonitorReport, queue_monitoring, refresh
 from connectors.okx.book_source import BookState, OkxBookProcessor, ShardStats
 from connectors.redis_keys import MONITORING
 from connectors.ws.events import Frame, Subscribed, TopicsChecked
 from connectors.ws.shard import shard_of
-from dataflows.market_data import shard_report as market_report
-from dataflows.orderbook_collector import shard_report
 from operators.events import BookStatus, BookView, Level
 from tests.collector_helpers import monitoring, start_collector
 from tests.test_cli import cli

@@ -25,7 +25,8 @@ from redis import Redis
 from connectors.market_sinks import MarketWriter, kline_fields
 from connectors.push_streams import kline_channel, stream_key
 from operators.events import Kline, Trade
-from operators.kline_steps import KlineOut, ReconcileLogic
+from operators.kline_reconcile import ReconcileLogic
+from operators.kline_steps import KlineOut
 from operators.klines import Rollup, bucket_trades, merge, to_kline
 from operators.trade_ids import TradeIds
 from tests.fixtures.influx import private_victoria
