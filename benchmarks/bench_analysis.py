@@ -35,9 +35,10 @@ import redis  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
 from connectors.okx.books import parse_books_frame  # noqa: E402
+from cryptoflow.analysis_settings import analysis_params  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import Settings, load_settings  # noqa: E402
-from dataflows.orderbook_analysis import analysis_params, build  # noqa: E402
+from dataflows.orderbook_analysis import build  # noqa: E402
 from operators.analysis import AnalysisOutput, InstrumentAnalyzer  # noqa: E402
 from operators.orderbook import OrderBook  # noqa: E402
 from tests.okx_frames import SyntheticOkxBook, market  # noqa: E402

@@ -18,9 +18,10 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 from connectors.analysis_sink import AnalysisRedisSink, hash_fields, influx_points
 from connectors.book_sinks import book_fields
 from connectors.okx.books import parse_books_frame
+from cryptoflow.analysis_settings import analysis_params
 from cryptoflow.servers import free_port, start_redis, stop_process
 from cryptoflow.settings import load_settings
-from dataflows.orderbook_analysis import analysis_params, build
+from dataflows.orderbook_analysis import build
 from operators.analysis import AnalysisOutput, InstrumentAnalyzer
 from operators.analysis.step import AnalyseLogic
 from operators.events import AlertEvent, AnalysisResult, BookStatus

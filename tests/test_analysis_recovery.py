@@ -29,8 +29,8 @@ import redis
 
 from connectors.analysis_sink import hash_fields
 from connectors.okx.books import parse_books_frame
+from cryptoflow.analysis_settings import analysis_params
 from cryptoflow.settings import load_settings
-from dataflows.orderbook_analysis import analysis_params
 from operators.analysis import InstrumentAnalyzer
 from operators.events import AnalysisResult, iso_ms
 from operators.orderbook import OrderBook

@@ -24,11 +24,11 @@ from connectors.redis_list import (
     AckMode,
     ListAcker,
     ListItem,
-    ReliableRedisListSource,
     deliveries_key,
     offset_key,
     processing_key,
 )
+from connectors.redis_list_source import ReliableRedisListSource
 from cryptoflow.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,14 +228,14 @@ def test_kill9_recovery_mode_state_counts_every_frame_once(redis_server, redis_d
 
 
 def test_recovery_mode_recovers_a_move_whose_reply_was_lost(redis_server, redis_db) -> None:
-    from connectors.redis_list import _MOVE
+    from connectors.redis_list_scripts import MOVE
 
     _push(redis_db, "f", [f"f{i}" for i in range(6)])
     part = ReliableRedisListSource(redis_server.url, "f", ack=AckMode.RECOVERY, batch_size=2).build_part(
         "read", "0", None)
     assert [i.raw for i in part.next_batch()] == [b"f0", b"f1"]
     # A move that ran in Redis but whose reply never arrived (connection dropped): f2, f3 are held, unseen.
-    redis_db.eval(_MOVE, 3, "f", processing_key("f", "0"), offset_key("f", "0"), 2, 0)
+    redis_db.eval(MOVE, 3, "f", processing_key("f", "0"), offset_key("f", "0"), 2, 0)
     got = part.next_batch()
     assert [(i.raw, i.offset) for i in got] == [(b"f2", 2), (b"f3", 3), (b"f4", 4), (b"f5", 5)]
     assert part.snapshot() == 6
@@ -334,7 +334,7 @@ def test_recovery_mode_skips_dead_frames_and_keeps_the_offsets(redis_server, red
 def test_a_stop_request_ends_the_input(redis_server, redis_db, monkeypatch) -> None:
     _push(redis_db, "q", ["a"])
     run = _start(ReliableRedisListSource(redis_server.url, "q"))
-    monkeypatch.setattr("connectors.redis_list.stop_requested", lambda: True)
+    monkeypatch.setattr("connectors.redis_list_source.stop_requested", lambda: True)
     with pytest.raises(StopIteration):
         run.next_batch()
     run.close()

@@ -1,6 +1,6 @@
 """Parameters of the four order-book analyses: one small frozen object handed to the operators.
 
-The dataflow builds it from the settings (:func:`dataflows.orderbook_analysis.analysis_params`); operators
+The dataflow builds it from the settings (:func:`cryptoflow.analysis_settings.analysis_params`); operators
 never read settings or the environment. Times are milliseconds of event time (the frames' exchange time).
 """
 

@@ -15,7 +15,8 @@ import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.redis_list import AckMode, ListAcker, ListItem, ReliableRedisListSource
+from connectors.redis_list import AckMode, ListAcker, ListItem
+from connectors.redis_list_source import ReliableRedisListSource
 
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 

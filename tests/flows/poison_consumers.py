@@ -14,7 +14,8 @@ import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.redis_list import AckMode, ListAcker, ListItem, ReliableRedisListSource
+from connectors.redis_list import AckMode, ListAcker, ListItem
+from connectors.redis_list_source import ReliableRedisListSource
 from tests.flows.list_consumers import _add, _StateSink
 
 
