@@ -3,6 +3,9 @@
 Connectors take small frozen configs, never the whole :class:`cryptoflow.settings.Settings`: the mapping from
 settings to those configs lives in :mod:`cryptoflow.connector_configs`, outside ``connectors/``. Helpers of
 ``cryptoflow.settings`` that are not ``Settings`` (``mask_url``) may still be imported.
+
+Modules stay under ~400 lines, one concept each, and a dataflow module is wiring only (sources -> steps -> sinks):
+no module of the code's packages over :data:`MAX_MODULE_LINES`, no dataflow over :data:`MAX_DATAFLOW_LINES`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_MODULE = "cryptoflow.settings"
+SIZED_PACKAGES = ("operators", "connectors", "dataflows", "cryptoflow", "service", "simulator")
+MAX_MODULE_LINES = 400
+MAX_DATAFLOW_LINES = 90
 
 
 def settings_imports(source: str) -> list[int]:
@@ -54,3 +60,42 @@ def test_no_connector_imports_settings() -> None:
              for line in settings_imports(path.read_text(encoding="utf-8"))]
     assert not found, ("connectors take small frozen configs, not cryptoflow.settings.Settings (build them in "
                        f"cryptoflow/connector_configs.py); Settings imported at: {', '.join(found)}")
+
+
+def oversized(root: Path) -> list[str]:
+    """Each module under :data:`SIZED_PACKAGES` of ``root`` with more lines than its limit (a module directly in
+    ``dataflows/``: :data:`MAX_DATAFLOW_LINES`, any other: :data:`MAX_MODULE_LINES`), as ``path (N lines > limit)``."""
+    found = []
+    for package in SIZED_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            limit = MAX_DATAFLOW_LINES if path.parent == root / "dataflows" else MAX_MODULE_LINES
+            if lines > limit:
+                found.append(f"{path.relative_to(root)} ({lines} lines > {limit})")
+    return found
+
+
+def test_the_size_check_names_each_module_over_its_limit(tmp_path: Path) -> None:
+    def write(relative: str, lines: int) -> None:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x = 1\n" * lines, encoding="utf-8")
+
+    write("operators/at_limit.py", 400)
+    write("operators/book/deep.py", 401)
+    write("service/big.py", 650)
+    write("dataflows/at_limit.py", 90)
+    write("dataflows/long.py", 91)
+    write("dataflows/steps/helper.py", 300)  # a package under dataflows/ is not a dataflow module
+    write("tests/test_huge.py", 2000)  # not one of the code's packages
+    write("operators/notes.txt", 5000)
+    assert oversized(tmp_path) == ["operators/book/deep.py (401 lines > 400)", "dataflows/long.py (91 lines > 90)",
+                                   "service/big.py (650 lines > 400)"]
+
+
+def test_no_module_over_its_size_limit() -> None:
+    missing = [p for p in SIZED_PACKAGES if not (ROOT / p).is_dir()]
+    assert not missing, f"packages not found under {ROOT}: {missing}"
+    found = oversized(ROOT)
+    assert not found, ("modules stay under ~400 lines, one concept each, and dataflows are wiring only (helpers, "
+                       "parsers and reports go to connectors/ or operators/); over the limit: " + ", ".join(found))
