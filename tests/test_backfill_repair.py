@@ -142,12 +142,21 @@ def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
     assert len(before_start) >= 19 and all(stored.get(t) == float(want[t]) for t in before_start)
     # the outage's minutes hold the venue's kline (the pipeline may have written its own too: VictoriaMetrics keeps
     # both samples of one timestamp, where InfluxDB keeps the last written)
-    samples: dict[int, list[float]] = {}
-    for row in victoria.export('{__name__="kline_close",exchange="okx",symbol="UNI-USDT",timeframe="1m"}'):
-        for t, v in zip(row["timestamps"], row["values"], strict=True):
-            samples.setdefault(t, []).append(v)
+    def samples() -> dict[int, list[float]]:
+        out: dict[int, list[float]] = {}
+        for row in victoria.export('{__name__="kline_close",exchange="okx",symbol="UNI-USDT",timeframe="1m"}'):
+            for t, v in zip(row["timestamps"], row["values"], strict=True):
+                out.setdefault(t, []).append(v)
+        return out
+
     missed = range(outage["start_ms"] // 60_000 * 60_000, minute + 60_000, 60_000)
-    assert all(float(want[t]) in samples.get(t, []) for t in missed), [(t, samples.get(t), want[t]) for t in missed]
+    # waited for, not read once: VictoriaMetrics makes new samples searchable up to about a second after the write
+    try:
+        wait_for("the venue's kline in the store for every minute of the outage", lambda: all(
+            float(want[t]) in samples().get(t, []) for t in missed), timeout=15)
+    except AssertionError as e:
+        got = samples()
+        raise AssertionError(f"{e}: {[(t, got.get(t), want[t]) for t in missed]}") from e
 
 
 def test_one_fetch_serves_the_outages_of_one_blip() -> None:
