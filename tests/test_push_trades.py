@@ -45,10 +45,12 @@ async def _venue_trades(url: str, out: dict[str, list[Row]], subscribed: asyncio
                     (str(data["t"]), data["p"], data["q"], "sell" if data["m"] else "buy", data["T"]))
 
 
-async def _gateway_trades(client: Client, out: dict[str, list[Row]]) -> None:
+async def _gateway_trades(client: Client, out: dict[str, list[Row]], acks: list[str]) -> None:
     while True:
         msg = await client.recv(60)
-        if "event" not in msg:
+        if "event" not in msg:  # a subscribe's ack: one channel's events may come before the next channel's ack
+            assert msg.get("result") is True, msg
+            acks.append(msg["channel"])
             continue
         d = msg["data"]
         assert d["exchange"] == "binance", d
@@ -73,9 +75,12 @@ def test_trades_through_the_gateway_are_the_simulators_in_order(
         await asyncio.to_thread(wait_for, "market_data publishing @trades", lambda: all(
             redis_db.xlen(f"stream:{p}@trades") > 0 for p in PAIRS), 90)
         client = await open_client(url)
+        acks: list[str] = []
+        reader = asyncio.create_task(_gateway_trades(client, got, acks))
         for p in PAIRS:
-            await client.subscribe(f"{p}@trades")
-        reader = asyncio.create_task(_gateway_trades(client, got))
+            await client.send({"op": "subscribe", "channel": f"{p}@trades"})
+        await asyncio.to_thread(wait_for, "the acks", lambda: reader.done() or len(acks) == len(PAIRS), 30)
+        assert sorted(acks) == sorted(f"{p}@trades" for p in PAIRS), (acks, reader.done() and reader.exception())
         await asyncio.to_thread(wait_for, f"{WANT} trades per pair through the gateway", lambda: reader.done() or all(
             len(rows) >= WANT for rows in got.values()), 120)
         if reader.done():
