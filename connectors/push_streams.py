@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from itertools import groupby
 from typing import Any
 
 import msgspec
@@ -95,6 +96,10 @@ return added
 """
 
 
+def _plain(event: tuple[bytes, Fields]) -> bool:
+    return not event[1]
+
+
 def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int) -> None:
     """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [fields...]`` for each event as one EVAL on a
     redis-py pipeline: each channel's events in their order (channels are separate streams: their relative order
@@ -107,24 +112,18 @@ def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int) -> None:
     keys: list[str] = []
     args: list[str | int | bytes] = [maxlen]
     for channel, evs in by_channel.items():
-        key = stream_key(channel)
-        i, end = 0, len(evs)
-        while i < end:  # runs of plain events and of events with fields
-            plain = not evs[i][1]
-            j = i + 1
-            while j < end and (not evs[j][1]) == plain:
-                j += 1
-            keys.append(key)
+        for plain, group in groupby(evs, key=_plain):  # runs of events without and with fields
+            run = list(group)
+            keys.append(stream_key(channel))
             if plain:
-                args.append(i - j)
-                args.extend(data for data, _ in evs[i:j])
-            else:
-                args.append(j - i)
-                for data, fields in evs[i:j]:
-                    args.append(data)
-                    args.append(len(fields))
-                    args.extend(fields)
-            i = j
+                args.append(-len(run))
+                args.extend(data for data, _ in run)
+                continue
+            args.append(len(run))
+            for data, fields in run:
+                args.append(data)
+                args.append(len(fields))
+                args.extend(fields)
     pipe.eval(_XADD_MANY, len(keys), *keys, *args)
 
 
