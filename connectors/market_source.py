@@ -38,8 +38,9 @@ from connectors.market_frames import (
 )
 from connectors.okx.market import CANDLE_CHANNELS, parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
-from connectors.pairs import PairsPoller
+from connectors.pairs import PairsConfig, PairsPoller
 from connectors.untrusted import RejectTally, rejected
+from connectors.ws.budget import WsTiming
 from connectors.ws.events import Disconnected, Frame, Rejected, TopicsChecked, WsEvent
 from connectors.ws.hooks import VenueHooks
 from connectors.ws.shard import ShardRunner
@@ -233,14 +234,8 @@ class MarketSourceConfig(msgspec.Struct, frozen=True):
     okx_business_url: str
     binance_ws_url: str
     bybit_ws_url: str
-    ping_interval: float
-    pong_timeout: float
-    backoff_initial: float
-    backoff_max: float
-    redis_url: str
-    pairs_key: str
-    max_pairs: int
-    pairs_poll_interval: float
+    timing: WsTiming
+    pairs: PairsConfig
 
 
 class _Spec(msgspec.Struct, frozen=True):
@@ -274,14 +269,14 @@ def venue_specs(config: MarketSourceConfig) -> list[_Spec]:
 
 
 def _hooks(spec: _Spec, config: MarketSourceConfig) -> VenueHooks:
+    ping, pong = config.timing.ping_interval, config.timing.pong_timeout
     if spec.source == "okx_public":
-        return OkxHooks(config.okx_ws_url, ping_interval=config.ping_interval, pong_timeout=config.pong_timeout)
+        return OkxHooks(config.okx_ws_url, ping_interval=ping, pong_timeout=pong)
     if spec.source == "okx_business":
-        return OkxHooks(config.okx_business_url, ping_interval=config.ping_interval,
-                        pong_timeout=config.pong_timeout)
+        return OkxHooks(config.okx_business_url, ping_interval=ping, pong_timeout=pong)
     if spec.venue == "binance":
-        return BinanceHooks(config.binance_ws_url, silence=config.ping_interval, pong_timeout=config.pong_timeout)
-    return BybitHooks(config.bybit_ws_url, pong_timeout=config.pong_timeout)
+        return BinanceHooks(config.binance_ws_url, silence=ping, pong_timeout=pong)
+    return BybitHooks(config.bybit_ws_url, pong_timeout=pong)
 
 
 _PARSERS: dict[str, Parser] = {"okx": _okx_parse, "binance": _binance_parse, "bybit": _bybit_parse}
@@ -293,13 +288,11 @@ def market_sources(config: MarketSourceConfig) -> list[tuple[str, WsShardSource[
     for spec in venue_specs(config):
         def runner(index: int, total: int, emit: object, spec: _Spec = spec) -> ShardRunner:
             hooks = _hooks(spec, config)
-            poller = PairsPoller(config.redis_url, config.pairs_key, limit=config.max_pairs,
-                                 interval=config.pairs_poll_interval,
-                                 venue=spec.venue, announce=index == 0 and spec.source != "okx_business")
+            poller = config.pairs.poller(spec.venue, announce=index == 0 and spec.source != "okx_business")
             topics = ChannelTopics(poller, spec.channels, spot_only=spec.spot_only, primary=spec.primary)
             return ShardRunner(index=index, shards=total, hooks=hooks, source=topics, emit=emit,  # type: ignore[arg-type]
                                per_connection=hooks.limits.topics_per_connection,
-                               backoff_initial=config.backoff_initial, backoff_max=config.backoff_max)
+                               backoff_initial=config.timing.backoff_initial, backoff_max=config.timing.backoff_max)
 
         def processor(index: int, control: ShardControl, spec: _Spec = spec) -> MarketProcessor:
             return MarketProcessor(spec.venue, spec.source, index, control, _PARSERS[spec.venue],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -27,6 +28,20 @@ from operators.instruments import select_pairs
 
 log = get_logger("connectors.pairs")
 ID_LOG_CHARS = 80  # ids in log lines; an id longer than MAX_INSTRUMENT_CHARS is rejected, never logged whole
+
+
+class PairsConfig(msgspec.Struct, frozen=True):
+    """Where the monitored pairs are and how they are read: ``REDIS_URL``, ``REDIS_TRADING_PAIRS_KEY``,
+    ``MAX_TRADING_PAIRS``, ``TRADING_PAIRS_POLL_INTERVAL`` (:func:`cryptoflow.connector_configs.pairs_config`)."""
+
+    redis_url: str
+    key: str
+    limit: int
+    interval: float
+
+    def poller(self, venue: str, *, announce: bool = True) -> PairsPoller:
+        return PairsPoller(self.redis_url, self.key, limit=self.limit, interval=self.interval, venue=venue,
+                           announce=announce)
 
 
 class PairsPoller:

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from connectors.local.source import LocalConfig
     from connectors.market_source import MarketSourceConfig
     from connectors.okx.book_source import OkxBooksConfig
+    from connectors.pairs import PairsConfig
     from connectors.rest_klines.repair import RepairConfig
     from connectors.smtp import SmtpConfig
+    from connectors.ws.budget import WsTiming
     from cryptoflow.settings import Settings
 
 
@@ -64,17 +66,28 @@ def price_alert_sink(settings: Settings) -> PriceAlertSink:
 
 
 # ---------------------------------------------------------------------------------------------- sources
+def pairs_config(settings: Settings) -> PairsConfig:
+    from connectors.pairs import PairsConfig
+
+    return PairsConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
+                       settings.trading_pairs_poll_interval)
+
+
+def ws_timing(settings: Settings) -> WsTiming:
+    from connectors.ws.budget import WsTiming
+
+    return WsTiming(settings.ws_ping_interval, settings.ws_pong_timeout, settings.ws_backoff_initial,
+                    settings.ws_backoff_max)
+
+
 def okx_books_config(settings: Settings) -> OkxBooksConfig:
     """The order-book source's config (``sample_levels`` only when InfluxDB is configured)."""
     from connectors.okx.book_source import OkxBooksConfig
 
     return OkxBooksConfig(
         ws_url=str(settings.okx_ws_url), rest_url=str(settings.okx_rest_url), channel=settings.okx_book_channel.value,
-        pairs_per_connection=settings.okx_pairs_per_connection, ping_interval=settings.ws_ping_interval,
-        pong_timeout=settings.ws_pong_timeout, stale_after=settings.ws_stale_after,
-        backoff_initial=settings.ws_backoff_initial, backoff_max=settings.ws_backoff_max,
-        redis_url=str(settings.redis_url), pairs_key=settings.redis_trading_pairs_key,
-        max_pairs=settings.max_trading_pairs, pairs_poll_interval=settings.trading_pairs_poll_interval,
+        pairs_per_connection=settings.okx_pairs_per_connection, timing=ws_timing(settings),
+        stale_after=settings.ws_stale_after, pairs=pairs_config(settings),
         sample_interval=settings.influx_book_interval,
         sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
     )
@@ -87,19 +100,14 @@ def market_source_config(settings: Settings) -> MarketSourceConfig:
         venues=tuple(settings.market_data_venues), timeframes=tuple(settings.kline_timeframes),
         binance_trade_stream=settings.binance_trade_stream.value, okx_ws_url=str(settings.okx_ws_url),
         okx_business_url=settings.okx_business_url, binance_ws_url=str(settings.binance_ws_url),
-        bybit_ws_url=str(settings.bybit_ws_url), ping_interval=settings.ws_ping_interval,
-        pong_timeout=settings.ws_pong_timeout, backoff_initial=settings.ws_backoff_initial,
-        backoff_max=settings.ws_backoff_max, redis_url=str(settings.redis_url),
-        pairs_key=settings.redis_trading_pairs_key, max_pairs=settings.max_trading_pairs,
-        pairs_poll_interval=settings.trading_pairs_poll_interval,
+        bybit_ws_url=str(settings.bybit_ws_url), timing=ws_timing(settings), pairs=pairs_config(settings),
     )
 
 
 def local_config(settings: Settings) -> LocalConfig:
     from connectors.local.source import LocalConfig
 
-    return LocalConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
-                       settings.trading_pairs_poll_interval, settings.local_stream_batch,
+    return LocalConfig(pairs_config(settings), settings.local_stream_batch,
                        settings.local_stream_block_ms, settings.local_stream_shards)
 
 

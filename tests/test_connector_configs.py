@@ -33,9 +33,10 @@ def test_the_sources_get_the_settings_values() -> None:
     books = okx_books_config(s)
     assert (books.ws_url, books.rest_url, books.channel, books.pairs_per_connection) == (
         URLS["okx_ws_url"], URLS["okx_rest_url"] + "/", "books-l2-tbt", 4)
-    assert (books.ping_interval, books.pong_timeout, books.stale_after, books.backoff_initial, books.backoff_max) == (
+    t = books.timing
+    assert (t.ping_interval, t.pong_timeout, books.stale_after, t.backoff_initial, t.backoff_max) == (
         11.0, 2.5, 17.0, 0.25, 9.0)
-    assert (books.redis_url, books.pairs_key, books.max_pairs, books.pairs_poll_interval) == (
+    assert (books.pairs.redis_url, books.pairs.key, books.pairs.limit, books.pairs.interval) == (
         URLS["redis_url"], "pairs:x", 12, 3.5)
     assert (books.sample_interval, books.sample_levels) == (0.5, 7)
     assert okx_books_config(load_settings(influx_url=None)).sample_levels is None  # no InfluxDB: no samples
@@ -46,14 +47,14 @@ def test_the_sources_get_the_settings_values() -> None:
     assert (market.okx_ws_url, market.okx_business_url, market.binance_ws_url, market.bybit_ws_url) == (
         URLS["okx_ws_url"], "ws://127.0.0.1:7002/ws/v5/business", URLS["binance_ws_url"] + "/",
         URLS["bybit_ws_url"])
-    assert (market.ping_interval, market.pong_timeout, market.backoff_initial, market.backoff_max) == (
-        11.0, 2.5, 0.25, 9.0)
-    assert (market.redis_url, market.pairs_key, market.max_pairs, market.pairs_poll_interval) == (
+    t = market.timing
+    assert (t.ping_interval, t.pong_timeout, t.backoff_initial, t.backoff_max) == (11.0, 2.5, 0.25, 9.0)
+    assert (market.pairs.redis_url, market.pairs.key, market.pairs.limit, market.pairs.interval) == (
         URLS["redis_url"], "pairs:x", 12, 3.5)
 
     local = local_config(s)
-    assert (local.redis_url, local.pairs_key, local.max_pairs, local.poll_interval, local.batch, local.block_ms,
-            local.shards) == (URLS["redis_url"], "pairs:x", 12, 3.5, 50, 3, 2)
+    assert (local.pairs.redis_url, local.pairs.key, local.pairs.limit, local.pairs.interval, local.batch,
+            local.block_ms, local.shards) == (URLS["redis_url"], "pairs:x", 12, 3.5, 50, 3, 2)
 
 
 def test_influx_and_repair_follow_influx_url_and_kline_backfill() -> None:

@@ -37,6 +37,7 @@ from connectors.local.source import LocalConfig, LocalTradesSource
 from connectors.local.wire import parse_entry, parse_flat
 from connectors.market_frames import MarketParseError
 from connectors.market_source import MarketStats
+from connectors.pairs import PairsConfig
 from cryptoflow.servers import stop_process
 from operators.events import Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved
@@ -114,8 +115,8 @@ def test_ticker_from_trades_is_the_rolling_24h_of_its_minutes(rows: list[tuple[i
 
 # ------------------------------------------------------------------------------------------------ source
 def _config(url: str, **kw: Any) -> LocalConfig:
-    return LocalConfig(url, "config:trading_pairs", 10, 0.05, kw.pop("batch", 1000), 2, kw.pop("shards", 1),
-                       stats_interval=0.0)
+    pairs = PairsConfig(url, "config:trading_pairs", 10, 0.05)
+    return LocalConfig(pairs, kw.pop("batch", 1000), 2, kw.pop("shards", 1), stats_interval=0.0)
 
 
 def _drain(part: Any, until: Callable[[list[Any]], bool]) -> list[Any]:

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from connectors import stopping
 from connectors.local.wire import VENUE, parse_entries, stream_key
 from connectors.market_source import MarketSourceItem, MarketStats
+from connectors.pairs import PairsConfig
 from connectors.untrusted import RejectTally
 from connectors.ws.budget import Backoff
 from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes
@@ -58,10 +59,7 @@ def _raw_reply(response: object, **_options: object) -> object:
 class LocalConfig:
     """Where the streams and pairs are and how to read them (:func:`cryptoflow.connector_configs.local_config`)."""
 
-    redis_url: str
-    pairs_key: str
-    max_pairs: int
-    poll_interval: float
+    pairs: PairsConfig  # its Redis holds the streams too
     batch: int
     block_ms: int
     shards: int
@@ -75,7 +73,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         offsets, last_ids = resume if resume is not None else ({}, {})
         self._offsets: dict[str, str] = dict(offsets)
         self._last_ids: dict[str, int] = dict(last_ids)
-        self._client = redis.Redis.from_url(config.redis_url, decode_responses=False, socket_timeout=5,
+        self._client = redis.Redis.from_url(config.pairs.redis_url, decode_responses=False, socket_timeout=5,
                                             socket_connect_timeout=5)
         self._client.set_response_callback("XREAD", _raw_reply)
         self._instruments: dict[bytes, str] = {}  # stream key -> instrument, the ones this partition reads
@@ -92,9 +90,9 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
 
     # --- pairs --------------------------------------------------------------------------------------------
     def _poll_pairs(self, out: list[MarketSourceItem]) -> None:
-        raw = cast("set[bytes]", self._client.smembers(self._cfg.pairs_key))
+        raw = cast("set[bytes]", self._client.smembers(self._cfg.pairs.key))
         members = {m.decode("utf-8", "replace") for m in raw}
-        selected, _malformed = select_pairs(members, self._cfg.max_pairs)  # (the WebSocket pollers report those)
+        selected, _malformed = select_pairs(members, self._cfg.pairs.limit)  # (the WebSocket pollers report those)
         mine = {stream_key(i).encode(): i for i in selected if shard_of(i, self._cfg.shards) == self._index}
         for key, inst in self._instruments.items():
             if key not in mine:
@@ -156,7 +154,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         now = time.monotonic()
         try:
             if now >= self._next_poll:
-                self._next_poll = now + self._cfg.poll_interval
+                self._next_poll = now + self._cfg.pairs.interval
                 self._poll_pairs(out)
             self._read(out)
         except (RedisError, OSError) as err:
@@ -168,7 +166,7 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         else:
             self._backoff.reset()
             # nothing to read: sleep until the next pairs poll instead of being called every millisecond
-            self._awake = None if self._instruments else datetime.now(UTC) + timedelta(seconds=self._cfg.poll_interval)
+            self._awake = None if self._instruments else datetime.now(UTC) + timedelta(seconds=self._cfg.pairs.interval)
         self._stats(now, out)
         return out
 

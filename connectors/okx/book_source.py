@@ -40,8 +40,9 @@ from connectors.okx.books import (
 )
 from connectors.okx.protocol import OkxHooks
 from connectors.okx.rest import OkxBooksFetcher
-from connectors.pairs import PairsPoller
+from connectors.pairs import PairsConfig
 from connectors.untrusted import RejectTally, rejected
+from connectors.ws.budget import WsTiming
 from connectors.ws.events import (
     Disconnected,
     Fetched,
@@ -355,21 +356,15 @@ class OkxBooksConfig(msgspec.Struct, frozen=True):
     rest_url: str  # OKX_REST_URL (snapshots for a resync)
     channel: str  # OKX_BOOK_CHANNEL
     pairs_per_connection: int  # OKX_PAIRS_PER_CONNECTION
-    ping_interval: float
-    pong_timeout: float
-    stale_after: float
-    backoff_initial: float
-    backoff_max: float
-    redis_url: str
-    pairs_key: str
-    max_pairs: int
-    pairs_poll_interval: float
+    timing: WsTiming
+    stale_after: float  # WS_STALE_AFTER
+    pairs: PairsConfig
     sample_interval: float  # INFLUX_BOOK_INTERVAL
     sample_levels: int | None  # INFLUX_BOOK_LEVELS; None: InfluxDB not configured, no samples
 
 
 def shard_count(config: OkxBooksConfig) -> int:
-    return max(1, math.ceil(config.max_pairs / config.pairs_per_connection))
+    return max(1, math.ceil(config.pairs.limit / config.pairs_per_connection))
 
 
 def okx_books_source(config: OkxBooksConfig, *, shards: int | None = None, with_deltas: bool = False,
@@ -381,13 +376,13 @@ def okx_books_source(config: OkxBooksConfig, *, shards: int | None = None, with_
     channel = config.channel
 
     def runner(index: int, total: int, emit: object) -> ShardRunner:
-        hooks = OkxHooks(config.ws_url, channel=channel, ping_interval=config.ping_interval,
-                         pong_timeout=config.pong_timeout)
-        poller = PairsPoller(config.redis_url, config.pairs_key, limit=config.max_pairs,
-                             interval=config.pairs_poll_interval, venue="okx", announce=index == 0)
+        timing = config.timing
+        hooks = OkxHooks(config.ws_url, channel=channel, ping_interval=timing.ping_interval,
+                         pong_timeout=timing.pong_timeout)
+        poller = config.pairs.poller("okx", announce=index == 0)
         return ShardRunner(index=index, shards=total, hooks=hooks, source=poller, emit=emit,  # type: ignore[arg-type]
                            per_connection=config.pairs_per_connection,
-                           backoff_initial=config.backoff_initial, backoff_max=config.backoff_max,
+                           backoff_initial=timing.backoff_initial, backoff_max=timing.backoff_max,
                            fetcher=lambda: OkxBooksFetcher(config.rest_url))
 
     def processor(index: int, control: ShardControl) -> OkxBookProcessor:

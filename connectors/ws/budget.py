@@ -11,6 +11,18 @@ from __future__ import annotations
 import random
 from collections import deque
 
+import msgspec
+
+
+class WsTiming(msgspec.Struct, frozen=True):
+    """A venue connection's keep-alive and reconnect timing: ``WS_PING_INTERVAL``, ``WS_PONG_TIMEOUT``,
+    ``WS_BACKOFF_INITIAL``, ``WS_BACKOFF_MAX`` (:func:`cryptoflow.connector_configs.ws_timing`)."""
+
+    ping_interval: float
+    pong_timeout: float
+    backoff_initial: float
+    backoff_max: float
+
 
 class Budget:
     """At most ``limit`` events in any window of ``window`` seconds."""
