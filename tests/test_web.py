@@ -274,6 +274,42 @@ def test_price_alert_added_in_the_ui_fires_by_email_and_live(
     assert page.errors == []
 
 
+def test_an_alert_whose_push_beats_its_post_answer_stays_fired(stack: Stack, open_page: OpenPage) -> None:
+    """The matcher can fire an alert, and @my_alerts deliver it, before the POST that created it has answered
+    (seen under load). Forced here: the POST's answer is held until the page shows the pushed fire; the answer
+    (``active``) must not turn the row back."""
+    page = open_page(stack.url + PAGES["alerts"])
+    set_key(page, stack.user_key)
+    p = page.page
+    _field(p, "alert-email").fill("web-race@example.com")
+    price = Decimal(stack.redis.hget(f"ticker:okx:{INST}", "price") or "0")
+    assert price > 0
+    p.get_by_test_id("alert-direction").get_by_text("rises to").click()
+    price_input = _field(p, "alert-price")
+    price_input.fill(str((price * Decimal("0.9999")).quantize(Decimal("0.01"))))
+    price_input.press("Tab")
+    held: dict[str, Any] = {}
+
+    def hold_until_pushed(route: Any) -> None:
+        if route.request.method != "POST":
+            route.fallback()
+            return
+        answer = route.fetch()
+        alert_id = held["id"] = answer.json()["id"]
+        wait_for("the pushed fire on the page before the POST's answer",
+                 lambda: attr(page, f"alert-status-{alert_id}", "data-status") == "fired", 60)
+        route.fulfill(response=answer)
+
+    p.route("**/v1/alerts", hold_until_pushed)
+    with p.expect_response(lambda r: r.url.endswith("/v1/alerts") and r.request.method == "POST") as created:
+        p.get_by_test_id("alert-add").click()
+    assert created.value.status == 201
+    p.unroute("**/v1/alerts")
+    p.get_by_text(f"alert {held['id']} added").wait_for()  # create() has handled the answer
+    assert attr(page, f"alert-status-{held['id']}", "data-status") == "fired"
+    assert page.errors == []
+
+
 def test_pairs_page_shows_book_status_and_admin_adds_and_removes_a_pair(
         stack: Stack, open_page: OpenPage, artifacts: Path) -> None:
     page = open_page(stack.url + PAGES["pairs"])
