@@ -68,7 +68,7 @@ class AlertService:
         if crypto is not None:
             query = query.where(AlertRow.crypto == crypto)
         async with store("database"), self.db.session() as s:
-            found = (await s.execute(query)).tuples().all()
+            found = (await s.execute(query)).all()
         await self._read_through([row for row, _ in found])
         return [view(row, owner) for row, owner in found]
 
