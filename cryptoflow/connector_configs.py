@@ -121,8 +121,7 @@ def repair_config(settings: Settings) -> RepairConfig:
     urls = {"binance": settings.binance_rest_url, "okx": settings.okx_rest_url, "bybit": settings.bybit_rest_url}
     return RepairConfig(tuple(v for v in settings.market_data_venues if v in VENUES),
                         {v: str(u) for v, u in urls.items()}, tuple(settings.kline_timeframes),
-                        (str(settings.influx_url), settings.influx_token.get_secret_value(), settings.influx_org,
-                         settings.influx_bucket), str(settings.redis_url), settings.redis_trading_pairs_key,
+                        influx_config(settings), str(settings.redis_url), settings.redis_trading_pairs_key,
                         settings.max_trading_pairs, settings.kline_backfill)
 
 

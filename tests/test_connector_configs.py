@@ -70,7 +70,8 @@ def test_influx_and_repair_follow_influx_url_and_kline_backfill() -> None:
     assert (repair.venues, repair.timeframes, repair.window_s) == (("okx",), ("1m", "5m"), 600)
     assert repair.rest_urls == {"binance": URLS["binance_rest_url"] + "/", "okx": URLS["okx_rest_url"] + "/",
                                 "bybit": URLS["bybit_rest_url"] + "/"}
-    assert repair.influx == ("http://127.0.0.1:7008/", "tok-secret", "o", "b")
+    assert repair.influx == cfg
+    assert "tok-secret" not in repr(repair)
     assert (repair.redis_url, repair.pairs_key, repair.max_pairs) == (URLS["redis_url"], "pairs:y", 9)
 
     assert not repair_enabled(load_settings(influx_url="http://127.0.0.1:7008", kline_backfill=0))

@@ -29,8 +29,10 @@ import msgspec
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.influx import InfluxConfig
 from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
 from connectors.market_source import MarketStats
+from connectors.redis_client import sync_client
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient
 from cryptoflow.logs import get_logger
@@ -48,7 +50,7 @@ class RepairConfig(msgspec.Struct, frozen=True):
     venues: tuple[str, ...]  # those with REST klines
     rest_urls: dict[str, str]
     timeframes: tuple[str, ...]
-    influx: tuple[str, str, str, str]  # url, token, org, bucket
+    influx: InfluxConfig  # its repr leaves the token out
     redis_url: str
     pairs_key: str
     max_pairs: int
@@ -86,7 +88,8 @@ class _Repairer:
     async def _serve(self) -> None:
         cfg = self._config
         clients = {v: KlineClient(VENUES[v], cfg.rest_urls[v]) for v in cfg.venues}
-        store = SyncInfluxWriter(*cfg.influx)
+        influx = cfg.influx
+        store = SyncInfluxWriter(str(influx.url), influx.token, influx.org, influx.bucket)
         pending: list[Outage] = []
         try:
             while not self._stopping.is_set():
