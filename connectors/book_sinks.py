@@ -5,7 +5,8 @@
 * ``orderbook:{inst}`` hash (docs/CONTRACTS.md fields: ``instrument_id``, ``latest_timestamp`` ISO-8601 UTC of the
   exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best first, ``checksum``, ``seq_id`` (empty when
   the venue sends none), ``status``), coalesced per instrument within the batch; a status change alone sets
-  ``status``; a removed pair's hash is deleted;
+  ``status``; a removed pair's hash is deleted; with ``ORDERBOOK_HASH_INTERVAL`` > 0 an instrument's levels are
+  written at most once per interval, its newest state always last (:mod:`connectors.hash_throttle`);
 * every :class:`BufferFrame` LPUSHed to ``ORDERBOOK_BUFFER_KEY`` in order, capped with LTRIM at
   ``orderbook_buffer_max`` (0: uncapped);
 * :class:`connectors.monitoring.MonitorReport` (the shards' gauges and counters) -> ``system:monitoring`` through
@@ -35,6 +36,7 @@ import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
+from connectors.hash_throttle import HashThrottle
 from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.okx.book_source import BookState, BufferFrame
 from connectors.push_streams import DEFAULT_MAXLEN, DepthPublisher
@@ -65,8 +67,10 @@ def book_fields(view: BookView) -> dict[str, str]:
 
 class _Partition(StatelessSinkPartition[RedisItem]):
     def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None,
-                 owner: str, stream_maxlen: int = DEFAULT_MAXLEN) -> None:
+                 owner: str, stream_maxlen: int = DEFAULT_MAXLEN,
+                 hash_interval: float = 0.0) -> None:
         self._client = redis_client(url)
+        self._throttle = HashThrottle(hash_interval)  # ORDERBOOK_HASH_INTERVAL (connectors.hash_throttle)
         self._depth = DepthPublisher(stream_maxlen)
         self._owner = owner
         self._owners: set[str] = set()  # every owner this partition reported for (retired at close)
@@ -119,6 +123,8 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                                                                  self._lat_sum / 1e6, self._lat_n),)))
             self._lat_sum = self._lat_n = 0
             self._next_lat = now + _LATENCY_EVERY_S
+        plans = self._throttle.take(plans)
+        recv = {inst: ns for inst, ns in recv.items() if inst in plans}  # latency of the hashes written
         pipe = self._client.pipeline(transaction=False)
         if monitors:  # first: a gauge is never behind the book writes it describes
             queue_monitoring(pipe, monitors)
@@ -176,11 +182,12 @@ class CollectorRedisSink(DynamicSink[RedisItem]):
 
     def __init__(self, redis_url: str, buffer_key: str, buffer_max: int,
                  observe: LatencyObserver | None = None, dataflow: str = "orderbook_collector",
-                 stream_maxlen: int = DEFAULT_MAXLEN) -> None:
+                 stream_maxlen: int = DEFAULT_MAXLEN, hash_interval: float = 0.0) -> None:
         self._args = (redis_url, buffer_key, buffer_max, observe)
         self._dataflow = dataflow
         self._stream_maxlen = stream_maxlen
+        self._hash_interval = hash_interval
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         return _Partition(*self._args, owner=f"{self._dataflow}/writer-{worker_index}",
-                          stream_maxlen=self._stream_maxlen)
+                          stream_maxlen=self._stream_maxlen, hash_interval=self._hash_interval)

@@ -31,7 +31,8 @@ def build(settings: Settings) -> Dataflow:
     to_redis: Stream[RedisItem] = op.filter_map("redis_items", items, redis_item)
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
                                                     settings.orderbook_buffer_max, dataflow=DATAFLOW,
-                                                    stream_maxlen=settings.stream_maxlen))
+                                                    stream_maxlen=settings.stream_maxlen,
+                                                    hash_interval=settings.orderbook_hash_interval))
     if influx_enabled(settings):
         levels = settings.influx_book_levels
         samples = op.flat_map("book_points", items,
