@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import redis
 
+from connectors.redis_client import sync_client
 from connectors.redis_keys import orderbook_key
 from cryptoflow.logs import get_logger
 from operators.events import BookDelta, Level
@@ -48,7 +49,7 @@ def snapshot_from_hash(fields: Mapping[Any, Any], *, venue: str = "okx") -> Book
 
 class HashBookSnapshots:
     def __init__(self, redis_url: str, *, min_interval: float = 1.0) -> None:
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._client = sync_client(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._min_interval = min_interval
         self._last: dict[str, float] = {}
 

@@ -22,6 +22,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from connectors.redis_client import async_client
 from connectors.untrusted import sample
 from cryptoflow.logs import get_logger
 from operators.instruments import select_pairs
@@ -66,8 +67,7 @@ class PairsPoller:
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self._url, decode_responses=True, socket_timeout=5,
-                                                   socket_connect_timeout=5)
+            self._client = async_client(self._url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
         return self._client
 
     async def poll(self) -> frozenset[str] | None:

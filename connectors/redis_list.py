@@ -16,6 +16,8 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from connectors.redis_client import sync_client
+
 
 class AckMode(StrEnum):
     EXPLICIT = "explicit"
@@ -49,9 +51,11 @@ def dead_key(key: str) -> str:
 DEFAULT_MAX_DELIVERIES = 5
 
 
-def list_client(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
-    """A bytes client without automatic retries (a retried move could take elements twice)."""
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+def list_client(url: str, *, socket_timeout: float = 5.0, retries: int = 0) -> redis.Redis:
+    """A bytes client (plain or Sentinel URL), by default without automatic retries: the source's ``next_batch``
+    must not sleep in redis-py's backoff (it backs off itself), and a move whose reply was lost is recovered
+    from the processing list rather than sent again."""
+    return sync_client(url, retries=retries, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
 
 
 # KEYS: processing list, destination. ARGV: the held element, the element to push. Pushes only if the held

@@ -61,8 +61,9 @@ drains the dataflow and closes the sinks. Leftovers not yet delivered are not co
 
 ``next_batch`` never waits for data: it makes at most one Redis round trip (bounded by the socket timeout)
 and returns everything that round trip brought; when nothing was ready it asks to be woken after
-``poll_interval``; when Redis is unreachable it logs and backs off (capped) without raising. Not for Redis
-Cluster (the script touches keys it derives).
+``poll_interval``; when Redis is unreachable or failing over (:func:`connectors.redis_client.is_retryable`) it
+logs once per outage (``redis_list_unavailable`` ... ``redis_list_recovered``) and backs off (capped) without
+raising. Not for Redis Cluster (the script touches keys it derives).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ import orjson
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.redis_client import is_retryable
 from connectors.redis_list import (
     DEFAULT_MAX_DELIVERIES,
     AckMode,
@@ -193,7 +195,9 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
             # Recovery mode: if the gap read below fails, the next call finds the same gap again.
             out = (self._with_offsets(int(got[0]), raws) if self._counted
                    else [ListItem(raw, self._part) for raw in raws])
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except redis.RedisError as err:  # unreachable, or failing over (READONLY, no master yet): back off
+            if not is_retryable(err):
+                raise
             self._failed(err)
             return []
         self._ok(idle=not out)
@@ -262,14 +266,17 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
             self._trim(keys=[self._proc, self._offkey], args=[upto])
 
     def _ok(self, *, idle: bool = False) -> None:
+        if self._failures:
+            log.warning("redis_list_recovered", key=self._src.key, partition=self._part, failures=self._failures)
         self._failures = 0
         self._awake = datetime.now(UTC) + self._src.poll_interval if idle else None
 
     def _failed(self, err: Exception) -> None:
         self._failures += 1
         delay = min(self._src.backoff_max, 0.1 * 2 ** min(self._failures, 10))
-        log.warning("redis_list_unavailable", key=self._src.key, partition=self._part, error=str(err),
-                    retry_in_s=round(delay, 2))
+        if self._failures == 1:  # one line per outage or failover; redis_list_recovered ends it
+            log.warning("redis_list_unavailable", key=self._src.key, partition=self._part, error=str(err),
+                        retry_in_s=round(delay, 2))
         self._awake = datetime.now(UTC) + timedelta(seconds=delay)
 
     def next_awake(self) -> datetime | None:

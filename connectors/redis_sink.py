@@ -19,6 +19,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from connectors.redis_client import is_retryable, sync_client
 from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
 
@@ -30,14 +31,9 @@ log = get_logger("connectors.redis_sink")
 
 
 def redis_client(url: str) -> redis.Redis:
-    """A client that retries a dropped connection a few times before a command fails."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 5),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30,
-    )
+    """A client (plain or Sentinel URL) that retries a dropped connection or a failover error a few times before
+    a command fails (:mod:`connectors.redis_client`)."""
+    return sync_client(url, retries=5, health_check_interval=30)
 
 
 def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], object], items: int) -> None:
@@ -52,7 +48,9 @@ def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], objec
         try:
             pipe.execute()
             break
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except redis.RedisError as err:  # unreachable, or failing over (READONLY, no master yet, NOREPLICAS)
+            if not is_retryable(err):
+                raise
             if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batch is given up
                 log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
                 return

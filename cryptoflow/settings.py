@@ -25,8 +25,11 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import MultiHostUrl
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+
+from connectors.redis_client import SENTINEL_SCHEME, parse_sentinel_url
 
 
 class LogFormat(StrEnum):
@@ -81,7 +84,8 @@ class Settings(BaseSettings):
     )
 
     # --- Redis and the monitored set -------------------------------------------------------------------
-    redis_url: AnyUrl = AnyUrl("redis://127.0.0.1:6379/0")
+    # redis+sentinel://h1:26379,h2:26379/<service>/<db> names several hosts: a MultiHostUrl (AnyUrl takes one)
+    redis_url: MultiHostUrl = MultiHostUrl("redis://127.0.0.1:6379/0")
     redis_trading_pairs_key: str = Field("config:trading_pairs", min_length=1)
     trading_pairs_poll_interval: PositiveSeconds = 20.0
     max_trading_pairs: int = Field(10, ge=1, le=1000)
@@ -116,7 +120,6 @@ class Settings(BaseSettings):
     orderbook_buffer_key: str = Field("okex_orderbook", min_length=1)
     orderbook_source: OrderbookSource = OrderbookSource.REDIS
     orderbook_buffer_max: int = Field(100_000, ge=0)  # LTRIM cap on the buffer list; 0 = uncapped
-    orderbook_hash_interval: float = Field(0.0, ge=0, le=3600)  # min s between orderbook:{inst} level writes
     analysis_bin_width: Decimal | None = Field(None, gt=0)  # default: scaled to price (see README)
     analysis_large_order_k: float = Field(5.0, gt=0)
     analysis_large_order_min_size: dict[str, Decimal] = Field(default_factory=dict)  # JSON {"BTC-USDT": "5"}
@@ -250,9 +253,11 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: AnyUrl) -> AnyUrl:
-        if value.scheme not in ("redis", "rediss", "unix"):
-            msg = f"expected a redis:// URL, got scheme {value.scheme!r}"
+    def _redis_scheme(cls, value: MultiHostUrl) -> MultiHostUrl:
+        if value.scheme == SENTINEL_SCHEME:
+            parse_sentinel_url(str(value))  # ValueError: names what is wrong, never the password
+        elif value.scheme not in ("redis", "rediss", "unix"):
+            msg = f"expected a redis:// or {SENTINEL_SCHEME}:// URL, got scheme {value.scheme!r}"
             raise ValueError(msg)
         return value
 
@@ -308,7 +313,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 shown[name] = "***" if value.get_secret_value() else ""
-            elif isinstance(value, AnyUrl) or (name.endswith("_url") and isinstance(value, str)):
+            elif isinstance(value, AnyUrl | MultiHostUrl) or (name.endswith("_url") and isinstance(value, str)):
                 shown[name] = mask_url(str(value))
             elif isinstance(value, StrEnum):
                 shown[name] = value.value
@@ -320,7 +325,7 @@ class Settings(BaseSettings):
         # repr()/str() of the settings (a traceback, a debugger, a log line) must not show URL passwords;
         # SecretStr fields already render as '**********'.
         for name, value in super().__repr_args__():
-            yield name, mask_url(str(value)) if isinstance(value, AnyUrl) else value
+            yield name, mask_url(str(value)) if isinstance(value, AnyUrl | MultiHostUrl) else value
 
 
 SECRET_FIELDS = frozenset({"influx_token", "smtp_password"})
@@ -330,10 +335,13 @@ URL_FIELDS = frozenset(
 
 
 _USERINFO = re.compile(r"(?P<head>//[^/@:]*:)[^@]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&][^=&#]*password=)[^&#]*", re.IGNORECASE)  # ?sentinel_password=...
 
 
 def mask_url(url: str) -> str:
-    """``redis://user:pw@host`` -> ``redis://user:***@host``; URLs without a password are unchanged."""
+    """``redis://user:pw@host`` -> ``redis://user:***@host`` (and ``?sentinel_password=***``); URLs without a
+    password are unchanged."""
+    url = _QUERY_PASSWORD.sub(r"\g<head>***", url)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -31,11 +31,10 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from starlette.types import Receive, Scope, Send
 
 from connectors.influx_query import InfluxQuery
+from connectors.redis_client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 from service import handlers, heap
@@ -53,12 +52,11 @@ WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 
 
 def redis_from_settings(settings: Settings) -> aioredis.Redis:
-    # Short timeouts and two quick retries: a request during a Redis outage gets its 503 within seconds,
-    # and the pool reconnects on the first request after Redis is back.
-    return aioredis.Redis.from_url(
-        str(settings.redis_url), decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-    )
+    # Short timeouts and two quick retries (connection and failover errors, connectors.redis_client): a request
+    # during a Redis outage gets its 503 within seconds, and the pool reconnects (to the new master after a
+    # Sentinel failover) on the first request after Redis is back.
+    return async_client(str(settings.redis_url), retries=2, decode_responses=True, socket_connect_timeout=2,
+                        socket_timeout=5)
 
 
 def influx_from_settings(settings: Settings) -> InfluxQuery | None:

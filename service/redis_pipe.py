@@ -13,8 +13,8 @@ Errors are redis-py's, so the service's handlers answer them as before: a refuse
 reply is ``ResponseError``. A command on a dropped connection is sent once more on a new one (these reads are
 idempotent); the connection is opened again on the next command after an outage, so recovery needs nothing.
 
-Only ``redis://`` (TCP, with optional user, password and database); ``rediss://`` and ``unix://`` go through
-redis-py (:class:`ViaRedisPy`).
+Only ``redis://`` (TCP, with optional user, password and database); ``rediss://``, ``unix://`` and
+``redis+sentinel://`` go through redis-py (:class:`ViaRedisPy`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.connection import parse_url
+
+from connectors.redis_client import is_sentinel_url
 
 Arg = str | int
 
@@ -195,7 +197,10 @@ class ViaRedisPy:
 
 
 def redis_calls(url: str, client: aioredis.Redis) -> RedisCalls:
-    """A :class:`RedisPipe` for a ``redis://`` URL, else the app's redis-py ``client``."""
+    """A :class:`RedisPipe` for a ``redis://`` URL, else (``rediss://``, ``unix://``, ``redis+sentinel://``) the
+    app's redis-py ``client``."""
+    if is_sentinel_url(url):  # the master moves: the client follows it through the sentinels
+        return ViaRedisPy(client)
     parts = parse_url(url)  # type: ignore[no-untyped-call]
     if "connection_class" in parts or "host" not in parts:
         return ViaRedisPy(client)

@@ -33,6 +33,9 @@ BAD = [
     ("TRADING_PAIRS_POLL_INTERVAL", "abc", "valid number"),  # a number that is not a number
     ("MAX_TRADING_PAIRS", "ten", "valid integer"),
     ("REDIS_URL", "not a url", "valid URL"),  # a malformed URL
+    ("REDIS_URL", "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380", "expected /<service>/<db>"),
+    ("REDIS_URL", "redis+sentinel://127.0.0.1:x/mymaster/0", "invalid port number"),
+    ("REDIS_URL", "http://127.0.0.1:6379/0", "redis+sentinel://"),
     ("OKX_WS_URL", "http://example.test/ws", "ws:// or wss://"),
     ("TRADING_PAIRS_POLL_INTERVAL", "-5", "greater than 0"),  # a negative interval
     ("LOG_FORMAT", "xml", "'json' or 'console'"),  # an unknown log format
@@ -77,6 +80,18 @@ def test_masked_view_hides_secrets() -> None:
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
     assert "tok-123" not in repr(s)
     assert "pw-789" not in repr(s) and "pw-789" not in str(s) and "redis://u:***@h:6379/0" in repr(s)
+
+
+def test_redis_url_takes_sentinel_with_secrets_masked() -> None:
+    url = "redis+sentinel://:pw-789@10.0.0.1:26379,10.0.0.2:26380/mymaster/2?sentinel_password=sp-456"
+    s = load_settings(redis_url=url)
+    assert str(s.redis_url) == url  # handed to connectors.redis_client unchanged
+    assert s.masked()["redis_url"] == ("redis+sentinel://:***@10.0.0.1:26379,10.0.0.2:26380/mymaster/2"
+                                       "?sentinel_password=***")
+    for shown in (repr(s), str(s), str(s.masked())):
+        assert "pw-789" not in shown and "sp-456" not in shown
+    assert str(load_settings(redis_url="redis+sentinel://sentinel.example/mymaster").redis_url) == \
+        "redis+sentinel://sentinel.example/mymaster"
 
 
 DATAFLOWS = ["orderbook_collector", "orderbook_analysis", "market_data", "email_sender"]

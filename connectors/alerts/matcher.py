@@ -25,6 +25,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.push_streams import DEFAULT_MAXLEN, MY_ALERTS, stream_key
+from connectors.redis_client import is_retryable
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
@@ -170,7 +171,9 @@ class _Partition(StatelessSinkPartition[Trade]):
             return
         try:
             fired = self._matcher.match(ticks, now_ms)
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except redis.RedisError as err:
+            if not is_retryable(err):
+                raise
             # Nothing fired (the script is atomic); the next batch past the threshold fires the alerts.
             log.warning("price_alerts_redis_unavailable", error=str(err), ticks_unmatched=len(ticks))
             return

@@ -21,6 +21,7 @@ from typing import Any, cast
 import pydantic
 import redis
 
+from connectors.redis_client import sync_client
 from connectors.untrusted import Rejected, RejectTally, rejected
 from cryptoflow.logs import get_logger
 from operators.alerts import Alert, AlertChange, check_alert_id, price_text, side_of
@@ -110,7 +111,7 @@ class AlertStore:
 
     @classmethod
     def from_url(cls, url: str) -> AlertStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+        return cls(sync_client(url, decode_responses=True))
 
     def add(self, alert: Alert) -> None:
         pipe = self._r.pipeline(transaction=True)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from redis.exceptions import RedisError
 
@@ -35,6 +34,7 @@ from connectors import stopping
 from connectors.local.wire import VENUE, parse_entries, stream_key
 from connectors.market_source import MarketSourceItem, MarketStats
 from connectors.pairs import PairsConfig
+from connectors.redis_client import sync_client
 from connectors.untrusted import RejectTally
 from connectors.ws.budget import Backoff
 from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes
@@ -73,8 +73,8 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         offsets, last_ids = resume if resume is not None else ({}, {})
         self._offsets: dict[str, str] = dict(offsets)
         self._last_ids: dict[str, int] = dict(last_ids)
-        self._client = redis.Redis.from_url(config.pairs.redis_url, decode_responses=False, socket_timeout=5,
-                                            socket_connect_timeout=5)
+        self._client = sync_client(config.pairs.redis_url, decode_responses=False, socket_timeout=5,
+                                   socket_connect_timeout=5)
         self._client.set_response_callback("XREAD", _raw_reply)
         self._instruments: dict[bytes, str] = {}  # stream key -> instrument, the ones this partition reads
         self._next_poll = 0.0

@@ -144,7 +144,7 @@ class _Repairer:
 
     def _pairs(self) -> Sequence[str]:
         try:
-            client = redis.Redis.from_url(self._config.redis_url, decode_responses=True)
+            client = sync_client(self._config.redis_url, decode_responses=True)
             members = cast(set[str], client.smembers(self._config.pairs_key))
             client.close()
         except redis.RedisError as err:

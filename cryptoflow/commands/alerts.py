@@ -22,6 +22,7 @@ import orjson
 import redis
 
 from connectors.alerts.store import AlertNotFound, AlertStore, AlertUnreadable
+from connectors.redis_client import async_client, sync_client
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
 from operators.alerts import AlertInputError, check_alert_id, parse_change, parse_new_alert
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         code = asyncio.run(_open_and_run(args, settings))
         if code == 0 and args.action in ("add", "update") and args.crypto_checked:
-            client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+            client = sync_client(str(settings.redis_url), decode_responses=True)
             _check_monitored(client, settings.redis_trading_pairs_key, args.crypto_checked, monitor=args.monitor)
         return code
     except (_Usage, AlertInputError, UserError) as err:
@@ -183,8 +184,6 @@ def _api_message(err: ApiError, settings: Settings) -> str:
 
 
 async def _open_and_run(args: argparse.Namespace, settings: Settings) -> int:
-    import redis.asyncio as aioredis
-
     from connectors.alerts.index import AlertIndex
     from service.alerts import OPERATOR, AlertService, Scope
     from service.db import Database
@@ -193,7 +192,7 @@ async def _open_and_run(args: argparse.Namespace, settings: Settings) -> int:
     args.crypto_checked = None
     _validate(args)  # bad input exits 2 before any store is opened
     db = await Database.open(settings.database)
-    client = aioredis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    client = async_client(str(settings.redis_url), decode_responses=True)
     try:
         scope = OPERATOR if args.user is None else Scope.of(await find_user(db, args.user))
         return await _run(args, AlertService(db, AlertIndex(client)), scope, settings)

@@ -15,11 +15,11 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
+from connectors.redis_client import sync_client
 from connectors.rest_klines.backfill import VENUES, BackfillResult, backfill, closed_range
 from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient
@@ -103,7 +103,7 @@ async def _backfill_all(args: argparse.Namespace, settings: Settings, symbols: l
     client = KlineClient(VENUES[args.exchange], _base_url(settings, args.exchange), args.budget)
     store = SyncInfluxWriter(str(settings.influx_url), settings.influx_token.get_secret_value(),
                              settings.influx_org, settings.influx_bucket)
-    checkpoints = Checkpoints(redis.Redis.from_url(str(settings.redis_url)))
+    checkpoints = Checkpoints(sync_client(str(settings.redis_url)))
     span = TIMEFRAME_MS[args.timeframe]
     console = Console(stderr=True)
     results = []

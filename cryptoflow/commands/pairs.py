@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import cast
 
-import redis
-
+from connectors.redis_client import sync_client
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 from operators.instruments import InvalidInstrument, validate_instrument
@@ -24,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    client = sync_client(str(settings.redis_url), decode_responses=True)
     key = settings.redis_trading_pairs_key
     if args.action == "list":
         members = sorted(cast(set[str], client.smembers(key)))

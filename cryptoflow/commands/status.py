@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import cast
 
-import redis
-
 from connectors.monitoring import refresh
+from connectors.redis_client import sync_client
 from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
@@ -35,7 +34,7 @@ def _time(field: str, value: str) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    client = sync_client(str(settings.redis_url), decode_responses=True)
     refresh(client)  # gauges from the live owners now: a stopped dataflow's shares have expired
     monitoring = cast(dict[str, str], client.hgetall(MONITORING))
     print(MONITORING)

@@ -77,14 +77,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _remove_alerts(db: Database, name: str, settings: Settings) -> int:
-    import redis.asyncio as aioredis
-
     from connectors.alerts.index import AlertIndex
+    from connectors.redis_client import async_client
     from service.alerts import AlertService, Scope
     from service.users import find_user
 
     scope = Scope(owner_id=(await find_user(db, name)).id, sees_all=False)
-    client = aioredis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    client = async_client(str(settings.redis_url), decode_responses=True)
     try:
         svc = AlertService(db, AlertIndex(client))
         alerts = await svc.list_alerts(scope)

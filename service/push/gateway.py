@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from connectors.redis_client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, load_settings
 from service.push.connection import Authenticate, Connection, Limits
@@ -41,8 +41,8 @@ router = APIRouter()
 class Gateway:
     def __init__(self, settings: Settings, authenticate: Authenticate, owners: OwnerLookup = no_owners) -> None:
         url = str(settings.redis_url)
-        self.client = aioredis.Redis.from_url(url)
-        self._reader = aioredis.Redis.from_url(url, single_connection_client=True)
+        self.client = async_client(url)
+        self._reader = async_client(url, single_connection_client=True)
         self.tailer = StreamTailer(self.client, self._reader, owners=owners)
         self.limits = Limits(settings.push_max_subscriptions, settings.push_max_message_bytes,
                              settings.push_queue_max)
