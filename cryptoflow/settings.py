@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     orderbook_buffer_key: str = Field("okex_orderbook", min_length=1)
     orderbook_source: OrderbookSource = OrderbookSource.REDIS
     orderbook_buffer_max: int = Field(100_000, ge=0)  # LTRIM cap on the buffer list; 0 = uncapped
+    orderbook_hash_interval: float = Field(0.0, ge=0, le=3600)  # min s between orderbook:{inst} level writes
     analysis_bin_width: Decimal | None = Field(None, gt=0)  # default: scaled to price (see README)
     analysis_large_order_k: float = Field(5.0, gt=0)
     analysis_large_order_min_size: dict[str, Decimal] = Field(default_factory=dict)  # JSON {"BTC-USDT": "5"}
