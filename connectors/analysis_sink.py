@@ -16,6 +16,8 @@ Redis, one pipeline per batch (:class:`AnalysisRedisSink`):
   tallied by the WebSocket source): HINCRBY of ``rejected_messages``, ``rejected_<reason>`` and
   ``orderbook_analysis:rejected_<reason>`` in ``system:monitoring``; the first of each reason is logged
   (``frame_rejected``, with a truncated sample).
+* Prometheus (:mod:`connectors.metrics`): the same rejection counts, and per instrument of a batch its newest
+  analysis's latency (frame receipt -> hash written), ``cryptoflow_latency_seconds{venue="okx"}``.
 
 Delivery: hashes are at-least-once and idempotent; alerts and email jobs exactly once per alert id while the
 dedupe key lives (24 h). Redis unreachable (after the client's own retries): the batch is retried with capped
@@ -25,6 +27,7 @@ makes a re-sent batch harmless). Unit of parallelism: one connection per worker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
@@ -34,6 +37,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
+from connectors import metrics
 from connectors.influx import FieldValue, InfluxPoint
 from connectors.push_streams import (
     ALERTS,
@@ -54,6 +58,7 @@ from operators.events import AlertEvent, AnalysisResult, iso_ms
 log = get_logger("connectors.analysis_sink")
 DEDUPE_TTL_S = 86_400
 DATAFLOW = "orderbook_analysis"
+_VENUE = "okx"  # the books analysed are OKX's
 _ALERTS_STREAM = stream_key(ALERTS)
 
 
@@ -178,7 +183,12 @@ class _Partition(StatelessSinkPartition[AnalysisSinkItem]):
                     counts[name] = counts.get(name, 0) + n
         for name, n in self._rejects.drain().items():
             counts[name] = counts.get(name, 0) + n
+        metrics.record_counters(counts.items(), _VENUE)  # once per batch, however often it is queued
         execute_until_written(self._client, lambda pipe: self._queue(pipe, outputs, counts), len(items))
+        if outputs:  # per instrument, its newest analysis: frame receipt -> analysis:{inst} written
+            done = time.time_ns()
+            newest = {o.result.instrument: o.result.recv_ns for o in outputs if o.result.recv_ns}
+            metrics.observe_latency(_VENUE, [done - r for r in newest.values()])
         if self._sink.on_written is not None and outputs:
             self._sink.on_written(outputs)
 

@@ -13,7 +13,8 @@
   :func:`connectors.monitoring.queue_monitoring`, first in the batch's pipeline, so a gauge is in Redis no
   later than the book writes it describes; each sink partition is itself an owner
   (``<dataflow>/writer-<worker>``) of ``avg_processing_latency`` (ms, frame receipt -> hash write, over its
-  last second, weighted by books written). A partition closed cleanly retires the owners it wrote;
+  last second, weighted by books written). A partition closed cleanly retires the owners it wrote; the same
+  reports, and each written book's latency, go to the process's Prometheus series (:mod:`connectors.metrics`);
 * the push channels ``<inst>@depth`` (changed levels, ``seq``/``prev_seq``, checksum) and ``<inst>@depth5|20``
   (top N, at most every 100 ms) as capped streams (:class:`connectors.push_streams.DepthPublisher`), after the
   hash they describe; a batch that may not have been written makes every book's next event a snapshot.
@@ -36,6 +37,7 @@ import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
+from connectors import metrics
 from connectors.hash_throttle import HashThrottle
 from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.okx.book_source import BookState, BufferFrame
@@ -67,10 +69,11 @@ def book_fields(view: BookView) -> dict[str, str]:
 
 class _Partition(StatelessSinkPartition[RedisItem]):
     def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None,
-                 owner: str, stream_maxlen: int = DEFAULT_MAXLEN,
+                 owner: str, stream_maxlen: int = DEFAULT_MAXLEN, venue: str = "okx",
                  hash_interval: float = 0.0) -> None:
         self._client = redis_client(url)
         self._throttle = HashThrottle(hash_interval)  # ORDERBOOK_HASH_INTERVAL (connectors.hash_throttle)
+        self._venue = venue
         self._depth = DepthPublisher(stream_maxlen)
         self._owner = owner
         self._owners: set[str] = set()  # every owner this partition reported for (retired at close)
@@ -112,6 +115,8 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                     plan[1]["status"] = item.status.value
             elif type(item) is MonitorReport:
                 monitors.append(item)
+        if monitors:  # Prometheus counts what happened, whether or not Redis takes this batch
+            metrics.record(monitors)
         if self._down and time.monotonic() < self._retry_at:
             self._dropped += len(items)  # Redis is away: do not stall the worker on every batch
             self._unwritten = plans
@@ -162,10 +167,12 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             lats = [done - r for r in recv.values()]
             self._lat_sum += sum(lats)
             self._lat_n += len(lats)
+            metrics.observe_latency(self._venue, lats)
             if self._observe is not None:
                 self._observe(lats)
 
     def close(self) -> None:
+        metrics.record((), retire=sorted(self._owners))
         if self._owners and not self._down:  # a clean stop: our shares leave the gauges now, not at expiry
             pipe = self._client.pipeline(transaction=False)
             queue_monitoring(pipe, (), retire=sorted(self._owners))

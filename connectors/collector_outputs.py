@@ -28,8 +28,9 @@ def shard_report(stats: ShardStats) -> MonitorReport:
     return MonitorReport(
         f"{DATAFLOW}/okx/shard-{stats.shard}",
         sums=(("websocket_connections", stats.connections), ("collector_connections", stats.connections),
-              ("active_pairs", stats.active_pairs), ("influxdb_write_rate", round(stats.influx_rate, 1))),
-        latest=latest, counters=stats.counters)
+              ("collector_reconnects", stats.reconnects), ("active_pairs", stats.active_pairs),
+              ("influxdb_write_rate", round(stats.influx_rate, 1))),
+        latest=latest, counters=stats.counters, venue="okx")
 
 
 def redis_item(item: CollectorItem) -> RedisItem | None:

@@ -49,6 +49,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors import metrics
 from connectors.redis_keys import EMAIL_QUEUE
 from connectors.redis_list import ListAcker, ListItem
 from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError, build_message
@@ -133,6 +134,8 @@ class _Pool:
                         self._log_sent(outcome.sent, outcome.duration_ms)
                     else:
                         self._settle(item, outcome)
+                    kind = "sent" if outcome.sent is not None else "dead" if outcome.dead is not None else "retried"
+                    metrics.EMAILS.labels(kind).inc()  # cryptoflow_email_jobs_total{outcome}
                 except Exception:  # never let one job end this sender thread (the pool would shrink silently)
                     log.exception("email_worker_error", sample=sample(item.raw))  # still held: delivered again
         finally:

@@ -35,7 +35,7 @@ def shard_report(stats: MarketStats) -> MonitorReport:
         f"{DATAFLOW}/{stats.source}/shard-{stats.shard}",
         sums=((f"market_{v}_connections", stats.connections), (f"market_{v}_reconnects", stats.reconnects),
               (f"market_{v}_topics", stats.topics), ("websocket_connections", stats.connections)),
-        latest=latest, counters=stats.counters)
+        latest=latest, counters=stats.counters, venue=v)
 
 
 def redis_batches(tickers: Stream[Ticker], klines: Stream[KlineOut], reports: Iterable[Stream[MonitorReport]],

@@ -6,8 +6,9 @@ per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange
 3600 s. A ``kline:`` hash holds the latest interval and never goes back to an older one: a minute that the
 clock closes after the next one has opened (the batch after) is pushed, and written as a point, but leaves
 the hash at the newer minute. ``system:monitoring`` through :func:`connectors.monitoring.queue_monitoring`
-(counters by HINCRBY, each shard's gauge share recomputed into the contract fields by one Lua call). Delivery
-at-least-once; hashes make a rewrite harmless.
+(counters by HINCRBY, each shard's gauge share recomputed into the contract fields by one Lua call); the same
+reports and each instrument's trade latency go to the process's Prometheus series once the batch is written
+(:meth:`MarketWriter.written`, :mod:`connectors.metrics`). Delivery at-least-once; hashes make a rewrite harmless.
 
 Push channels (:mod:`connectors.push_streams`), in the same pipeline after the hashes, as one EVAL: every
 trade to ``<inst>@trades`` (``exchange``, ``price``, ``size``, ``side``, ``trade_id``, ``ts`` epoch ms), and the
@@ -28,6 +29,7 @@ from decimal import Decimal
 import msgspec
 from redis.client import Pipeline
 
+from connectors import metrics
 from connectors.influx import InfluxPoint
 from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.push_streams import (
@@ -193,6 +195,23 @@ class MarketWriter:
         queue_events(pipe, events, self._maxlen)  # after the hashes: a snapshot read never trails the stream
         if reports:
             queue_monitoring(pipe, reports)
+
+    @staticmethod
+    def written(items: list[MarketRedisItem]) -> None:
+        """After the batch is in Redis (once, however often it was queued): its reports and, per venue and
+        instrument, its newest trade's receipt -> write latency, to this process's Prometheus series."""
+        done = time.time_ns()
+        newest: dict[tuple[str, str], int] = {}
+        reports: list[MonitorReport] = []
+        for item in items:
+            if type(item) is Trade:
+                if item.recv_ns:
+                    newest[(item.venue, item.instrument)] = item.recv_ns
+            elif isinstance(item, MonitorReport):
+                reports.append(item)
+        metrics.record(reports)
+        for (venue, _), recv_ns in newest.items():
+            metrics.observe_latency(venue, (done - recv_ns,))
 
 
 def write_market(pipe: Pipeline, items: list[MarketRedisItem]) -> None:

@@ -124,6 +124,7 @@ class MarketProcessor:
         self._symbols: dict[str, str] = {}
         self._topics = 0
         self._counters: Counter[str] = Counter()
+        self._frames = 0
         self._stats_ns = int(stats_interval * 1e9)
         self._next_stats = 0
         self._last_check_ms = 0
@@ -163,6 +164,7 @@ class MarketProcessor:
         out: list[MarketSourceItem] = []
         for ev in events:
             if type(ev) is Frame:
+                self._frames += 1
                 for item in self._parse(ev.text, ev.recv_ns, self._symbols):
                     if isinstance(item, MarketParseError):
                         self._bad(item)
@@ -203,6 +205,9 @@ class MarketProcessor:
             return []
         self._next_stats = now_ns + self._stats_ns
         self._counters.update(self._rejects.drain())
+        if self._frames:  # system:monitoring market_frames_received (the collector's is frames_received)
+            self._counters["market_frames_received"] += self._frames
+            self._frames = 0
         if self._ids.gaps:
             self._counters["market_trade_id_gaps"] += self._ids.gaps
             self._ids.gaps = 0

@@ -11,7 +11,7 @@ replaces its owner's entry in ``system:monitoring:owners`` (field = owner, value
 + JSON), and the same Lua call (:data:`_RECOMPUTE`, queued in the batch's own pipeline) recomputes the
 contract fields of ``system:monitoring`` from the owners heard from within ``expire_ms``:
 
-* ``sums`` are summed (``websocket_connections``, ``active_pairs``, ``influxdb_write_rate``,
+* ``sums`` are summed (``websocket_connections``, ``active_pairs``, ``influxdb_write_rate``, ``collector_reconnects``,
   ``market_<venue>_connections|_reconnects|_topics``); an owner that stops reporting (a killed process)
   drops out of the sum after ``expire_ms``, one that stopped cleanly (``retire``) at once; when no owner of a
   field is left, the field is 0;
@@ -25,7 +25,8 @@ Times are the Redis server's (``TIME``), so hosts with skewed clocks agree on wh
 owner unheard of for :data:`FORGET_MS` is deleted. Cost: one EVAL per batch that carries reports (about
 once per second per shard and per sink partition), O(owners) in Redis. The same call appends the whole hash,
 as JSON, to the ``@monitoring`` push stream (:mod:`connectors.push_streams`), so a pushed state is never a
-half-recomputed one.
+half-recomputed one. The sinks hand the same reports to :func:`connectors.metrics.record`: the process's
+Prometheus series are this model too.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ FORGET_MS = 3_600_000
 class MonitorReport(msgspec.Struct, frozen=True):
     """An owner's current share of the gauges (replaces its previous one) and counter increments.
 
-    ``owner=""``: counters only (no gauge share)."""
+    ``owner=""``: counters only (no gauge share). ``venue``: what the report is about, for the ``venue`` label
+    of the process's Prometheus series (:mod:`connectors.metrics`); not written to Redis."""
 
     owner: str = ""
     sums: tuple[tuple[str, float], ...] = ()
     means: tuple[tuple[str, float, int], ...] = ()
     latest: tuple[tuple[str, str], ...] = ()
     counters: tuple[tuple[str, int], ...] = ()
+    venue: str = ""
 
 
 _json = msgspec.json.Encoder()

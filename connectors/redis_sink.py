@@ -65,23 +65,28 @@ def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], objec
 
 
 class _Partition(StatelessSinkPartition[T], Generic[T]):
-    def __init__(self, url: str, write: WriteFn[T]) -> None:
+    def __init__(self, url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None) -> None:
         self._client = redis_client(url)
         self._write = write
+        self._written = written
 
     def write_batch(self, items: list[T]) -> None:
         execute_until_written(self._client, lambda pipe: self._write(pipe, items), len(items))
+        if self._written is not None:
+            self._written(items)
 
     def close(self) -> None:
         self._client.close()
 
 
 class RedisPipelineSink(DynamicSink[T], Generic[T]):
-    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch."""
+    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (``write`` may run again for a retried
+    batch); then ``written(batch)``, once per batch."""
 
-    def __init__(self, redis_url: str, write: WriteFn[T]) -> None:
+    def __init__(self, redis_url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None = None) -> None:
         self._url = redis_url
         self._write = write
+        self._written = written
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
-        return _Partition(self._url, self._write)
+        return _Partition(self._url, self._write, self._written)

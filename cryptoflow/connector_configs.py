@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from connectors.email_sink import EmailSink
     from connectors.influx import InfluxConfig
     from connectors.local.source import LocalConfig
+    from connectors.market_sinks import MarketRedisItem
     from connectors.market_source import MarketSourceConfig
     from connectors.okx.book_source import OkxBooksConfig
     from connectors.pairs import PairsConfig
+    from connectors.redis_sink import RedisPipelineSink
     from connectors.rest_klines.repair import RepairConfig
     from connectors.smtp import SmtpConfig
     from connectors.ws.budget import WsTiming
@@ -102,6 +104,16 @@ def market_source_config(settings: Settings) -> MarketSourceConfig:
         okx_business_url=settings.okx_business_url, binance_ws_url=str(settings.binance_ws_url),
         bybit_ws_url=str(settings.bybit_ws_url), timing=ws_timing(settings), pairs=pairs_config(settings),
     )
+
+
+def market_redis_sink(settings: Settings) -> RedisPipelineSink[MarketRedisItem]:
+    """``market_data``'s Redis sink: :class:`connectors.market_sinks.MarketWriter` in one pipeline per batch,
+    each written batch's reports and latencies then to Prometheus (``MarketWriter.written``)."""
+    from connectors.market_sinks import MarketWriter
+    from connectors.redis_sink import RedisPipelineSink
+
+    writer = MarketWriter(stream_maxlen=settings.stream_maxlen)
+    return RedisPipelineSink(str(settings.redis_url), writer, writer.written)
 
 
 def local_config(settings: Settings) -> LocalConfig:

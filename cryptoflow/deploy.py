@@ -24,6 +24,7 @@ class Deployment(BaseModel):
     workers: int = Field(1, ge=1)
     processes: int = Field(1, ge=1)
     base_port: int = Field(2101, ge=1024, le=65000)
+    metrics_port: int | None = Field(None, ge=1024, le=65000)  # process i serves /metrics on metrics_port + i
     recovery: Recovery | None = None
 
     def commands(self, python: str = sys.executable) -> list[list[str]]:
@@ -36,6 +37,15 @@ class Deployment(BaseModel):
             return [base]
         addresses = ";".join(f"127.0.0.1:{self.base_port + i}" for i in range(self.processes))
         return [[*base, "-i", str(i), "-a", addresses] for i in range(self.processes)]
+
+    def metrics_ports(self) -> list[int]:
+        """Each process's ``METRICS_PORT`` (none when ``metrics_port`` is not declared)."""
+        return [] if self.metrics_port is None else [self.metrics_port + i for i in range(self.processes)]
+
+    def process_env(self, index: int) -> dict[str, str]:
+        """The environment process ``index`` is started with beyond the caller's: its ``METRICS_PORT``."""
+        ports = self.metrics_ports()
+        return {"METRICS_PORT": str(ports[index])} if ports else {}
 
     def init_recovery(self, python: str = sys.executable) -> list[str] | None:
         """The command that creates the recovery store, or None when there is none or it exists.
@@ -65,6 +75,9 @@ class ServiceDeployment(BaseModel):
     def init_recovery(self, python: str = sys.executable) -> list[str] | None:
         return None  # stateless: Redis, SQL and InfluxDB hold everything
 
+    def process_env(self, index: int) -> dict[str, str]:
+        return {}  # its /metrics is on its own HTTP port
+
 
 class DeployFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +90,13 @@ class DeployFile(BaseModel):
         if both:
             msg = f"{both[0]!r} is both a dataflow and a service; `cryptoflow run NAME` needs one meaning"
             raise ValueError(msg)
+        owner: dict[int, str] = {}
+        for name, dep in self.dataflows.items():
+            for port in dep.metrics_ports():
+                if port in owner:
+                    msg = f"{name}'s metrics port {port} is also {owner[port]}'s (process i uses metrics_port + i)"
+                    raise ValueError(msg)
+                owner[port] = name
         return self
 
     def runnable(self) -> dict[str, Deployment | ServiceDeployment]:

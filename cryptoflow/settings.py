@@ -187,7 +187,8 @@ class Settings(BaseSettings):
     bybit_rest_url: AnyUrl = AnyUrl("https://api.bybit.com")
     kline_backfill: float = Field(0.0, ge=0)  # seconds of history market_data backfills at start (0 = off)
 
-    # --- Logging ------------------------------------------------------------------------------------------
+    # --- Logging and metrics ------------------------------------------------------------------------------
+    metrics_port: int = Field(0, ge=0, le=65535)  # a dataflow process serves Prometheus /metrics here (0 = off)
     log_level: str = "INFO"
     log_format: LogFormat | None = None  # default: console on a terminal, JSON otherwise
 

@@ -15,14 +15,13 @@ from connectors.influx_sync import SyncInfluxSink
 from connectors.local.source import LocalTradesSource
 from connectors.market_klines import reconcile_klines, reported_klines
 from connectors.market_outputs import closed_kline_point, redis_batches, ticker_update_point
-from connectors.market_sinks import MarketWriter
 from connectors.market_source import MarketSourceItem, MarketStats, market_sources
-from connectors.redis_sink import RedisPipelineSink
 from connectors.rest_klines.repair import KlineRepairSink
 from cryptoflow.connector_configs import (
     influx_config,
     influx_enabled,
     local_config,
+    market_redis_sink,
     market_source_config,
     price_alert_sink,
     repair_config,
@@ -54,8 +53,7 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     if repair_enabled(settings):  # KLINE_BACKFILL > 0: backfill at start, refetch what a reconnect missed (REST)
         op.output("repair_klines", stats, KlineRepairSink(repair_config(settings)))
     to_redis = redis_batches(tickers.tickers, reported.published, reported.reports, stats, trades)
-    op.output("redis", to_redis, RedisPipelineSink(str(settings.redis_url),
-                                                   MarketWriter(stream_maxlen=settings.stream_maxlen)))
+    op.output("redis", to_redis, market_redis_sink(settings))
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", reported.published, closed_kline_point)
         # klines are written before the epoch (and its recovery snapshot) ends: exactly once after kill -9

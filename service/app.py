@@ -15,6 +15,7 @@ load balancer.
 
 ``GET /v1/orderbook/{inst}`` and ``GET /v1/tickers`` are answered by :mod:`service.fastpath` before FastAPI's
 routing when public reads are on and the request is plainly well-formed; the routes here answer all the rest.
+``GET /metrics``: Prometheus (:mod:`service.metrics`: requests by route and status, push clients and messages).
 
 Route order matters: the history routes (``/v1/analysis/history``, ``/v1/alerts/analysis``) come before the
 routes with a path parameter at the same place (``/v1/analysis/{inst}``, ``/v1/alerts/{id}``).
@@ -38,10 +39,12 @@ from connectors.redis_client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 from service import handlers, heap
+from service import metrics as service_metrics
 from service.alerts import reconcile_forever
 from service.auth import public_reader
 from service.db import Database
 from service.fastpath import FastPath
+from service.metrics import ServiceMetrics
 from service.push import gateway
 from service.redis_pipe import redis_calls
 from service.routes import alerts, history, live, pairs
@@ -112,11 +115,19 @@ def _push_authenticate(db: Database) -> Callable[[str], Awaitable[str | None]]:
 
 
 class App(FastAPI):
-    """FastAPI, with the hot live reads answered before its machinery (:mod:`service.fastpath`)."""
+    """FastAPI, with the hot live reads answered before its machinery (:mod:`service.fastpath`), and every HTTP
+    request counted for ``/metrics`` (:mod:`service.metrics`), the fast path's too."""
 
     fastpath: FastPath | None = None
+    metrics: ServiceMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.metrics is not None:
+            await self.metrics.track(scope, receive, send, self._answer)
+        else:
+            await self._answer(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fastpath is None or not await self.fastpath(scope, receive, send):
             await super().__call__(scope, receive, send)
 
@@ -136,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     if settings.api_public_reads:  # with keys, the SQL lookup per request dwarfs what the fast path saves
         app.fastpath = FastPath(app)
+    app.metrics = service_metrics.install(app)  # GET /metrics, before the web app's mount at /
     _mount_web(app)
     return app
 

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
 from operators.instruments import InvalidInstrument, validate_instrument
+from service.metrics import ROUTE_KEY
 from service.routes.live import (
     ALL_VENUES,
     DEFAULT_DEPTH,
@@ -61,6 +62,7 @@ class FastPath:
         answer = self._route(path, query)
         if answer is None:
             return False
+        scope[ROUTE_KEY] = TICKERS_PATH if path == TICKERS_PATH else f"{BOOK_PREFIX}{{inst}}"  # for /metrics
         try:
             body = await self._shared((path, query), answer)
         except Exception as exc:  # rendered as FastAPI would render it (the Exception handler included)

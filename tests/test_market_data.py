@@ -201,7 +201,8 @@ def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
     assert isinstance(stats, MarketStats) and stats.topics == 2 and stats.last_config_check_ms == 100
     assert dict(stats.counters) == {"rejected_messages": 2, "rejected_not_subscribed": 1, "rejected_malformed_json": 1,
                                     "market_data:rejected_messages": 2, "market_data:rejected_not_subscribed": 1,
-                                    "market_data:rejected_malformed_json": 1, "subscription_changes": 1}
+                                    "market_data:rejected_malformed_json": 1, "subscription_changes": 1,
+                                    "market_frames_received": 4}
     assert proc.on_tick(10**18 + 1) == []  # at most one stats item per interval
     removed = proc.on_events([TopicsChecked(200, True, ("ticker:ETH-USDT",), (), ("trade:ETH-USDT",))])
     assert removed == [InstrumentRemoved("binance", "ETH-USDT")]  # the pair left: its klines stop filling

@@ -49,8 +49,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     recovery = dep.recovery if isinstance(dep, Deployment) else None
     mkdir = ["mkdir", "-p", str(recovery.dir)] if init and recovery is not None else None
     if args.dry_run:
-        for cmd in ([mkdir, init] if mkdir and init else []) + commands:
+        for cmd in ([mkdir, init] if mkdir and init else []):
             print(shlex.join(cmd))
+        for i, cmd in enumerate(commands):
+            print(" ".join([*(f"{k}={v}" for k, v in dep.process_env(i).items()), shlex.join(cmd)]))
         return 0
     if init and recovery is not None:
         recovery.dir.mkdir(parents=True, exist_ok=True)  # bytewax.recovery refuses a missing directory
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         env = with_allocator()  # jemalloc when installed (cryptoflow/allocator.py says why)
-        procs.extend(subprocess.Popen(cmd, start_new_session=True, env=env) for cmd in commands)
+        procs.extend(subprocess.Popen(cmd, start_new_session=True, env={**env, **dep.process_env(i)})
+                     for i, cmd in enumerate(commands))
         first = _wait_any(procs)
         if not signals:
             return first  # a member ended by itself: the others are stopped below

@@ -51,10 +51,13 @@ class Gateway:
         self.per_ip: dict[str, int] = {}
         self.connections: set[Connection] = set()
         self.slow_closed = 0
+        self.sent_closed = 0  # messages sent to connections that have ended
+        self.refused = 0
 
     async def serve(self, ws: WebSocket) -> None:
         host = ws.client.host if ws.client is not None else "unknown"
         if self.per_ip.get(host, 0) >= self._max_per_ip:
+            self.refused += 1
             await ws.accept()
             msg = f"too many connections from {host}: at most {self._max_per_ip}"
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
@@ -71,6 +74,7 @@ class Gateway:
                 self.slow_closed += 1
         finally:
             self.connections.discard(conn)
+            self.sent_closed += conn.sent
             left = self.per_ip[host] - 1
             if left:
                 self.per_ip[host] = left
@@ -87,6 +91,8 @@ class Gateway:
             "queued": sum(len(c.out) for c in self.connections),
             "max_queued": max((c.max_queued for c in self.connections), default=0),
             "slow_closed": self.slow_closed + closing,  # closed, or being closed, as slow consumers
+            "sent": self.sent_closed + sum(c.sent for c in self.connections),  # messages, since the start
+            "refused": self.refused,  # connections over the per-address limit
         }
 
     async def close(self) -> None:

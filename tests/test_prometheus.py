@@ -1,0 +1,204 @@
+"""A real Prometheus (Debian's ``prometheus``) scrapes every dataflow and the service.
+
+The four dataflows run as processes against the simulator, a real redis-server and a real SMTP server, each
+with its own ``METRICS_PORT``; the service runs under uvicorn (``cryptoflow serve``) with a push client
+subscribed. Prometheus scrapes them every second from a generated config (job = the bytewax.yaml name), and
+the test asks its HTTP API until each target is up and the series show real work: frames and latency
+observations per venue, analyses, a sent email, HTTP requests by route, a push client and its messages.
+The mapping rules of :mod:`connectors.metrics` are checked on their own first (no servers).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+from fastapi import FastAPI
+from prometheus_client import REGISTRY, generate_latest
+from websockets.sync.client import connect
+
+from connectors import metrics
+from connectors.monitoring import MonitorReport
+from cryptoflow.deploy import load
+from cryptoflow.servers import free_port, stop_process
+from tests.dataflow_helpers import start_dataflow
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+DATAFLOWS = tuple(load(ROOT / "bytewax.yaml").dataflows)
+PAIRS = ("BTC-USDT", "ETH-USDT")
+
+
+def _sample(text: str, series: str, **labels: str) -> float:
+    """The value of the one sample ``series{labels...}`` in a text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{series}{{{want}}} ") or (not labels and line.startswith(f"{series} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def documented_metrics() -> set[str]:
+    """The names in the README's "Prometheus metrics" table."""
+    section = (ROOT / "README.md").read_text().split("### Prometheus metrics", 1)[1].split("\n#", 1)[0]
+    return set(re.findall(r"^\| `(cryptoflow_\w+)`", section, re.MULTILINE))
+
+
+def test_every_cryptoflow_series_is_documented_in_the_readme() -> None:
+    from service.metrics import ServiceMetrics
+
+    families = [*REGISTRY.collect(), *ServiceMetrics(FastAPI()).registry.collect()]
+    exposed = {m.name + ("_total" if m.type == "counter" else "") for m in families
+               if m.name.startswith("cryptoflow_")}
+    assert exposed == documented_metrics()
+
+
+def test_reports_map_to_named_series_without_counting_a_rejection_twice() -> None:
+    before = generate_latest().decode()
+    metrics.record([MonitorReport("t/okx/shard-9", sums=(("websocket_connections", 2), ("collector_reconnects", 3)),
+                                  counters=(("frames_received", 5), ("gaps", 1), ("resyncs", 2),
+                                            ("rejected_messages", 1), ("rejected_t_reason", 1),
+                                            ("t:rejected_messages", 1), ("t:rejected_t_reason", 1),
+                                            ("t_other_event", 4)), venue="t-venue")])
+    after = generate_latest().decode()
+
+    def grew(series: str, **labels: str) -> float:
+        return _sample(after, series, **labels) - _sample(before, series, **labels)
+
+    assert grew("cryptoflow_frames_total", venue="t-venue") == 5
+    assert (grew("cryptoflow_gaps_total", venue="t-venue"), grew("cryptoflow_resyncs_total", venue="t-venue")) == (1, 2)
+    assert grew("cryptoflow_rejected_total", reason="t_reason", venue="t-venue") == 1  # one rejection, four names
+    assert grew("cryptoflow_events_total", name="t_other_event", venue="t-venue") == 4
+    assert grew("cryptoflow_events_total", name="rejected_messages", venue="t-venue") == 0
+    assert _sample(after, "cryptoflow_ws_connections", venue="t-venue") == 2
+    assert _sample(after, "cryptoflow_reconnects_total", venue="t-venue") == 3
+    metrics.record((), retire=["t/okx/shard-9"])  # a retired shard's connections go, its reconnects stay counted
+    retired = generate_latest().decode()
+    assert _sample(retired, "cryptoflow_ws_connections", venue="t-venue") == 0
+    assert _sample(retired, "cryptoflow_reconnects_total", venue="t-venue") == 3
+
+
+class Prometheus:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self.proc = proc
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        body = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]  # type: ignore[no-any-return]
+
+    def values(self, promql: str) -> dict[str, float]:
+        """Each result's value, by its labels other than __name__, job and instance (joined as k=v)."""
+        out = {}
+        for r in self.query(promql):
+            key = ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items())
+                           if k not in ("__name__", "job", "instance"))
+            out[key] = float(r["value"][1])
+        return out
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Any]:
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus is not installed: run scripts/bootstrap.sh --servers"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(targets: dict[str, str]) -> Prometheus:
+        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
+                                     for job, target in targets.items()]}
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        log = (tmp_path / "prometheus.log").open("wb")
+        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+                                 "--storage.tsdb.retention.time=1h"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("Prometheus ready", ready, timeout=60, every=0.2)
+        return Prometheus(url, proc)
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_every_dataflow_and_the_service(
+        start_simulator: Any, redis_server: Any, redis_db: Any, smtp_server: Any, start_service: Any,
+        start_prometheus: Any, tmp_path: Path) -> None:
+    sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "3", "--rate", "20")
+    redis_db.sadd("config:trading_pairs", *PAIRS)
+    ports = {name: free_port() for name in DATAFLOWS}
+    common = {**sim.env(), "REDIS_URL": redis_server.url, "LOG_FORMAT": "json", "TRADING_PAIRS_POLL_INTERVAL": "1",
+              "KLINE_TIMEFRAMES": "1m", "PRICE_ALERTS_ENABLED": "false", "SMTP_HOST": "127.0.0.1",
+              "SMTP_PORT": str(smtp_server.port)}
+    procs = [start_dataflow(name, {**common, "METRICS_PORT": str(ports[name])}, tmp_path / f"{name}.log")
+             for name in DATAFLOWS]
+    try:
+        service = start_service(env={"REDIS_URL": redis_server.url})
+        prom = start_prometheus({**{name: f"127.0.0.1:{port}" for name, port in ports.items()},
+                                 "serve": service.url.removeprefix("http://")})
+        job = {"id": "job-prom", "alert_id": "alert-prom", "to": "ops@example.com", "subject": "Price alert: test",
+               "body": "Your price alert fired.\n", "created_at": "2026-11-30T09:00:00.000Z", "attempts": 0}
+        redis_db.lpush("queue:email", orjson.dumps(job))
+
+        def all_up() -> dict[str, float]:
+            for name, proc in zip(DATAFLOWS, procs, strict=True):
+                assert proc.poll() is None, f"{name} exited {proc.returncode}: " + \
+                    (tmp_path / f"{name}.log").read_text()[-3000:]
+            up = {r["metric"]["job"]: float(r["value"][1]) for r in prom.query("up")}
+            return up if up == {**dict.fromkeys(DATAFLOWS, 1.0), "serve": 1.0} else {}
+
+        wait_for("every dataflow and the service up in Prometheus", all_up, timeout=120, every=0.5)
+
+        ws_url = service.url.replace("http://", "ws://") + "/ws"
+        with connect(ws_url, open_timeout=30) as ws:
+            ws.send(orjson.dumps({"op": "subscribe", "channel": "BTC-USDT@trades"}).decode())
+            assert orjson.loads(ws.recv(timeout=30)) == {"result": True, "channel": "BTC-USDT@trades"}
+            for path in ("/v1/tickers", "/v1/orderbook/BTC-USDT", "/v1/status"):
+                httpx.get(f"{service.url}{path}", timeout=30)
+
+            def scraped(promql: str, want: set[str] | None = None) -> dict[str, float]:
+                got = {k: v for k, v in prom.values(promql).items() if v > 0}
+                return got if got and (want is None or want <= set(got)) else {}
+
+            venues = {"venue=okx", "venue=binance", "venue=bybit"}
+            checks = [
+                ('sum by (venue) (cryptoflow_frames_total{job="orderbook_collector"})', {"venue=okx"}),
+                ('cryptoflow_latency_seconds_count{job="orderbook_collector"}', {"venue=okx"}),
+                ('cryptoflow_active_pairs{job="orderbook_collector"}', None),
+                ('sum by (venue) (cryptoflow_frames_total{job="market_data"})', venues),
+                ('cryptoflow_latency_seconds_count{job="market_data"}', venues),
+                ('cryptoflow_ws_connections{job="market_data"}', venues),
+                ('cryptoflow_latency_seconds_count{job="orderbook_analysis"}', {"venue=okx"}),
+                ('cryptoflow_email_jobs_total{job="email_sender"}', {"outcome=sent"}),
+                ('cryptoflow_http_requests_total{job="serve",route="/v1/tickers"}',
+                 {"method=GET,route=/v1/tickers,status=200"}),
+                ('cryptoflow_push_clients{job="serve"}', None),
+                ('cryptoflow_push_messages_sent_total{job="serve"}', None),
+            ]
+            for promql, want in checks:
+                wait_for(f"{promql} > 0 for {sorted(want or [])}", lambda q=promql, w=want: scraped(q, w),
+                         timeout=60, every=0.5)
+    finally:
+        for proc in procs:
+            stop_process(proc)
