@@ -55,6 +55,8 @@ if [ "${1:-}" = "--servers" ]; then
   command -v redis-server >/dev/null && command -v victoria-metrics >/dev/null && command -v influxd >/dev/null \
     && command -v openssl >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || apt_install redis-server victoria-metrics influxdb openssl postgresql
+  # redis-sentinel: the Sentinel failover test (tests/test_redis_failover.py) runs three of them.
+  command -v redis-sentinel >/dev/null || apt_install redis-sentinel
   # prometheus (and promtool): tests/test_prometheus.py scrapes every dataflow and the service with a real one;
   # tests/test_deploy_files.py checks deploy/prometheus.yml and the dashboard's PromQL with promtool.
   command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_install prometheus
