@@ -74,7 +74,9 @@ def build_app(args: argparse.Namespace) -> tuple[web.Application, Engine]:
     engine.add_venue(history)  # sees every step (the trades of each closed minute); serves no socket
     engine.warm_cycles()
     app = web.Application()
-    app.add_routes(KlinesRest(history, engine.specs, rest_limits_from_args(args)).routes())
+    limits = rest_limits_from_args(args)
+    binance.depth_rest.limiter = limits.venues["binance"]  # one Binance weight budget: depth and klines
+    app.add_routes(KlinesRest(history, engine.specs, limits).routes())
     app.add_routes([
         web.get("/ws/v5/public", okx.serve), web.get("/ws/v5/business", okx.serve),
         web.get("/api/v5/market/books", partial(okx_rest.books, okx)),

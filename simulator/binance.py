@@ -1,5 +1,6 @@
 """Binance spot on the simulator: combined streams ``/stream?streams=a/b``, raw ``/ws`` and ``/ws/<stream>``,
-live ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``, server ping frames, REST ``/api/v3/depth``.
+live ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``, server ping frames, REST ``/api/v3/depth``
+(:mod:`simulator.binance_books`: request weight, the ``stale_snapshot`` fault).
 
 Streams: ``<sym>@trade``, ``@aggTrade``, ``@depth`` / ``@depth@100ms`` / ``@depth@1000ms`` (one diff per
 book step; ``U``/``u`` count every level change, so ``lastUpdateId`` of the REST snapshot chains),
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from cryptoflow.logs import get_logger
 from operators.instruments import is_spot
+from simulator.binance_books import BinanceDepthRest
 from simulator.conn import Conn, Sub, text_frame
 from simulator.market import Kline, Step, SyntheticMarket
 from simulator.replay import binance_inner
@@ -53,7 +55,7 @@ class BinanceVenue(VenueBase):
         self.spot = {inst.replace("-", "").lower(): inst for inst in engine.markets if is_spot(inst)}
         self.books = {inst: BinanceBook(last_u=rng.randrange(10**9, 5 * 10**10)) for inst in self.spot.values()}
         self.cache = {inst: PriceCache(engine.specs[inst], eight_decimals=True) for inst in self.spot.values()}
-        self.rest_served: dict[str, int] = {}
+        self.depth_rest = BinanceDepthRest(self)
 
     def known(self, stream: str) -> bool:
         match = STREAM_RE.match(stream)
@@ -233,25 +235,7 @@ class BinanceVenue(VenueBase):
         }
 
     async def rest_depth(self, request: web.Request) -> web.Response:
-        symbol = request.query.get("symbol", "").upper()
-        recorded = self.engine.recordings.binance_rest_depth.get(symbol)
-        if recorded:
-            n = self.rest_served.get(symbol, 0)
-            self.rest_served[symbol] = n + 1
-            return web.Response(text=recorded[min(n, len(recorded) - 1)], content_type="application/json")
-        inst = self.spot.get(symbol.lower())
-        if inst is None:
-            return web.Response(status=400, body=orjson.dumps({"code": -1121, "msg": "Invalid symbol."}),
-                                content_type="application/json")
-        try:
-            limit = max(1, min(5000, int(request.query.get("limit", "100"))))
-        except ValueError:
-            return web.Response(status=400, body=orjson.dumps({"code": -1100, "msg": "Illegal characters found in "
-                                                                "parameter 'limit'."}), content_type="application/json")
-        book = self.book(inst)
-        body = {"lastUpdateId": book["u"], "bids": book["bids"][:limit], "asks": book["asks"][:limit]}
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
-
+        return await self.depth_rest.handle(request)  # simulator/binance_books.py
 
 def _signed(cache: PriceCache, ticks: int) -> str:
     return ("-" if ticks < 0 else "") + cache.price(abs(ticks))

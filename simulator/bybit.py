@@ -4,7 +4,9 @@ pairs are offered on both), topics ``orderbook.{1,50,200}`` (+ ``500`` on linear
 
 Book topics start with a snapshot, then deltas of the top-N view with ``u`` (per topic, +1 each frame) and
 ``seq`` (per instrument); ``orderbook.1`` sends snapshots only. The ``bybit_u1`` fault re-sends a snapshot
-with ``u=1`` (what Bybit does after a service restart: the client must reset its book).
+with ``u=1`` (what Bybit does after a service restart: the client must reset its book); ``delta_first`` sends
+the next subscription of a book topic a delta before its snapshot; ``gap``/``duplicate_frame``/``reorder_frame``
+with ``venue=bybit`` act on the book topics' frames.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class BybitVenue(VenueBase):
         self.cache = {inst: PriceCache(engine.specs[inst]) for inst in self.spot.values()}
         self.book_topics: dict[tuple[str, str], BookTopic] = {}
         self.last_ticker: dict[tuple[str, str], int] = {}
+        self.delta_first: set[str] = set()  # instruments whose next book subscription gets a delta first
+        engine.book_faults["delta_first"] = self._delta_first
 
     def known(self, kind: str, topic: str) -> bool:
         if (kind, topic) in self.engine.recordings.bybit:
@@ -105,6 +109,12 @@ class BybitVenue(VenueBase):
                     state = self.book_topics[key] = BookTopic(depth=int(topic.split(".")[1]))
                     self._view_diff(state, self.engine.markets[sub.inst])
                     state.u = 1
+                if sub.inst in self.delta_first:  # the delta_first fault: a stray delta ahead of the snapshot
+                    self.delta_first.discard(sub.inst)
+                    stray = BookTopic(state.depth, state.u + 1)
+                    bid = max(state.view[0], default=0)
+                    self.send([sub], self._book_frame(topic, sub.inst, stray, "delta", _now_ms(),
+                                                      bids=[(bid, state.view[0].get(bid, 0) + 1)], asks=[]))
                 self.send([sub], self._book_frame(topic, sub.inst, state, "snapshot", _now_ms(), full=True))
         conn.flush()
 
@@ -234,6 +244,10 @@ class BybitVenue(VenueBase):
         for conn in conns:
             conn.send_text('{"topic":"orderbook.50.' + (inst or "BTC-USDT").replace("-", "") + '","type":"delta","da')
         return len(conns)
+
+    def _delta_first(self, kind: str, inst: str) -> dict[str, Any]:
+        self.delta_first.add(inst)
+        return {"venue": "bybit"}
 
     def shutdown_notice(self) -> int:
         return 0  # Bybit sends no notice: the connection just drops

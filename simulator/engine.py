@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from cryptoflow.logs import get_logger
@@ -51,6 +52,8 @@ class Engine:
         self.venues: dict[str, Venue] = {}
         self.cycles = {p: Cycle(m, pregenerate, now_ms) for p, m in self.markets.items()} if pregenerate else {}
         self.faults = FaultState()
+        # a venue's own book faults (kind -> handler(kind, inst) -> record), registered by the venue
+        self.book_faults: dict[str, Callable[[str, str], dict[str, Any]]] = {}
         self.paused = False
         self.steps = 0
         self.replays_finished = 0  # replay subscriptions that sent their last recorded frame
@@ -163,6 +166,9 @@ class Engine:
             for venue in self._venues(params, default):
                 self.faults.add_frame_fault(venue.name, inst, FRAME_FAULTS[str(kind)])
             result["inst"] = inst
+        elif kind in self.book_faults:
+            inst, _ = self._market(params)
+            result.update(inst=inst, **self.book_faults[str(kind)](str(kind), inst))
         elif kind == "drop_connection":
             conns = [c for v in self._venues(params, None) for c in v.conns]
             for conn in conns:

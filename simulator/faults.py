@@ -24,6 +24,10 @@ no_pong             ``venue``: pings are not answered (until cleared)
 shutdown_notice     ``venue``, ``close_after`` (s, default 1): OKX notice 64008 / Binance ``serverShutdown``,
                     then the connections are closed
 bybit_u1            ``inst``: Bybit sends a fresh snapshot with ``u=1`` (a service restart)
+stale_snapshot      ``inst``: Binance's next REST ``/api/v3/depth`` of ``inst`` answers the book as it is now,
+                    when the stream has moved on: a snapshot older than the stream (simulator/binance_books.py)
+delta_first         ``inst``: Bybit's next subscription to a book topic of ``inst`` gets a delta before its
+                    snapshot (a frame of the topic's earlier life still in flight)
 refuse              ``seconds``: WebSocket handshakes are answered 503 for that long
 liquidity_drain     ``inst``, ``fraction`` (0.05), ``band`` (0.01): sizes within band of mid shrink to
                     fraction, and new ones stay small, until cleared
@@ -44,7 +48,7 @@ FRAME_FAULTS = {"gap": "drop", "drop_frame": "drop", "duplicate_frame": "duplica
                 "seq_reset": "seq_reset", "bybit_u1": "bybit_u1"}
 KINDS = frozenset({
     *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "raw", "pong_delay", "no_pong", "shutdown_notice",
-    "refuse", "liquidity_drain", "depth_spike", "clear", "trade_gap",
+    "refuse", "liquidity_drain", "depth_spike", "clear", "trade_gap", "stale_snapshot", "delta_first",
 })
 MAX_RAW_BYTES = 64 * 1024 * 1024
 

@@ -1,6 +1,7 @@
 """REST rate limits on the simulator, counted per venue in fixed windows like the venues count them.
 
-* Binance: request **weight** per window (real: 6,000 per minute, ``/api/v3/klines`` weighs 2). Over the limit:
+* Binance: request **weight** per window (real: 6,000 per minute, ``/api/v3/klines`` weighs 2,
+  ``/api/v3/depth`` 5 to 250 by ``limit``: :mod:`simulator.binance_books`). Over the limit:
   HTTP 429 with ``Retry-After`` (seconds to the next window). A request that comes before that time is over:
   HTTP 418 (an IP ban, ``Retry-After`` = the ban) — the client ignored the 429.
 * OKX: requests per window on ``history-candles`` (real: 20 per 2 s). Over: HTTP 429, ``{"code":"50011"}``.
@@ -116,8 +117,9 @@ class RestLimits:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for venue, default in DEFAULTS.items():
         what = "request weight" if venue == "binance" else "requests"
+        paths = "REST klines and depth" if venue == "binance" else "REST klines"
         parser.add_argument(f"--{venue}-rest-limit", type=Limit.parse, default=default, metavar="N/SECONDS",
-                            help=f"{venue} REST klines: {what} per window (default "
+                            help=f"{venue} {paths}: {what} per window (default "
                             f"{default.amount}/{default.window_s:g})")
 
 
