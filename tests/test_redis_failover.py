@@ -3,15 +3,19 @@ real failover under the four dataflows.
 
 The failover test runs ``redis-server`` x2 (master + replica) and ``redis-sentinel`` x3 (quorum 2,
 down-after 1 s) on loopback (:mod:`tests.sentinel_helpers`), the simulator as OKX, aiosmtpd as the SMTP server,
-and the collector, the analysis, market_data and the email sender against the sentinels. It SIGKILLs the master
-and checks that every dataflow writes to the new master within 30 s, that every email job queued before and
-after is delivered exactly once (none dead), that a price alert created after the failover fires exactly once,
-and counts what the buffer list ``okex_orderbook`` lost (README "Redis Sentinel").
+and the collector, the analysis, market_data, the email sender and ``cryptoflow serve`` against the sentinels.
+It SIGKILLs the master and checks that every dataflow writes to the new master, and the service reads from it,
+within 30 s, that the CLI finds it, that every email job queued before and after is delivered exactly once
+(none dead), that a price alert created after the failover fires exactly once, and counts what the buffer list
+``okex_orderbook`` lost (README "Redis Sentinel").
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,15 +23,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
 
-from connectors.alerts.store import AlertStore
+from connectors.alerts.store import AlertStore, set_key
 from connectors.redis_client import RETRYABLE, is_retryable, parse_sentinel_url, sync_client
 from cryptoflow.servers import stop_process
 from operators.alerts import Alert
 from tests.dataflow_helpers import log_events, start_dataflow
+from tests.fixtures.service import ServiceProcess, launch_service
 from tests.fixtures.smtp import SmtpServer
 from tests.sentinel_helpers import SentinelCluster, sentinel_cluster
 from tests.waiting import wait_for
@@ -143,8 +149,13 @@ class _Probe:
 
 
 def _wait_new(what: str, deadline: float, check: Any) -> Any:
+    """Poll until ``check`` holds, failing at ``deadline``; a check that took long and held only after it fails
+    too (one slow poll must not stretch the bound)."""
     left = max(deadline - time.monotonic(), 0.1)
-    return wait_for(f"{what} within {CARRY_ON_S:.0f} s of the kill", check, timeout=left, every=0.2)
+    got = wait_for(f"{what} within {CARRY_ON_S:.0f} s of the kill", check, timeout=left, every=0.2)
+    late = time.monotonic() - deadline
+    assert late <= 0, f"{what}: only {late:.1f} s after the {CARRY_ON_S:.0f} s bound"
+    return got
 
 
 @pytest.mark.slow
@@ -160,16 +171,37 @@ def test_every_dataflow_follows_a_sentinel_failover(start_simulator: Any, smtp_s
                "SMTP_TIMEOUT": "5", "EMAIL_BACKOFF_INITIAL": "0.2", "EMAIL_BACKOFF_MAX": "1"}
         logs = {name: tmp_path / f"{name}.log" for name in FLOWS}
         procs = {name: start_dataflow(name, env, logs[name]) for name in FLOWS}
+        service: ServiceProcess | None = None
         try:
-            _run_failover(cluster, r, smtp_server, procs, logs)
+            service = launch_service(tmp_path / "service", {"REDIS_URL": cluster.url})
+            _run_failover(cluster, r, smtp_server, procs, logs, service)
         finally:
             for proc in procs.values():
                 stop_process(proc)
+            if service is not None:
+                stop_process(service.proc)  # type: ignore[arg-type]
             r.close()
 
 
+def _api_book_time(service: ServiceProcess) -> str:
+    """The service's answer for BTC-USDT's book (its timestamp), or "" while it cannot read Redis."""
+    try:
+        resp = httpx.get(f"{service.url}/v1/orderbook/BTC-USDT", timeout=10)
+    except httpx.HTTPError:
+        return ""
+    return str(resp.json().get("timestamp", "")) if resp.status_code == 200 else ""
+
+
+def _cli_pairs(url: str) -> str:
+    """``cryptoflow pairs list`` against the sentinels: its stdout when it exits 0, else ""."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "pairs", "list"], env={**env, "REDIS_URL": url},
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
 def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, procs: dict[str, Any],
-                  logs: dict[str, Path]) -> None:
+                  logs: dict[str, Path], service: ServiceProcess) -> None:
     def alive() -> bool:
         dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
         assert not dead, f"dataflows exited: {dead}; log tail: " + " | ".join(
@@ -188,6 +220,7 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
         and all(r.hget(f"orderbook:{i}", "status") == "valid" and r.exists(f"analysis:{i}") for i in PAIRS)
         and r.exists("ticker:okx:BTC-USDT") and _received(smtp).get("alert-before@example.com")
         and all(_received(smtp).get(f"before-{i}@example.com") for i in range(5))), timeout=90, every=0.2)
+    assert _api_book_time(service), "the service reads the book through the sentinels"
 
     # In flight at the kill: email jobs queued just before it, and the loss probe.
     r.lpush("queue:email", *[_job(f"during-{i}") for i in range(10)])
@@ -223,12 +256,15 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
     _wait_new("the analysis writing results", deadline,
               lambda: all(field(f"analysis:{i}", "analysis_time") > since for i in PAIRS))
     _wait_new("market_data writing tickers", deadline, lambda: field("ticker:okx:BTC-USDT", "timestamp") > since)
+    _wait_new("the service answering from the new master", deadline, lambda: _api_book_time(service) > since)
     names = [f"{p}-{i}@example.com" for p, n in (("before", 5), ("during", 10), ("after", 5)) for i in range(n)]
     names += ["alert-before@example.com", "alert-after@example.com"]
     _wait_new("every email job and both alerts' emails delivered", deadline,
               lambda: all(_received(smtp).get(n) for n in names))
     carried_s = time.monotonic() - killed_at
     alive()
+    # A new process (CLI start-up: seconds on a loaded machine, not part of the bound) finds the new master.
+    wait_for("the CLI reading the new master", lambda: all(p in _cli_pairs(cluster.url) for p in PAIRS), timeout=60)
 
     wait_for("the email queue settled", lambda: not new_master.llen("queue:email")
              and not new_master.llen("queue:email:processing:0"), timeout=15)
@@ -236,8 +272,9 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
     assert {n: got.get(n) for n in names} == dict.fromkeys(names, 1), "each job and alert email exactly once"
     assert sum(got.values()) == len(names), f"unexpected extra emails: {got}"
     assert new_master.llen("queue:email:dead") == 0, new_master.lrange("queue:email:dead", 0, -1)
-    for alert in (before, after):
-        assert new_master.hget(f"alert:{alert.id}", "status") == "fired"
+    for alert in (before, after):  # fired (or already tidied away by the service's reconciler), no longer armed
+        assert new_master.hget(f"alert:{alert.id}", "status") in ("fired", None)
+        assert new_master.zscore(set_key(alert.crypto, alert.direction), alert.id) is None
     episodes = {n: sum(len(log_events(logs[n], ev)) for ev in RETRY_EVENTS) for n in FLOWS}
     dropped = sum(e.get("dropped_items", 0) for e in log_events(logs["orderbook_collector"], "redis_write_recovered"))
     print(f"\nfailover: master :{old} -> :{new[1]} elected {elected_s:.1f} s after the kill; every dataflow "
