@@ -94,6 +94,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
+    # a failover in progress (connectors.redis_client.RETRYABLE): a demoted master or a replica without one
+    app.add_exception_handler(redis.exceptions.ReadOnlyError, _redis_down)
+    app.add_exception_handler(redis.exceptions.MasterDownError, _redis_down)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(OSError, _database_down_or_internal)

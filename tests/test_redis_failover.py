@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ import redis
 
 from connectors.alerts.store import AlertStore, set_key
 from connectors.redis_client import RETRYABLE, is_retryable, parse_sentinel_url, sync_client
-from cryptoflow.servers import stop_process
+from connectors.redis_list_source import ReliableRedisListSource
+from connectors.redis_sink import execute_until_written, redis_client
+from cryptoflow.servers import free_port, redis_server_binary, start_redis, stop_process, wait_for_port
 from operators.alerts import Alert
 from tests.dataflow_helpers import log_events, start_dataflow
 from tests.fixtures.service import ServiceProcess, launch_service
@@ -286,3 +289,46 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
     assert frames > 0 and probe.acked > 0, "nothing measured"
     # Measured, not asserted (README "Redis Sentinel"): asynchronous replication may lose the last acknowledged
     # writes of the old master; on loopback that is rare, across machines it is the replication lag.
+
+
+# --- READONLY (a demoted master, or a URL that reaches a replica) is not fatal --------------------------------------
+@pytest.fixture
+def master_and_replica(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    mport, rport = free_port(), free_port()
+    master = start_redis(mport, tmp_path / "master")
+    replica = subprocess.Popen(
+        [redis_server_binary(), "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--replicaof", "127.0.0.1", str(mport)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(rport, proc=replica)
+        wait_for("the replica in sync", lambda: redis.Redis(port=rport).info("replication")
+                 .get("master_link_status") == "up", timeout=30)
+        yield mport, rport
+    finally:
+        stop_process(replica)
+        stop_process(master)
+
+
+def test_readonly_backs_off_the_list_source_and_holds_the_sink_until_a_master_takes_it(
+        master_and_replica: tuple[int, int]) -> None:
+    mport, rport = master_and_replica
+    replica_url = f"redis://127.0.0.1:{rport}/0"
+    redis.Redis(port=mport).lpush("q", b"a", b"b")
+    wait_for("the elements replicated", lambda: redis.Redis(port=rport).llen("q") == 2, timeout=10)
+    # The analysis' and the email sender's source: READONLY used to raise out of next_batch (dataflow stopped).
+    part = ReliableRedisListSource(replica_url, "q", backoff_max=0.2).build_part("s", "0", None)
+    try:
+        assert part.next_batch() == [] and part.next_awake() is not None
+        # The pipeline sinks hold a batch a replica refuses, until a master takes it (here: the replica promoted).
+        promote = threading.Timer(1.0, lambda: redis.Redis(port=rport).replicaof("NO", "ONE"))
+        promote.start()
+        client = redis_client(replica_url)
+        execute_until_written(client, lambda pipe: pipe.set("k", "v"), 1)
+        promote.join()
+        client.close()
+        assert redis.Redis(port=rport).get("k") == b"v"
+        got = wait_for("the source taking the elements from the promoted replica", part.next_batch, timeout=10)
+        assert [item.raw for item in got] == [b"a", b"b"]
+    finally:
+        part.close()
