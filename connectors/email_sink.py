@@ -169,16 +169,21 @@ class _Pool:
     def _ack(self, item: ListItem) -> None:
         """Remove the accepted job from the processing list, retrying while Redis fails (even while stopping:
         a job the server accepted must not be sent again). Only Redis calls and a sleep here."""
-        delay = 0.2
+        delay, failed = 0.2, False
         while True:
             try:
                 self._acker.ack([item])
+                if failed:
+                    with contextlib.suppress(Exception):
+                        log.warning("email_ack_recovered")
                 return
             except redis.RedisError:
+                if not failed:  # one line per outage or failover, not per attempt
+                    with contextlib.suppress(Exception):
+                        log.warning("email_ack_retry", retry_in_s=delay)
+                failed = True
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                with contextlib.suppress(Exception):
-                    log.warning("email_ack_retry", retry_in_s=delay)
 
     @staticmethod
     def _log_sent(job: EmailJob, duration_ms: float) -> None:
@@ -198,7 +203,7 @@ class _Pool:
 
     def _settle(self, item: ListItem, outcome: _Outcome) -> None:
         """Apply the outcome in Redis, retrying while Redis is unreachable (never re-sending the email)."""
-        delay = 0.2
+        delay, failed = 0.2, False
         while True:
             try:
                 if outcome.dead is not None:
@@ -206,10 +211,12 @@ class _Pool:
                 elif outcome.retry is not None:
                     self.submit([self._acker.replace(item, outcome.retry)], outcome.delay)
                 return
-            except redis.RedisError as err:  # unreachable, or refusing writes (e.g. OOM): keep trying
+            except redis.RedisError as err:  # unreachable, failing over, or refusing writes (OOM): keep trying
                 if self._stopping:
                     return  # still held in the processing list: re-delivered at the next start
-                log.warning("email_redis_unavailable", error=str(err), retry_in_s=delay)
+                if not failed:  # one line per outage or failover, not per attempt
+                    log.warning("email_redis_unavailable", error=str(err), retry_in_s=delay)
+                failed = True
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -47,7 +47,7 @@ CARRY_ON_S = 30.0
 BUFFER = "okex_orderbook"
 # One line per retry episode (not per attempt), from the code that loops on Redis in each dataflow.
 RETRY_EVENTS = ("redis_write_failed", "redis_list_unavailable", "pairs_poll_failed", "email_redis_unavailable",
-                "price_alerts_redis_unavailable")
+                "email_ack_retry", "price_alerts_redis_unavailable")
 
 
 # --- the URL and the retry classification (no server) ------------------------------------------------------------
