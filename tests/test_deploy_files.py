@@ -3,13 +3,17 @@
 Containers cannot run on the test machines, so these files are checked, not run: every dataflow of
 bytewax.yaml appears with the command `cryptoflow run NAME --dry-run` would use (python -m bytewax.run ...),
 one compose service per cluster member and one StatefulSet replica per process, with a recovery store
-created exactly where one is declared; and nothing else is started.
+created exactly where one is declared; and nothing else is started. Prometheus scrapes exactly those processes
+(each on the METRICS_PORT bytewax.yaml gives it) and the service; the Grafana dashboard asks only for series
+the README documents, in PromQL that promtool accepts, from the data sources that are provisioned.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -20,10 +24,11 @@ import pytest
 import yaml
 
 from cryptoflow.deploy import Deployment, load
+from tests.test_prometheus import documented_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-INFRA = {"redis", "influxdb", "serve"}
+INFRA = {"redis", "influxdb", "serve", "prometheus", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,89 @@ def test_dockerfile_copies_every_package_the_project_installs() -> None:
     packages = {p.rstrip("*") for p in include}
     copied = set(re.findall(r"^COPY (\w+) \1$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE))
     assert packages == copied
+
+
+def _members(declared: dict[str, Deployment]) -> dict[str, tuple[str, int]]:
+    """compose service -> (dataflow, its METRICS_PORT), one per cluster member."""
+    out = {}
+    for name, dep in declared.items():
+        for i, port in enumerate(dep.metrics_ports()):
+            out[f"{name}-{i}" if dep.processes > 1 else name] = (name, port)
+    return out
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian's prometheus package) is not installed: run scripts/bootstrap.sh --servers"
+    return promtool
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port_and_the_service(
+        declared: dict[str, Deployment]) -> None:
+    members = _members(declared)
+    assert set(members) == {m for name, dep in declared.items()
+                            for m in ([name] if dep.processes == 1 else [f"{name}-{i}" for i in range(dep.processes)])}
+    services: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for member, (_, port) in members.items():
+        assert services[member]["environment"]["METRICS_PORT"] == str(port), member
+        assert services[member]["environment"]["REDIS_URL"] == services["serve"]["environment"]["REDIS_URL"]
+    serve_port = services["serve"]["command"][services["serve"]["command"].index("--port") + 1]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    scraped = {(job["job_name"], target) for job in config["scrape_configs"]
+               for static in job["static_configs"] for target in static["targets"]}
+    assert scraped == {(name, f"{member}:{port}") for member, (name, port) in members.items()} | \
+        {("serve", f"serve:{serve_port}")}
+    check = subprocess.run([_promtool(), "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_kubernetes_pods_expose_their_metrics_port_for_prometheus(declared: dict[str, Deployment]) -> None:
+    docs = _k8s()
+    for d in docs:
+        if d["kind"] not in ("StatefulSet", "Deployment"):
+            continue
+        template = d["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        notes = template["metadata"]["annotations"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if d["kind"] == "Deployment":  # the service: /metrics on its HTTP port
+            assert notes["prometheus.io/port"] == str(ports["http"])
+        else:
+            dep = declared[d["metadata"]["name"].replace("-", "_")]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            # every replica is its own pod (own address): the same port, metrics_port (process 0's)
+            assert env["METRICS_PORT"] == str(dep.metrics_port) == str(ports["metrics"]) == notes["prometheus.io/port"]
+        assert (notes["prometheus.io/scrape"], notes["prometheus.io/path"]) == ("true", "/metrics")
+    relabel = yaml.safe_load((DEPLOY / "k8s" / "prometheus.yml").read_text())["scrape_configs"][0]["relabel_configs"]
+    keeps = {r["source_labels"][0]: r["regex"] for r in relabel if r.get("action") == "keep"}
+    assert keeps == {"__meta_kubernetes_pod_label_app_kubernetes_io_name": "cryptoflow",
+                     "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true"}
+
+
+def test_grafana_dashboard_uses_provisioned_sources_and_documented_series(tmp_path: Path) -> None:
+    grafana = DEPLOY / "grafana"
+    sources = yaml.safe_load((grafana / "provisioning" / "datasources" / "cryptoflow.yml").read_text())["datasources"]
+    uids = {s["uid"]: s["type"] for s in sources}
+    dashboard = json.loads((grafana / "dashboards" / "cryptoflow.json").read_text())
+    exprs, documented = [], documented_metrics()
+    assert documented, "README: no Prometheus metrics table"
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            ds = target["datasource"]
+            assert uids.get(ds["uid"]) == ds["type"], panel["title"]
+            if ds["type"] == "prometheus":
+                exprs.append(target["expr"])
+                for name in re.findall(r"cryptoflow_\w+", target["expr"]):
+                    assert re.sub(r"_(bucket|sum|count)$", "", name) in documented, (panel["title"], name)
+            else:
+                assert "from(bucket: v.defaultBucket)" in target["query"], panel["title"]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"panel:expr{i}", "expr": e}
+                                                        for i, e in enumerate(exprs)]}]}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    check = subprocess.run([_promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    provider = yaml.safe_load((grafana / "provisioning" / "dashboards" / "cryptoflow.yml").read_text())
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in compose
