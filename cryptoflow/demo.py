@@ -182,6 +182,7 @@ class Demo:
             "BYBIT_WS_URL": urls["bybit_ws_url"],
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
             "TRADING_PAIRS_POLL_INTERVAL": "2", "LOG_FORMAT": "json",
+            "METRICS_PORT": "0",  # one environment for the four dataflows: a METRICS_PORT of .env would collide
         }
         if settings.influx_url is None:
             say("influxdb     INFLUX_URL is unset: running without InfluxDB (history is not written)")
