@@ -86,8 +86,12 @@ class ServiceMetrics:
 def _route(scope: Scope) -> str:
     route = scope.get("route")
     if route is not None:
-        return getattr(route, "path", "") or "/"  # the web app's mount at / has the path ""
-    return str(scope.get(ROUTE_KEY, "unmatched"))
+        return getattr(route, "path", "") or "/"
+    if ROUTE_KEY in scope:
+        return str(scope[ROUTE_KEY])
+    if scope.get("endpoint") is not None:  # a mount (the web app at /): FastAPI sets its endpoint, not "route"
+        return str(scope.get("root_path") or "/")
+    return "unmatched"
 
 
 def install(app: FastAPI) -> ServiceMetrics:

@@ -30,6 +30,22 @@ def test_cluster_commands() -> None:
          "-i", str(i), "-a", "127.0.0.1:3000;127.0.0.1:3001"] for i in range(2)
     ]
     assert dep.init_recovery(python="py") == ["py", "-m", "bytewax.recovery", "/nonexistent/rec", "2"]
+    assert [dep.process_env(i) for i in range(2)] == [{}, {}]  # no metrics_port: METRICS_PORT left as it is
+    dep = Deployment(module="dataflows.x", processes=2, metrics_port=9500)
+    assert [dep.process_env(i) for i in range(2)] == [{"METRICS_PORT": "9500"}, {"METRICS_PORT": "9501"}]
+
+
+def test_metrics_ports_of_two_dataflows_may_not_overlap() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from cryptoflow.deploy import DeployFile
+
+    flows = {"a": {"module": "dataflows.a", "processes": 3, "metrics_port": 9500},
+             "b": {"module": "dataflows.b", "metrics_port": 9502}}
+    with pytest.raises(ValidationError, match="b's metrics port 9502 is also a's"):
+        DeployFile.model_validate({"dataflows": flows})
+    DeployFile.model_validate({"dataflows": {**flows, "b": {**flows["b"], "metrics_port": 9503}}})
 
 
 def test_run_dry_run_prints_the_commands() -> None:
@@ -37,6 +53,8 @@ def test_run_dry_run_prints_the_commands() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "-m bytewax.run dataflows.market_data -w 1 -r recovery/market_data" in proc.stdout
+    metrics_port = load(ROOT / "bytewax.yaml").dataflows["market_data"].metrics_port
+    assert proc.stdout.splitlines()[-1].startswith(f"METRICS_PORT={metrics_port} ")  # its own /metrics port
     proc = subprocess.run([sys.executable, "-m", "cryptoflow.cli", "run", "nope", "--dry-run"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "no dataflow 'nope'" in proc.stderr

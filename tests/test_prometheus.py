@@ -10,9 +10,13 @@ The mapping rules of :mod:`connectors.metrics` are checked on their own first (n
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,48 @@ def test_reports_map_to_named_series_without_counting_a_rejection_twice() -> Non
     retired = generate_latest().decode()
     assert _sample(retired, "cryptoflow_ws_connections", venue="t-venue") == 0
     assert _sample(retired, "cryptoflow_reconnects_total", venue="t-venue") == 3
+
+
+def test_service_counts_requests_by_route_template(tmp_path: Path, redis_server: Any, redis_db: Any) -> None:
+    from cryptoflow.settings import load_settings
+    from service.app import WEB_DIST, create_app
+
+    app = create_app(load_settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
+
+    async def main() -> str:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            for path in ("/v1/orderbook/BTC-USDT", "/v1/orderbook/ETH-USDT?depth=401", "/no/such/path",
+                         "/index.html"):
+                await client.get(path)
+            await client.get("/metrics")
+            return (await client.get("/metrics")).text
+
+    text = asyncio.run(main())
+    nowhere = "/" if (WEB_DIST / "index.html").is_file() else "unmatched"  # the web app's mount takes every path
+    requests = {(route, status): _sample(text, "cryptoflow_http_requests_total", method="GET", route=route,
+                                         status=status)
+                for route, status in (("/v1/orderbook/{inst}", "404"), ("/v1/orderbook/{inst}", "422"),
+                                      (nowhere, "404"), ("/metrics", "200"), ("/", "200"))}
+    # the fast path's 404 (no book) and FastAPI's 422 (depth 401) under one template, never the instrument;
+    # the browser monitor's files (when built) under its mount
+    built = nowhere == "/"
+    assert requests == {("/v1/orderbook/{inst}", "404"): 1, ("/v1/orderbook/{inst}", "422"): 1,
+                        (nowhere, "404"): 1 if built else 2, ("/metrics", "200"): 1, ("/", "200"): 1 if built else 0}
+    assert "BTC-USDT" not in text and _sample(text, "cryptoflow_push_clients") == 0
+
+
+def test_a_metrics_port_in_use_stops_the_dataflow_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # where start_http_server binds
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.email_sender"], cwd=ROOT,
+                              env={**os.environ, "METRICS_PORT": str(port), "REDIS_URL": "redis://127.0.0.1:1/0"},
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"cryptoflow: email_sender: cannot serve metrics on METRICS_PORT={port}: "), proc.stderr[-3000:]
 
 
 class Prometheus:
