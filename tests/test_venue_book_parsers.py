@@ -29,7 +29,8 @@ ALL_FRAMES = [DEPTH, WRAPPED, TICKER, REST, BYBIT_SNAP, BYBIT_DELTA]
 
 
 def test_binance_depth_bare_and_wrapped_keep_exact_strings() -> None:
-    for raw in (DEPTH, WRAPPED, WRAPPED.encode()):
+    reordered = '{"data":' + DEPTH + ',"stream":"ethusdt@depth@100ms"}'
+    for raw in (DEPTH, WRAPPED, WRAPPED.encode(), reordered):
         d = parse_binance_book_frame(raw, recv_ns=7, symbols=SYMS)
         assert d == BookDelta("binance", "ETH-USDT", "update",
                               (Level("2683.80000000", "3.02920000"), Level("2679.00000000", "28.21530000")),

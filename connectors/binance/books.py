@@ -125,25 +125,31 @@ def _stream_of(raw: bytes | str) -> str:
 def parse_binance_book_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem:
     """One WebSocket text frame -> an update :class:`BookDelta`, a :class:`BookTicker`, a control answer,
     or a :class:`MarketParseError`."""
-    stream = _stream_of(raw)
-    kind = stream.partition("@")[2]
-    if kind in DEPTH_STREAMS:
-        env = untrusted.decode(_envelope, raw)
-        return _delta(env.data, raw, recv_ns, symbols) if not isinstance(env, Rejected) else rejection(VENUE, env)
+    kind = _stream_of(raw).partition("@")[2]
+    if kind in DEPTH_STREAMS or kind == "bookTicker":
+        return _wrapped(kind, raw, recv_ns, symbols)
+    return _slow(raw, recv_ns, symbols)
+
+
+def _wrapped(kind: str, raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem:
     if kind == "bookTicker":
         tick = untrusted.decode(_ticker_envelope, raw)
         return _book_ticker(tick.data, raw, recv_ns, symbols) if not isinstance(tick, Rejected) \
             else rejection(VENUE, tick)
-    return _slow(raw, recv_ns, symbols, stream)
+    env = untrusted.decode(_envelope, raw)
+    return _delta(env.data, raw, recv_ns, symbols) if not isinstance(env, Rejected) else rejection(VENUE, env)
 
 
-def _slow(raw: bytes | str, recv_ns: int, symbols: SymbolMap, stream: str) -> BinanceBookItem:
-    """Bare (``/ws``) frames, control answers, other streams and junk."""
+def _slow(raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem:
+    """Bare (``/ws``) frames, envelopes with their keys in another order, control answers, other streams, junk."""
     probe = untrusted.decode(_probe, raw)
     if isinstance(probe, Rejected):
         return rejection(VENUE, probe)
-    if probe.stream or stream:
-        return parse_error(VENUE, "unknown_channel", f"stream {(probe.stream or stream)[:60]!r}", raw)
+    if probe.stream:
+        kind = probe.stream.partition("@")[2]
+        if kind in DEPTH_STREAMS or kind == "bookTicker":
+            return _wrapped(kind, raw, recv_ns, symbols)
+        return parse_error(VENUE, "unknown_channel", f"stream {probe.stream[:60]!r}", raw)
     if probe.e == "depthUpdate":
         upd = untrusted.decode(_bare, raw)
         return _delta(upd, raw, recv_ns, symbols) if not isinstance(upd, Rejected) else rejection(VENUE, upd)
