@@ -11,6 +11,7 @@ The mapping rules of :mod:`connectors.metrics` are checked on their own first (n
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -133,9 +134,20 @@ def test_a_metrics_port_in_use_stops_the_dataflow_with_one_line(tmp_path: Path) 
 
 
 class Prometheus:
-    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.url = url
         self.proc = proc
+        self.log = log
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("Prometheus ready", ready, timeout=60, every=0.2)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         body = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
@@ -159,28 +171,20 @@ def start_prometheus(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(targets: dict[str, str]) -> Prometheus:
+        """Started, not yet ready (:meth:`Prometheus.wait_ready`): its start overlaps the targets'."""
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                   "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
                                      for job, target in targets.items()]}
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
-        log = (tmp_path / "prometheus.log").open("wb")
-        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                                 "--storage.tsdb.retention.time=1h"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = tmp_path / "prometheus.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                     f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("Prometheus ready", ready, timeout=60, every=0.2)
-        return Prometheus(url, proc)
+        return Prometheus(f"http://127.0.0.1:{port}", proc, log)
 
     yield start
     for proc in procs:
@@ -194,15 +198,18 @@ def test_prometheus_scrapes_every_dataflow_and_the_service(
     sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "3", "--rate", "20")
     redis_db.sadd("config:trading_pairs", *PAIRS)
     ports = {name: free_port() for name in DATAFLOWS}
+    serve_port = free_port()
+    prom = start_prometheus({**{name: f"127.0.0.1:{port}" for name, port in ports.items()},
+                             "serve": f"127.0.0.1:{serve_port}"})
     common = {**sim.env(), "REDIS_URL": redis_server.url, "LOG_FORMAT": "json", "TRADING_PAIRS_POLL_INTERVAL": "1",
               "KLINE_TIMEFRAMES": "1m", "PRICE_ALERTS_ENABLED": "false", "SMTP_HOST": "127.0.0.1",
               "SMTP_PORT": str(smtp_server.port)}
     procs = [start_dataflow(name, {**common, "METRICS_PORT": str(ports[name])}, tmp_path / f"{name}.log")
              for name in DATAFLOWS]
     try:
-        service = start_service(env={"REDIS_URL": redis_server.url})
-        prom = start_prometheus({**{name: f"127.0.0.1:{port}" for name, port in ports.items()},
-                                 "serve": service.url.removeprefix("http://")})
+        service = start_service(env={"REDIS_URL": redis_server.url}, args=["--port", str(serve_port)])
+        assert service.url == f"http://127.0.0.1:{serve_port}", service.url
+        prom.wait_ready()
         job = {"id": "job-prom", "alert_id": "alert-prom", "to": "ops@example.com", "subject": "Price alert: test",
                "body": "Your price alert fired.\n", "created_at": "2026-11-30T09:00:00.000Z", "attempts": 0}
         redis_db.lpush("queue:email", orjson.dumps(job))
@@ -243,7 +250,7 @@ def test_prometheus_scrapes_every_dataflow_and_the_service(
                 ('cryptoflow_push_messages_sent_total{job="serve"}', None),
             ]
             for promql, want in checks:
-                wait_for(f"{promql} > 0 for {sorted(want or [])}", lambda q=promql, w=want: scraped(q, w),
+                wait_for(f"{promql} > 0 for {sorted(want or [])}", functools.partial(scraped, promql, want),
                          timeout=60, every=0.5)
     finally:
         for proc in procs:
