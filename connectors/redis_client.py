@@ -149,6 +149,24 @@ def _master_kwargs(parsed: SentinelUrl, options: dict[str, Any]) -> dict[str, An
     return kwargs
 
 
+class _SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """Reconnects through the sentinels also when it is a client's only connection (``single_connection_client``):
+    redis-py's reconnects a dropped one to the address it had (the dead master) when a command is sent on it,
+    and only a connection taken from the pool asks the sentinels again."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]  # asks the sentinels where the master is now
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]  # see _SentinelConnection
+        await super().send_packed_command(command, check_health)
+
+
 class _SentinelPool(redis.sentinel.SentinelConnectionPool):
     def disconnect(self, inuse_connections: bool = True) -> None:
         super().disconnect(inuse_connections)
@@ -176,7 +194,7 @@ def sync_client(url: str, *, retries: int = RETRIES, **options: Any) -> redis.Re
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(parsed.sentinels), sentinel_kwargs=_sentinel_kwargs(parsed, options))
     pool = _SentinelPool(parsed.service, sentinel, is_master=True,  # type: ignore[no-untyped-call]
-                         **_master_kwargs(parsed, options))
+                         connection_class=_SentinelConnection, **_master_kwargs(parsed, options))
     client = redis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True
     return client
@@ -192,7 +210,7 @@ def async_client(url: str, *, retries: int = RETRIES, **options: Any) -> aioredi
     sentinel = redis.asyncio.sentinel.Sentinel(list(parsed.sentinels),  # type: ignore[no-untyped-call]
                                                sentinel_kwargs=_sentinel_kwargs(parsed, options))
     pool = _AsyncSentinelPool(parsed.service, sentinel, is_master=True,  # type: ignore[no-untyped-call]
-                              **_master_kwargs(parsed, options))
+                              connection_class=_AsyncSentinelConnection, **_master_kwargs(parsed, options))
     client = aioredis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True
     return client

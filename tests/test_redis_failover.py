@@ -4,14 +4,15 @@ real failover under the four dataflows.
 The failover test runs ``redis-server`` x2 (master + replica) and ``redis-sentinel`` x3 (quorum 2,
 down-after 1 s) on loopback (:mod:`tests.sentinel_helpers`), the simulator as OKX, aiosmtpd as the SMTP server,
 and the collector, the analysis, market_data, the email sender and ``cryptoflow serve`` against the sentinels.
-It SIGKILLs the master and checks that every dataflow writes to the new master, and the service reads from it,
-within 30 s, that the CLI finds it, that every email job queued before and after is delivered exactly once
-(none dead), that a price alert created after the failover fires exactly once, and counts what the buffer list
-``okex_orderbook`` lost (README "Redis Sentinel").
+It SIGKILLs the master and checks that every dataflow writes to the new master, and the service reads from it
+(REST, and the push gateway on a WebSocket kept open), within 30 s, that the CLI finds it, that every email job
+queued before and after is delivered exactly once (none dead), that a price alert created after the failover
+fires exactly once, and counts what the buffer list ``okex_orderbook`` lost (README "Redis Sentinel").
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ import httpx
 import orjson
 import pytest
 import redis
+import websockets
 
 from connectors.alerts.store import AlertStore, set_key
 from connectors.redis_client import RETRYABLE, is_retryable, parse_sentinel_url, sync_client
@@ -195,6 +197,39 @@ def _api_book_time(service: ServiceProcess) -> str:
     return str(resp.json().get("timestamp", "")) if resp.status_code == 200 else ""
 
 
+class _PushFollower:
+    """One WebSocket client of the service's push gateway (``GET /ws``), subscribed to ``BTC-USDT@depth5``,
+    recording when each event arrives; the connection is meant to stay open through the failover."""
+
+    def __init__(self, service_url: str) -> None:
+        self.url = service_url.replace("http://", "ws://", 1) + "/ws"
+        self.events: list[float] = []
+        self.error: str | None = None
+        self.stopping = False
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.thread.start()
+
+    async def _main(self) -> None:
+        try:
+            async with websockets.connect(self.url, open_timeout=30, ping_interval=None) as ws:
+                await ws.send(orjson.dumps({"op": "subscribe", "channel": "BTC-USDT@depth5"}).decode())
+                while not self.stopping:
+                    try:
+                        msg = orjson.loads(await asyncio.wait_for(ws.recv(), 1.0))
+                    except TimeoutError:
+                        continue
+                    if "event" in msg:
+                        self.events.append(time.monotonic())
+                    elif msg.get("result") is not True:
+                        self.error = f"unexpected reply {msg!r}"
+        except Exception as err:  # reported by the test, not raised in this thread
+            self.error = f"{type(err).__name__}: {err}"
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(10)
+
+
 def _cli_pairs(url: str) -> str:
     """``cryptoflow pairs list`` against the sentinels: its stdout when it exits 0, else ""."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
@@ -224,6 +259,9 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
         and r.exists("ticker:okx:BTC-USDT") and _received(smtp).get("alert-before@example.com")
         and all(_received(smtp).get(f"before-{i}@example.com") for i in range(5))), timeout=90, every=0.2)
     assert _api_book_time(service), "the service reads the book through the sentinels"
+    push = _PushFollower(service.url)
+    wait_for("push events before the failover", lambda: push.error or push.events, timeout=30)
+    assert push.error is None, push.error
 
     # In flight at the kill: email jobs queued just before it, and the loss probe.
     r.lpush("queue:email", *[_job(f"during-{i}") for i in range(10)])
@@ -260,6 +298,11 @@ def _run_failover(cluster: SentinelCluster, r: redis.Redis, smtp: SmtpServer, pr
               lambda: all(field(f"analysis:{i}", "analysis_time") > since for i in PAIRS))
     _wait_new("market_data writing tickers", deadline, lambda: field("ticker:okx:BTC-USDT", "timestamp") > since)
     _wait_new("the service answering from the new master", deadline, lambda: _api_book_time(service) > since)
+    books_at = time.monotonic()  # the new master has fresh books: an event after this comes from its streams
+    _wait_new("the push gateway streaming from the new master on the same WebSocket", deadline,
+              lambda: push.error or any(t > books_at for t in push.events))
+    push.stop()
+    assert push.error is None, push.error
     names = [f"{p}-{i}@example.com" for p, n in (("before", 5), ("during", 10), ("after", 5)) for i in range(n)]
     names += ["alert-before@example.com", "alert-after@example.com"]
     _wait_new("every email job and both alerts' emails delivered", deadline,
