@@ -253,6 +253,16 @@ def _to_deltas(
 
 
 # ---------------------------------------------------------------------------------------------- parsers
+def frame_instrument(raw: str) -> str:
+    """The first ``"instId":"..."`` of a raw frame, found without decoding ("" when there is none): only a
+    grouping hint (:func:`connectors.ws.events.book_by_book`); :func:`parse_books_frame` decides what it is."""
+    i = raw.find('"instId":"')
+    if i < 0:
+        return ""
+    i += 10
+    return raw[i:raw.find('"', i)]
+
+
 def parse_books_frame(raw: bytes | str, *, recv_ns: int) -> BooksParseResult:
     """One received text frame -> book deltas (best first as sent), a typed OKX message, or a parse error."""
     frame = untrusted.decode(_frame_decoder, raw)

@@ -7,6 +7,7 @@ The rest are rare lifecycle events that a :class:`connectors.ws.source.ShardProc
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_BACKLOG = 10_000
@@ -108,3 +109,28 @@ class EventQueue(deque):  # type: ignore[type-arg]
 
     def full(self) -> bool:
         return len(self) >= self.max_backlog
+
+
+def book_by_book(events: list[WsEvent], key: Callable[[str], str]) -> list[WsEvent]:
+    """``events`` with each run of frames between two other events regrouped by ``key(frame.text)`` (the
+    instrument): each key's frames in their order, keys in the order they first appear; other events keep their
+    place. Why: a batch then works on one book after another, so a book's memory is fetched into the CPU cache
+    once per batch instead of once per frame (at hundreds of pairs a book touched once per frame is cold every
+    time: benchmarks/RESULTS.md, "Scaling"). The order across instruments is not part of any contract."""
+    out: list[WsEvent] = []
+    run: dict[str, list[WsEvent]] = {}
+    for ev in events:
+        if type(ev) is Frame:
+            k = key(ev.text)
+            if k in run:
+                run[k].append(ev)
+            else:
+                run[k] = [ev]
+        else:
+            for frames in run.values():
+                out.extend(frames)
+            run = {}
+            out.append(ev)
+    for frames in run.values():
+        out.extend(frames)
+    return out
