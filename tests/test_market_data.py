@@ -18,7 +18,7 @@ from cryptoflow.settings import load_settings
 from dataflows.market_data import wire
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.kline_steps import InstrumentRemoved, KlineOut, aggregate_klines
-from tests.test_klines_golden import DATA, _lines, _parse
+from tests.test_klines_golden import DATA, _lines, _parse, replay_now
 
 T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
 D = Decimal
@@ -131,7 +131,8 @@ def test_write_market_keeps_the_newest_per_key(redis_db: Any, redis_server: Any)
 # ------------------------------------------------------------------------------------------------ workers
 def _closed_klines(trades: list[Trade], workers: int) -> dict[tuple[str, str, int], Kline]:
     flow = Dataflow("klines")
-    ks = aggregate_klines(op.input("inp", flow, TestingSource(trades, batch_size=500)), ("1m", "5m", "1h"), 2.0)
+    ks = aggregate_klines(op.input("inp", flow, TestingSource(trades, batch_size=500)), ("1m", "5m", "1h"), 2.0,
+                          now=replay_now)  # the watermark follows the trades, not the machine's speed
     got: list[KlineOut] = []
     op.output("out", op.map("strip", ks.klines, lambda kv: kv[1]), TestingSink(got))
     if workers == 1:
