@@ -15,9 +15,10 @@ The venue supplies only its continuity rule (:mod:`operators.book_sequencing`); 
 
 * states ``syncing`` (no snapshot yet) -> ``valid`` <-> ``stale`` (no frame for ``stale_after``), and
   ``resyncing`` after a failure (gap, checksum, crossed book, invalid level) or a disconnect;
-* an update before any snapshot, or a subscribed book without a snapshot after ``snapshot_wait``, asks for
-  a snapshot (:class:`FetchSnapshot`) and buffers the book's updates until it comes (a WebSocket snapshot
-  meanwhile makes it unnecessary); the snapshot plus the buffered updates that follow it (the venue's rule
+* an update before any snapshot (on a stream without snapshots, also the first after a disconnect), or a
+  subscribed book without a snapshot after ``snapshot_wait``, asks for a snapshot (:class:`FetchSnapshot`)
+  and buffers the book's updates until it comes (a WebSocket snapshot meanwhile makes it unnecessary); the
+  snapshot plus the buffered updates that follow it (the venue's rule
   decides which) make the book ``valid``;
 * a failure re-syncs that one book the venue's way (``resubscribe``; ``fetch``: a new snapshot, updates
   buffered meanwhile; ``none``: wait for a snapshot in the stream), spaced out per book: the first at once,
@@ -223,8 +224,8 @@ class BookSync:
                 return Fed.BUFFERED
             status = book.status
             if status is _SYNCING or status is _RESYNCING:
-                if status is _SYNCING and self.config.fetch_missing and not slot.resync_due \
-                        and self.resync_by != "none":
+                if self.config.fetch_missing and not slot.resync_due and self.resync_by != "none" and (
+                        status is _SYNCING or not self.sequencing.ws_snapshots):
                     self._fetch(slot, now, bootstrap=True)  # no snapshot yet: bootstrap
                     self._buffer(slot, delta, ref, now)
                     return Fed.BUFFERED
@@ -259,11 +260,11 @@ class BookSync:
             slot.status = status
 
     def _subscribed(self, slot: _Slot, now: int) -> None:
+        # A stream without snapshots (Binance) is not fetched for here: its first update does it (on_delta),
+        # as the venue documents (buffer the stream, then fetch). A snapshot fetched before any update could
+        # not be checked against the stream: one older than the stream would be published valid.
         slot.subscribed = True
         slot.since_ns = now
-        if not self.sequencing.ws_snapshots and self.config.fetch_missing and slot.book.status is not _VALID \
-                and slot.pending is None and not slot.resync_due:
-            self._fetch(slot, now, bootstrap=True)  # the stream brings no snapshot: fetch one now
 
     def _lifecycle(self, slot: _Slot, event: SyncEvent) -> None:
         book = slot.book

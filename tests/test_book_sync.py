@@ -276,9 +276,10 @@ def bn_snap(last_update_id: int, inst: str = A) -> BookDelta:
 def test_binance_buffers_drops_what_the_snapshot_holds_and_bridges_on_u() -> None:
     m = BookSync(BINANCE)
     m.feed(Track(A, 0, subscribed=True))
-    assert m.drain() == [StateChanged(A, SYNCING, None), FetchSnapshot(A)]  # the stream brings no snapshot
+    assert m.drain() == [StateChanged(A, SYNCING, None)]  # Binance's order: buffer the stream, then fetch
     for first, last in ((95, 99), (100, 104), (105, 110), (111, 111)):
         assert m.on_delta(bn(first, last, [("8", str(last))]), (first, last)) is Fed.BUFFERED
+    assert m.drain() == [FetchSnapshot(A)]  # asked for by the first update
     m.feed(SnapshotFetched(A, 1, bn_snap(102)))
     out = m.drain()
     assert out == [StateChanged(A, VALID, SYNCING), Resynced(A, bn_snap(102), ((100, 104), (105, 110), (111, 111)))]
@@ -293,15 +294,39 @@ def test_binance_buffers_drops_what_the_snapshot_holds_and_bridges_on_u() -> Non
 
 
 def test_binance_first_live_event_after_an_empty_buffer_bridges() -> None:
+    # A quiet symbol: no update within snapshot_wait, so the tick fetches with nothing buffered.
     m = BookSync(BINANCE)
     m.feed(Track(A, 0, subscribed=True))
-    m.feed(SnapshotFetched(A, 1, bn_snap(102)))
+    m.feed(Tick(4 * S))
+    assert m.drain()[-1] == FetchSnapshot(A)
+    m.feed(SnapshotFetched(A, 4 * S, bn_snap(102)))
     assert m.on_delta(bn(101, 101)) is Fed.SKIPPED
     assert m.on_delta(bn(100, 106)) is Fed.APPLIED and m.on_delta(bn(107, 107)) is Fed.APPLIED
     m2 = BookSync(BINANCE)
     m2.feed(Track(A, 0, subscribed=True))
-    m2.feed(SnapshotFetched(A, 1, bn_snap(102)))
+    m2.feed(Tick(4 * S))
+    m2.feed(SnapshotFetched(A, 4 * S, bn_snap(102)))
     assert m2.on_delta(bn(104, 106)) is Fed.FAILED  # U > lastUpdateId + 1: the snapshot is too old
+
+
+def test_binance_after_a_disconnect_the_first_update_fetches_and_a_stale_snapshot_is_never_valid() -> None:
+    m = BookSync(BINANCE)
+    m.feed(Track(A, 0, subscribed=True))
+    assert m.on_delta(bn(100, 104)) is Fed.BUFFERED
+    m.feed(SnapshotFetched(A, 1, bn_snap(102)))
+    assert m.status(A) is VALID
+    m.feed(Disconnected(A, 2))
+    m.feed(Subscribed(A, 3))
+    m.drain()
+    assert not m.has_output()  # no fetch before the stream has shown where it is
+    assert m.on_delta(bn(150, 152), "first") is Fed.BUFFERED and m.drain() == [FetchSnapshot(A)]
+    m.feed(SnapshotFetched(A, 4, bn_snap(120)))  # older than the stream: a gap, never published valid
+    assert m.status(A) is RESYNCING
+    out = m.drain()
+    assert out[0] == Failed(A, "fetch_merge_failed", "SequenceGap(expected=120, got=149)") and FetchSnapshot(A) in out
+    assert m.on_delta(bn(153, 155), "next") is Fed.BUFFERED
+    m.feed(SnapshotFetched(A, 5, bn_snap(153)))  # U <= 153 + 1 <= u: bridges
+    assert m.status(A) is VALID and m.book(A).seq_id == 155  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------------------------------- Bybit
