@@ -255,3 +255,28 @@ def test_prometheus_scrapes_every_dataflow_and_the_service(
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+def test_request_series_are_cumulative_buckets_with_count_and_sum() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service.metrics import _Requests
+
+    requests, registry = _Requests(), CollectorRegistry()
+    registry.register(requests)
+    for seconds in (0.0007, 0.001, 0.003, 20.0):  # 0.001 is in le="0.001": the bound is inclusive
+        requests.observe("GET", "/v1/tickers", "200", seconds)
+    requests.observe("POST", "/v1/alerts", "422", 0.002)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    tickers = (("route", "/v1/tickers"),)
+    assert samples[("cryptoflow_http_requests_total", (("method", "GET"), ("route", "/v1/tickers"),
+                                                       ("status", "200")))] == 4
+    assert samples[("cryptoflow_http_requests_total", (("method", "POST"), ("route", "/v1/alerts"),
+                                                       ("status", "422")))] == 1
+    bucket = "cryptoflow_http_request_duration_seconds_bucket"
+    assert [samples[(bucket, (("le", le), *tickers))] for le in ("0.001", "0.0025", "0.005", "10.0", "+Inf")] == \
+        [2, 2, 3, 3, 4]
+    assert samples[("cryptoflow_http_request_duration_seconds_count", tickers)] == 4
+    assert samples[("cryptoflow_http_request_duration_seconds_sum", tickers)] == pytest.approx(20.0047)
