@@ -31,10 +31,10 @@ from typing import Literal
 import msgspec
 
 from connectors import untrusted
+from connectors.book_levels import check_sides, plain_text
 from connectors.untrusted import Rejected
 from operators.book_checksum import okx_checksum
 from operators.events import BookDelta, BookView, Level
-from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS
 
 VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt", "books5", "bbo-tbt"})
@@ -183,51 +183,6 @@ def _rejected(r: Rejected, recv_ns: int) -> OkxParseError:
     return OkxParseError(r.reason, r.detail, r.sample, recv_ns)
 
 
-def _bad_number(text: str) -> bool:
-    """Not a plain non-negative decimal (``12``, ``0.5``, ``3.``); ASCII digits only."""
-    return not (text.replace(".", "", 1).isdigit() and text.isascii())
-
-
-_GOOD_PRICES: set[str] = set()  # prices that passed the fast check (books revisit the same prices a lot)
-# Cleared when full. Sized for what it buys: a miss costs ~0.3 us; 16k covers the live levels of 20 books of
-# 400+400. At 100k it kept filling for ~10 minutes of a moving market (~8 MB) and showed as RSS growth.
-_GOOD_PRICES_MAX = 16_384
-
-
-def _levels_look_ok(levels: tuple[Level, ...]) -> bool:
-    """Fast path: every price and size is digits with at most one dot (ASCII is checked per frame)."""
-    good = _GOOD_PRICES
-    for lv in levels:
-        if not lv.size.replace(".", "", 1).isdigit():
-            return False
-        price = lv.price
-        if price not in good:
-            if not (price.replace(".", "", 1).isdigit() and _price_in_bounds(price)):
-                return False
-            if len(good) >= _GOOD_PRICES_MAX:
-                good.clear()
-            good.add(price)
-    return True
-
-
-def _price_in_bounds(price: str) -> bool:
-    """The order book's limits (:data:`operators.orderbook.MAX_PRICE_CHARS`, ``MAX_DECIMALS``)."""
-    return len(price) <= MAX_PRICE_CHARS and len(price.partition(".")[2]) <= MAX_DECIMALS
-
-
-def _level_problem(levels: tuple[Level, ...]) -> tuple[str, str] | None:
-    """Slow path: the first bad level, as (reason, detail)."""
-    for lv in levels:
-        size = lv.size
-        if _bad_number(size):
-            if size.startswith("-") and not _bad_number(size[1:]):
-                return "negative_size", f"size {size!r} at price {lv.price!r}"
-            return "invalid_number", f"size {size!r} at price {lv.price!r}"
-        if _bad_number(lv.price) or not _price_in_bounds(lv.price):
-            return "invalid_number", f"price {lv.price[:60]!r}"
-    return None
-
-
 def _to_deltas(
     entries: tuple[OkxBookData, ...],
     inst_id: str,
@@ -235,14 +190,12 @@ def _to_deltas(
     recv_ns: int,
     raw: bytes | str,
 ) -> tuple[BookDelta, ...] | OkxParseError:
-    # JSON escapes (\u0661) or non-ASCII text could smuggle non-ASCII digits past str.isdigit: check slowly.
-    plain = raw.isascii() and (b"\\" not in raw if isinstance(raw, bytes) else "\\" not in raw)
+    plain = plain_text(raw)  # JSON escapes or non-ASCII text take the slow checks (connectors.book_levels)
     out = []
     for d in entries:
-        if not (plain and _levels_look_ok(d.bids) and _levels_look_ok(d.asks)):
-            bad = _level_problem(d.bids) or _level_problem(d.asks)
-            if bad is not None:
-                return _error(bad[0], bad[1], raw, recv_ns)
+        bad = check_sides(d.bids, d.asks, plain, negative_reason="negative_size")
+        if bad is not None:
+            return _error(bad[0], bad[1], raw, recv_ns)
         ts = d.ts
         if not (ts.isdigit() and ts.isascii() and len(ts) <= _TS_DIGITS_MAX):
             return _error("wrong_type", f"ts {ts!r} is not epoch milliseconds", raw, recv_ns)
