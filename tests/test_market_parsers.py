@@ -7,13 +7,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors.binance.market import parse_binance_frame
 from connectors.bybit.market import parse_bybit_frame
 from connectors.market_frames import MarketControl, MarketParseError, symbol_map
 from connectors.okx.market import parse_okx_market_frame
 from operators.events import BestQuote, Kline, Ticker, Trade
+from tests.junk_frames import junk_frames
 
 DATA = Path(__file__).parent / "data"
 SYMS = symbol_map(["BTC-USDT", "FTM-USDT", "SXP-BTC", "XMR-BTC", "BADGER-BTC", "NKN-USDT", "LRC-BTC",
@@ -144,27 +144,11 @@ def test_bybit_recorded_orderbook1() -> None:
 # ------------------------------------------------------------------------------------------------ junk
 ALL_FRAMES = (frames(DATA / "okx_market_frames.jsonl") + frames(DATA / "bybit_market_frames.jsonl")
               + frames(DATA / "binance/binance-2021-10-12-aggtrade-kline.jsonl")[:4])
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=10),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(
-        st.sampled_from(["stream", "data", "arg", "topic", "e", "s", "p", "q", "event", "op", "id", "ts",
-                         "channel", "instId", "k", "success", "px", "sz"]), c, max_size=5),
-    max_leaves=15,
-)
+MARKET_KEYS = ("stream", "data", "arg", "topic", "e", "s", "p", "q", "event", "op", "id", "ts", "channel", "instId",
+               "k", "success", "px", "sz")
 
 
-def _mutate(frame: str, cut: int, junk: str) -> str:
-    return frame[:cut] + junk + frame[cut + len(junk):]
-
-
-@given(st.one_of(
-    st.binary(max_size=200),
-    st.text(max_size=200),
-    _json.map(json.dumps),
-    st.builds(_mutate, st.sampled_from(ALL_FRAMES), st.integers(0, 400), st.text(max_size=8)),
-    st.sampled_from(ALL_FRAMES).map(lambda f: f.replace('"', "'", 3)),
-    st.sampled_from(ALL_FRAMES).map(lambda f: f.replace("1", "x")),
-))
+@given(junk_frames(ALL_FRAMES, MARKET_KEYS, cut_max=400, max_leaves=15, max_keys=5))
 @settings(max_examples=400, deadline=None)
 def test_junk_gives_typed_items_never_exceptions(raw: bytes | str) -> None:
     for parse in (lambda r: parse_okx_market_frame(r, recv_ns=0),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors import untrusted
 from connectors.binance.books import BookTicker, depth_weight, parse_binance_book_frame, parse_depth_snapshot
 from connectors.bybit.books import parse_bybit_book_frame
 from connectors.market_frames import MARKET_REASONS, MarketControl, MarketParseError
 from operators.events import BookDelta, Level
+from tests.junk_frames import junk_frames
 
 SYMS = {"ETHUSDT": "ETH-USDT", "XRPUSDT": "XRP-USDT"}
 DEPTH = ('{"e":"depthUpdate","E":1723161255308,"s":"ETHUSDT","U":35346513499,"u":35346513505,'
@@ -107,27 +107,11 @@ def test_bybit_bad_frames_are_typed() -> None:
     assert _reason(p('{"x":1}', recv_ns=0, symbols=SYMS)) == "unknown_message"
 
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(
-        st.sampled_from(["stream", "data", "topic", "type", "e", "E", "s", "U", "u", "b", "a", "B", "A", "ts",
-                         "lastUpdateId", "bids", "asks", "op", "success", "id", "code", "seq"]), c, max_size=6),
-    max_leaves=20,
-)
+BOOK_KEYS = ("stream", "data", "topic", "type", "e", "E", "s", "U", "u", "b", "a", "B", "A", "ts", "lastUpdateId",
+             "bids", "asks", "op", "success", "id", "code", "seq")
 
 
-def _mutate(frame: str, cut: int, junk: str) -> str:
-    return frame[:cut] + junk + frame[cut + len(junk):]
-
-
-@given(st.one_of(
-    st.binary(max_size=200),
-    st.text(max_size=200),
-    _json.map(json.dumps),
-    st.builds(_mutate, st.sampled_from(ALL_FRAMES), st.integers(0, 300), st.text(max_size=8)),
-    st.sampled_from(ALL_FRAMES).map(lambda f: f.replace("1", "x")),
-    st.sampled_from(ALL_FRAMES).map(lambda f: f.replace('"', "", 2)),
-))
+@given(junk_frames(ALL_FRAMES, BOOK_KEYS, cut_max=300))
 @settings(max_examples=500, deadline=None)
 def test_junk_gives_typed_items_never_exceptions(raw: bytes | str) -> None:
     items = [parse_binance_book_frame(raw, recv_ns=0, symbols=SYMS),
