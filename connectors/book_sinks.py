@@ -38,7 +38,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
 from connectors import metrics
-from connectors.hash_throttle import HashThrottle
+from connectors.hash_throttle import HashThrottle, Plan
 from connectors.monitoring import MonitorReport, queue_monitoring
 from connectors.okx.book_source import BookState, BufferFrame
 from connectors.push_streams import DEFAULT_MAXLEN, DepthPublisher
@@ -67,6 +67,15 @@ def book_fields(view: BookView) -> dict[str, str]:
     }
 
 
+def _encoded(fields: dict[str, Any]) -> dict[str, str]:
+    """A plan's fields as the hash takes them: the view held under ``asks`` becomes :func:`book_fields`, with
+    the plan's status (a state change after the view wins)."""
+    view = fields.get("asks")
+    if type(view) is not BookView:
+        return fields
+    return {**book_fields(view), "status": fields["status"]}
+
+
 class _Partition(StatelessSinkPartition[RedisItem]):
     def __init__(self, url: str, buffer_key: str, buffer_max: int, observe: LatencyObserver | None,
                  owner: str, stream_maxlen: int = DEFAULT_MAXLEN, venue: str = "okx",
@@ -86,7 +95,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         self._down = False
         self._dropped = 0
         self._retry_at = 0.0
-        self._unwritten: dict[str, tuple[bool, dict[str, str]]] = {}  # book writes of dropped batches
+        self._unwritten: dict[str, Plan] = {}  # book writes of dropped batches
 
     def write_batch(self, items: list[RedisItem]) -> None:
         # instrument -> (delete the hash first, fields to set); starts from what dropped batches could not write
@@ -100,7 +109,8 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 frames.append(item.text)
             elif type(item) is BookView:
                 deleted = plans.get(item.instrument, (False, {}))[0]
-                plans[item.instrument] = (deleted, book_fields(item))
+                # encoded only if written (_encoded): a newer view in the batch, or the throttle, may drop it
+                plans[item.instrument] = (deleted, {"asks": item, "status": item.status.value})
                 recv[item.instrument] = item.recv_ns
                 views[item.instrument] = item
             elif type(item) is BookState:
@@ -139,7 +149,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             if delete:
                 pipe.delete(key)
             if fields:
-                pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
+                pipe.hset(key, mapping=cast("dict[Any, Any]", _encoded(fields)))
         self._depth.publish(pipe, views.values())  # after the hashes: a snapshot from a hash never trails the stream
         if frames:
             pipe.lpush(self._buffer_key, *frames)

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-# instrument -> (delete the hash first, fields to set): the sink's plan for one instrument
-Plan = tuple[bool, dict[str, str]]
+# instrument -> (delete the hash first, fields to set): the sink's plan for one instrument. The values are
+# opaque here but for ``status`` (a str); the sink keeps its levels unencoded under ``asks`` until written.
+Plan = tuple[bool, dict[str, Any]]
 
 
 def merge(older: Plan, newer: Plan) -> Plan:
