@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
-from operator import itemgetter
 from typing import Annotated, Any, cast
 
 import orjson
@@ -136,6 +135,9 @@ async def analysis(request: Request, inst: str) -> Response:
 
 # One round trip for the whole list: the monitored pairs (or the one asked for) x the venues asked for.
 # KEYS[1] = the trading-pairs set. ARGV = n venues, the venues, then symbols (none: SMEMBERS KEYS[1]).
+# Each row is encoded to JSON by Redis (cjson) and returned as symbol, venue, row: the service only sorts and
+# joins, so a list request costs it a fraction of decoding ~360 fields and re-encoding them (281 -> see RESULTS).
+# The hash's own fields win over the added exchange/symbol, as before.
 _TICKERS = """
 local n = tonumber(ARGV[1])
 local symbols = {}
@@ -145,7 +147,13 @@ local out = {}
 for _, s in ipairs(symbols) do
   for v = 2, n + 1 do
     local h = redis.call('HGETALL', 'ticker:' .. ARGV[v] .. ':' .. s)
-    if #h > 0 then out[#out + 1] = {ARGV[v], s, h} end
+    if #h > 0 then
+      local row = {exchange = ARGV[v], symbol = s}
+      for j = 1, #h, 2 do row[h[j]] = h[j + 1] end
+      out[#out + 1] = s
+      out[#out + 1] = ARGV[v]
+      out[#out + 1] = cjson.encode(row)
+    end
   end
 end
 return out
@@ -153,20 +161,14 @@ return out
 
 
 ALL_VENUES = [v.value for v in TickerExchange]
-_BY_SYMBOL_THEN_VENUE = itemgetter(1, 0)  # of the script's [venue, symbol, fields] rows
 
 
 async def read_tickers(state: State, venues: list[str], symbols: list[str]) -> bytes:
     """The JSON of ``GET /v1/tickers``: one round trip (the script above), rows by symbol then venue."""
     calls: RedisCalls = state.redis_calls
     found = await calls.script(_TICKERS, [state.settings.redis_trading_pairs_key], [len(venues), *venues, *symbols])
-    rows = []
-    for venue, sym, flat in sorted(found, key=_BY_SYMBOL_THEN_VENUE):  # the raw rows: cheaper than the dicts
-        pairs = iter(flat)  # HGETALL's field, value, field, value, ...
-        row = {"exchange": venue, "symbol": sym}
-        row.update(zip(pairs, pairs, strict=True))
-        rows.append(row)
-    return orjson.dumps(rows)
+    rows = sorted(zip(found[::3], found[1::3], found[2::3], strict=True))  # by symbol, then venue
+    return ("[" + ",".join(row for _, _, row in rows) + "]").encode()
 
 
 # Served by service.fastpath when the request is well-formed (see the order book above).
