@@ -1,12 +1,17 @@
-"""Redis side of the order-book collector: ``orderbook:{inst}``, the buffer list, ``system:monitoring``.
+"""Redis side of the order-book collector: the books, ``bbo:{inst}``, the buffer list, ``system:monitoring``.
 
 :class:`CollectorRedisSink` takes the collector's items and writes each batch in ONE pipeline:
 
-* ``orderbook:{inst}`` hash (docs/CONTRACTS.md fields: ``instrument_id``, ``latest_timestamp`` ISO-8601 UTC of the
-  exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best first, ``checksum``, ``seq_id`` (empty when
-  the venue sends none), ``status``), coalesced per instrument within the batch; a status change alone sets
-  ``status``; a removed pair's hash is deleted; with ``ORDERBOOK_HASH_INTERVAL`` > 0 an instrument's levels are
-  written at most once per interval, its newest state always last (:mod:`connectors.hash_throttle`);
+* ``orderbook:{inst}`` hash (OKX; the other venues' books, same fields: ``orderbook:{exchange}:{inst}``,
+  :func:`connectors.redis_keys.venue_book_key`) (docs/CONTRACTS.md fields: ``instrument_id``,
+  ``latest_timestamp`` ISO-8601 UTC of the exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best
+  first, ``checksum``, ``seq_id`` (empty when the venue sends none), ``status``), coalesced per book within the
+  batch; a status change alone sets ``status``; a removed pair's hash is deleted; with
+  ``ORDERBOOK_HASH_INTERVAL`` > 0 a book's levels are written at most once per interval, its newest state always
+  last (:mod:`connectors.hash_throttle`);
+* ``bbo:{inst}`` (:class:`operators.bbo.Bbo`, newest per instrument in the batch): ``bid``, ``bid_venue``,
+  ``ask``, ``ask_venue``, ``venues`` (JSON venue -> ``{"bid","ask","age_ms","status"}``), ``excluded`` (JSON
+  list), ``timestamp`` (ISO-8601 UTC); deleted when no venue books the instrument any more;
 * every :class:`BufferFrame` LPUSHed to ``ORDERBOOK_BUFFER_KEY`` in order, capped with LTRIM at
   ``orderbook_buffer_max`` (0: uncapped);
 * :class:`connectors.monitoring.MonitorReport` (the shards' gauges and counters) -> ``system:monitoring`` through
@@ -15,9 +20,10 @@
   (``<dataflow>/writer-<worker>``) of ``avg_processing_latency`` (ms, frame receipt -> hash write, over its
   last second, weighted by books written). A partition closed cleanly retires the owners it wrote; the same
   reports, and each written book's latency, go to the process's Prometheus series (:mod:`connectors.metrics`);
-* the push channels ``<inst>@depth`` (changed levels, ``seq``/``prev_seq``, checksum) and ``<inst>@depth5|20``
-  (top N, at most every 100 ms) as capped streams (:class:`connectors.push_streams.DepthPublisher`), after the
-  hash they describe; a batch that may not have been written makes every book's next event a snapshot.
+* OKX's books only: the push channels ``<inst>@depth`` (changed levels, ``seq``/``prev_seq``, checksum) and
+  ``<inst>@depth5|20`` (top N, at most every 100 ms) as capped streams
+  (:class:`connectors.push_streams.DepthPublisher`), after the hash they describe; a batch that may not have
+  been written makes every book's next event a snapshot.
 
 Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
 after the client's retries is dropped and logged, the dataflow carries on. Its book writes are not lost: the
@@ -38,20 +44,21 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.exceptions import RedisError
 
 from connectors import metrics
+from connectors.books.items import BookState, BufferFrame
 from connectors.hash_throttle import HashThrottle, Plan
 from connectors.monitoring import MonitorReport, queue_monitoring
-from connectors.okx.book_source import BookState, BufferFrame
 from connectors.push_streams import DEFAULT_MAXLEN, DepthPublisher
-from connectors.redis_keys import orderbook_key
+from connectors.redis_keys import bbo_key, venue_book_key
 from connectors.redis_sink import redis_client
 from cryptoflow.logs import get_logger
+from operators.bbo import Bbo
 from operators.events import BookStatus, BookView, iso_ms
 
 log = get_logger("connectors.book_sinks")
 _json = msgspec.json.Encoder()
 
 
-RedisItem = BookView | BookState | BufferFrame | MonitorReport
+RedisItem = BookView | BookState | BufferFrame | MonitorReport | Bbo
 LatencyObserver = Callable[[list[int]], None]
 _LATENCY_EVERY_S = 1.0
 
@@ -65,6 +72,14 @@ def book_fields(view: BookView) -> dict[str, str]:
         "seq_id": "" if view.seq_id is None else str(view.seq_id),
         "status": view.status.value,
     }
+
+
+def bbo_fields(bbo: Bbo) -> dict[str, str]:
+    venues = {name: {"bid": line.bid, "ask": line.ask, "age_ms": line.age_ms, "status": line.status}
+              for name, line in bbo.venues}
+    return {"bid": bbo.bid, "bid_venue": bbo.bid_venue, "ask": bbo.ask, "ask_venue": bbo.ask_venue,
+            "venues": _json.encode(venues).decode(), "excluded": _json.encode(bbo.excluded).decode(),
+            "timestamp": iso_ms(bbo.ts_ms)}
 
 
 def _encoded(fields: dict[str, Any]) -> dict[str, str]:
@@ -98,31 +113,38 @@ class _Partition(StatelessSinkPartition[RedisItem]):
         self._unwritten: dict[str, Plan] = {}  # book writes of dropped batches
 
     def write_batch(self, items: list[RedisItem]) -> None:
-        # instrument -> (delete the hash first, fields to set); starts from what dropped batches could not write
+        # book key -> (delete the hash first, fields to set); starts from what dropped batches could not write
         plans, self._unwritten = self._unwritten, {}
-        recv: dict[str, int] = {}
+        recv: dict[str, tuple[str, int]] = {}  # book key -> (venue, receive time of the view)
         frames: list[str] = []
         monitors: list[MonitorReport] = []
-        views: dict[str, BookView] = {}  # the newest valid view per instrument, for the push streams
+        views: dict[str, BookView] = {}  # OKX's newest valid view per instrument, for the push streams
+        bbos: dict[str, Bbo] = {}
         for item in items:
             if type(item) is BufferFrame:
                 frames.append(item.text)
             elif type(item) is BookView:
-                deleted = plans.get(item.instrument, (False, {}))[0]
+                key = venue_book_key(item.venue, item.instrument)
+                deleted = plans.get(key, (False, {}))[0]
                 # encoded only if written (_encoded): a newer view in the batch, or the throttle, may drop it
-                plans[item.instrument] = (deleted, {"asks": item, "status": item.status.value})
-                recv[item.instrument] = item.recv_ns
-                views[item.instrument] = item
+                plans[key] = (deleted, {"asks": item, "status": item.status.value})
+                recv[key] = (item.venue, item.recv_ns)
+                if item.venue == "okx":
+                    views[item.instrument] = item
             elif type(item) is BookState:
-                if item.removed or item.status in (BookStatus.SYNCING, BookStatus.RESYNCING):
+                key = venue_book_key(item.venue, item.instrument)
+                if item.venue == "okx" and (item.removed or item.status in (BookStatus.SYNCING,
+                                                                            BookStatus.RESYNCING)):
                     views.pop(item.instrument, None)
                     self._depth.forget(item.instrument)
                 if item.removed:
-                    plans[item.instrument] = (True, {})
-                    recv.pop(item.instrument, None)
+                    plans[key] = (True, {})
+                    recv.pop(key, None)
                 else:
-                    plan = plans.setdefault(item.instrument, (False, {}))
+                    plan = plans.setdefault(key, (False, {}))
                     plan[1]["status"] = item.status.value
+            elif type(item) is Bbo:
+                bbos[item.instrument] = item
             elif type(item) is MonitorReport:
                 monitors.append(item)
         if monitors:  # Prometheus counts what happened, whether or not Redis takes this batch
@@ -139,17 +161,21 @@ class _Partition(StatelessSinkPartition[RedisItem]):
             self._lat_sum = self._lat_n = 0
             self._next_lat = now + _LATENCY_EVERY_S
         plans = self._throttle.take(plans)
-        recv = {inst: ns for inst, ns in recv.items() if inst in plans}  # latency of the hashes written
+        recv = {key: vr for key, vr in recv.items() if key in plans}  # latency of the hashes written
         pipe = self._client.pipeline(transaction=False)
         if monitors:  # first: a gauge is never behind the book writes it describes
             queue_monitoring(pipe, monitors)
             self._owners.update(m.owner for m in monitors if m.owner)
-        for inst, (delete, fields) in plans.items():
-            key = orderbook_key(inst)
+        for key, (delete, fields) in plans.items():
             if delete:
                 pipe.delete(key)
             if fields:
                 pipe.hset(key, mapping=cast("dict[Any, Any]", _encoded(fields)))
+        for inst, bbo in bbos.items():
+            if bbo.removed:
+                pipe.delete(bbo_key(inst))
+            else:
+                pipe.hset(bbo_key(inst), mapping=bbo_fields(bbo))  # type: ignore[arg-type]
         self._depth.publish(pipe, views.values())  # after the hashes: a snapshot from a hash never trails the stream
         if frames:
             pipe.lpush(self._buffer_key, *frames)
@@ -174,10 +200,11 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                 self._down, self._dropped = False, 0
         if recv:
             done = time.time_ns()
-            lats = [done - r for r in recv.values()]
+            lats = [done - r for _, r in recv.values()]
             self._lat_sum += sum(lats)
             self._lat_n += len(lats)
-            metrics.observe_latency(self._venue, lats)
+            for venue in {v for v, _ in recv.values()}:
+                metrics.observe_latency(venue, [done - r for v, r in recv.values() if v == venue])
             if self._observe is not None:
                 self._observe(lats)
 

@@ -14,3 +14,12 @@ def orderbook_key(instrument: str) -> str:
 
 def analysis_key(instrument: str) -> str:
     return f"analysis:{instrument}"
+
+
+def venue_book_key(venue: str, instrument: str) -> str:
+    """A venue's book: OKX keeps ``orderbook:{inst}``; the others are ``orderbook:{exchange}:{inst}``."""
+    return orderbook_key(instrument) if venue == "okx" else f"orderbook:{venue}:{instrument}"
+
+
+def bbo_key(instrument: str) -> str:
+    return f"bbo:{instrument}"

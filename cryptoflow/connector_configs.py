@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from connectors.alerts.matcher import PriceAlertSink
+    from connectors.binance.book_source import BinanceBooksConfig
+    from connectors.books.items import CollectorItem
+    from connectors.bybit.book_source import BybitBooksConfig
     from connectors.email_sink import EmailSink
     from connectors.influx import InfluxConfig
     from connectors.local.source import LocalConfig
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from connectors.rest_klines.repair import RepairConfig
     from connectors.smtp import SmtpConfig
     from connectors.ws.budget import WsTiming
+    from connectors.ws.source import WsShardSource
     from cryptoflow.settings import Settings
 
 
@@ -93,6 +97,39 @@ def okx_books_config(settings: Settings) -> OkxBooksConfig:
         sample_interval=settings.influx_book_interval,
         sample_levels=settings.influx_book_levels if settings.influx_enabled else None,
     )
+
+
+# Binance (1,024 streams) and Bybit (200 topics) take many topics per connection; 50 keeps a reconnect's resync
+# burst and one connection's traffic small, and is one connection for the default 10 pairs.
+VENUE_BOOKS_PER_CONNECTION = 50
+
+
+def binance_books_config(settings: Settings) -> BinanceBooksConfig:
+    from connectors.binance.book_source import BinanceBooksConfig
+
+    return BinanceBooksConfig(ws_url=str(settings.binance_ws_url), rest_url=str(settings.binance_rest_url),
+                              pairs_per_connection=VENUE_BOOKS_PER_CONNECTION, timing=ws_timing(settings),
+                              stale_after=settings.ws_stale_after, pairs=pairs_config(settings))
+
+
+def bybit_books_config(settings: Settings) -> BybitBooksConfig:
+    from connectors.bybit.book_source import BybitBooksConfig
+
+    return BybitBooksConfig(ws_url=str(settings.bybit_ws_url), depth=settings.bybit_book_depth,
+                            pairs_per_connection=VENUE_BOOKS_PER_CONNECTION, timing=ws_timing(settings),
+                            stale_after=settings.ws_stale_after, pairs=pairs_config(settings))
+
+
+def book_sources(settings: Settings) -> list[tuple[str, WsShardSource[CollectorItem]]]:
+    """``BOOK_VENUES``' collector sources, OKX first: ``(venue, source)``."""
+    from connectors.binance.book_source import binance_books_source
+    from connectors.bybit.book_source import bybit_books_source
+    from connectors.okx.book_source import okx_books_source
+
+    build = {"okx": lambda: okx_books_source(okx_books_config(settings)),
+             "binance": lambda: binance_books_source(binance_books_config(settings)),
+             "bybit": lambda: bybit_books_source(bybit_books_config(settings))}
+    return [(v, build[v]()) for v in ("okx", "binance", "bybit") if v in settings.book_venues]
 
 
 def market_source_config(settings: Settings) -> MarketSourceConfig:

@@ -18,17 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import (
-    AnyUrl,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AfterValidator, AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import MultiHostUrl
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from connectors.bybit.books import check_book_depth
 from connectors.redis_client import SENTINEL_SCHEME, parse_sentinel_url
 
 
@@ -68,6 +63,10 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 LOCAL_VENUE = "local"
+
+
+def _bybit_depth(depth: int, info: ValidationInfo) -> int:
+    return check_book_depth(depth, str(info.data.get("bybit_ws_url", "")))  # spot or linear, by the URL
 
 
 def _split_csv(value: Any) -> Any:
@@ -121,6 +120,9 @@ class Settings(BaseSettings):
     orderbook_source: OrderbookSource = OrderbookSource.REDIS
     orderbook_buffer_max: int = Field(100_000, ge=0)  # LTRIM cap on the buffer list; 0 = uncapped
     orderbook_hash_interval: float = Field(0.0, ge=0, le=3600)  # min s between orderbook:{inst} level writes
+    book_venues: Annotated[tuple[Venue, ...], NoDecode, Field(min_length=1)] = (Venue.OKX,)  # the collector's
+    bybit_book_depth: Annotated[int, AfterValidator(_bybit_depth)] = 50  # orderbook.{depth}: spot 1/50/200, linear 500
+    bbo_max_age_ms: int = Field(5000, ge=100, le=600_000)  # bbo:{inst} leaves out a venue silent for longer
     analysis_bin_width: Decimal | None = Field(None, gt=0)  # default: scaled to price (see README)
     analysis_large_order_k: float = Field(5.0, gt=0)
     analysis_large_order_min_size: dict[str, Decimal] = Field(default_factory=dict)  # JSON {"BTC-USDT": "5"}
@@ -192,7 +194,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat | None = None  # default: console on a terminal, JSON otherwise
 
-    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", mode="before")
+    @field_validator("market_data_venues", "kline_timeframes", "analysis_alert_emails", "book_venues", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

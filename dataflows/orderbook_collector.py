@@ -1,11 +1,14 @@
-"""``python -m bytewax.run dataflows.orderbook_collector``: live OKX books for ``config:trading_pairs``.
+"""``python -m bytewax.run dataflows.orderbook_collector``: live books of ``BOOK_VENUES`` for ``config:trading_pairs``.
 
-Wiring only (docs/CONTRACTS.md "Order books"): ``okx_books`` (:func:`connectors.okx.book_source.okx_books_source`:
-WebSocket shards, parse + book + integrity + resync on the worker) -> the items go to Redis in one pipeline
-per batch (:class:`connectors.book_sinks.CollectorRedisSink`); each shard's stats become its own share of the
-``system:monitoring`` gauges (:mod:`connectors.collector_outputs`) on the same path as its books; book samples
-and ``ws_metrics`` (the shards' stats summed by one keyed step, ``aggregate``) go to InfluxDB when
-``INFLUX_URL`` is set. Runs with any ``-w`` and as several processes: each shard lives on one worker.
+Wiring only (docs/CONTRACTS.md "Order books", DESIGN "More venues' books"): one source per venue
+(``<venue>_books``, :func:`cryptoflow.connector_configs.book_sources`: WebSocket shards, parse + book +
+integrity + resync on the worker, :class:`connectors.books.processor.BookProcessor`) -> their items, merged,
+go to Redis in one pipeline per batch (:class:`connectors.book_sinks.CollectorRedisSink`); each book's view
+or state also feeds ``bbo`` (keyed by instrument, :class:`connectors.books.bbo_step.BboLogic`: the best bid
+and ask across venues, a silent venue left out by its own deadline), whose results go to the same sink.
+Each shard's stats become its own share of the ``system:monitoring`` gauges (:mod:`connectors.collector_outputs`)
+on the same path as its books; OKX's book samples and ``ws_metrics`` (each venue's shards summed by one keyed
+step, ``aggregate``) go to InfluxDB when ``INFLUX_URL`` is set. Runs with any ``-w`` and as several processes.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.book_sinks import CollectorRedisSink, RedisItem
-from connectors.collector_outputs import DATAFLOW, aggregate, book_points, redis_item, ws_point
+from connectors.books.bbo_step import BboLogic, quote_of
+from connectors.books.items import BookSample, ShardStats
+from connectors.collector_outputs import DATAFLOW, aggregate, bbo_item, book_points, redis_item, ws_point
 from connectors.influx import InfluxSink
-from connectors.okx.book_source import BookSample, ShardStats, okx_books_source
-from cryptoflow.connector_configs import influx_config, influx_enabled, okx_books_config
+from cryptoflow.connector_configs import book_sources, influx_config, influx_enabled
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger
 from cryptoflow.settings import Settings, settings_or_exit
@@ -27,8 +31,13 @@ log = get_logger("dataflows.orderbook_collector")
 
 def build(settings: Settings) -> Dataflow:
     flow = Dataflow("orderbook_collector")
-    items = op.input("okx_books", flow, okx_books_source(okx_books_config(settings)))
-    to_redis: Stream[RedisItem] = op.filter_map("redis_items", items, redis_item)
+    inputs = [op.input(f"{venue}_books", flow, source) for venue, source in book_sources(settings)]
+    items = inputs[0] if len(inputs) == 1 else op.merge("books", *inputs)
+    quotes = op.filter_map("quotes", items, quote_of)  # small: crosses to the instrument's worker
+    max_age = settings.bbo_max_age_ms
+    bbo = op.stateful("bbo", op.key_on("by_inst", quotes, lambda q: q.instrument), lambda _: BboLogic(max_age))
+    to_redis: Stream[RedisItem] = op.merge("redis_items", op.filter_map("books_out", items, redis_item),
+                                           op.map("bbo_out", bbo, bbo_item))
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
                                                     settings.orderbook_buffer_max, dataflow=DATAFLOW,
                                                     stream_maxlen=settings.stream_maxlen,
@@ -38,7 +47,7 @@ def build(settings: Settings) -> Dataflow:
         samples = op.flat_map("book_points", items,
                               lambda x: book_points(x, levels) if isinstance(x, BookSample) else [])
         stats = op.filter_map("stats", items, lambda x: x if isinstance(x, ShardStats) else None)
-        totals = op.stateful_map("aggregate", op.key_on("by_venue", stats, lambda _: "okx"), aggregate)
+        totals = op.stateful_map("aggregate", op.key_on("by_venue", stats, lambda s: s.venue), aggregate)
         metrics = op.map("ws_points", totals, lambda kv: ws_point(kv[1]))
         op.output("influx", op.merge("points", samples, metrics), InfluxSink(influx_config(settings)))
     return flow
@@ -47,8 +56,10 @@ def build(settings: Settings) -> Dataflow:
 def _main() -> Dataflow:
     settings = settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
-    log.info("collector_starting", channel=settings.okx_book_channel.value, max_pairs=settings.max_trading_pairs,
-             pairs_per_connection=settings.okx_pairs_per_connection)
+    log.info("collector_starting", venues=[v.value for v in settings.book_venues],
+             channel=settings.okx_book_channel.value, max_pairs=settings.max_trading_pairs,
+             pairs_per_connection=settings.okx_pairs_per_connection, bybit_depth=settings.bybit_book_depth,
+             bbo_max_age_ms=settings.bbo_max_age_ms)
     return build(settings)
 
 

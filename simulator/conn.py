@@ -78,6 +78,7 @@ class Conn:
     activity: bool = False  # a frame went either way since the idle watchdog last looked
     closed: bool = False
     pongs: int = 0  # WebSocket pong frames received (answers to server pings)
+    hold: bool = False  # the `hold` fault: frames stay queued until it is cleared
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -100,6 +101,8 @@ class Conn:
         if transport is None or transport.is_closing():
             self.buffer.clear()
             self.buffered = 0
+            return
+        if self.hold:
             return
         buffer = self.buffer
         while buffer:

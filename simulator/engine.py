@@ -197,6 +197,13 @@ class Engine:
         elif kind == "no_pong":
             for venue in self._venues(params, None):
                 self.faults.no_pong.add(venue.name)
+        elif kind == "hold":
+            for venue in self._venues(params, None):
+                self.faults.held.add(venue.name)
+                for conn in venue.conns:
+                    conn.hold = True
+                result.setdefault("connections", 0)
+                result["connections"] += len(venue.conns)
         elif kind == "refuse":
             seconds = float(params.get("seconds", 5.0))
             self.faults.refuse_until = time.monotonic() + seconds
@@ -229,6 +236,8 @@ class Engine:
         elif kind == "clear":
             target = params.get("target")
             self.faults.clear(target)
+            for conn in self.all_conns():  # a venue no longer held sends what it held, in order, at the next flush
+                conn.hold = conn.hold and conn.venue in self.faults.held
             if target in (None, "liquidity_drain"):
                 for inst, market in self.markets.items():
                     if params.get("inst") in (None, inst) and market.drain is not None:

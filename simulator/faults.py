@@ -29,6 +29,8 @@ stale_snapshot      ``inst``: Binance's next REST ``/api/v3/depth`` of ``inst`` 
 delta_first         ``inst``: Bybit's next subscription to a book topic of ``inst`` gets a delta before its
                     snapshot (a frame of the topic's earlier life still in flight)
 refuse              ``seconds``: WebSocket handshakes are answered 503 for that long
+hold                ``venue``: that venue's open connections send nothing (a feed that stops; the sockets stay
+                    up, keep-alive included) until cleared, then every held frame in order (no gap)
 liquidity_drain     ``inst``, ``fraction`` (0.05), ``band`` (0.01): sizes within band of mid shrink to
                     fraction, and new ones stay small, until cleared
 depth_spike         ``inst``, ``side`` (bid/ask), ``multiple`` (200), ``distance`` (levels from best, 2): a
@@ -48,7 +50,7 @@ FRAME_FAULTS = {"gap": "drop", "drop_frame": "drop", "duplicate_frame": "duplica
                 "seq_reset": "seq_reset", "bybit_u1": "bybit_u1"}
 KINDS = frozenset({
     *FRAME_FAULTS, "drop_connection", "crossed_book", "malformed", "raw", "pong_delay", "no_pong", "shutdown_notice",
-    "refuse", "liquidity_drain", "depth_spike", "clear", "trade_gap", "stale_snapshot", "delta_first",
+    "refuse", "hold", "liquidity_drain", "depth_spike", "clear", "trade_gap", "stale_snapshot", "delta_first",
 })
 MAX_RAW_BYTES = 64 * 1024 * 1024
 
@@ -115,6 +117,7 @@ class FaultState:
         self.pong_delay: dict[str, float] = {}
         self.no_pong: set[str] = set()
         self.refuse_until = 0.0
+        self.held: set[str] = set()  # venues whose connections hold their frames (the `hold` fault)
         self.history: list[dict[str, Any]] = []
 
     def add_frame_fault(self, venue: str, inst: str, action: str) -> None:
@@ -156,5 +159,7 @@ class FaultState:
             self.no_pong.clear()
         if target in (None, "refuse"):
             self.refuse_until = 0.0
+        if target in (None, "hold"):
+            self.held.clear()
         if target is None or target in FRAME_FAULTS:
             self._pending.clear()

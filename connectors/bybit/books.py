@@ -39,6 +39,16 @@ SPOT_DEPTHS = (1, 50, 200)
 LINEAR_DEPTHS = (1, 50, 200, 500)
 
 
+def check_book_depth(depth: int, ws_url: str) -> int:
+    """``BYBIT_BOOK_DEPTH`` for the market ``BYBIT_WS_URL`` serves (``.../linear``: linear, else spot), or
+    ``ValueError`` naming the depths Bybit offers there."""
+    linear = ws_url.rstrip("/").endswith("/linear")
+    if depth not in (LINEAR_DEPTHS if linear else SPOT_DEPTHS):
+        msg = f"expected 1, 50 or 200 (spot){', or 500 (linear)' if linear else ''}"
+        raise ValueError(msg)
+    return depth
+
+
 class BybitBookData(msgspec.Struct, frozen=True):
     s: str
     b: tuple[Level, ...]

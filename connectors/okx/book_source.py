@@ -1,23 +1,12 @@
 """The OKX order-book source: shards of ``books`` subscriptions, parsed and checked on the worker.
 
-:func:`okx_books_source` builds a :class:`connectors.ws.source.WsShardSource` whose partitions each run a
-:class:`connectors.ws.shard.ShardRunner` (OKX hooks, ``config:trading_pairs`` poller, REST fetcher) and an
-:class:`OkxBookProcessor`. The processor runs in the partition's ``next_batch`` (the worker thread):
-
-* parse (``connectors.okx.books``) -> feed the shard's :class:`operators.book_sync.BookSync` (OKX rules,
-  :mod:`operators.book_sequencing`) -> execute its commands through the shard control (resubscribe one
-  instrument; fetch its REST snapshot) and turn its states into items. The machine does the rest: a failed
-  check (gap, checksum, crossed) marks that one book ``resyncing`` and resubscribes it (spaced out: 1 s
-  doubling to 30 s); an update before any snapshot, or ``snapshot_wait`` s without one, bootstraps it from
-  REST (snapshot + the updates buffered meanwhile; a REST failure falls back to resubscribing); duplicates
-  are skipped; ``stale_after`` s without a frame marks it ``stale``; a dropped connection marks its books
-  ``resyncing`` and the reconnect resubscribes them.
-
-It emits typed items (:data:`CollectorItem`): a :class:`BookView` for each instrument changed in the batch
-(coalesced: one per instrument per batch), :class:`BookState` when a book leaves ``valid`` or is removed,
-:class:`BufferFrame` for each raw frame applied (a REST resync appears as a rendered snapshot frame), a
-:class:`BookSample` at most every ``sample_interval`` s per instrument (InfluxDB), and :class:`ShardStats`
-every ``stats_interval`` s. Bad input is counted per reason, logged once per reason with context, dropped.
+:func:`okx_books_source` is :func:`connectors.books.source.books_source` with OKX's adapter
+(:class:`OkxBooks`): frames parsed by :mod:`connectors.okx.books` (a frame may carry several instruments),
+OKX's sequencing (``seqId``/``prevSeqId`` + checksum), a REST ``/api/v5/market/books`` snapshot for an update
+before any snapshot or ``snapshot_wait`` s without one (:class:`connectors.okx.rest.OkxBooksFetcher`), a
+failed check re-synced by resubscribing the instrument. OKX's books alone feed the buffer list (each applied
+raw frame, and a REST resync as a rendered snapshot frame) and InfluxDB ``orderbook_data`` samples.
+The processor itself is venue-agnostic: :class:`connectors.books.processor.BookProcessor`.
 
 Delivery: every valid book state reaches the hash (coalesced); raw frames are forwarded at most once.
 Unit of parallelism: the shard (``ceil(max_trading_pairs / okx_pairs_per_connection)`` shards).
@@ -25,13 +14,14 @@ Unit of parallelism: the shard (``ceil(max_trading_pairs / okx_pairs_per_connect
 
 from __future__ import annotations
 
-import math
-import time
-from collections import Counter
-from typing import Literal
+from collections.abc import Iterable
 
 import msgspec
 
+from connectors.books.items import BookSample, BookState, BufferFrame, CollectorItem, ShardStats
+from connectors.books.processor import BookProcessor
+from connectors.books.source import books_source
+from connectors.books.source import shard_count as _shard_count
 from connectors.okx.books import (
     OkxParseError,
     frame_instrument,
@@ -42,315 +32,60 @@ from connectors.okx.books import (
 from connectors.okx.protocol import OkxHooks
 from connectors.okx.rest import OkxBooksFetcher
 from connectors.pairs import PairsConfig
-from connectors.untrusted import RejectTally, rejected
+from connectors.untrusted import Rejected
 from connectors.ws.budget import WsTiming
-from connectors.ws.events import (
-    Disconnected,
-    Fetched,
-    Frame,
-    Rejected,
-    Subscribed,
-    TopicsChecked,
-    Unsubscribed,
-    WsEvent,
-    book_by_book,
-)
-from connectors.ws.shard import ShardRunner
 from connectors.ws.source import ShardControl, WsShardSource
-from cryptoflow.logs import get_logger
 from operators.book_sequencing import OKX
-from operators.book_sync import (
-    COUNTER_OF,
-    BookSync,
-    Failed,
-    Fed,
-    FetchSnapshot,
-    Resubscribe,
-    Resynced,
-    SnapshotFetched,
-    StateChanged,
-    SyncConfig,
-    Tick,
-    Track,
-    Untrack,
-)
-from operators.book_sync import Disconnected as SyncDisconnected
-from operators.book_sync import Subscribed as SyncSubscribed
-from operators.book_sync import Unsubscribed as SyncUnsubscribed
-from operators.events import BookDelta, BookStatus, BookView
+from operators.events import BookDelta
 
-log = get_logger("connectors.okx.book_source")
+__all__ = ["BookSample", "BookState", "BufferFrame", "CollectorItem", "OkxBookProcessor", "OkxBooks",
+           "OkxBooksConfig", "ShardStats", "okx_books_source", "shard_count"]
 
 
-# ----------------------------------------------------------------------------------------------- items
-class BookState(msgspec.Struct, frozen=True):
-    """A book left ``valid`` (``status``), or was removed from the set (``removed=True``)."""
+class OkxBooks:
+    """:class:`connectors.books.processor.VenueBooks` for OKX ``books``-family channels."""
 
-    instrument: str
-    status: BookStatus
-    removed: bool = False
+    venue = "okx"
+    sequencing = OKX
+    book_depth = 400
+    fetch_missing = True
+    buffers = True
 
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
 
-class BufferFrame(msgspec.Struct, frozen=True):
-    """One raw OKX frame for the buffer list, exactly as received (or a rendered snapshot after REST).
+    def frame_key(self, text: str) -> str:
+        return frame_instrument(text)
 
-    ``deltas`` are the frame already parsed, when the processor has them at hand, so a consumer in the same
-    dataflow (``ORDERBOOK_SOURCE=ws``) does not parse it again; empty means "parse ``text``"."""
+    def parse(self, text: str, recv_ns: int) -> tuple[BookDelta, ...] | Rejected | None:
+        res = parse_books_frame(text, recv_ns=recv_ns)
+        if type(res) is tuple:
+            return res
+        return res if isinstance(res, OkxParseError) else None
 
-    text: str
-    deltas: tuple[BookDelta, ...] = ()
+    def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:
+        snap = parse_rest_books(body, instrument=instrument, recv_ns=recv_ns)
+        return snap if isinstance(snap, BookDelta) else repr(snap)
 
+    def render_snapshot(self, snapshot: BookDelta) -> str:
+        return render_books_snapshot(snapshot, channel=self.channel)
 
-class BookSample(msgspec.Struct, frozen=True):
-    """A throttled book moment for InfluxDB ``orderbook_data``."""
-
-    view: BookView
-    data_type: Literal["snapshot", "incremental"]
-
-
-class ShardStats(msgspec.Struct, frozen=True):
-    """One shard's gauges (now) and counters (since its previous stats).
-
-    Emitted every ``stats_interval`` s, and at once (latency and rate as last measured) when a lifecycle
-    event changed ``connections`` or ``active_pairs``, first in the output of that batch: the gauge reaches
-    Redis no later than the books it counts, together with the counters of the events that moved it."""
-
-    shard: int
-    ts_ms: int
-    connections: int
-    active_pairs: int
-    reconnects: int  # cumulative
-    messages: int  # cumulative data frames
-    counters: tuple[tuple[str, int], ...] = ()
-    last_config_check_ms: int = 0
-    latency_ms: float = 0.0  # mean frame receipt -> processed, over the last stats interval
-    influx_rate: float = 0.0  # orderbook_data points handed on per second, over the last stats interval
+    def know(self, instruments: Iterable[str]) -> None:
+        pass  # frames name the instId itself
 
 
-CollectorItem = BookView | BookState | BufferFrame | BookSample | ShardStats
-
-
-# ----------------------------------------------------------------------------------------- processor
-_INTEGRITY = frozenset(COUNTER_OF)
-
-
-class OkxBookProcessor:
-    """One shard's books: parse -> feed the sync machine -> execute its commands (see module docstring)."""
+class OkxBookProcessor(BookProcessor):
+    """:class:`BookProcessor` with OKX's adapter (the OKX collector's processor, as tests and benchmarks build it)."""
 
     def __init__(self, shard: int, control: ShardControl, *, channel: str, depth: int = 400,
                  stale_after: float = 30.0, snapshot_wait: float = 3.0, sample_interval: float = 1.0,
                  sample_levels: int | None = None, stats_interval: float = 1.0, with_deltas: bool = False,
                  dataflow: str = "orderbook_collector") -> None:
-        self.shard = shard
-        # Rejections: rejected_<reason> and <dataflow>:rejected_<reason> in system:monitoring, logged once per reason
-        self._rejects = RejectTally(log, dataflow, event="bad_message_dropped", shard=shard)
-        # Parsed deltas ride along with each BufferFrame only for a consumer in the same dataflow (analysis
-        # with ORDERBOOK_SOURCE=ws): keeping them alive costs the collector ~30 % at large batches (GC).
-        self._with_deltas = with_deltas
-        self._control = control
-        self._channel = channel
-        self._depth = depth
-        self._sync = BookSync(OKX, SyncConfig(depth=depth, stale_after_ns=int(stale_after * 1e9),
-                                              snapshot_wait_ns=int(snapshot_wait * 1e9)))
-        self._sample_ns = int(sample_interval * 1e9)
-        self._sample_levels = sample_levels  # None: no InfluxDB, no samples
-        self._last_sample: dict[str, int] = {}
-        self._points = 0
-        self._lat_sum = 0
-        self._lat_n = 0
-        self._stats_ns = int(stats_interval * 1e9)
-        self._next_stats = 0
-        self._last_stats_ns = 0
-        self._latency_ms = 0.0
-        self._influx_rate = 0.0
-        self._reported: tuple[int, int] = (-1, -1)  # (connections, active_pairs) in the last stats
-        self._wanted: set[str] = set()
-        self._subscribed: set[str] = set()
-        self._counters: Counter[str] = Counter()
-        self._messages = 0
-        self._messages_counted = 0  # of _messages, already reported as the frames_received counter
-        self._last_check_ms = 0
-
-    # --- events -----------------------------------------------------------------------------------------
-    def on_events(self, events: list[WsEvent]) -> list[CollectorItem]:
-        out: list[CollectorItem] = []
-        dirty: dict[str, None] = {}  # instruments changed in this batch, in order
-        start = time.time_ns()
-        lifecycle = False
-        for ev in book_by_book(events, frame_instrument):  # one book after another: its memory stays in cache
-            if type(ev) is Frame:
-                self._messages += 1
-                self._lat_sum += start - ev.recv_ns
-                self._lat_n += 1
-                self._on_frame(ev, out, dirty)
-            else:
-                lifecycle = True
-                self._on_lifecycle(ev, out, dirty)
-        if lifecycle and self._gauges() != self._reported:
-            out.insert(0, self._stats(start, interval=False))  # ahead of this batch's book items
-        now = time.time_ns()
-        levels = self._sample_levels
-        sync = self._sync
-        for inst in dirty:
-            if sync.status(inst) is not BookStatus.VALID:
-                continue  # removed, or failed later in the batch: its BookState went out, the hash keeps the
-                # last verified levels (never the levels of a book that failed its check)
-            view = sync.view(inst, self._depth)
-            out.append(view)
-            if levels is not None and now - self._last_sample.get(inst, 0) >= self._sample_ns:
-                self._last_sample[inst] = now
-                self._points += min(levels, len(view.bids)) + min(levels, len(view.asks))
-                out.append(BookSample(view, "snapshot" if view.action == "snapshot" else "incremental"))
-        return out
-
-    def _on_frame(self, frame: Frame, out: list[CollectorItem], dirty: dict[str, None]) -> None:
-        res = parse_books_frame(frame.text, recv_ns=frame.recv_ns)
-        if type(res) is not tuple:
-            if isinstance(res, OkxParseError):
-                self._rejects.add(res)
-            else:
-                self._counters["okx_messages_ignored"] += 1
-            return
-        sync = self._sync
-        pushed = False
-        for delta in res:
-            inst = delta.instrument
-            if inst not in sync and not self._untracked(inst, frame, out):
-                continue
-            if sync.on_delta(delta, frame.text) is Fed.APPLIED:
-                if not pushed:
-                    out.append(BufferFrame(frame.text, res if self._with_deltas else ()))
-                    pushed = True
-                dirty[inst] = None
-            if sync.has_output():
-                self._execute(out, dirty, via="websocket")
-
-    def _untracked(self, inst: str, frame: Frame, out: list[CollectorItem]) -> bool:
-        """A frame of an instrument without a book: in flight after its removal (until the unsubscribe is
-        answered), or wanted and subscribed without our having seen the ``Subscribed`` (removed and added back
-        before its unsubscribe went out): then start its book now, else it would stay without one for good."""
-        if inst in self._subscribed:
-            if inst not in self._wanted:
-                self._counters["frames_after_removal"] += 1  # expected, not bad input
-                return False
-            self._sync.feed(Track(inst, frame.recv_ns, subscribed=True))
-            self._execute(out, {}, via="websocket")
-            return True
-        self._rejects.add(rejected("unsubscribed_instrument", inst, frame.text))
-        return False
-
-    def _execute(self, out: list[CollectorItem], dirty: dict[str, None], *, via: str) -> None:
-        """The machine's outputs: states become items, commands go to the shard, results are logged."""
-        shard = self.shard
-        for o in self._sync.drain():
-            if type(o) is StateChanged:
-                if o.status is not BookStatus.VALID:
-                    out.append(BookState(o.instrument, o.status))
-                    if o.status is BookStatus.STALE:
-                        log.warning("book_stale", instrument=o.instrument, shard=shard)
-                elif o.was is BookStatus.RESYNCING and via == "websocket":
-                    log.info("book_resynced", instrument=o.instrument, via=via, shard=shard)
-            elif type(o) is Resubscribe:
-                self._control.resubscribe(o.instrument)
-            elif type(o) is FetchSnapshot:
-                log.info("book_rest_bootstrap", instrument=o.instrument, shard=shard)
-                self._control.fetch(o.instrument)
-            elif type(o) is Resynced:
-                snap = o.snapshot
-                out.append(BufferFrame(render_books_snapshot(snap, channel=self._channel),
-                                       (snap,) if self._with_deltas else ()))
-                out.extend(BufferFrame(text) for text in o.refs if isinstance(text, str))
-                dirty[o.instrument] = None
-                log.info("book_resynced", instrument=o.instrument, via="rest", applied=len(o.refs), shard=shard)
-            elif type(o) is Failed:
-                if o.reason in _INTEGRITY:
-                    log.warning("book_integrity_failed", instrument=o.instrument, result=o.detail, shard=shard)
-                elif o.reason == "fetch_failed":
-                    log.warning("book_rest_failed", instrument=o.instrument, error=o.detail, shard=shard)
-                else:
-                    log.warning("book_resync_failed", instrument=o.instrument, reason=o.reason, detail=o.detail,
-                                shard=shard)
-
-    def _on_lifecycle(self, ev: WsEvent, out: list[CollectorItem], dirty: dict[str, None]) -> None:
-        now = time.time_ns()
-        sync = self._sync
-        if isinstance(ev, Subscribed):
-            self._subscribed.add(ev.topic)
-            if ev.topic in sync:
-                sync.feed(SyncSubscribed(ev.topic, now))
-            elif ev.topic in self._wanted:
-                sync.feed(Track(ev.topic, now, subscribed=True))  # a hash left by an earlier run is not valid
-        elif isinstance(ev, Unsubscribed):
-            self._subscribed.discard(ev.topic)
-            sync.feed(SyncUnsubscribed(ev.topic))
-        elif isinstance(ev, Disconnected):
-            for topic in ev.topics:
-                self._subscribed.discard(topic)
-                sync.feed(SyncUnsubscribed(topic) if ev.planned else SyncDisconnected(topic, now))
-            if not ev.planned:
-                self._counters["disconnects"] += 1
-            if ev.rejected:  # the socket refused a frame over its size limit (close 1009): counted like a parse
-                self._rejects.add(rejected(ev.rejected, ev.reason, ""))
-        elif isinstance(ev, TopicsChecked):
-            self._last_check_ms = ev.ts_ms
-            if ev.ok:
-                self._wanted = set(ev.topics)
-                self._counters["subscription_changes"] += len(ev.added) + len(ev.removed)
-                for topic in ev.removed:
-                    self._remove(topic, out)
-        elif isinstance(ev, Rejected):
-            self._counters["rejected_pairs"] += 1
-            self._remove(ev.topic, out)
-        elif isinstance(ev, Fetched):
-            snap = parse_rest_books(ev.body, instrument=ev.topic, recv_ns=ev.recv_ns) if ev.body is not None else None
-            if isinstance(snap, BookDelta):
-                sync.feed(SnapshotFetched(ev.topic, now, snap))
-            else:
-                sync.feed(SnapshotFetched(ev.topic, now, None, ev.error or repr(snap)))
-        self._execute(out, dirty, via="rest")
-
-    def _remove(self, topic: str, out: list[CollectorItem]) -> None:
-        if topic in self._sync:
-            self._sync.feed(Untrack(topic))
-            self._last_sample.pop(topic, None)
-            out.append(BookState(topic, BookStatus.SYNCING, removed=True))
-
-    # --- time-driven work ---------------------------------------------------------------------------------
-    def on_tick(self, now_ns: int) -> list[CollectorItem]:
-        out: list[CollectorItem] = []
-        self._sync.feed(Tick(now_ns))
-        self._execute(out, {}, via="rest")
-        if now_ns >= self._next_stats:
-            self._next_stats = now_ns + self._stats_ns
-            out.append(self._stats(now_ns, interval=True))
-        return out
-
-    def _gauges(self) -> tuple[int, int]:
-        sync = self._sync
-        return self._control.connections, sum(1 for topic in self._subscribed if topic in sync)
-
-    def _stats(self, now_ns: int, *, interval: bool) -> ShardStats:
-        """The gauges now and the counters since the last stats; ``interval``: latency and rate measured anew."""
-        self._counters.update(self._rejects.drain())
-        self._counters.update(self._sync.drain_counters())
-        if self._messages > self._messages_counted:  # system:monitoring frames_received (the monitor's frames/s)
-            self._counters["frames_received"] += self._messages - self._messages_counted
-            self._messages_counted = self._messages
-        counters = tuple(sorted(self._counters.items()))
-        self._counters.clear()
-        if interval:
-            self._latency_ms = self._lat_sum / self._lat_n / 1e6 if self._lat_n else 0.0
-            elapsed = (now_ns - self._last_stats_ns) / 1e9 if self._last_stats_ns else 0.0
-            self._influx_rate = self._points / elapsed if elapsed > 0 else 0.0
-            self._lat_sum = self._lat_n = self._points = 0
-            self._last_stats_ns = now_ns
-        self._reported = self._gauges()
-        return ShardStats(self.shard, now_ns // 1_000_000, self._reported[0], self._reported[1],
-                          self._control.reconnects, self._messages, counters, self._last_check_ms,
-                          self._latency_ms, self._influx_rate)
+        super().__init__(shard, control, OkxBooks(channel), view_levels=depth, stale_after=stale_after,
+                         snapshot_wait=snapshot_wait, sample_interval=sample_interval, sample_levels=sample_levels,
+                         stats_interval=stats_interval, with_deltas=with_deltas, dataflow=dataflow)
 
 
-# ---------------------------------------------------------------------------------------------- wiring
 class OkxBooksConfig(msgspec.Struct, frozen=True):
     """What :func:`okx_books_source` needs (:func:`cryptoflow.connector_configs.okx_books_config`)."""
 
@@ -366,30 +101,22 @@ class OkxBooksConfig(msgspec.Struct, frozen=True):
 
 
 def shard_count(config: OkxBooksConfig) -> int:
-    return max(1, math.ceil(config.pairs.limit / config.pairs_per_connection))
+    return _shard_count(config.pairs, config.pairs_per_connection)
 
 
 def okx_books_source(config: OkxBooksConfig, *, shards: int | None = None, with_deltas: bool = False,
                      dataflow: str = "orderbook_collector") -> WsShardSource[CollectorItem]:
-    """The source of the order-book collector, configured from ``config``; ``with_deltas``: each
+    """The OKX source of the order-book collector, configured from ``config``; ``with_deltas``: each
     :class:`BufferFrame` also carries its parsed deltas (for the analysis dataflow's ws mode); ``dataflow``
     names the rejection counters (``<dataflow>:rejected_<reason>``)."""
-    count = shards or shard_count(config)
-    channel = config.channel
+    timing = config.timing
 
-    def runner(index: int, total: int, emit: object) -> ShardRunner:
-        timing = config.timing
-        hooks = OkxHooks(config.ws_url, channel=channel, ping_interval=timing.ping_interval,
-                         pong_timeout=timing.pong_timeout)
-        poller = config.pairs.poller("okx", announce=index == 0)
-        return ShardRunner(index=index, shards=total, hooks=hooks, source=poller, emit=emit,  # type: ignore[arg-type]
-                           per_connection=config.pairs_per_connection,
-                           backoff_initial=timing.backoff_initial, backoff_max=timing.backoff_max,
-                           fetcher=lambda: OkxBooksFetcher(config.rest_url))
+    def hooks() -> OkxHooks:
+        return OkxHooks(config.ws_url, channel=config.channel, ping_interval=timing.ping_interval,
+                        pong_timeout=timing.pong_timeout)
 
-    def processor(index: int, control: ShardControl) -> OkxBookProcessor:
-        return OkxBookProcessor(index, control, channel=channel, stale_after=config.stale_after,
-                                sample_interval=config.sample_interval, sample_levels=config.sample_levels,
-                                with_deltas=with_deltas, dataflow=dataflow)
-
-    return WsShardSource(count, runner, processor)
+    return books_source("okx", pairs=config.pairs, per_connection=config.pairs_per_connection, timing=timing,
+                        stale_after=config.stale_after, hooks=hooks, adapter=lambda: OkxBooks(config.channel),
+                        fetcher=lambda: OkxBooksFetcher(config.rest_url), sample_interval=config.sample_interval,
+                        sample_levels=config.sample_levels, shards=shards, with_deltas=with_deltas,
+                        dataflow=dataflow)
