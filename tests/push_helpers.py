@@ -43,9 +43,10 @@ class GatewayServer:
 
 @contextmanager
 def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: int | None = None,
-                   database_url: str | None = None, **push: Any) -> Iterator[GatewayServer]:
+                   database_url: str | None = None, ws: str = "auto", **push: Any) -> Iterator[GatewayServer]:
     """``users``: API key -> user id for ``{"op":"auth"}``; or ``database_url``: the service's SQL users, keys
-    and alert owners, as ``cryptoflow serve`` wires them; ``push``: settings overrides (push_queue_max=...)."""
+    and alert owners, as ``cryptoflow serve`` wires them; ``ws``: uvicorn's WebSocket protocol; ``push``:
+    settings overrides (push_queue_max=...)."""
     keys = dict(users or {})
 
     async def authenticate(token: str) -> str | None:
@@ -76,7 +77,7 @@ def gateway_server(redis_url: str, users: dict[str, str] | None = None, port: in
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", ws=ws))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     wait_for("uvicorn to listen", lambda: server.started, timeout=30)

@@ -17,6 +17,10 @@ So a slow client costs at most ``queue_max`` frames plus one XREAD's entries (``
 channel plus one per state channel, whatever the rate, and never slows others: the tailer only appends to
 a deque and the writer is the only one that awaits the socket.
 
+Frames are bytes built once per entry (:mod:`service.push.wire`). Under uvicorn's websockets-sansio protocol,
+after each XREAD's fan-out :meth:`Connection.flush` writes all that waits in one ``transport.write`` if the
+transport takes more (no task switch); a full transport (its high-water mark plus one write) leaves ``out`` to grow.
+
 Subscribing: register with the tailer first (live entries collect in ``pending``), read the catch-up
 (:mod:`service.push.catchup`) and queue it, then move ``pending`` through the same filters; an entry at or
 below the catch-up's newest id (``floor``) is dropped, so nothing is sent twice or skipped.
@@ -53,6 +57,7 @@ from service.push.protocol import (
     result_frame,
 )
 from service.push.tailer import StreamTailer
+from service.push.wire import Direct, direct_writer, frame_of, text_of
 
 log = get_logger("service.push.connection")
 Authenticate = Callable[[str], Awaitable[str | None]]  # API key -> user id, None when unknown
@@ -91,15 +96,16 @@ class Connection:
         self._limits = limits
         self._authenticate = authenticate
         self.subs: dict[str, Sub] = {}
-        self.out: deque[str] = deque()
-        self.latest: dict[str, str] = {}
+        self.out: deque[bytes] = deque()  # WebSocket frames (service.push.wire)
+        self.latest: dict[str, bytes] = {}
         self.user: str | None = None
         self.closing: str | None = None
-        self.sent = 0
+        self.sent = self.writes = 0  # messages; transport writes of the direct path (each one or more messages)
         self.max_queued = 0  # the longest ``out`` has been (tests and the benchmark read it)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sender: asyncio.Task[None] | None = None
+        self.direct: Direct | None = direct_writer(ws)  # None: not under uvicorn's sansio, ASGI sends
 
     # ------------------------------------------------------------------------------- from the tailer
     def deliver(self, channel: str, entries: list[Entry]) -> None:
@@ -116,6 +122,26 @@ class Connection:
             self._overflow()  # still more than the cap waiting from before: this client does not keep up
             return
         self._accept(sub, entries)
+
+    def flush(self) -> None:
+        """After the tailer's fan-out: write what waits now if the transport takes it, else wake the writer."""
+        d = self.direct
+        if d is not None and d.writable.is_set() and not self.closing and d.open():
+            self._write_pending(d)
+        elif self.out or self.latest:
+            self._wake.set()
+
+    def _write_pending(self, d: Direct) -> None:
+        out, latest = self.out, self.latest
+        n = len(out) + len(latest)
+        if n:
+            if latest:  # out first: a reply never waits behind states
+                out.extend(latest.values())
+                latest.clear()
+            d.write(b"".join(out))
+            out.clear()
+            self.sent += n
+            self.writes += 1
 
     def _accept(self, sub: Sub, entries: list[Entry]) -> None:
         kind = sub.channel.kind
@@ -134,7 +160,7 @@ class Connection:
                     out.append(e.frame)
                     floor = e.sid
             sub.floor = floor
-        self._queued()
+        self.max_queued = max(self.max_queued, len(self.out))  # no wake: the tailer calls flush() next
 
     def _accept_depth(self, sub: Sub, entries: list[Entry]) -> None:
         for e in entries:
@@ -213,7 +239,7 @@ class Connection:
                 if self.subs.get(ch.name) is not sub:
                     return
                 if ack:
-                    self.out.append(ack)
+                    self.out.append(frame_of(ack))
                 sub.floor, sub.seq = since, None
                 if replayed:
                     self._accept(sub, replayed)
@@ -225,8 +251,8 @@ class Connection:
             if self.subs.get(ch.name) is not sub:
                 return
             if ack:
-                self.out.append(ack)
-            self.out.append(event_frame(ch.name, snap.last_id, snap.data, reset=reset))
+                self.out.append(frame_of(ack))
+            self.out.append(frame_of(event_frame(ch.name, snap.last_id, snap.data, reset=reset)))
             sub.seq = snap.seq
             # the entries after the one that produced the hash's state chain on from the snapshot; an entry
             # not yet in the stream when the hash was read comes live, and is dropped as contained (seq <= S)
@@ -240,14 +266,14 @@ class Connection:
             if self.subs.get(ch.name) is not sub:
                 return
             if ack:
-                self.out.append(ack)
+                self.out.append(frame_of(ack))
             if newest:
                 e = newest[-1]
                 sub.floor = e.sid
                 if ch.kind == "state":
-                    self.out.append(event_frame(ch.name, e.id, e.data, reset=True) if reset else e.frame)
+                    self.out.append(frame_of(event_frame(ch.name, e.id, e.data, reset=True)) if reset else e.frame)
                 elif reset:  # an event channel has no state: the marker says "events were missed"
-                    self.out.append(event_frame(ch.name, e.id, b'{"type":"snapshot"}', reset=True))
+                    self.out.append(frame_of(event_frame(ch.name, e.id, b'{"type":"snapshot"}', reset=True)))
         self._go_live(sub)
 
     def _go_live(self, sub: Sub) -> None:
@@ -304,19 +330,26 @@ class Connection:
         if len(self.out) > self._limits.queue_max:
             self._overflow()  # a client that sends pings and reads nothing is as slow as any
             return
-        self.out.append(frame)
+        self.out.append(frame_of(frame))
         self._queued()
 
     # ---------------------------------------------------------------------------------- the socket
     async def send_loop(self) -> None:
-        out, latest, ws = self.out, self.latest, self.ws
+        out, latest, ws, d = self.out, self.latest, self.ws, self.direct
         while not self.closing:
             await self._wake.wait()
             self._wake.clear()
             while (out or latest) and not self.closing:
-                frame = out.popleft() if out else latest.pop(next(iter(latest)))
-                await ws.send_text(frame)
-                self.sent += 1
+                if d is None:  # another ASGI server: one websocket.send per message
+                    frame = out.popleft() if out else latest.pop(next(iter(latest)))
+                    await ws.send_text(text_of(frame))
+                    self.sent += 1
+                elif not d.writable.is_set():
+                    await d.writable.wait()  # the transport's buffer is full: out grows meanwhile
+                elif not d.open():
+                    return  # the peer left or a close is on its way: the receive loop ends the connection
+                else:
+                    self._write_pending(d)
 
     async def receive_loop(self) -> None:
         ws = self.ws

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from service.push.channels import StreamId
-from service.push.protocol import event_frame
+from service.push.protocol import event_bytes
+from service.push.wire import text_frame
 
 
 class Entry(NamedTuple):
-    """One ``stream:<channel>`` entry. ``frame`` is the event frame every subscriber is sent, built once.
+    """One ``stream:<channel>`` entry. ``frame`` is the WebSocket frame of the event every subscriber is sent,
+    built once (:mod:`service.push.wire`).
 
     ``kind`` / ``seq`` / ``prev_seq``: ``@depth``'s ``t``/``s``/``p`` fields (``""``/0/0 elsewhere);
     ``owner``: ``@my_alerts``' ``o``, or the owner of ``alert`` (its ``a``: the alert id) looked up in SQL by
@@ -17,7 +19,7 @@ class Entry(NamedTuple):
 
     sid: StreamId
     id: str
-    frame: str
+    frame: bytes
     data: bytes
     kind: str
     seq: int
@@ -39,7 +41,8 @@ def parse_entry(channel: str, raw_id: bytes, fields: dict[bytes, Any]) -> Entry:
     prev = int(fields.get(b"p", 0))
     owner = fields.get(b"o", b"").decode()
     alert = fields.get(b"a", b"").decode()
-    return Entry(_sid(raw_id), eid, event_frame(channel, eid, data), data, kind, seq, prev, owner, alert)
+    frame = text_frame(event_bytes(channel, raw_id, data))
+    return Entry(_sid(raw_id), eid, frame, data, kind, seq, prev, owner, alert)
 
 
 def parse_entries(channel: str, raw: list[Any]) -> list[Entry]:

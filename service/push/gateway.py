@@ -51,7 +51,7 @@ class Gateway:
         self.per_ip: dict[str, int] = {}
         self.connections: set[Connection] = set()
         self.slow_closed = 0
-        self.sent_closed = 0  # messages sent to connections that have ended
+        self.sent_closed = self.writes_closed = 0  # messages and direct writes to connections that have ended
         self.refused = 0
 
     async def serve(self, ws: WebSocket) -> None:
@@ -75,6 +75,7 @@ class Gateway:
         finally:
             self.connections.discard(conn)
             self.sent_closed += conn.sent
+            self.writes_closed += conn.writes
             left = self.per_ip[host] - 1
             if left:
                 self.per_ip[host] = left
@@ -93,6 +94,8 @@ class Gateway:
             "slow_closed": self.slow_closed + closing,  # closed, or being closed, as slow consumers
             "sent": self.sent_closed + sum(c.sent for c in self.connections),  # messages, since the start
             "refused": self.refused,  # connections over the per-address limit
+            "direct": sum(1 for c in self.connections if c.direct is not None),  # frames written without ASGI
+            "writes": self.writes_closed + sum(c.writes for c in self.connections),  # their transport writes
         }
 
     async def close(self) -> None:

@@ -35,6 +35,8 @@ _RETRY_MAX_S = 5.0
 class Listener(Protocol):
     def deliver(self, channel: str, entries: list[Entry]) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class StreamTailer:
     def __init__(self, client: aioredis.Redis, reader: aioredis.Redis, *, block_ms: int = BLOCK_MS,
@@ -114,6 +116,7 @@ class StreamTailer:
             if failing:
                 log.warning("push_tail_recovered")
                 failing, delay = False, 0.1
+            touched: dict[int, Listener] = {}
             for raw_stream, rows in resp or ():
                 stream = raw_stream.decode()
                 if stream not in self._pos or not rows:
@@ -124,8 +127,11 @@ class StreamTailer:
                 self.entries_read += len(entries)
                 if channel == MY_ALERTS:
                     entries = await with_owners(entries, self.owners)
-                for listener in list(self._listeners.get(stream, {}).values()):
+                for key, listener in list(self._listeners.get(stream, {}).items()):
                     listener.deliver(channel, entries)
+                    touched[key] = listener
+            for listener in touched.values():  # one write per client for everything this read gave it
+                listener.flush()
 
     async def close(self) -> None:
         if self._task is not None:
