@@ -8,14 +8,12 @@ multi-venue tests only (MONITOR costs Redis some throughput).
 from __future__ import annotations
 
 import codecs
-import contextlib
 import json
 import re
+import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-
-import redis
 
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -34,9 +32,8 @@ class Write:
 class BookWatch:
     """``writes[key]``: every write to ``orderbook:*`` / ``bbo:*`` keys since :meth:`start`, in order."""
 
-    def __init__(self, port: int, db: int = 0) -> None:
-        # No socket timeout: a timeout in the middle of a long reply would leave the parser out of step
-        self._client = redis.Redis(port=port, db=db)
+    def __init__(self, port: int) -> None:
+        self._port = port
         self.writes: dict[str, list[Write]] = defaultdict(list)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -59,17 +56,21 @@ class BookWatch:
         return list(self.writes.get(key, []))[marks.get(key, 0):]
 
     def _run(self) -> None:
-        with self._client.monitor() as mon:
-            conn = mon.connection
+        # A plain socket: MONITOR's replies are one "+..." line per command, read as they come (no client
+        # timeout can cut a long line in two and leave a parser out of step)
+        with socket.create_connection(("127.0.0.1", self._port)) as sock, sock.makefile("rb") as lines:
+            sock.sendall(b"MONITOR\r\n")
+            if lines.readline().strip() != b"+OK":
+                self.errors.append("MONITOR refused")
+                return
             self._ready.set()
-            while not self._stop.is_set():
-                try:
-                    line = conn.read_response()
-                except (redis.ConnectionError, OSError) as err:
-                    self.errors.append(repr(err))
+            for raw in lines:
+                if self._stop.is_set():
                     return
-                with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
-                    self._line(line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line))
+                try:
+                    self._line(raw.decode("utf-8", "replace"))
+                except (ValueError, IndexError, KeyError, TypeError) as err:
+                    self.errors.append(f"{type(err).__name__}: {err}")
 
     def _line(self, line: str) -> None:
         head = line.find('] "')
