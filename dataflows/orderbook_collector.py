@@ -3,9 +3,9 @@
 Wiring only (docs/CONTRACTS.md "Order books", DESIGN "More venues' books"): one source per venue
 (``<venue>_books``, :func:`cryptoflow.connector_configs.book_sources`: WebSocket shards, parse + book +
 integrity + resync on the worker, :class:`connectors.books.processor.BookProcessor`) -> their items, merged,
-go to Redis in one pipeline per batch (:class:`connectors.book_sinks.CollectorRedisSink`); each book's view
-or state also feeds ``bbo`` (keyed by instrument, :class:`connectors.books.bbo_step.BboLogic`: the best bid
-and ask across venues, a silent venue left out by its own deadline), whose results go to the same sink.
+go to Redis in one pipeline per batch (:class:`connectors.book_sinks.CollectorRedisSink`); with more than one
+venue each book's view or state also feeds ``bbo`` (keyed by instrument, :class:`connectors.books.bbo_step.BboLogic`:
+the best bid and ask across venues, a silent venue left out by its own deadline), written by the same sink.
 Each shard's stats become its own share of the ``system:monitoring`` gauges (:mod:`connectors.collector_outputs`)
 on the same path as its books; OKX's book samples and ``ws_metrics`` (each venue's shards summed by one keyed
 step, ``aggregate``) go to InfluxDB when ``INFLUX_URL`` is set. Runs with any ``-w`` and as several processes.
@@ -33,11 +33,12 @@ def build(settings: Settings) -> Dataflow:
     flow = Dataflow("orderbook_collector")
     inputs = [op.input(f"{venue}_books", flow, source) for venue, source in book_sources(settings)]
     items = inputs[0] if len(inputs) == 1 else op.merge("books", *inputs)
-    quotes = op.filter_map("quotes", items, quote_of)  # small: crosses to the instrument's worker
-    max_age = settings.bbo_max_age_ms
-    bbo = op.stateful("bbo", op.key_on("by_inst", quotes, lambda q: q.instrument), lambda _: BboLogic(max_age))
-    to_redis: Stream[RedisItem] = op.merge("redis_items", op.filter_map("books_out", items, redis_item),
-                                           op.map("bbo_out", bbo, bbo_item))
+    to_redis: Stream[RedisItem] = op.filter_map("redis_items", items, redis_item)
+    if len(inputs) > 1:  # a best bid/offer across venues (one venue: its own book says it, at no extra cost)
+        quotes = op.filter_map("quotes", items, quote_of)  # small: crosses to the instrument's worker
+        max_age = settings.bbo_max_age_ms
+        bbo = op.stateful("bbo", op.key_on("by_inst", quotes, lambda q: q.instrument), lambda _: BboLogic(max_age))
+        to_redis = op.merge("with_bbo", to_redis, op.map("bbo_out", bbo, bbo_item))
     op.output("redis", to_redis, CollectorRedisSink(str(settings.redis_url), settings.orderbook_buffer_key,
                                                     settings.orderbook_buffer_max, dataflow=DATAFLOW,
                                                     stream_maxlen=settings.stream_maxlen,
