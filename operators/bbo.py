@@ -41,11 +41,12 @@ class VenueQuote(msgspec.Struct, frozen=True):
 
 
 class VenueLine(msgspec.Struct, frozen=True):
-    """A venue's line in ``venues`` (``bid``/``ask`` price strings, ``""`` when unknown)."""
+    """A venue's line in ``venues`` (``bid``/``ask`` price strings, ``""`` when unknown; ``age_ms`` ``None``
+    before the venue's first levels)."""
 
     bid: str
     ask: str
-    age_ms: int
+    age_ms: int | None
     status: str
 
 
@@ -67,7 +68,7 @@ class _Venue(msgspec.Struct):
     status: BookStatus
     bid: Level | None
     ask: Level | None
-    at_ns: int
+    at_ns: int | None  # None: no levels yet
 
 
 def _rank(venue: str) -> tuple[int, str]:
@@ -93,7 +94,7 @@ class BboState:
         else:
             v = self._venues.get(quote.venue)
             if v is None:
-                v = self._venues[quote.venue] = _Venue(quote.status, None, None, quote.at_ns)
+                v = self._venues[quote.venue] = _Venue(quote.status, None, None, None)
             v.status = quote.status
             if quote.levels:
                 v.bid, v.ask, v.at_ns = quote.bid, quote.ask, quote.at_ns
@@ -102,12 +103,13 @@ class BboState:
     def kept(self, now_ns: int) -> tuple[str, ...]:
         """The venues the BBO uses at ``now_ns``: ``valid`` and changed within ``max_age_ms``."""
         limit = self.max_age_ns
-        return tuple(sorted((name for name, v in self._venues.items()
-                             if v.status is BookStatus.VALID and now_ns - v.at_ns <= limit), key=_rank))
+        return tuple(sorted((name for name, v in self._venues.items() if v.status is BookStatus.VALID
+                             and v.at_ns is not None and now_ns - v.at_ns <= limit), key=_rank))
 
     def deadline_ns(self) -> int | None:
         """The next time a kept venue turns too old (``None``: no kept venue)."""
-        times = [self._venues[name].at_ns + self.max_age_ns + 1 for name in self._kept if name in self._venues]
+        times = [at + self.max_age_ns + 1 for name in self._kept
+                 if name in self._venues and (at := self._venues[name].at_ns) is not None]
         return min(times) if times else None
 
     def on_time(self, now_ns: int) -> Bbo | None:
@@ -126,7 +128,7 @@ class BboState:
                 ask, ask_venue = Decimal(v.ask.price), name
         lines = tuple(
             (name, VenueLine(v.bid.price if v.bid else "", v.ask.price if v.ask else "",
-                             max(0, (now_ns - v.at_ns) // 1_000_000), v.status.value))
+                             None if v.at_ns is None else max(0, (now_ns - v.at_ns) // 1_000_000), v.status.value))
             for name, v in sorted(self._venues.items(), key=lambda kv: _rank(kv[0])))
         excluded = tuple(name for name, _ in lines if name not in kept)
         return Bbo(self.instrument, self._price(bid_venue, bid=True), bid_venue, self._price(ask_venue, bid=False),

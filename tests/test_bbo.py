@@ -63,6 +63,12 @@ def test_a_book_not_valid_is_left_out_at_once_and_its_status_shown() -> None:
     assert b.excluded == () and (b.bid_venue, b.ask_venue) == ("bybit", "bybit")
 
 
+def test_a_venue_without_levels_yet_has_no_age() -> None:
+    s = BboState(INST, 5000)
+    b = s.on_quote(VenueQuote("binance", INST, BookStatus.SYNCING, levels=False), 10 * MS)
+    assert dict(b.venues)["binance"].age_ms is None and b.excluded == ("binance",) and not b.removed
+
+
 def test_removed_venues_leave_and_the_last_one_removes_the_hash() -> None:
     s = BboState(INST, 5000)
     s.on_quote(quote("okx", "100", "101", 0), 0)

@@ -57,12 +57,12 @@ def matches(r: redis.Redis, sim: Simulator) -> list[str]:
     return wrong
 
 
-def start(start_simulator: Any, redis_server: Any, redis_db: redis.Redis, tmp_path: Path,
+def start(start_simulator: Any, redis_server: Any, redis_db: redis.Redis, tmp_path: Path, workers: int = 1,
           **env: str) -> tuple[Simulator, Collector]:
     sim = start_simulator("--pairs", ",".join(PAIRS), "--seed", "7", "--rate", "10", "--checksum", "real")
     redis_db.sadd("config:trading_pairs", *PAIRS)
     col = start_collector(tmp_path, {**sim.env(), "REDIS_URL": redis_server.url, "BOOK_VENUES": ",".join(VENUES),
-                                     "WS_STALE_AFTER": "60", **env})
+                                     "WS_STALE_AFTER": "60", **env}, workers=workers)
     return sim, col
 
 
@@ -179,11 +179,14 @@ def bbo(r: redis.Redis) -> dict[str, Any]:
     return {**h, "venues": json.loads(h["venues"]), "excluded": json.loads(h["excluded"])} if h else h
 
 
-def test_bbo_leaves_out_a_stopped_feed_and_takes_it_back(start_simulator, redis_server, redis_db,
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bbo_leaves_out_a_stopped_feed_and_takes_it_back(workers: int, start_simulator, redis_server, redis_db,
                                                          tmp_path: Path) -> None:
+    """With 2 workers the venues' shards and the instrument's bbo key may live on different workers: the quotes
+    cross to the key's worker."""
     max_age = 1500
     watch = BookWatch(redis_server.port).start()
-    sim, col = start(start_simulator, redis_server, redis_db, tmp_path, BBO_MAX_AGE_MS=str(max_age))
+    sim, col = start(start_simulator, redis_server, redis_db, tmp_path, workers, BBO_MAX_AGE_MS=str(max_age))
     r = redis_db
     try:
         wait_for("all six books valid", lambda: all_valid(r), timeout=90)
