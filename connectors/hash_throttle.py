@@ -16,7 +16,9 @@ instrument):
   is always written. The collector's shards report every second, so a held state reaches Redis at most about
   ``I`` + 1 s after it was applied, even when its instrument falls silent.
 
-``I = 0`` (the default) writes every batch, as before. Not thread-safe; one per sink partition.
+Plans are keyed by the book's Redis key (``orderbook:{inst}``, ``orderbook:{exchange}:{inst}``): "instrument"
+above means one venue's book of it. ``I = 0`` (the default) writes every batch, as before. Not thread-safe; one
+per sink partition.
 """
 
 from __future__ import annotations
