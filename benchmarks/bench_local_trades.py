@@ -8,8 +8,12 @@ Real processes: redis-server, optionally VictoriaMetrics (``--influx``: closed k
   to the last (the 1d hash's ``trades`` counts them), so start-up is left out. trades/s = per worker.
 * ``latency``: a producer XADDs ``--rate`` trades/s (one pipeline per 10 ms tick, ``ts`` = now) for
   ``--seconds``; Redis keyspace notifications on ``kline:local:*:1d`` give the moment each HSET lands; a
-  trade's latency is from its XADD being sent to the first notification whose ``trades`` count includes it
-  (wall clock; the observer is a process of its own, so the producer never delays its clock reads).
+  trade's latency is from its XADD being sent (the wall clock read after the tick's pipeline is packed, right
+  before it goes to the socket) to the first notification whose ``trades`` count includes it (wall clock; the
+  observer is a process of its own, so the producer never delays its clock reads).
+
+* ``sink``: the Redis sink's cost for one such batch: the worker's CPU to queue and pack it, and the server's
+  time per EVAL.
 
 Usage: ``.venv/bin/python benchmarks/bench_local_trades.py throughput --trades 1000000``
        ``.venv/bin/python benchmarks/bench_local_trades.py latency --rate 5000 --seconds 30``
@@ -18,6 +22,7 @@ Usage: ``.venv/bin/python benchmarks/bench_local_trades.py throughput --trades 1
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -183,17 +188,23 @@ def latency(args: argparse.Namespace) -> None:
             k = 0
             t_next = time.perf_counter()
             end = t_next + args.seconds
+            conn = client.connection_pool.make_connection()
+            now = 0.0
             while t_next < end:
                 owed += per_tick
-                pipe = client.pipeline(transaction=False)
                 n = int(owed)
                 owed -= n
                 ts = time.time_ns() // 1_000_000
-                for inst in insts:
-                    for j in range(n):
-                        pipe.xadd(f"trades:{inst}", entry(k + j, ts))  # type: ignore[arg-type]
-                now = time.time()
-                pipe.execute()
+                cmds = [("XADD", f"trades:{inst}", "*", *(x for kv in entry(k + j, ts).items() for x in kv))
+                        for inst in insts for j in range(n)]
+                if cmds:
+                    # one pipeline, packed before the clock is read: "sent" is when the XADDs leave (the
+                    # producer's own packing, ~0.3-0.5 ms for 50 entries, is not the dataflow's latency)
+                    packed = conn.pack_commands(cmds)
+                    now = time.time()
+                    conn.send_packed_command(packed)
+                    for _ in cmds:
+                        conn.read_response()  # raises on an error reply
                 for inst in insts:
                     sent[inst].extend([now] * n)
                 k += n
@@ -211,6 +222,8 @@ def latency(args: argparse.Namespace) -> None:
         finally:
             stop.set()
             stop_process(proc)
+    if args.dump:  # per stream, each trade's XADD-sent and first-seen wall times (for a timeline)
+        Path(args.dump).write_text(json.dumps({"sent": sent, "seen": seen}))
     lat = sorted((s - x) * 1000 for i in insts for x, s in zip(sent[i], seen[i], strict=False))
     warm = lat  # every trade counted; the first second included (no warm-up excluded)
     q = statistics.quantiles(warm, n=100)
@@ -220,17 +233,70 @@ def latency(args: argparse.Namespace) -> None:
           f"core; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
+def sink(args: argparse.Namespace) -> None:
+    """The Redis sink's share of one latency-mode batch (50 trades of 2 pairs, their 8 klines and 2 tickers):
+    the worker's CPU to queue and pack it (no socket), and the server's time per EVAL (SLOWLOG at 0 us)."""
+    from decimal import Decimal
+
+    from connectors.market_sinks import MarketWriter
+    from operators.events import Kline, Ticker, Trade
+    from operators.kline_steps import KlineOut
+
+    t0, d = 1_723_161_600_000, Decimal
+
+    def batch(n: int) -> list[Any]:
+        items: list[Any] = [Trade("local", INSTRUMENTS[i % 2], str(n * 50 + i + 1), d("60000.12"), d("0.0123"),
+                                  "buy", t0 + n, 1) for i in range(50)]
+        for inst in INSTRUMENTS[:2]:
+            items += [KlineOut(Kline("local", inst, tf, t0, t0 + ms, d("60000.12"), d("60010.5"), d("59990.01"),
+                                     d("60001.3"), d("12.3456"), d("740000.123456"), 1000 + n, False))
+                      for tf, ms in (("1m", 60_000), ("5m", 300_000), ("1h", 3_600_000), ("1d", 86_400_000))]
+            items.append(Ticker("local", inst, d("60001.3"), None, None, d("123.45"), d("1.2345"), d("60010.5"),
+                                d("59990.01"), t0 + n))
+        return items
+
+    batches = [batch(n) for n in range(args.batches)]
+    with servers(False) as (url, _):
+        client = redis.Redis.from_url(url)
+        conn = client.connection_pool.make_connection()
+        writer = MarketWriter()
+        cpu = []
+        for _ in range(5):
+            c0 = time.thread_time()
+            for items in batches:
+                pipe = client.pipeline(transaction=False)
+                writer(pipe, items)
+                conn.pack_commands([c[0] for c in pipe.command_stack])  # type: ignore[attr-defined]
+            cpu.append((time.thread_time() - c0) / len(batches) * 1e6)
+        client.config_set("slowlog-log-slower-than", 0)
+        client.config_set("slowlog-max-len", 100_000)
+        client.slowlog_reset()
+        for items in batches:
+            pipe = client.pipeline(transaction=False)
+            writer(pipe, items)
+            pipe.execute()
+        log = [e for e in client.slowlog_get(100_000) if e["command"].startswith(b"EVAL")]
+        hashes = statistics.median(e["duration"] for e in log if b"stream:" not in e["command"])
+        events = statistics.median(e["duration"] for e in log if b"stream:" in e["command"])
+    print(f"sink: {args.batches} batches of 50 trades, 8 klines, 2 tickers: queue + pack {statistics.median(cpu):.0f} "
+          f"us CPU per batch (median of 5 rounds: {', '.join(f'{c:.0f}' for c in cpu)}); server per batch: hashes "
+          f"EVAL {hashes:.0f} us, events EVAL {events:.0f} us (SLOWLOG medians); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("throughput", "latency"))
+    p.add_argument("mode", choices=("throughput", "latency", "sink"))
     p.add_argument("--trades", type=int, default=1_000_000)
     p.add_argument("--instruments", type=int, default=2)
     p.add_argument("--batch", type=int, default=1000, help="LOCAL_STREAM_BATCH")
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--influx", action="store_true", help="also write closed klines to a VictoriaMetrics")
+    p.add_argument("--batches", type=int, default=200, help="sink: batches per round")
+    p.add_argument("--dump", help="latency: write each trade's sent and seen wall times to this JSON file")
     args = p.parse_args()
-    (throughput if args.mode == "throughput" else latency)(args)
+    {"throughput": throughput, "latency": latency, "sink": sink}[args.mode](args)
 
 
 if __name__ == "__main__":
