@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -66,13 +67,10 @@ CLOSE_GRACE_S = 30.0  # how long a closed slow client has to read its error and 
 _MAX_RESYNCS = 3  # depth snapshots in a row that do not chain: give up with an error rather than loop
 
 
-class Limits:
-    __slots__ = ("max_bytes", "max_subscriptions", "queue_max")
-
-    def __init__(self, max_subscriptions: int, max_bytes: int, queue_max: int) -> None:
-        self.max_subscriptions = max_subscriptions
-        self.max_bytes = max_bytes
-        self.queue_max = queue_max
+class Limits(NamedTuple):
+    max_subscriptions: int
+    max_bytes: int
+    queue_max: int
 
 
 class Sub:
@@ -152,6 +150,9 @@ class Connection:
                 self.latest[sub.channel.name] = last.frame
         elif kind == "depth":
             self._accept_depth(sub, entries)
+        elif kind == "event" and entries[0].sid > sub.floor:  # live, in order: the steady state, no filter
+            self.out.extend([e.frame for e in entries])
+            sub.floor = entries[-1].sid
         else:
             floor, out, user = sub.floor, self.out, self.user
             private = kind == "private"

@@ -124,6 +124,8 @@ class StreamTailer:
                 self._pos[stream] = rows[-1][0]
                 channel = stream[len(STREAM_PREFIX):]
                 entries = parse_entries(channel, rows)
+                if not entries:
+                    continue  # nothing but deleted entries: a listener's filters assume at least one
                 self.entries_read += len(entries)
                 if channel == MY_ALERTS:
                     entries = await with_owners(entries, self.owners)

@@ -25,7 +25,6 @@ import asyncio
 from typing import Any
 
 from starlette.websockets import WebSocket
-from websockets.protocol import State
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -63,9 +62,10 @@ class Direct:
         self.writable: asyncio.Event = proto.writable  # set while the transport takes more
 
     def open(self) -> bool:
+        # uvicorn sets close_sent when the app closes, disconnected when the connection is lost, and closes the
+        # transport when the peer's close frame arrives (or its frames do not parse): every way out of OPEN
         p = self._proto
-        return not (p.disconnected or p.close_sent) and p.conn.state is State.OPEN \
-            and not p.transport.is_closing()
+        return not (p.close_sent or p.disconnected or p.transport.is_closing())
 
     def write(self, frames: bytes) -> None:
         self._proto.transport.write(frames)
