@@ -15,7 +15,8 @@
   per socket read: the frames of one read arrived together) and its write time taken from its ``"ts":`` field,
   so p50/p99 are over all messages, not a sample.
 
-Reported over the measured window (after ``--connect-time`` + ``--warmup``): messages/s delivered to all
+The writer starts after ``--connect-time`` (the ramp has the gateway to itself), the window after ``--warmup``
+more. Reported over the window: messages/s delivered to all
 clients, p50/p99/p99.9/max of write -> receipt, the gateway's CPU (% of one core, us per delivered message,
 user/system) and RSS, its messages per transport write (from a ``/stats`` route the benchmark's app adds), the
 clients', writer's and Redis' CPU, how long the gateway and the clients waited for a CPU while runnable
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from connectors.push_streams import queue_events, trades_channel  # noqa: E402
-from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
+from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 GATEWAY = """
 import resource, sys, uvicorn
@@ -66,7 +68,8 @@ soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 app = FastAPI()
 app.include_router(router)
-app.get("/stats")(lambda: app.state.push_gateway.stats())  # the benchmark's view of the fan-out
+async def stats(): return app.state.push_gateway.stats()  # the benchmark's view; async: no worker thread
+app.get("/stats")(stats)
 app.state.settings = load_settings(redis_url=sys.argv[1], push_max_connections_per_ip=100000)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", ws_ping_interval=None,
             backlog=4096)
@@ -77,8 +80,9 @@ def pairs(n: int) -> list[str]:
     return [f"C{i}-USDT" for i in range(n)]
 
 
-def writer(redis_url: str, insts: list[str], rate: int, stop_at: float, out: Any) -> None:
+def writer(redis_url: str, insts: list[str], rate: int, start_at: float, stop_at: float, out: Any) -> None:
     r = redis.Redis.from_url(redis_url)
+    time.sleep(max(0.0, start_at - time.time()))  # after the connection ramp: handshakes do not compete with it
     start = time.time()
     n = 0  # entries written per pair
     # every 10 ms, the entries due by now: a writer descheduled on a loaded machine catches up instead of
@@ -205,13 +209,17 @@ async def _clients(port: int, channels: list[list[str]], t0: float, t1: float, s
     async def one(chs: list[str]) -> None:
         async with gate:
             for attempt in range(5):
+                proto = None
                 try:
                     _, proto = await loop.create_connection(
                         lambda: LeanClient(f"127.0.0.1:{port}", chs, tally), "127.0.0.1", port)
-                    conns.append(proto)
                     await asyncio.wait_for(proto.ready, 30)
+                    conns.append(proto)
                     return
                 except (OSError, TimeoutError) as err:
+                    if proto is not None:  # not counted, and not left to open behind the retry's back
+                        proto.closed = True
+                        proto.transport.close()
                     if attempt == 4:
                         errors.append(repr(err))
                     await asyncio.sleep(0.2 * (attempt + 1))
@@ -228,17 +236,16 @@ async def _clients(port: int, channels: list[list[str]], t0: float, t1: float, s
             "connected": sum(1 for c in conns if c.open), "connected_at": connected_at}
 
 
-def client_proc(port: int, channels: list[list[str]], t0: float, t1: float, stop_at: float, out: Any) -> None:
+def client_proc(port: int, channels: list[list[str]], t0: float, t1: float, stop_at: float, own_session: bool,
+                out: Any) -> None:
     import uvloop
+
+    if own_session:
+        os.setsid()  # a scheduling group of its own (see main)
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out.put(("clients", uvloop.run(_clients(port, channels, t0, t1, stop_at))))
-
-
-def _cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system)
 
 
 def _runq_wait(pid: int) -> float:
@@ -263,18 +270,6 @@ def _gw_stats(port: int) -> dict[str, Any]:
         return {}
 
 
-def _wait_listening(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout  # a loaded machine imports FastAPI slowly
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=1000)
@@ -285,6 +280,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--connect-time", type=float, default=30.0, help="time allowed for every client to connect")
+    ap.add_argument("--client-sessions", action="store_true",
+                    help="each client process in its own session (autogroup: its own share of the CPUs)")
     ap.add_argument("--gateway-root", type=Path, default=ROOT,
                     help="the checkout whose service.push the gateway runs (an older commit, for a before/after)")
     ap.add_argument("--py-spy", metavar="FILE", help="record the gateway with py-spy over the window (raw stacks)")
@@ -294,9 +291,12 @@ def main() -> None:
     rport, gport = free_port(), free_port()
     redis_proc = start_redis(rport, tmp / "redis")
     redis_url = f"redis://127.0.0.1:{rport}/0"
-    gw = subprocess.Popen([sys.executable, "-c", GATEWAY, redis_url, str(gport)], cwd=args.gateway_root)
+    # its own session, as the Redis is: with autogroup scheduling (Linux's default) every session shares one
+    # fair share of the CPUs, so in the benchmark's session the gateway would split one share with the clients
+    gw = subprocess.Popen([sys.executable, "-c", GATEWAY, redis_url, str(gport)], cwd=args.gateway_root,
+                          start_new_session=True)
     try:
-        _wait_listening(gport, 300)
+        wait_for_port(gport, 300, proc=gw)  # a loaded machine imports FastAPI slowly
         insts = pairs(args.pairs)
         chans = [trades_channel(i) for i in insts]
         subs = [[chans[(c * args.channels + k) % len(chans)] for k in range(args.channels)]
@@ -306,18 +306,19 @@ def main() -> None:
         t1 = t0 + args.seconds
         stop_at = t1 + 2.0
         out: Any = mp.Queue()
-        procs = [mp.Process(target=client_proc, args=(gport, subs[p::args.procs], t0, t1, stop_at, out))
+        procs = [mp.Process(target=client_proc,
+                            args=(gport, subs[p::args.procs], t0, t1, stop_at, args.client_sessions, out))
                  for p in range(args.procs)]
         for p in procs:
             p.start()
-        wproc = mp.Process(target=writer, args=(redis_url, insts, args.rate, stop_at, out))
+        wproc = mp.Process(target=writer, args=(redis_url, insts, args.rate, t0 - args.warmup, stop_at, out))
         wproc.start()
         gps = psutil.Process(gw.pid)
         cps = [psutil.Process(p.pid) for p in procs]
         wps, rps = psutil.Process(wproc.pid), psutil.Process(redis_proc.pid)
         while time.time() < t0:
             time.sleep(0.05)
-        cpu0 = [_cpu(p) for p in (gps, wps, rps, *cps)]
+        cpu0 = [sum(p.cpu_times()[:2]) for p in (gps, wps, rps, *cps)]  # user + system
         g0, st0 = gps.cpu_times(), _gw_stats(gport)
         wait0 = [_runq_wait(p.pid) for p in (gps, *cps)]
         spy = None if not args.py_spy else subprocess.Popen(
@@ -327,7 +328,7 @@ def main() -> None:
         while time.time() < t1:
             time.sleep(0.5)
             rss_max = max(rss_max, gps.memory_info().rss)
-        cpu1 = [_cpu(p) for p in (gps, wps, rps, *cps)]
+        cpu1 = [sum(p.cpu_times()[:2]) for p in (gps, wps, rps, *cps)]
         g1, st1 = gps.cpu_times(), _gw_stats(gport)
         wait1 = [_runq_wait(p.pid) for p in (gps, *cps)]
         load1 = os.getloadavg()
@@ -367,12 +368,12 @@ def report(args: Any, results: list[tuple[str, Any]], cpu: list[float], rss_max:
     gw_cpu, w_cpu, r_cpu, c_cpu = cpu[0], cpu[1], cpu[2], sum(cpu[3:])
     offered = args.clients * args.channels * args.rate
     connected = sum(c["connected"] for c in counts)
-    late = max(c["connected_at"] for c in counts) - t0
+    ramp = max(c["connected_at"] for c in counts) - (t0 - args.warmup - args.connect_time)
+    late = ramp - args.connect_time  # > 0: still connecting when the writer started
     print(f"clients={args.clients} procs={args.procs} pairs={args.pairs} rate={args.rate}/s/pair "
           f"channels/client={args.channels} window={secs}s entries_written={written}")
-    print(f"connected {connected}/{args.clients} ({'all by' if late < 0 else 'LAST ONE AFTER'} the window's "
-          f"start{'' if late < 0 else f' by {late:.1f} s'}); load {load0[0]:.2f} -> {load1[0]:.2f} "
-          f"(5 min {load1[1]:.2f})")
+    print(f"connected {connected}/{args.clients} in {ramp:.1f} s{'' if late < 0 else ' (AFTER THE WRITER STARTED)'}; "
+          f"load {load0[0]:.2f} -> {load1[0]:.2f} (5 min {load1[1]:.2f})")
     print(f"delivered: {total / secs:,.0f} msgs/s (offered {offered:,}/s)")
     if total:
         p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
@@ -383,10 +384,7 @@ def report(args: Any, results: list[tuple[str, Any]], cpu: list[float], rss_max:
     c_per = f"{c_cpu / total * 1e6:.1f} us/msg" if total else "-"
     print(f"clients: cpu {c_cpu / secs * 100:.0f}% ({c_per}); writer {w_cpu / secs * 100:.0f}%, "
           f"redis {r_cpu / secs * 100:.0f}%")
-    other: dict[int, int] = {}
-    for c in counts:
-        for code, k in c["closed_other"].items():
-            other[code] = other.get(code, 0) + k
+    other = dict(sum((Counter(c["closed_other"]) for c in counts), Counter()))
     print(f"clients closed as slow (4103): {sum(c['closed'] for c in counts)}; other closes {other}; "
           f"dropped without a close frame: {sum(c['lost'] for c in counts)}")
     errors = [e for c in counts for e in c["errors"]]
