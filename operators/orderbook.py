@@ -2,10 +2,17 @@
 
 Levels keep the exchange's strings as sent. Ordering uses integer ticks: a price string is read as an integer
 at the book's decimal scale (the most decimals seen so far; a finer price rescales the book once), so there
-are no float keys and no ``Decimal`` on the hot path. Each side is a dict ``ticks -> Level`` plus a sorted
-list of ticks (bids stored negated, so both lists are ascending and index 0 is the best level), plus the
-pre-joined ``"price:size"`` strings of the top 25 levels, maintained incrementally, so the OKX checksum is one
-join and one CRC. A small per-book cache maps price text to ticks.
+are no float keys and no ``Decimal`` on the hot path.
+
+Each side is two parallel lists kept in book order, best first: the keys (integer ticks, bids negated so both
+sides ascend) and the ``Level`` objects as the parser made them; plus the pre-joined ``"price:size"`` strings
+of the top 25 levels, maintained incrementally, so the OKX checksum is one join and one CRC. A small per-side
+cache maps price text to keys; one ``bisect`` on the keys then finds the level. Why this store (issue 15,
+benchmarks/RESULTS.md "Scaling with the number of pairs"): with hundreds of books a book is cold in the CPU
+caches when its next update comes, and every object an update reads costs a trip to memory. The former
+``dict ticks -> Level`` per side cost a hash probe and a key compare at a random place per changed level; a
+bisect reads the same few keys near the top of the book at every update, and :meth:`view` is a slice of the
+level lists instead of 800 dict lookups.
 
 Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`:
 
@@ -47,11 +54,9 @@ MAX_PRICE_CHARS = 40  # likewise; also keeps int() far from CPython's 4300-digit
 
 _APPLIED_UPDATE = Applied("update")
 _APPLIED_SNAPSHOT = Applied("snapshot")
-
-
-# ------------------------------------------------------------------------------------------------- book
-# Price text -> ticks, per book side; cleared when full or rescaled. 1024 is ~2.5x a 400-level side: a miss
-# costs ~0.5 us, and 4096 per side (10 books: 80k entries, ~10 MB) took minutes of a moving market to fill.
+# Price text -> key (ticks, negated for bids), per book side; cleared when full or rescaled. Reading a price
+# costs ~10x a hit (cachegrind, 10 books: the apply loop ran 1.9x the instructions without the cache), so it
+# stays, though its lookups are among a cold book's cache misses. 1024 is ~2.5x a 400-level side.
 _PRICE_CACHE_MAX = 1024
 
 
@@ -65,6 +70,25 @@ class _BadPrice(Exception):
         self.level = level
 
 
+def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
+    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for bids), on a cache miss."""
+    price = level.price
+    whole, _, frac = price.partition(".")
+    n = len(frac)
+    digits = whole + frac
+    if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
+        raise _BadPrice(level)
+    if n > scale:
+        raise _Rescale(n)
+    if n < scale:
+        digits += "0" * (scale - n)
+    key = sign * int(digits)
+    if len(cache) >= _PRICE_CACHE_MAX:
+        cache.clear()
+    cache[price] = key
+    return key
+
+
 class OrderBook:
     """One instrument's book. Picklable; its pickled state is compact (the levels' strings, best first).
 
@@ -72,8 +96,8 @@ class OrderBook:
     (OKX ``books``: 400, ``books50-l2-tbt``: 50): a shallower book loses the levels that move up when the top
     empties, which then shows as checksum mismatches. Publish fewer levels with :meth:`view` instead.
 
-    Per side: ``dict ticks -> Level``, the sorted tick list (bids negated) and the ``"price:size"`` strings of
-    the top 25 levels, kept up to date incrementally so the checksum costs one join and one CRC.
+    Per side: the keys (ticks, bids negated) and the ``Level`` objects in book order, and the ``"price:size"``
+    strings of the top 25 levels, kept up to date incrementally so the checksum costs one join and one CRC.
     """
 
     __slots__ = (
@@ -117,10 +141,10 @@ class OrderBook:
 
     def _clear(self) -> None:
         self._bk: list[int] = []  # negated ticks, ascending: best bid first
-        self._bl: dict[int, Level] = {}
+        self._bl: list[Level] = []  # the levels of _bk, in the same order
         self._bt: list[str] = []  # "price:size" of the top CHECKSUM_LEVELS bids, best first
         self._ak: list[int] = []  # ticks, ascending: best ask first
-        self._al: dict[int, Level] = {}
+        self._al: list[Level] = []
         self._at: list[str] = []
 
     # ------------------------------------------------------------------------------------- public API
@@ -143,14 +167,14 @@ class OrderBook:
         try:
             try:
                 if delta.bids:
-                    self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
+                    self._update_side(delta.bids, True)
                 if delta.asks:
-                    self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
+                    self._update_side(delta.asks, False)
             except _Rescale as exc:
                 self._rescale_and_redo(delta, exc.scale)
         except _BadPrice as exc:
             return self._fail(InvalidLevel(exc.level.price, exc.level.size))
-        if len(self._bk) > self.depth or len(self._ak) > self.depth:
+        if len(self._bl) > self.depth or len(self._al) > self.depth:
             self._truncate()
         return self._finish(delta)
 
@@ -160,8 +184,8 @@ class OrderBook:
             venue=self.venue,
             instrument=self.instrument,
             status=self.status,
-            bids=tuple(map(self._bl.__getitem__, self._bk[:levels])),
-            asks=tuple(map(self._al.__getitem__, self._ak[:levels])),
+            bids=tuple(self._bl[:levels]),
+            asks=tuple(self._al[:levels]),
             ts_ms=self.ts_ms,
             recv_ns=self.recv_ns,
             checksum=self.checksum,
@@ -170,14 +194,14 @@ class OrderBook:
         )
 
     def best_bid(self) -> Level | None:
-        return self._bl[self._bk[0]] if self._bk else None
+        return self._bl[0] if self._bl else None
 
     def best_ask(self) -> Level | None:
-        return self._al[self._ak[0]] if self._ak else None
+        return self._al[0] if self._al else None
 
     def __len__(self) -> int:
         """Number of levels on both sides."""
-        return len(self._bk) + len(self._ak)
+        return len(self._bl) + len(self._al)
 
     def computed_checksum(self) -> int:
         """The OKX checksum of the book as it is now."""
@@ -209,7 +233,7 @@ class OrderBook:
             if computed != delta.checksum:
                 return self._fail(ChecksumMismatch(delta.checksum, computed))
         if self._bk and self._ak and -self._bk[0] >= self._ak[0]:
-            return self._fail(BookCrossed(self._bl[self._bk[0]].price, self._al[self._ak[0]].price))
+            return self._fail(BookCrossed(self._bl[0].price, self._al[0].price))
         self.status = BookStatus.VALID
         return _APPLIED_UPDATE if delta.action == "update" else _APPLIED_SNAPSHOT
 
@@ -222,132 +246,96 @@ class OrderBook:
                 self._load_side(delta.asks, False)
                 break
             except _Rescale as exc:  # a finer price than any before: rescale and start again
-                self._set_scale(exc.scale)
+                self._scale = exc.scale
+                self._bcache.clear()
+                self._acache.clear()
             except _BadPrice as exc:
                 self._clear()
                 return self._fail(InvalidLevel(exc.level.price, exc.level.size))
         self._truncate()
         return self._finish(delta)
 
-    def _tick(self, level: Level, cache: dict[str, int], sign: int) -> int:
-        """The key of ``level.price`` at the book's scale (``sign`` -1 for bids), on a cache miss."""
-        price = level.price
-        whole, _, frac = price.partition(".")
-        n = len(frac)
-        digits = whole + frac
-        if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
-            raise _BadPrice(level)
-        if n > self._scale:
-            raise _Rescale(n)
-        if n < self._scale:
-            digits += "0" * (self._scale - n)
-        key = sign * int(digits)
-        if len(cache) >= _PRICE_CACHE_MAX:
-            cache.clear()
-        cache[price] = key
-        return key
-
     def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
-        """Fill one (cleared) side from a snapshot; the tick conversion is inlined (a snapshot is mostly misses)."""
-        book, cache, sign = (self._bl, self._bcache, -1) if bid else (self._al, self._acache, 1)
+        """Fill one (cleared) side from a snapshot: the last level of a price wins, size 0 removes it."""
+        scale, sign, cache = (self._scale, -1, self._bcache) if bid else (self._scale, 1, self._acache)
         if len(cache) + len(levels) > _PRICE_CACHE_MAX:
             cache.clear()
-        scale = self._scale
+        book: dict[int, Level] = {}
         for lv in levels:
-            price = lv.price
-            k = cache.get(price)
+            k = cache.get(lv.price)
             if k is None:
-                whole, _, frac = price.partition(".")
-                n = len(frac)
-                digits = whole + frac
-                if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
-                    raise _BadPrice(lv)
-                if n > scale:
-                    raise _Rescale(n)
-                if n < scale:
-                    digits += "0" * (scale - n)
-                k = cache[price] = sign * int(digits)
+                k = _key(lv, scale, sign, cache)
             size = lv.size
             if size == "0" or not size.strip("0."):
                 book.pop(k, None)
             else:
                 book[k] = lv
         keys = sorted(book)
-        top = [f"{lv.price}:{lv.size}" for lv in map(book.__getitem__, keys[:CHECKSUM_LEVELS])]
+        lvls = list(map(book.__getitem__, keys))
+        top = [f"{lv.price}:{lv.size}" for lv in lvls[:CHECKSUM_LEVELS]]
         if bid:
-            self._bk, self._bt = keys, top
+            self._bk, self._bl, self._bt = keys, lvls, top
         else:
-            self._ak, self._at = keys, top
+            self._ak, self._al, self._at = keys, lvls, top
 
     def _rescale_and_redo(self, delta: BookDelta, scale: int) -> None:
         """A finer price than any before: rescale, then apply the whole delta again (idempotent: every level
         sets its final state, whatever part of the delta was applied before)."""
         while True:
-            self._set_scale(scale)
+            factor = 10 ** (scale - self._scale)
+            self._bk = [k * factor for k in self._bk]
+            self._ak = [k * factor for k in self._ak]
+            self._bcache.clear()
+            self._acache.clear()
+            self._scale = scale
             try:
-                self._update_levels(delta.bids, self._bcache, self._bk, self._bl, self._bt, -1)
-                self._update_levels(delta.asks, self._acache, self._ak, self._al, self._at, 1)
+                self._update_side(delta.bids, True)
+                self._update_side(delta.asks, False)
                 return
             except _Rescale as exc:
                 scale = exc.scale
 
-    def _update_levels(
-        self,
-        levels: Sequence[Level],
-        cache: dict[str, int],
-        keys: list[int],
-        book: dict[int, Level],
-        top: list[str],
-        sign: int,
-    ) -> None:
-        # Invariant kept after every level: top == ["p:s" of book[k] for k in keys[:N]].
+    def _update_side(self, levels: Sequence[Level], bid: bool) -> None:
+        """Apply one side's changed levels. Invariant after every level: ``top == ["p:s" of lvls[:N]]``."""
+        if bid:
+            keys, lvls, top, cache, sign = self._bk, self._bl, self._bt, self._bcache, -1
+        else:
+            keys, lvls, top, cache, sign = self._ak, self._al, self._at, self._acache, 1
         n_top = CHECKSUM_LEVELS
         for lv in levels:
-            k = cache.get(lv.price)
+            price = lv.price
+            k = cache.get(price)
             if k is None:
-                k = self._tick(lv, cache, sign)
+                k = _key(lv, self._scale, sign, cache)
+            i = bisect_left(keys, k)
             size = lv.size
             if size == "0" or not size.strip("0."):
-                if k in book:
-                    del book[k]
-                    i = bisect_left(keys, k)
+                if i < len(keys) and keys[i] == k:
                     del keys[i]
+                    del lvls[i]
                     if i < n_top:
                         del top[i]
-                        if len(keys) >= n_top:
-                            nxt = book[keys[n_top - 1]]
+                        if len(lvls) >= n_top:
+                            nxt = lvls[n_top - 1]
                             top.append(f"{nxt.price}:{nxt.size}")
-            elif k in book:
-                book[k] = lv
-                if len(keys) <= n_top or k <= keys[n_top - 1]:
-                    top[bisect_left(keys, k)] = f"{lv.price}:{size}"
-            else:
-                book[k] = lv
-                i = bisect_left(keys, k)
-                keys.insert(i, k)
+            elif i < len(keys) and keys[i] == k:
+                lvls[i] = lv
                 if i < n_top:
-                    top.insert(i, f"{lv.price}:{size}")
+                    top[i] = f"{price}:{size}"
+            else:
+                keys.insert(i, k)
+                lvls.insert(i, lv)
+                if i < n_top:
+                    top.insert(i, f"{price}:{size}")
                     if len(top) > n_top:
-                        del top[n_top:]
-
-    def _set_scale(self, scale: int) -> None:
-        factor = 10 ** (scale - self._scale)
-        self._bcache.clear()
-        self._acache.clear()
-        for keys, book in ((self._bk, self._bl), (self._ak, self._al)):
-            keys[:] = [k * factor for k in keys]
-            items = [(k * factor, v) for k, v in book.items()]
-            book.clear()
-            book.update(items)
-        self._scale = scale
+                        top.pop()
 
     def _truncate(self) -> None:
         depth = self.depth
-        for keys, book, top in ((self._bk, self._bl, self._bt), (self._ak, self._al, self._at)):
+        for keys, lvls, top in ((self._bk, self._bl, self._bt), (self._ak, self._al, self._at)):
             if len(keys) > depth:
-                for k in keys[depth:]:
-                    del book[k]
                 del keys[depth:]
+                del lvls[depth:]
                 del top[depth:]
 
     # -------------------------------------------------------------------------------------------- pickle
@@ -363,8 +351,8 @@ class OrderBook:
             "recv_ns": self.recv_ns,
             "last_action": self.last_action,
             "scale": self._scale,
-            "bids": [s for lv in map(self._bl.__getitem__, self._bk) for s in (lv.price, lv.size)],
-            "asks": [s for lv in map(self._al.__getitem__, self._ak) for s in (lv.price, lv.size)],
+            "bids": [s for lv in self._bl for s in (lv.price, lv.size)],
+            "asks": [s for lv in self._al for s in (lv.price, lv.size)],
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -388,5 +376,5 @@ class OrderBook:
     def __repr__(self) -> str:
         return (
             f"OrderBook({self.instrument!r}, venue={self.venue!r}, status={self.status.value}, "
-            f"bids={len(self._bk)}, asks={len(self._ak)}, seq_id={self.seq_id})"
+            f"bids={len(self._bl)}, asks={len(self._al)}, seq_id={self.seq_id})"
         )
