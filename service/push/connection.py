@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from operator import attrgetter
 
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,6 +48,7 @@ from service.push.protocol import (
     Auth,
     ClientMessage,
     Code,
+    Limits,
     Ping,
     ProtocolError,
     Subscribe,
@@ -63,21 +64,17 @@ from service.push.wire import Direct, direct_writer, frame_of, text_of
 log = get_logger("service.push.connection")
 Authenticate = Callable[[str], Awaitable[str | None]]  # API key -> user id, None when unknown
 _NO_ID: StreamId = (0, 0)
+_FRAME = attrgetter("frame")  # read in C
 CLOSE_GRACE_S = 30.0  # how long a closed slow client has to read its error and close frames
 _MAX_RESYNCS = 3  # depth snapshots in a row that do not chain: give up with an error rather than loop
 
 
-class Limits(NamedTuple):
-    max_subscriptions: int
-    max_bytes: int
-    queue_max: int
-
-
 class Sub:
-    __slots__ = ("channel", "floor", "pending", "ready", "resyncs", "seq")
+    __slots__ = ("channel", "event", "floor", "pending", "ready", "resyncs", "seq")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        self.event = channel.kind == "event"
         self.ready = False
         self.pending: list[Entry] = []
         self.floor: StreamId = _NO_ID
@@ -110,6 +107,12 @@ class Connection:
         sub = self.subs.get(channel)
         if sub is None or self.closing:
             return
+        out = self.out
+        if sub.event and sub.ready and entries[0].sid > sub.floor and len(out) <= self._limits.queue_max:
+            out.extend(map(_FRAME, entries))  # an event channel's steady state: live, in order, under the cap
+            sub.floor = entries[-1].sid
+            self.max_queued = max(self.max_queued, len(out))
+            return
         if not sub.ready:
             if len(sub.pending) > self._limits.queue_max:
                 self._overflow()
@@ -124,7 +127,7 @@ class Connection:
     def flush(self) -> None:
         """After the tailer's fan-out: write what waits now if the transport takes it, else wake the writer."""
         d = self.direct
-        if d is not None and d.writable.is_set() and not self.closing and d.open():
+        if d is not None and not self.closing and d.ready():
             self._write_pending(d)
         elif self.out or self.latest:
             self._wake.set()
@@ -150,9 +153,6 @@ class Connection:
                 self.latest[sub.channel.name] = last.frame
         elif kind == "depth":
             self._accept_depth(sub, entries)
-        elif kind == "event" and entries[0].sid > sub.floor:  # live, in order: the steady state, no filter
-            self.out.extend([e.frame for e in entries])
-            sub.floor = entries[-1].sid
         else:
             floor, out, user = sub.floor, self.out, self.user
             private = kind == "private"

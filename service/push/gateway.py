@@ -29,9 +29,9 @@ from starlette.websockets import WebSocketDisconnect
 from connectors.redis_client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, load_settings
-from service.push.connection import Authenticate, Connection, Limits
+from service.push.connection import Authenticate, Connection
 from service.push.owners import OwnerLookup, no_owners, sql_alert_owners
-from service.push.protocol import CLOSE_TOO_MANY_CONNECTIONS, Code, error_frame
+from service.push.protocol import CLOSE_TOO_MANY_CONNECTIONS, Code, Limits, error_frame
 from service.push.tailer import StreamTailer
 
 log = get_logger("service.push.gateway")

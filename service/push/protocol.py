@@ -9,7 +9,7 @@ it (:data:`CLOSING`).
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 import orjson
@@ -56,6 +56,15 @@ class Ping(msgspec.Struct, frozen=True, tag_field="op", tag="ping", forbid_unkno
 
 
 ClientMessage = Subscribe | Unsubscribe | Auth | Ping
+
+
+class Limits(NamedTuple):
+    """Per connection, from the settings (PUSH_MAX_SUBSCRIPTIONS, PUSH_MAX_MESSAGE_BYTES, PUSH_QUEUE_MAX)."""
+
+    max_subscriptions: int
+    max_bytes: int
+    queue_max: int
+
 _OPS = frozenset({"subscribe", "unsubscribe", "auth", "ping"})
 _decoder = msgspec.json.Decoder(ClientMessage)
 _op_only = msgspec.json.Decoder(dict[str, object])

@@ -22,6 +22,7 @@ through ASGI's ``websocket.send``, one by one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -55,11 +56,12 @@ def text_of(frame: bytes) -> str:
 class Direct:
     """A uvicorn websockets-sansio connection written to without ASGI (see the module docstring)."""
 
-    __slots__ = ("_proto", "writable")
+    __slots__ = ("_proto", "writable", "write")
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
         self.writable: asyncio.Event = proto.writable  # set while the transport takes more
+        self.write: Callable[[bytes], object] = proto.transport.write  # its own method: no Python call between
 
     def open(self) -> bool:
         # uvicorn sets close_sent when the app closes, disconnected when the connection is lost, and closes the
@@ -67,8 +69,10 @@ class Direct:
         p = self._proto
         return not (p.close_sent or p.disconnected or p.transport.is_closing())
 
-    def write(self, frames: bytes) -> None:
-        self._proto.transport.write(frames)
+    def ready(self) -> bool:
+        """Open, and the transport's buffer under its high-water mark."""
+        p = self._proto
+        return p.writable.is_set() and not (p.close_sent or p.disconnected or p.transport.is_closing())
 
 
 def direct_writer(ws: WebSocket) -> Direct | None:
