@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import State
 
 from connectors.monitoring import refresh
-from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
+from connectors.redis_keys import MONITORING, analysis_key, venue_book_key
 from cryptoflow.logs import get_logger
 from operators.instruments import InvalidInstrument, validate_instrument
 from service.errors import ApiError, invalid, not_found
@@ -59,11 +59,6 @@ def instrument(value: str, field: str = "inst") -> str:
         raise invalid(field, str(err)) from None
 
 
-def book_key(exchange: BookExchange, inst: str) -> str:
-    """OKX keeps ``orderbook:{inst}``; the other venues' books are ``orderbook:{exchange}:{inst}``."""
-    return orderbook_key(inst) if exchange is BookExchange.OKX else f"orderbook:{exchange.value}:{inst}"
-
-
 def top_levels(raw: str | None, depth: int) -> orjson.Fragment:
     """The first ``depth`` levels of a stored ``[[price, size], ...]`` array, as JSON to embed.
 
@@ -96,7 +91,7 @@ def _redis(request: Request) -> aioredis.Redis:
 
 async def read_book(client: RedisCalls, exchange: BookExchange, inst: str) -> list[str | None]:
     """The stored fields of one book (:data:`BOOK_FIELDS` order); ``inst`` already validated."""
-    return await client.call("HMGET", book_key(exchange, inst), *BOOK_FIELDS)  # type: ignore[no-any-return]
+    return await client.call("HMGET", venue_book_key(exchange.value, inst), *BOOK_FIELDS)  # type: ignore[no-any-return]
 
 
 def book_body(inst: str, exchange: BookExchange, depth: int, found: list[str | None]) -> bytes:
