@@ -16,9 +16,10 @@ import pytest
 import redis
 
 from connectors.analysis_sink import hash_fields
-from connectors.book_sinks import CollectorRedisSink, book_fields
+from connectors.book_sinks import CollectorRedisSink, bbo_fields, book_fields
 from connectors.market_sinks import write_market
 from connectors.monitoring import MonitorReport, queue_monitoring
+from operators.bbo import Bbo, VenueLine
 from operators.events import AnalysisResult, BookStatus, BookView, Level, Ticker, iso_ms
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.service import ServiceProcess, launch_service
@@ -124,6 +125,21 @@ def test_analysis_is_the_hash_the_analysis_sink_wrote(api: httpx.Client, redis_d
 def _ticker(venue: str, inst: str, price: str) -> Ticker:
     return Ticker(venue, inst, Decimal(price), Decimal(price) - 1, Decimal(price) + 1, Decimal("1234.50"),
                   Decimal("-1.5"), Decimal(price) + 10, Decimal(price) - 10, NOW_MS)
+
+
+def test_bbo_is_the_hash_the_collector_sink_wrote(api: httpx.Client, redis_db: redis.Redis) -> None:
+    line = VenueLine(bid="60000.1", ask="60000.3", age_ms=12, status="valid")
+    stale = VenueLine(bid="60000.2", ask="60000.2", age_ms=9000, status="valid")
+    got = Bbo("BTC-USDT", "60000.1", "okx", "60000.3", "okx", (("okx", line), ("bybit", stale)), ("bybit",), NOW_MS)
+    redis_db.hset("bbo:BTC-USDT", mapping=bbo_fields(got))
+    body = api.get("/v1/bbo/BTC-USDT").json()
+    assert (body["bid"], body["bid_venue"], body["ask"], body["ask_venue"]) == ("60000.1", "okx", "60000.3", "okx")
+    assert body["excluded"] == ["bybit"] and body["venues"]["bybit"]["age_ms"] == 9000
+    assert body["venues"]["okx"] == {"bid": "60000.1", "ask": "60000.3", "age_ms": 12, "status": "valid"}
+    assert body["timestamp"] == iso_ms(NOW_MS)
+    missing = api.get("/v1/bbo/ETH-USDT")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    assert api.get("/v1/bbo/ethusdt").status_code == 422
 
 
 def test_tickers_of_the_monitored_pairs(api: httpx.Client, redis_db: redis.Redis) -> None:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import State
 
 from connectors.monitoring import refresh
-from connectors.redis_keys import MONITORING, analysis_key, venue_book_key
+from connectors.redis_keys import MONITORING, analysis_key, bbo_key, venue_book_key
 from cryptoflow.logs import get_logger
 from operators.instruments import InvalidInstrument, validate_instrument
 from service.errors import ApiError, invalid, not_found
@@ -126,6 +126,18 @@ async def analysis(request: Request, inst: str) -> Response:
         what = f"analysis of {inst}"
         raise not_found(what)
     return json_response(fields)
+
+
+@router.get("/v1/bbo/{inst}", summary="Best bid and ask across the booked venues (the collector's bbo:{inst})")
+async def bbo(request: Request, inst: str) -> Response:
+    """The hash as the collector wrote it, with ``venues`` and ``excluded`` as JSON values, not JSON text."""
+    inst = instrument(inst)
+    fields = await _redis(request).hgetall(bbo_key(inst))
+    if not fields:
+        what = f"bbo of {inst} (the collector writes it when BOOK_VENUES names more than one venue)"
+        raise not_found(what)
+    return json_response({**fields, "venues": orjson.loads(fields.get("venues", "{}")),
+                          "excluded": orjson.loads(fields.get("excluded", "[]"))})
 
 
 # One round trip for the whole list: the monitored pairs (or the one asked for) x the venues asked for.
