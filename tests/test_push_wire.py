@@ -5,17 +5,23 @@ ASGI. Real uvicorn, Redis and ``websockets`` clients, with and without permessag
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import uvicorn
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from cryptoflow.servers import free_port
+from cryptoflow.settings import load_settings
 from service.push.wire import frame_of, text_frame, text_of
 from tests.fixtures.redis import RedisServer
 from tests.push_helpers import gateway_server, open_client
 from tests.test_push_gateway import events, run, xadd
+from tests.waiting import wait_for
 
 
 def _parse(data: bytes) -> Frame:
@@ -75,3 +81,29 @@ def test_same_messages_direct_and_through_asgi(redis_server: RedisServer, redis_
 
     with gateway_server(redis_server.url, ws=ws) as gw:
         run(body(gw.url, gw))
+
+
+def test_the_service_app_writes_directly(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The app ``cryptoflow serve`` builds (its handlers, middleware and lifespan) under uvicorn's default protocol
+    takes the direct path: a middleware that wrapped ASGI ``receive`` would hide uvicorn's protocol from it and
+    quietly send every message through ASGI again."""
+    from service.app import create_app
+
+    port = free_port()
+    app = create_app(load_settings(redis_url=redis_server.url, database_url=f"sqlite+aiosqlite:///{tmp_path}/db"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_for("the service to listen", lambda: server.started, timeout=60)
+
+        async def body() -> None:
+            c = await open_client(f"ws://127.0.0.1:{port}/ws")
+            await c.subscribe("BTC-USDT@trades")
+            stats = app.state.push_gateway.stats()
+            assert stats["direct"] == 1 and stats["writes"] >= 1, stats
+
+        run(body())
+    finally:
+        server.should_exit = True
+        thread.join(30)
