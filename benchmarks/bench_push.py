@@ -38,6 +38,8 @@ import multiprocessing as mp
 import os
 import re
 import resource
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -64,8 +66,7 @@ import resource, sys, uvicorn
 from fastapi import FastAPI
 from cryptoflow.settings import load_settings
 from service.push.gateway import router
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 app = FastAPI()
 app.include_router(router)
 async def stats(): return app.state.push_gateway.stats()  # the benchmark's view; async: no worker thread
@@ -243,8 +244,7 @@ def client_proc(port: int, channels: list[list[str]], t0: float, t1: float, stop
     if own_session:
         os.setsid()  # a scheduling group of its own (see main)
 
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     out.put(("clients", uvloop.run(_clients(port, channels, t0, t1, stop_at))))
 
 
@@ -356,6 +356,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             gw.kill()
         stop_process(redis_proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(args: Any, results: list[tuple[str, Any]], cpu: list[float], rss_max: int, t0: float,
@@ -393,5 +394,6 @@ def report(args: Any, results: list[tuple[str, Any]], cpu: list[float], rss_max:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM: still stop the gateway and Redis
     with contextlib.suppress(KeyboardInterrupt):
         main()
