@@ -7,9 +7,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
+from typing import Any
 
 from connectors.okx.protocol import OKX_LIMITS, OkxHooks
-from connectors.ws.events import Connected, Crashed, Disconnected, Frame, Rejected, Subscribed, Unsubscribed
+from connectors.ws.events import (
+    Connected,
+    Crashed,
+    Disconnected,
+    Frame,
+    Rejected,
+    Subscribed,
+    Unsubscribed,
+    WsEvent,
+)
+from connectors.ws.hooks import Ack, Control
 from connectors.ws.shard import ShardRunner
 from cryptoflow.servers import free_port
 from tests.waiting import wait_for
@@ -104,6 +115,30 @@ def test_a_connection_dying_of_a_bug_is_reported_not_silent(start_simulator) -> 
     try:
         (crash,) = wait_for("the crash reported", lambda: _of(events, Crashed))
         assert "ValueError: boom" in crash.error
+    finally:
+        runner.stop()
+
+
+class _OplessAcks(OkxHooks):
+    """Acks that do not say which op they answer (as Binance's ``{"result":null,"id":7}`` does)."""
+
+    def classify(self, text: str) -> Control | None:
+        ctl = super().classify(text)
+        return Ack(None, ctl.topics, ctl.req_id) if isinstance(ctl, Ack) else ctl
+
+
+def test_an_ack_without_its_op_counts_as_its_requests_op(start_simulator: Any) -> None:
+    sim = start_simulator("--pairs", "BTC-USDT,ETH-USDT", "--rate", "10")
+    events: deque[WsEvent] = deque()
+    source = StaticTopics({"BTC-USDT", "ETH-USDT"})
+    runner = ShardRunner(index=0, shards=1, hooks=_OplessAcks(sim.okx_ws_url, channel="books"), source=source,
+                         emit=events.append, per_connection=2)
+    runner.start()
+    try:
+        wait_for("both subscribed", lambda: {e.topic for e in _of(events, Subscribed)} == {"BTC-USDT", "ETH-USDT"})
+        source.topics.discard("ETH-USDT")
+        wait_for("ETH unsubscribed", lambda: [e.topic for e in _of(events, Unsubscribed)] == ["ETH-USDT"])
+        assert {s["inst"] for s in sim.status()["subscriptions"]} == {"BTC-USDT"}
     finally:
         runner.stop()
 

@@ -8,6 +8,10 @@ hooks object in the venue's package (``connectors/okx/protocol.py``, ``connector
 * how to recognise, in a received text frame, an acknowledgement, a rejection, a pong or a shutdown notice
   (``classify`` returns ``None`` for data frames, which the machinery passes on untouched);
 * the keep-alive style and the venue's budgets (:class:`Limits`).
+
+The control types here (:class:`Ack`, :class:`Reject`, :class:`Pong`, :class:`Notice`, and :class:`Ignored` for
+parsers) are cryptoflow's one vocabulary for frames that carry no data: the venue parsers (books and market data
+of every venue) return the same types for the control frames they see, e.g. in tests or when a hook let one pass.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The venue accepted ``topics`` (or the request ``req_id``) for ``op``."""
+    """The venue accepted ``topics`` (or the request ``req_id``) for ``op``; ``op`` ``None`` when the answer does
+    not say which (Binance's ``{"result":null,"id":7}`` read without the request): the request's own op counts."""
 
-    op: Op
+    op: Op | None = None
     topics: tuple[str, ...] = ()
     req_id: str | None = None
 
@@ -63,7 +68,16 @@ class Notice:
     reconnect: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A frame a parser understood and deliberately does not use (a channel or kline interval it does not take,
+    a one-sided best quote). Only parsers return it: ``classify`` passes data frames on as ``None``."""
+
+    detail: str
+
+
 Control = Ack | Reject | Pong | Notice
+Chatter = Control | Ignored  # what a venue parser returns for a frame without data it takes
 
 
 class KeepAliveMode(StrEnum):

@@ -328,11 +328,16 @@ class WsConnection:
 
     def _on_ack(self, ack: Ack) -> None:
         topics = ack.topics
-        if not topics and ack.req_id in self._pending:
-            topics = tuple(self._pending[ack.req_id].remaining)
+        key = ack.req_id if ack.req_id in self._pending else None
+        if key is None and topics:
+            key = self._pending_topic.get(topics[0])
+        pend = self._pending.get(key) if key is not None else None
+        if not topics and pend is not None:
+            topics = tuple(pend.remaining)
+        op = ack.op or (pend.op if pend is not None else "subscribe")  # an answer that does not say: the request's
         for topic in topics:
             self._done(topic)
-            if ack.op == "subscribe":
+            if op == "subscribe":
                 self._attempts.pop(topic, None)
                 if topic not in self.subscribed:
                     self.subscribed.add(topic)
