@@ -28,8 +28,9 @@ import time
 from collections.abc import Iterable
 
 from connectors.analysis_sink import RejectCounts
+from connectors.market_frames import ParseError
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
-from connectors.okx.books import OkxParseError, parse_books_frame
+from connectors.okx.books import parse_books_frame
 from connectors.redis_list import ListItem
 from connectors.untrusted import Rejected
 from operators.analysis.step import BookInput, StatusReport
@@ -45,7 +46,7 @@ def parse_frame(item: ListItem | bytes | str) -> Iterable[BookDelta | Rejected]:
     parsed = parse_books_frame(raw, recv_ns=time.time_ns())
     if isinstance(parsed, tuple):
         return parsed
-    if isinstance(parsed, OkxParseError):
+    if isinstance(parsed, ParseError):
         return (parsed,)
     return ()
 

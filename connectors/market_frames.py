@@ -1,9 +1,12 @@
-"""What the market-data parsers of every venue return: domain events, typed non-data messages, typed errors.
+"""What the venue parsers (market data and order books, every venue) return: domain events, typed non-data
+messages, typed errors.
 
-A parser never raises on what the wire brings: junk becomes a :class:`MarketParseError` (a
-:class:`connectors.untrusted.Rejected`, ``reason`` one of :data:`MARKET_REASONS`; counted and logged once per
-reason by the dataflow), every decode is bounded by :func:`connectors.untrusted.decode`; protocol chatter
-(acks, pongs, channels we do not aggregate) a :class:`MarketControl`.
+A parser never raises on what the wire brings: junk becomes a :class:`ParseError` (a
+:class:`connectors.untrusted.Rejected`, ``reason`` one of :data:`MARKET_REASONS`, or of
+:data:`connectors.okx.books.PARSE_REASONS` for OKX books; counted and logged once per reason by the dataflow),
+every decode is bounded by :func:`connectors.untrusted.decode`; protocol chatter (acks, rejections, pongs,
+notices, channels we do not aggregate) the WebSocket machinery's own control types
+(:data:`connectors.ws.hooks.Chatter`: ``Ack``, ``Reject``, ``Pong``, ``Notice``, ``Ignored``).
 Symbols of Binance/Bybit are mapped back to our instrument ids (OKX ``instId`` style) through a
 :data:`SymbolMap` built from the subscribed set.
 """
@@ -18,6 +21,7 @@ import msgspec
 
 from connectors import untrusted
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Chatter
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.instruments import InvalidInstrument, venue_symbol
 
@@ -37,9 +41,10 @@ MARKET_REASONS = (
 )
 
 
-class MarketParseError(Rejected, frozen=True):
-    """A frame that could not be turned into events: a :class:`~connectors.untrusted.Rejected` (``reason``
-    one of :data:`MARKET_REASONS`, ``detail``, ``sample`` = the frame's start) of ``venue``."""
+class ParseError(Rejected, frozen=True):
+    """A frame (or REST body) that could not be turned into events or deltas: a
+    :class:`~connectors.untrusted.Rejected` (``reason``, ``detail``, ``sample`` = the frame's start) of ``venue``.
+    The one parse-error type of every venue parser."""
 
     venue: str = ""
 
@@ -50,30 +55,22 @@ class MarketParseError(Rejected, frozen=True):
 
 
 class InvalidField(ValueError):
-    """Raised inside a parser by a field check; the parser returns it as a :class:`MarketParseError`."""
+    """Raised inside a parser by a field check; the parser returns it as a :class:`ParseError`."""
 
     def __init__(self, detail: str, reason: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
 
-class MarketControl(msgspec.Struct, frozen=True):
-    """A non-data frame: ``kind`` is ``ack``, ``error``, ``pong``, ``shutdown`` or ``ignored``."""
-
-    venue: str
-    kind: str
-    detail: str = ""
+MarketItem = MarketEvent | Chatter | ParseError
 
 
-MarketItem = MarketEvent | MarketControl | MarketParseError
+def parse_error(venue: str, reason: str, detail: str, raw: bytes | str) -> ParseError:
+    return ParseError(reason, detail[: untrusted.SAMPLE_CHARS], untrusted.sample(raw), venue)
 
 
-def parse_error(venue: str, reason: str, detail: str, raw: bytes | str) -> MarketParseError:
-    return MarketParseError(reason, detail[: untrusted.SAMPLE_CHARS], untrusted.sample(raw), venue)
-
-
-def rejection(venue: str, r: Rejected) -> MarketParseError:
-    return MarketParseError(r.reason, r.detail, r.sample, venue)
+def rejection(venue: str, r: Rejected) -> ParseError:
+    return ParseError(r.reason, r.detail, r.sample, venue)
 
 
 def decode_field(decoder: msgspec.json.Decoder[T], data: msgspec.Raw) -> T:

@@ -28,21 +28,14 @@ from connectors.binance.market import parse_binance_frame
 from connectors.binance.protocol import BinanceHooks
 from connectors.bybit.market import KLINE_INTERVALS, parse_bybit_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import (
-    MarketControl,
-    MarketEvent,
-    MarketItem,
-    MarketParseError,
-    SymbolMap,
-    symbol_map,
-)
+from connectors.market_frames import MarketEvent, MarketItem, ParseError, SymbolMap, symbol_map
 from connectors.okx.market import CANDLE_CHANNELS, parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
 from connectors.pairs import PairsConfig, PairsPoller
 from connectors.untrusted import RejectTally, rejected
 from connectors.ws.budget import WsTiming
 from connectors.ws.events import Disconnected, Frame, Rejected, TopicsChecked, WsEvent
-from connectors.ws.hooks import VenueHooks
+from connectors.ws.hooks import Reject, VenueHooks
 from connectors.ws.shard import ShardRunner
 from connectors.ws.source import ShardControl, WsShardSource
 from cryptoflow.logs import get_logger
@@ -166,16 +159,15 @@ class MarketProcessor:
             if type(ev) is Frame:
                 self._frames += 1
                 for item in self._parse(ev.text, ev.recv_ns, self._symbols):
-                    if isinstance(item, MarketParseError):
+                    if isinstance(item, ParseError):
                         self._bad(item)
                     elif type(item) is Trade:
                         if self._fresh(item):
                             out.append(self._ids.check(item))
-                    elif isinstance(item, MarketControl):
-                        if item.kind == "error":
-                            self._counters["market_error_messages"] += 1
-                    else:
+                    elif isinstance(item, MarketEvent):
                         out.append(item)
+                    elif isinstance(item, Reject):  # a venue's refusal; acks, pongs, notices, ignored: dropped
+                        self._counters["market_error_messages"] += 1
                 continue
             if isinstance(ev, TopicsChecked):
                 self._last_check_ms = ev.ts_ms
@@ -197,7 +189,7 @@ class MarketProcessor:
                     self._rejects.add(rejected(ev.rejected, ev.reason, ""))
         return out
 
-    def _bad(self, err: MarketParseError) -> None:
+    def _bad(self, err: ParseError) -> None:
         self._rejects.add(err)
 
     def on_tick(self, now_ns: int) -> list[MarketSourceItem]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from connectors.binance.books import BookTicker, parse_binance_book_frame, parse_depth_snapshot
-from connectors.market_frames import MarketParseError
+from connectors.market_frames import ParseError
 from operators.book_sequencing import BINANCE
 from operators.book_sync import BookSync, Failed, FetchSnapshot, Resubscribe, SnapshotFetched, SyncConfig, Track
 from operators.events import BookDelta, BookStatus, Level
@@ -122,7 +122,7 @@ def test_replay_equals_naive_rebuild_and_book_ticker(depth: int) -> None:
         elif isinstance(item, BookTicker):
             tickers.append(item)
         else:
-            assert isinstance(item, MarketParseError), item
+            assert isinstance(item, ParseError), item
             rejected[item.reason] = rejected.get(item.reason, 0) + 1
         outputs += sync.drain()
 

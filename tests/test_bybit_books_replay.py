@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import MarketControl, symbol_map
+from connectors.market_frames import symbol_map
+from connectors.ws.hooks import Ack, Control
 from operators.book_sequencing import BYBIT
 from operators.book_sync import BookSync, Failed, FetchSnapshot, Resubscribe, SyncConfig, Track
 from operators.events import BookDelta, BookStatus, Level
@@ -78,8 +79,8 @@ def test_replay_equals_naive_rebuild(name: str, depth: int, symbols: int, deltas
     parsed = controls = 0
     for row, msg in zip(rows, frames, strict=True):
         item = parse_bybit_book_frame(row["data"], recv_ns=int(row["ts"] * 1e9), symbols=smap)
-        if isinstance(item, MarketControl):
-            assert item.kind == "ack" and "topic" not in msg
+        if isinstance(item, Control):
+            assert isinstance(item, Ack) and "topic" not in msg
             controls += 1
             continue
         assert isinstance(item, BookDelta), item

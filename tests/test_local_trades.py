@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from connectors.local.source import LocalConfig, LocalTradesSource
 from connectors.local.wire import parse_entry, parse_flat
-from connectors.market_frames import MarketParseError
+from connectors.market_frames import ParseError
 from connectors.market_source import MarketStats
 from connectors.pairs import PairsConfig
 from cryptoflow.servers import stop_process
@@ -67,7 +67,7 @@ _value = st.one_of(st.binary(max_size=80), st.sampled_from(
 @settings(max_examples=500, deadline=None)
 def test_junk_entries_give_only_typed_rejections(fields: dict[bytes, bytes]) -> None:
     out = parse_entry("BTC-USDT", {**ENTRY, **fields} if len(fields) % 2 else fields, recv_ns=0)
-    if isinstance(out, MarketParseError):
+    if isinstance(out, ParseError):
         assert out.reason in ("wrong_type", "too_large", "invalid_number", "invalid_value") and out.venue == "local"
     else:  # accepted: then every field is what the contract allows
         assert out.price > 0 and out.size > 0 and out.side in ("buy", "sell") and 0 <= out.ts_ms < 10**13

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 
 from connectors.binance.market import parse_binance_frame
 from connectors.bybit.market import parse_bybit_frame
-from connectors.market_frames import MarketControl, MarketParseError, symbol_map
+from connectors.market_frames import ParseError, symbol_map
 from connectors.okx.market import parse_okx_market_frame
+from connectors.ws.hooks import Ack, Chatter, Ignored, Notice, Pong, Reject
 from operators.events import BestQuote, Kline, Ticker, Trade
 from tests.junk_frames import junk_frames
 
@@ -62,22 +63,20 @@ def test_binance_trade_ticker_and_control() -> None:
     assert parse_binance_frame(ticker, recv_ns=0, symbols=SYMS) == [
         Ticker("binance", "BTC-USDT", Decimal("0.0025"), Decimal("0.0024"), Decimal("0.0026"), Decimal(10000),
                Decimal(250), Decimal("0.0025"), Decimal("0.0010"), 1672515782136)]
-    assert parse_binance_frame('{"result":null,"id":3}', recv_ns=0, symbols=SYMS) == [
-        MarketControl("binance", "ack", "id=3 result=None")]
+    assert parse_binance_frame('{"result":null,"id":3}', recv_ns=0, symbols=SYMS) == [Ack(None, (), "3")]
     (err,) = parse_binance_frame('{"error":{"code":2,"msg":"Invalid request"},"id":4}', recv_ns=0, symbols=SYMS)
-    assert isinstance(err, MarketControl) and err.kind == "error" and "Invalid request" in err.detail
+    assert err == Reject("2 Invalid request", (), "4")
     shutdown = '{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":1}}'
-    assert parse_binance_frame(shutdown, recv_ns=0, symbols=SYMS)[0] == MarketControl("binance", "shutdown",
-                                                                                       "serverShutdown")
+    assert parse_binance_frame(shutdown, recv_ns=0, symbols=SYMS)[0] == Notice("serverShutdown", reconnect=True)
     (unknown,) = parse_binance_frame(trade.replace("ETHUSDT", "DOGEUSDT"), recv_ns=0, symbols=SYMS)
-    assert isinstance(unknown, MarketParseError) and unknown.reason == "not_subscribed"
+    assert isinstance(unknown, ParseError) and unknown.reason == "not_subscribed"
 
 
 # ------------------------------------------------------------------------------------------------ OKX
 def test_okx_recorded_trades_and_tickers() -> None:
     items = [i for f in frames(DATA / "okx/okx-2022-05-13-books-trades-tickers.jsonl")
              for i in parse_okx_market_frame(f, recv_ns=0)]
-    assert not [i for i in items if isinstance(i, MarketParseError)]
+    assert not [i for i in items if isinstance(i, ParseError)]
     trades = [i for i in items if isinstance(i, Trade)]
     tickers = [i for i in items if isinstance(i, Ticker)]
     assert len(trades) >= 74 and len(tickers) == 28
@@ -88,7 +87,7 @@ def test_okx_recorded_trades_and_tickers() -> None:
         Decimal("30218.8"), Decimal("30210.4"), Decimal("30220.1"), Decimal("31003.3"), Decimal("27930.8"),
         Decimal(779573), 1652459223003)
     assert t.change_24h == (Decimal("30218.8") - Decimal("29571.4")) * 100 / Decimal("29571.4")
-    assert {i.kind for i in items if isinstance(i, MarketControl)} == {"ack", "ignored"}
+    assert {type(i) for i in items if isinstance(i, Chatter)} == {Ack, Ignored}
 
 
 def test_okx_candles_events_and_count() -> None:
@@ -102,16 +101,17 @@ def test_okx_candles_events_and_count() -> None:
     assert all(k.source == "venue" and k.trades == 0 for k in klines)
     (trade,) = [i for i in items if isinstance(i, Trade)]
     assert trade.count == 3
-    errors = [i for i in items if isinstance(i, MarketControl) and i.kind == "error"]
-    assert errors and "60018" in errors[0].detail
-    assert parse_okx_market_frame("pong", recv_ns=0) == [MarketControl("okx", "pong")]
+    assert Ack("subscribe", ("candle1m:BTC-USDT",)) in items  # topics as the market source's hooks name them
+    errors = [i for i in items if isinstance(i, Reject)]
+    assert errors and "60018" in errors[0].reason
+    assert parse_okx_market_frame("pong", recv_ns=0) == [Pong()]
 
 
 # ------------------------------------------------------------------------------------------------ Bybit
 def test_bybit_frames() -> None:
     items = [i for f in frames(DATA / "bybit_market_frames.jsonl") for i in parse_bybit_frame(f, recv_ns=7,
                                                                                                symbols=SYMS)]
-    assert not [i for i in items if isinstance(i, MarketParseError)]
+    assert not [i for i in items if isinstance(i, ParseError)]
     trades = [i for i in items if isinstance(i, Trade)]
     assert trades == [
         Trade("bybit", "BTC-USDT", "2290000000007764263", Decimal("16578.50"), Decimal("0.001"), "buy",
@@ -127,8 +127,8 @@ def test_bybit_frames() -> None:
         1672324800000, 1672324860000, True, Decimal("34666.4005"))
     (quote,) = [i for i in items if isinstance(i, BestQuote)]
     assert (quote.bid, quote.ask) == (Decimal("16493.50"), Decimal("16611.00"))
-    kinds = [i.kind for i in items if isinstance(i, MarketControl)]
-    assert kinds == ["ack", "pong", "error"]
+    assert [i for i in items if isinstance(i, Chatter)] == [
+        Ack("subscribe"), Pong(), Reject("Invalid symbol :[tickers.FOOUSDT]", (), None, "subscribe")]
 
 
 def test_bybit_recorded_orderbook1() -> None:
@@ -138,7 +138,7 @@ def test_bybit_recorded_orderbook1() -> None:
     assert quotes and all(q.bid < q.ask for q in quotes)
     assert BestQuote("bybit", "OP-USDC", Decimal("0.579"), Decimal("0.58"), 1749833472906) in quotes
     # symbols nobody subscribed are reported, not guessed
-    assert all(isinstance(i, BestQuote | MarketControl) or i.reason == "not_subscribed" for i in items)
+    assert all(isinstance(i, BestQuote | Chatter) or i.reason == "not_subscribed" for i in items)
 
 
 # ------------------------------------------------------------------------------------------------ junk
@@ -155,6 +155,6 @@ def test_junk_gives_typed_items_never_exceptions(raw: bytes | str) -> None:
                   lambda r: parse_binance_frame(r, recv_ns=0, symbols=SYMS),
                   lambda r: parse_bybit_frame(r, recv_ns=0, symbols=SYMS)):
         for item in parse(raw):
-            assert isinstance(item, Trade | Ticker | BestQuote | Kline | MarketControl | MarketParseError)
+            assert isinstance(item, Trade | Ticker | BestQuote | Kline | Chatter | ParseError)
             if isinstance(item, Trade):
                 assert item.price.is_finite() and item.size.is_finite() and item.count >= 1

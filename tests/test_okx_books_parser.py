@@ -10,19 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.okx.books import (
-    PARSE_REASONS,
-    OkxError,
-    OkxInfo,
-    OkxNotice,
-    OkxParseError,
-    OkxPong,
-    OkxSubscribed,
-    OkxUnsubscribed,
-    parse_books_frame,
-    parse_rest_books,
-    render_books_snapshot,
-)
+from connectors.market_frames import ParseError
+from connectors.okx.books import PARSE_REASONS, parse_books_frame, parse_rest_books, render_books_snapshot
+from connectors.okx.protocol import OkxHooks
+from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from operators.book_checksum import okx_checksum
 from operators.book_results import Applied
 from operators.events import BookDelta, Level
@@ -101,27 +92,32 @@ def test_several_data_entries_keep_order() -> None:
 
 
 def test_event_answers() -> None:
+    """Events become the WebSocket machinery's control types, exactly as the books source's hooks read them."""
+    hooks = OkxHooks("ws://x", channel="books")
     sub = '{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"},"connId":"a4d3ae55"}'
-    assert parse_books_frame(sub, recv_ns=1) == OkxSubscribed("books", "BTC-USDT", 1)
+    assert parse_books_frame(sub, recv_ns=1) == Ack("subscribe", ("BTC-USDT",)) == hooks.classify(sub)
+    with_id = '{"id":"1700","event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"},"connId":"a"}'
+    assert parse_books_frame(with_id, recv_ns=1) == Ack("subscribe", ("BTC-USDT",), "1700")
     unsub = '{"event":"unsubscribe","arg":{"channel":"books","instId":"ETH-USDT"},"connId":"a4d3ae55"}'
-    assert parse_books_frame(unsub, recv_ns=1) == OkxUnsubscribed("books", "ETH-USDT", 1)
+    assert parse_books_frame(unsub, recv_ns=1) == Ack("unsubscribe", ("ETH-USDT",)) == hooks.classify(unsub)
     err = (
         '{"event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:FOO-BAR doesn\'t exist. '
         'Please use the correct URL, channel and parameters referring to API document.","connId":"a4d3ae55"}'
     )
     out = parse_books_frame(err, recv_ns=1)
-    assert isinstance(out, OkxError) and out.code == "60018" and out.inst_id == "FOO-BAR"
+    assert isinstance(out, Reject) and out.reason.startswith("60018 Wrong URL") and out.topics == ("FOO-BAR",)
+    assert out == hooks.classify(err)
     notice = '{"event":"notice","code":"64008","msg":"The connection will soon be closed.","connId":"x"}'
     out = parse_books_frame(notice, recv_ns=1)
-    assert isinstance(out, OkxNotice) and out.code == "64008" and out.reconnect
-    assert parse_books_frame(b"pong", recv_ns=1) == OkxPong(1)
+    assert out == Notice("64008 The connection will soon be closed.", reconnect=True) == hooks.classify(notice)
+    assert parse_books_frame(b"pong", recv_ns=1) == Pong()
     count = '{"event":"channel-conn-count","channel":"books","connCount":"2","connId":"x"}'
-    assert isinstance(parse_books_frame(count, recv_ns=1), OkxInfo)
+    assert parse_books_frame(count, recv_ns=1) == Notice("channel-conn-count", reconnect=False)
 
 
 def reason(raw: bytes | str) -> str:
     out = parse_books_frame(raw, recv_ns=1)
-    assert isinstance(out, OkxParseError), out
+    assert isinstance(out, ParseError) and out.venue == "okx", out
     return out.reason
 
 
@@ -152,10 +148,10 @@ def test_typed_errors() -> None:
     escaped = parse_books_frame(BOOKS_UPDATE_OLD.replace('"452"', '"4\\u00352"'), recv_ns=1)  # "4\u00352" = 452
     assert isinstance(escaped, tuple) and escaped[0].bids == (Level("30182.6", "452"),)
     err = parse_books_frame(BOOKS_UPDATE_OLD.replace('"452"', '"-452"'), recv_ns=7)
-    assert isinstance(err, OkxParseError) and err.raw.startswith('{"arg"') and "-452" in err.detail
+    assert isinstance(err, ParseError) and err.raw.startswith('{"arg"') and "-452" in err.detail
 
 
-NON_BOOK = (OkxSubscribed, OkxUnsubscribed, OkxError, OkxNotice, OkxPong, OkxInfo, OkxParseError)
+NON_BOOK = (Ack, Reject, Notice, Pong, ParseError)
 
 
 def assert_typed(out: object) -> None:
@@ -163,7 +159,7 @@ def assert_typed(out: object) -> None:
         assert out and all(isinstance(d, BookDelta) for d in out)
         return
     assert isinstance(out, NON_BOOK), out
-    if isinstance(out, OkxParseError):
+    if isinstance(out, ParseError):
         assert out.reason in PARSE_REASONS
 
 
@@ -225,7 +221,7 @@ def test_json_junk_in_only_typed_values_out(obj: object) -> None:
 @given(obj=json_values | frame_like)
 def test_rest_junk_in_only_typed_values_out(obj: object) -> None:
     out = parse_rest_books(msgspec.json.encode(obj), instrument="BTC-USDT", recv_ns=1)
-    assert isinstance(out, BookDelta | OkxError | OkxParseError)
+    assert isinstance(out, BookDelta | Reject | ParseError)
 
 
 REST_BODY = (
@@ -253,9 +249,9 @@ def test_rest_books_body_to_snapshot() -> None:
     err = parse_rest_books(
         '{"code":"51001","msg":"Instrument ID does not exist","data":[]}', instrument="X-Y", recv_ns=5
     )
-    assert err == OkxError("51001", "Instrument ID does not exist", 5, "X-Y")
+    assert err == Reject("51001 Instrument ID does not exist", ("X-Y",))
     bad = parse_rest_books("<html>", instrument="X-Y", recv_ns=5)
-    assert isinstance(bad, OkxParseError) and bad.reason == "malformed_json"
+    assert isinstance(bad, ParseError) and bad.reason == "malformed_json"
 
 
 def test_render_snapshot_round_trips_through_the_parser_and_a_book() -> None:

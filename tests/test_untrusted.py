@@ -27,25 +27,15 @@ from connectors.binance.market import parse_binance_frame
 from connectors.binance.protocol import BinanceHooks
 from connectors.bybit.market import parse_bybit_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import MARKET_REASONS, MarketControl, MarketParseError
+from connectors.market_frames import MARKET_REASONS, ParseError
 from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
 from connectors.okx.book_source import BookState, BufferFrame, OkxBookProcessor, ShardStats
-from connectors.okx.books import (
-    PARSE_REASONS,
-    OkxError,
-    OkxInfo,
-    OkxNotice,
-    OkxParseError,
-    OkxPong,
-    OkxSubscribed,
-    OkxUnsubscribed,
-    parse_books_frame,
-    parse_rest_books,
-)
+from connectors.okx.books import PARSE_REASONS, parse_books_frame, parse_rest_books
 from connectors.okx.market import parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
 from connectors.untrusted import Rejected, RejectTally
 from connectors.ws.events import Disconnected, Frame, Subscribed, TopicsChecked
+from connectors.ws.hooks import Ack, Ignored, Notice, Pong, Reject
 from operators.alerts import Alert
 from operators.book_checksum import okx_checksum
 from operators.events import BestQuote, BookDelta, Kline, Level, Ticker, Trade
@@ -104,7 +94,7 @@ DEEP_REASONS = {"too_deep", "unknown_message", "wrong_type", "malformed_json"}  
 
 
 # ---------------------------------------------------------------------------------------- the parsers
-NON_BOOK = (OkxSubscribed, OkxUnsubscribed, OkxError, OkxNotice, OkxPong, OkxInfo)
+NON_BOOK = (Ack, Reject, Notice, Pong, Ignored)  # every parser's non-data results: the machinery's control types
 
 
 def books(raw: str | bytes) -> list[Any]:
@@ -131,7 +121,7 @@ def bybit(raw: str | bytes) -> list[Any]:
 PARSERS: dict[str, Callable[[str | bytes], list[Any]]] = {
     "okx_books": books, "okx_rest_books": rest, "okx_market": okx_market, "binance": binance, "bybit": bybit,
 }
-TYPED = (BookDelta, Trade, Ticker, BestQuote, Kline, MarketControl, *NON_BOOK)
+TYPED = (BookDelta, Trade, Ticker, BestQuote, Kline, *NON_BOOK)
 HOOKS = {"okx": OkxHooks("ws://x", channel="books"), "okx_multi": OkxHooks("ws://x"),
          "binance": BinanceHooks("ws://x"), "bybit": BybitHooks("ws://x")}
 
@@ -167,17 +157,17 @@ def test_a_5_mb_frame_is_rejected_unread(parser: str) -> None:
 def test_deep_values_are_too_deep_and_known_reasons_stay() -> None:
     for name in ("objects_1k", "objects_10k", "data_1k", "data_10k", "unknown_key_1k"):
         (r,) = books(POISON[name])
-        assert isinstance(r, OkxParseError) and r.reason == "too_deep", (name, r)
+        assert isinstance(r, ParseError) and r.reason == "too_deep", (name, r)
         assert r.raw == r.sample  # the old field name still reads
     (neg,) = books(BOOK_UPDATE.replace('"2"', '"-2"'))
-    assert isinstance(neg, OkxParseError) and neg.reason == "negative_size"
+    assert isinstance(neg, ParseError) and neg.reason == "negative_size"
     (chan,) = books(BOOK_UPDATE.replace('"books"', '"trades"'))
-    assert isinstance(chan, OkxParseError) and chan.reason == "unknown_channel"
+    assert isinstance(chan, ParseError) and chan.reason == "unknown_channel"
     (lst,) = books(POISON["arrays_10k"])  # not an object: refused at the first byte, however deep
-    assert isinstance(lst, OkxParseError) and lst.reason == "unknown_message"
-    assert books("pong") == [OkxPong(1)]
+    assert isinstance(lst, ParseError) and lst.reason == "unknown_message"
+    assert books("pong") == [Pong()]
     (deep,) = binance('{"stream":"btcusdt@trade","data":' + nested_objects(1000) + "}")
-    assert isinstance(deep, MarketParseError) and deep.reason == "too_deep" and deep.venue == "binance"
+    assert isinstance(deep, ParseError) and deep.reason == "too_deep" and deep.venue == "binance"
 
 
 @pytest.mark.parametrize("hook", sorted(HOOKS))
@@ -359,7 +349,7 @@ def test_times_beyond_the_year_2286_are_rejected_not_passed_on() -> None:
     assert [r.reason for r in (okx, bn, by)] == ["invalid_number", "wrong_type", "wrong_type"], (okx, bn, by)
     (big,) = okx_market('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
                         '"tradeId":"1","px":"1e999999","sz":"1","side":"buy","ts":"1"}]}')
-    assert isinstance(big, MarketParseError) and big.reason == "invalid_number"
+    assert isinstance(big, ParseError) and big.reason == "invalid_number"
 
 
 def test_the_rest_fetcher_reads_at_most_the_limit() -> None:

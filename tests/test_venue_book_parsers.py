@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from connectors import untrusted
 from connectors.binance.books import BookTicker, depth_weight, parse_binance_book_frame, parse_depth_snapshot
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import MARKET_REASONS, MarketControl, MarketParseError
+from connectors.market_frames import MARKET_REASONS, ParseError
+from connectors.ws.hooks import Ack, Control, Notice, Pong, Reject
 from operators.events import BookDelta, Level
 from tests.junk_frames import junk_frames
 
@@ -43,22 +44,23 @@ def test_binance_rest_snapshot_ticker_and_controls() -> None:
     assert snap == BookDelta("binance", "ETH-USDT", "snapshot", (Level("2683.80000000", "3.02920000"),),
                              (Level("2683.81000000", "31.4395"),), 5, 5_000_000, 0, 35346513512, None)
     err = parse_depth_snapshot('{"code":-1121,"msg":"Invalid symbol."}', instrument="X-Y", recv_ns=0)
-    assert err == MarketControl("binance", "error", "-1121 Invalid symbol.")
+    assert err == Reject("-1121 Invalid symbol.", ("X-Y",))
     assert parse_binance_book_frame(TICKER, recv_ns=3, symbols=SYMS) == BookTicker(
         "binance", "ETH-USDT", 35346513501, Level("2683.80000000", "3.02920000"),
         Level("2683.81000000", "31.43950000"), 3)
     bare_ticker = json.dumps(json.loads(TICKER)["data"])
     assert isinstance(parse_binance_book_frame(bare_ticker, recv_ns=3, symbols=SYMS), BookTicker)
-    assert parse_binance_book_frame('{"result":null,"id":7}', recv_ns=0, symbols=SYMS) == \
-        MarketControl("binance", "ack", "id 7")
-    assert parse_binance_book_frame('{"error":{"code":2,"msg":"x"},"id":7}', recv_ns=0, symbols=SYMS).kind == "error"  # type: ignore[union-attr]
+    assert parse_binance_book_frame('{"result":null,"id":7}', recv_ns=0, symbols=SYMS) == Ack(None, (), "7")
+    assert parse_binance_book_frame('{"result":null,"id":"7"}', recv_ns=0, symbols=SYMS) == Ack(None, (), "7")
+    assert parse_binance_book_frame('{"error":{"code":2,"msg":"x"},"id":7}', recv_ns=0, symbols=SYMS) == \
+        Reject("2 x", (), "7")
     assert parse_binance_book_frame('{"e":"serverShutdown","E":1}', recv_ns=0, symbols=SYMS) == \
-        MarketControl("binance", "shutdown")
+        Notice("serverShutdown", reconnect=True)
     assert (depth_weight(100), depth_weight(500), depth_weight(1000), depth_weight(5000)) == (5, 25, 50, 250)
 
 
 def _reason(item: object) -> str:
-    assert isinstance(item, MarketParseError), item
+    assert isinstance(item, ParseError), item
     assert item.reason in MARKET_REASONS
     return item.reason
 
@@ -87,11 +89,10 @@ def test_bybit_snapshot_delta_u1_and_controls() -> None:
     assert isinstance(reset, BookDelta) and reset.action == "snapshot" and reset.seq_id == 1
     reordered = json.dumps({"type": "delta", **{k: v for k, v in json.loads(BYBIT_DELTA).items() if k != "type"}})
     assert parse_bybit_book_frame(reordered, recv_ns=2, symbols=SYMS) == delta  # keys in another order
-    assert parse_bybit_book_frame('{"op":"pong","args":["1"]}', recv_ns=0, symbols=SYMS) == \
-        MarketControl("bybit", "pong")
+    assert parse_bybit_book_frame('{"op":"pong","args":["1"]}', recv_ns=0, symbols=SYMS) == Pong()
     ack = parse_bybit_book_frame('{"success":false,"ret_msg":"Invalid symbol","op":"subscribe"}', recv_ns=0,
                                  symbols=SYMS)
-    assert ack == MarketControl("bybit", "error", "subscribe Invalid symbol")
+    assert ack == Reject("Invalid symbol", (), None, "subscribe")
 
 
 def test_bybit_bad_frames_are_typed() -> None:
@@ -118,8 +119,8 @@ def test_junk_gives_typed_items_never_exceptions(raw: bytes | str) -> None:
              parse_bybit_book_frame(raw, recv_ns=0, symbols=SYMS),
              parse_depth_snapshot(raw, instrument="ETH-USDT", recv_ns=0)]
     for item in items:
-        assert isinstance(item, BookDelta | BookTicker | MarketControl | MarketParseError)
-        if isinstance(item, MarketParseError):
+        assert isinstance(item, BookDelta | BookTicker | Control | ParseError)
+        if isinstance(item, ParseError):
             assert item.reason in MARKET_REASONS and len(item.sample) <= untrusted.SAMPLE_CHARS + 1
         if isinstance(item, BookDelta):  # whatever got through is a level a book accepts
             for lv in (*item.bids, *item.asks):

@@ -21,7 +21,7 @@ from typing import Any
 
 from connectors.binance.books import parse_binance_book_frame, parse_depth_snapshot
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import MarketParseError, symbol_map
+from connectors.market_frames import ParseError, symbol_map
 from operators.book_sequencing import BINANCE, BYBIT
 from operators.book_sync import (
     BookSync,
@@ -57,7 +57,7 @@ class Client:
         self.symbols = symbol_map(INSTS)
         self.queue: asyncio.Queue[tuple[str, Any, int]] = asyncio.Queue()
         self.outputs: list[SyncOutput] = []
-        self.rejected: list[MarketParseError] = []
+        self.rejected: list[ParseError] = []
         self.fetches = 0
         self.fed: Counter[Fed] = Counter()
         self.tasks: set[asyncio.Future[None]] = set()  # REST fetches in flight
@@ -108,7 +108,7 @@ class Client:
                 item = self.parse(payload, recv_ns=recv_ns, symbols=self.symbols)
                 if type(item) is BookDelta:
                     self.fed[self.sync.on_delta(item)] += 1
-                elif isinstance(item, MarketParseError):
+                elif isinstance(item, ParseError):
                     self.rejected.append(item)
             elif kind == "snapshot":
                 inst, body = payload

@@ -27,11 +27,11 @@ from urllib.parse import urlencode
 import aiohttp
 import msgspec
 
-from connectors.binance.books import BookTicker, depth_weight, parse_binance_book_frame, parse_depth_snapshot
+from connectors.binance.books import depth_weight, parse_binance_book_frame, parse_depth_snapshot
 from connectors.binance.protocol import BinanceHooks
 from connectors.books.items import CollectorItem
 from connectors.books.source import InstrumentTopics, books_source
-from connectors.market_frames import MarketControl, symbol_map
+from connectors.market_frames import ParseError, symbol_map
 from connectors.pairs import PairsConfig
 from connectors.untrusted import MAX_FRAME_BYTES, Rejected
 from connectors.ws.budget import Budget, WsTiming
@@ -65,7 +65,7 @@ class BinanceBooks:
         item = parse_binance_book_frame(text, recv_ns=recv_ns, symbols=self._symbols)
         if type(item) is BookDelta:
             return (item,)
-        return None if isinstance(item, MarketControl | BookTicker) else item  # type: ignore[return-value]
+        return item if isinstance(item, ParseError) else None  # a BookTicker or a control answer: no book data
 
     def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:
         snap = parse_depth_snapshot(body, instrument=instrument, recv_ns=recv_ns)

@@ -15,12 +15,13 @@ trade.jsonl.gz``, replayed by ``tests/test_binance_books_replay.py``; junk in ``
 * REST ``GET /api/v3/depth?symbol=ETHUSDT&limit=1000``: ``{"lastUpdateId":35346513512,"bids":[...],
   "asks":[...]}`` -> a snapshot :class:`BookDelta` with ``seq_id = lastUpdateId`` (no time in the body:
   ``ts_ms`` is the receive time); an error body ``{"code":-1121,"msg":"Invalid symbol."}`` -> a
-  :class:`MarketControl` of kind ``error``.
+  :class:`~connectors.ws.hooks.Reject` of the instrument.
 * ``<sym>@bookTicker``: ``{"u":35346513501,"s":"ETHUSDT","b":"2683.80000000","B":"3.02920000",
   "a":"2683.81000000","A":"31.43950000"}`` -> :class:`BookTicker` (best levels as of update id ``u``).
-* subscribe answers ``{"result":null,"id":7}`` / ``{"error":{...},"id":7}`` -> :class:`MarketControl`.
+* subscribe answers ``{"result":null,"id":7}`` / ``{"error":{...},"id":7}`` and ``serverShutdown`` -> the
+  machinery's control types (``Ack``, ``Reject``, ``Notice``: :mod:`connectors.ws.hooks`), as the hooks read them.
 
-Never raises on what the wire brings: junk is a :class:`MarketParseError` (``reason`` one of
+Never raises on what the wire brings: junk is a :class:`~connectors.market_frames.ParseError` (``reason`` one of
 :data:`connectors.market_frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
 Symbols map back to instrument ids (``ETHUSDT`` -> ``ETH-USDT``) through the subscribed set's
 :data:`~connectors.market_frames.SymbolMap`. Request weight of the REST snapshot: :func:`depth_weight`.
@@ -34,8 +35,9 @@ import msgspec
 
 from connectors import untrusted
 from connectors.book_levels import check_sides, plain_text
-from connectors.market_frames import EpochMs, MarketControl, MarketParseError, SymbolMap, parse_error, rejection
+from connectors.market_frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Ack, Control, Notice, Reject
 from operators.events import BookDelta, Level
 
 VENUE = "binance"
@@ -98,6 +100,15 @@ _ticker = msgspec.json.Decoder(BinanceBookTicker)
 _probe = msgspec.json.Decoder(_Probe)
 
 
+class _ErrorBody(msgspec.Struct, frozen=True):
+    code: object = None
+    msg: object = None
+
+
+_error_body = msgspec.json.Decoder(_ErrorBody)
+_answer_id = msgspec.json.Decoder(int | str | None)
+
+
 class BookTicker(msgspec.Struct, frozen=True):
     """Binance's best bid and ask as of its update id ``update_id`` (the depth stream's ``u`` numbering)."""
 
@@ -109,7 +120,7 @@ class BookTicker(msgspec.Struct, frozen=True):
     recv_ns: int
 
 
-BinanceBookItem = BookDelta | BookTicker | MarketControl | MarketParseError
+BinanceBookItem = BookDelta | BookTicker | Control | ParseError
 
 
 # ---------------------------------------------------------------------------------------------- parsers
@@ -124,7 +135,7 @@ def _stream_of(raw: bytes | str) -> str:
 
 def parse_binance_book_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem:
     """One WebSocket text frame -> an update :class:`BookDelta`, a :class:`BookTicker`, a control answer,
-    or a :class:`MarketParseError`."""
+    or a :class:`~connectors.market_frames.ParseError`."""
     kind = _stream_of(raw).partition("@")[2]
     if kind in DEPTH_STREAMS or kind == "bookTicker":
         return _wrapped(kind, raw, recv_ns, symbols)
@@ -154,22 +165,40 @@ def _slow(raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem
         upd = untrusted.decode(_bare, raw)
         return _delta(upd, raw, recv_ns, symbols) if not isinstance(upd, Rejected) else rejection(VENUE, upd)
     if probe.e == "serverShutdown":
-        return MarketControl(VENUE, "shutdown")
+        return Notice("serverShutdown", reconnect=True)
     if probe.e:
         return parse_error(VENUE, "unknown_channel", f"event {probe.e[:60]!r}", raw)
     if probe.error:
-        return MarketControl(VENUE, "error", bytes(probe.error)[:200].decode("utf-8", "replace"))
+        return Reject(_error_text(probe.error), (), _req_id(probe.id))
     if probe.id:
-        return MarketControl(VENUE, "ack", f"id {bytes(probe.id)[:40].decode('utf-8', 'replace')}")
+        return Ack(None, (), _req_id(probe.id))  # the answer does not say to which op (the hooks know it)
     if probe.code is not None:
-        return MarketControl(VENUE, "error", f"{probe.code} {probe.msg[:160]}")
+        return Reject(f"{probe.code} {probe.msg[:160]}")
     tick = untrusted.decode(_ticker, raw)  # a bare bookTicker has no "e"
     if not isinstance(tick, Rejected):
         return _book_ticker(tick, raw, recv_ns, symbols)
     return parse_error(VENUE, "unknown_message", "neither a depth/bookTicker frame nor a control answer", raw)
 
 
-def _delta(d: BinanceDepthUpdate, raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BookDelta | MarketParseError:
+def _error_text(error: msgspec.Raw) -> str:
+    """``"<code> <msg>"`` of an answer's ``error`` object (as :class:`connectors.binance.protocol.BinanceHooks`
+    reads it), or its start when it is not an object."""
+    body = untrusted.decode(_error_body, error)
+    if isinstance(body, Rejected):
+        return bytes(error)[:200].decode("utf-8", "replace")
+    return f"{body.code} {body.msg}"[:200]
+
+
+def _req_id(raw: msgspec.Raw) -> str | None:
+    if not raw:
+        return None
+    value = untrusted.decode(_answer_id, raw)
+    if isinstance(value, Rejected):
+        return bytes(raw)[:40].decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
+def _delta(d: BinanceDepthUpdate, raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BookDelta | ParseError:
     inst = symbols.get(d.s.upper())
     if inst is None:
         return parse_error(VENUE, "not_subscribed", f"symbol {d.s[:60]!r} is not subscribed", raw)
@@ -196,15 +225,15 @@ def _book_ticker(t: BinanceBookTicker, raw: bytes | str, recv_ns: int, symbols: 
     return BookTicker(VENUE, inst, t.u, bid, ask, recv_ns)
 
 
-def parse_depth_snapshot(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | MarketControl | \
-        MarketParseError:
+def parse_depth_snapshot(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | Reject | ParseError:
     """A REST ``/api/v3/depth`` body -> a snapshot :class:`BookDelta` (``seq_id = lastUpdateId``, ``ts_ms``
-    the receive time: the body has none); an error body -> ``MarketControl(kind="error")``."""
+    the receive time: the body has none); an error body -> a :class:`~connectors.ws.hooks.Reject` of
+    ``instrument`` (reason ``"<code> <msg>"``)."""
     snap = untrusted.decode(_snapshot, body)
     if isinstance(snap, Rejected):
         probe = untrusted.decode(_probe, body)
         if not isinstance(probe, Rejected) and probe.code is not None:
-            return MarketControl(VENUE, "error", f"{probe.code} {probe.msg[:160]}")
+            return Reject(f"{probe.code} {probe.msg[:160]}", (instrument,))
         return rejection(VENUE, snap)
     if not 0 <= snap.lastUpdateId < 2**63:
         return parse_error(VENUE, "invalid_value", f"lastUpdateId {snap.lastUpdateId}", body)

@@ -3,9 +3,10 @@
 Frames come from ``/stream?streams=...`` (or a live ``SUBSCRIBE``) wrapped as ``{"stream": "...", "data":
 {...}}``. Handled payloads: ``aggTrade`` (one Trade counting ``l - f + 1`` exchange trades), ``trade``,
 ``24hrTicker`` and ``kline`` (the venue's own kline, ``source="venue"``, closed when ``x`` is true).
-Control answers (``{"result": null, "id": 1}``, ``{"error": ...}``) and ``serverShutdown`` become
-:class:`MarketControl`; anything else a :class:`MarketParseError` — never an exception (every decode bounded
-by :func:`connectors.untrusted.decode`).
+Control answers (``{"result": null, "id": 1}``, ``{"error": ...}``) and ``serverShutdown`` become the
+machinery's control types (``Ack``, ``Reject``, ``Notice``: :mod:`connectors.ws.hooks`), payloads we do not
+take :class:`~connectors.ws.hooks.Ignored`; anything else a :class:`~connectors.market_frames.ParseError` —
+never an exception (every decode bounded by :func:`connectors.untrusted.decode`).
 
 Fixtures of every wire shape: ``tests/data/binance_*.jsonl`` (real frames, see tests/data/README.md).
 """
@@ -20,7 +21,6 @@ import msgspec
 from connectors import untrusted
 from connectors.market_frames import (
     EpochMs,
-    MarketControl,
     MarketItem,
     SymbolMap,
     parse_error,
@@ -28,6 +28,7 @@ from connectors.market_frames import (
     sane,
 )
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Ack, Ignored, Notice, Reject
 from operators.events import Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -122,23 +123,24 @@ def parse_binance_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -
     if isinstance(env, Rejected):
         return [rejection(VENUE, env)]
     if not env.data:
-        if env.error is not None:
-            return [MarketControl(VENUE, "error", f"id={env.id} {env.error}")]
+        req_id = None if env.id is msgspec.UNSET or env.id is None else str(env.id)
+        if env.error is not None:  # "<code> <msg>", as BinanceHooks reads it
+            return [Reject(f"{env.error.get('code')} {env.error.get('msg')}", (), req_id)]
         if env.id is not msgspec.UNSET:
-            return [MarketControl(VENUE, "ack", f"id={env.id} result={env.result}")]
+            return [Ack(None, (), req_id)]  # the answer does not say to which op (the hooks know it)
         return [parse_error(VENUE, "unknown_message", "expected a combined-stream frame with 'data'", raw)]
     payload = untrusted.decode(_payload, env.data)
     if isinstance(payload, Rejected):
         stream = env.stream or ""
         if payload.reason == "wrong_type" and any(name in stream for name in ("depth", "bookTicker", "miniTicker")):
-            return [MarketControl(VENUE, "ignored", stream[:60])]
+            return [Ignored(stream[:60])]
         return [rejection(VENUE, payload)]
     return _convert(payload, raw, recv_ns=recv_ns, symbols=symbols)
 
 
 def _convert(payload: BinancePayload, raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> list[MarketItem]:
     if isinstance(payload, BinanceShutdown):
-        return [MarketControl(VENUE, "shutdown", "serverShutdown")]
+        return [Notice("serverShutdown", reconnect=True)]
     inst = _instrument(payload.s, symbols)
     if inst is None:
         return [parse_error(VENUE, "not_subscribed", f"symbol {payload.s[:60]!r} is not subscribed", raw)]
@@ -155,7 +157,7 @@ def _convert(payload: BinancePayload, raw: bytes | str, *, recv_ns: int, symbols
     if isinstance(payload, BinanceKline):
         k = payload.k
         if k.i not in TIMEFRAME_MS:
-            return [MarketControl(VENUE, "ignored", f"kline interval {k.i[:20]}")]
+            return [Ignored(f"kline interval {k.i[:20]}")]
         if not sane(k.o, k.h, k.l, k.c, k.v, k.q):
             return [parse_error(VENUE, "invalid_number", "kline with a non-finite or out-of-range number", raw)]
         return [Kline(VENUE, inst, k.i, k.t, k.T + 1, k.o, k.h, k.l, k.c, k.v, k.q, k.n, k.x, "venue")]

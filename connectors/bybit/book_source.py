@@ -22,7 +22,7 @@ from connectors.books.items import CollectorItem
 from connectors.books.source import InstrumentTopics, books_source
 from connectors.bybit.books import parse_bybit_book_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import MarketControl, symbol_map
+from connectors.market_frames import ParseError, symbol_map
 from connectors.pairs import PairsConfig
 from connectors.untrusted import Rejected
 from connectors.ws.budget import WsTiming
@@ -52,7 +52,7 @@ class BybitBooks:
         item = parse_bybit_book_frame(text, recv_ns=recv_ns, symbols=self._symbols)
         if type(item) is BookDelta:
             return (item,)
-        return None if isinstance(item, MarketControl) else item  # type: ignore[return-value]
+        return item if isinstance(item, ParseError) else None  # a control answer: no book data
 
     def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:
         return "bybit books take no REST snapshot"  # not reached: fetch_missing is False, no fetcher

@@ -12,10 +12,10 @@ and ``bybit-2025-06-13-orderbook1.jsonl``, replayed by ``tests/test_bybit_books_
 :mod:`operators.book_sequencing` documents: ``u`` counts the topic's pushes), ``ts_ms = ts``. ``type``
 ``snapshot`` — and any push with ``u == 1``, which is how Bybit announces a restarted service — is a snapshot
 (it replaces the book); ``delta`` is an update, where size ``"0"`` removes a level. ``orderbook.1`` sends only
-snapshots, and may repeat a ``u``. Answers (``{"success":true,"op":"subscribe",...}``) and pongs ->
-:class:`MarketControl`.
+snapshots, and may repeat a ``u``. Answers (``{"success":true,"op":"subscribe",...}``) and pongs -> the
+machinery's control types (:func:`connectors.bybit.protocol.op_answer`; ``Pong``).
 
-Never raises on what the wire brings: junk is a :class:`MarketParseError` (``reason`` one of
+Never raises on what the wire brings: junk is a :class:`~connectors.market_frames.ParseError` (``reason`` one of
 :data:`connectors.market_frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
 Symbols map back to instrument ids (``XRPUSDT`` -> ``XRP-USDT``) through the subscribed set's
 :data:`~connectors.market_frames.SymbolMap`. Subscribing goes through :mod:`connectors.bybit.protocol`: the
@@ -30,8 +30,10 @@ import msgspec
 
 from connectors import untrusted
 from connectors.book_levels import check_sides, plain_text
-from connectors.market_frames import EpochMs, MarketControl, MarketParseError, SymbolMap, parse_error, rejection
+from connectors.bybit.protocol import op_answer
+from connectors.market_frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Control, Pong
 from operators.events import BookDelta, Level
 
 VENUE = "bybit"
@@ -76,7 +78,7 @@ _frame = msgspec.json.Decoder(BybitBookFrame)
 _probe = msgspec.json.Decoder(_Probe)
 _PREFIX = '{"topic":"orderbook.'
 
-BybitBookItem = BookDelta | MarketControl | MarketParseError
+BybitBookItem = BookDelta | Control | ParseError
 
 
 def parse_bybit_book_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> BybitBookItem:
@@ -97,14 +99,13 @@ def parse_bybit_book_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap
                 else rejection(VENUE, frame)
         return parse_error(VENUE, "unknown_channel", f"topic {probe.topic[:60]!r}", raw)
     if probe.op in ("pong", "ping") or probe.ret_msg == "pong":
-        return MarketControl(VENUE, "pong")
+        return Pong()
     if probe.op:
-        ok = probe.success is not False
-        return MarketControl(VENUE, "ack" if ok else "error", f"{probe.op} {probe.ret_msg[:160]}".strip())
+        return op_answer(probe.op[:60], probe.success, probe.ret_msg[:160])
     return parse_error(VENUE, "unknown_message", "expected an orderbook topic or an 'op' answer", raw)
 
 
-def _delta(f: BybitBookFrame, raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BookDelta | MarketParseError:
+def _delta(f: BybitBookFrame, raw: bytes | str, recv_ns: int, symbols: SymbolMap) -> BookDelta | ParseError:
     d = f.data
     inst = symbols.get(d.s.upper())
     if inst is None:

@@ -1,5 +1,5 @@
 """Bybit v5 spot market-data wire models and parsers -> domain events. Pure, no I/O, never raises (every decode
-bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.MarketParseError`).
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.ParseError`).
 
 Wire shapes (fixtures: ``tests/data/bybit_market_frames.jsonl`` and the real ``orderbook.1`` frames of
 ``tests/data/bybit/bybit-2025-06-13-orderbook1.jsonl``):
@@ -12,8 +12,9 @@ Wire shapes (fixtures: ``tests/data/bybit_market_frames.jsonl`` and the real ``o
   "volume","turnover","confirm"}]}`` — ``confirm`` true: the kline is closed; ``end`` is inclusive.
 * ``{"topic":"orderbook.1.BTCUSDT","type":"snapshot","ts":..,"data":{"s","b":[[p,s]],"a":[[p,s]],"u","seq"}}``
   -> :class:`BestQuote` (skipped while a side is empty).
-* ``{"success":true,"op":"subscribe",...}``, pongs (``{"op":"pong"}`` on spot, ``ret_msg":"pong"``) ->
-  :class:`MarketControl`; ``success:false`` -> ``error``.
+* ``{"success":true,"op":"subscribe",...}``, pongs (``{"op":"pong"}`` on spot, ``ret_msg":"pong"``) -> the
+  machinery's control types (:func:`connectors.bybit.protocol.op_answer`: ``success:false`` -> ``Reject``;
+  ``Pong``); klines of an interval we do not take, a one-sided ``orderbook.1`` -> ``Ignored``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 import msgspec
 
 from connectors import untrusted
+from connectors.bybit.protocol import op_answer
 from connectors.market_frames import (
     EpochMs,
     InvalidField,
-    MarketControl,
     MarketItem,
     SymbolMap,
     decode_field,
@@ -36,6 +37,7 @@ from connectors.market_frames import (
     sane,
 )
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Ignored, Pong
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -104,10 +106,9 @@ def parse_bybit_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> 
         return [rejection(VENUE, frame)]
     if not frame.topic:
         if frame.op in ("pong", "ping") or frame.ret_msg == "pong":
-            return [MarketControl(VENUE, "pong")]
+            return [Pong()]
         if frame.op:
-            ok = frame.success is not False
-            return [MarketControl(VENUE, "ack" if ok else "error", f"{frame.op} {frame.ret_msg}".strip())]
+            return [op_answer(frame.op[:60], frame.success, frame.ret_msg[:160])]
         return [parse_error(VENUE, "unknown_message", "expected a 'topic' or an 'op' answer", raw)]
     channel, _, rest = frame.topic.partition(".")
     try:
@@ -152,7 +153,7 @@ def _convert(channel: str, rest: str, frame: BybitFrame, raw: Any, recv_ns: int,
         interval, _, symbol = rest.partition(".")
         tf = _TIMEFRAME_OF_INTERVAL.get(interval)
         if tf is None:
-            return [MarketControl(VENUE, "ignored", f"kline interval {interval}")]
+            return [Ignored(f"kline interval {interval[:20]}")]
         inst = _inst(symbol, symbols)
         klines: list[MarketItem] = []
         for k in decode_field(_klines, frame.data):
@@ -163,7 +164,7 @@ def _convert(channel: str, rest: str, frame: BybitFrame, raw: Any, recv_ns: int,
     if channel == "orderbook":
         book = decode_field(_book1, frame.data)
         if not book.b or not book.a:
-            return [MarketControl(VENUE, "ignored", f"one-sided orderbook.1 {book.s}")]
+            return [Ignored(f"one-sided orderbook.1 {book.s[:60]}")]
         _finite(book.b[0][0], book.a[0][0])
         return [BestQuote(VENUE, _inst(book.s, symbols), book.b[0][0], book.a[0][0], frame.ts)]
     return [parse_error(VENUE, "unknown_channel", f"unsupported topic {frame.topic[:60]!r}", raw)]

@@ -25,6 +25,7 @@ from connectors.ws.hooks import (
     KeepAlive,
     KeepAliveMode,
     Limits,
+    Notice,
     Op,
     Pong,
     Reject,
@@ -98,9 +99,20 @@ class BybitHooks:
             return Pong()
         if ans.op not in ("subscribe", "unsubscribe"):
             return None
-        op: Op = "subscribe" if ans.op == "subscribe" else "unsubscribe"
-        if ans.success is False:
+        return op_answer(ans.op, ans.success, ans.ret_msg, ans.req_id or None)
+
+
+def op_answer(op: str, success: bool | None, ret_msg: str, req_id: str | None = None) -> Ack | Reject | Notice:
+    """A Bybit ``op`` answer (not a pong) in the machinery's control vocabulary, for the hooks and the parsers
+    (:mod:`connectors.bybit.books`, :mod:`connectors.bybit.market`): a subscribe/unsubscribe answer -> an
+    :class:`Ack` or :class:`Reject` of its request; an answer to another op (none is sent) -> a :class:`Reject`
+    when refused, else a :class:`Notice` to log."""
+    if op in ("subscribe", "unsubscribe"):
+        sub: Op = "subscribe" if op == "subscribe" else "unsubscribe"
+        if success is False:
             # The whole request is refused (e.g. one invalid symbol among 10 args): fail all of its topics,
             # the machinery retries each alone and only the bad ones end up rejected.
-            return Reject(ans.ret_msg or "refused", (), ans.req_id or None, op)
-        return Ack(op, (), ans.req_id or None)
+            return Reject(ret_msg or "refused", (), req_id, sub)
+        return Ack(sub, (), req_id)
+    detail = f"{op} {ret_msg}".strip()
+    return Reject(detail, (), req_id) if success is False else Notice(detail, reconnect=False)

@@ -5,7 +5,7 @@ Wire shape (docs/CONTRACTS.md "History and an exchange's own trades"; fixture: `
 (``buy``/``sell``, the taker's side), ``ts`` (epoch milliseconds), ``trade_id`` (a non-negative integer,
 increasing per stream). Field values arrive as bytes (the client does not decode; decoding only what is
 used is cheaper). Entries are untrusted: anything else is a
-:class:`connectors.market_frames.MarketParseError` (``wrong_type`` for a missing field, ``too_large`` for a
+:class:`connectors.market_frames.ParseError` (``wrong_type`` for a missing field, ``too_large`` for a
 value longer than :data:`MAX_VALUE_BYTES`, ``invalid_number``, ``invalid_value``), never an exception.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from connectors.market_frames import MAX_EPOCH_MS, MarketParseError, parse_error
+from connectors.market_frames import MAX_EPOCH_MS, ParseError, parse_error
 from operators.events import Side, Trade
 
 VENUE = "local"
@@ -63,7 +63,7 @@ def _decimal(text: bytes) -> Decimal | None:
     return value
 
 
-def parse_entry(instrument: str, fields: dict[bytes, bytes], *, recv_ns: int) -> Trade | MarketParseError:
+def parse_entry(instrument: str, fields: dict[bytes, bytes], *, recv_ns: int) -> Trade | ParseError:
     """One stream entry's fields as a trade of ``instrument`` (see module docstring for the rules)."""
     get = fields.get
     price_b, amount_b, side_b, ts_b, id_b = get(b"price"), get(b"amount"), get(b"side"), get(b"ts"), get(b"trade_id")
@@ -73,13 +73,13 @@ def parse_entry(instrument: str, fields: dict[bytes, bytes], *, recv_ns: int) ->
     return _parse(instrument, price_b, amount_b, side_b, ts_b, id_b, fields, recv_ns)
 
 
-def parse_flat(instrument: str, flat: list[bytes] | None, *, recv_ns: int) -> Trade | MarketParseError:
+def parse_flat(instrument: str, flat: list[bytes] | None, *, recv_ns: int) -> Trade | ParseError:
     """:func:`parse_entry` of an entry as XREAD returns it, ``[field, value, ...]``: no dict built when the
     fields come in the producers' order (any other order, or duplicates, go through the dict, same rules)."""
     return _parse_flat(instrument, flat, recv_ns)
 
 
-def _parse_flat(instrument: str, flat: list[bytes] | None, recv_ns: int) -> Trade | MarketParseError:
+def _parse_flat(instrument: str, flat: list[bytes] | None, recv_ns: int) -> Trade | ParseError:
     if flat and flat[0::2] == _ORDER:
         _, price_b, _, amount_b, _, side_b, _, ts_b, _, id_b = flat
         return _parse(instrument, price_b, amount_b, side_b, ts_b, id_b, flat, recv_ns)
@@ -88,7 +88,7 @@ def _parse_flat(instrument: str, flat: list[bytes] | None, recv_ns: int) -> Trad
 
 
 def _parse(instrument: str, price_b: bytes, amount_b: bytes, side_b: bytes, ts_b: bytes, id_b: bytes,
-           fields: dict[bytes, bytes] | list[bytes], recv_ns: int) -> Trade | MarketParseError:
+           fields: dict[bytes, bytes] | list[bytes], recv_ns: int) -> Trade | ParseError:
     if len(price_b) > MAX_VALUE_BYTES or len(amount_b) > MAX_VALUE_BYTES or len(id_b) > MAX_VALUE_BYTES:
         return parse_error(VENUE, "too_large", f"a field value longer than {MAX_VALUE_BYTES} bytes",
                            _sample(fields))
@@ -117,7 +117,7 @@ class StreamBatch:
 
     def __init__(self, last_id: int | None) -> None:
         self.trades: list[Trade] = []
-        self.rejected: list[tuple[bytes, MarketParseError]] = []  # (entry id, why)
+        self.rejected: list[tuple[bytes, ParseError]] = []  # (entry id, why)
         self.duplicates = 0  # entries whose trade_id is not above the last one (a producer's retried XADD)
         self.last_id = last_id
 
@@ -132,7 +132,7 @@ def parse_entries(instrument: str, entries: list[tuple[bytes, list[bytes]]], las
     last = last_id
     for entry_id, flat in entries:
         item = _parse_flat(instrument, flat, recv_ns)
-        if isinstance(item, MarketParseError):
+        if isinstance(item, ParseError):
             out.rejected.append((entry_id, item))
             continue
         trade_id = int(item.trade_id)

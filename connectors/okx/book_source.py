@@ -22,13 +22,8 @@ from connectors.books.items import BookSample, BookState, BufferFrame, Collector
 from connectors.books.processor import BookProcessor
 from connectors.books.source import books_source
 from connectors.books.source import shard_count as _shard_count
-from connectors.okx.books import (
-    OkxParseError,
-    frame_instrument,
-    parse_books_frame,
-    parse_rest_books,
-    render_books_snapshot,
-)
+from connectors.market_frames import ParseError
+from connectors.okx.books import frame_instrument, parse_books_frame, parse_rest_books, render_books_snapshot
 from connectors.okx.protocol import OkxHooks
 from connectors.okx.rest import OkxBooksFetcher
 from connectors.pairs import PairsConfig
@@ -61,7 +56,7 @@ class OkxBooks:
         res = parse_books_frame(text, recv_ns=recv_ns)
         if type(res) is tuple:
             return res
-        return res if isinstance(res, OkxParseError) else None
+        return res if isinstance(res, ParseError) else None
 
     def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:
         snap = parse_rest_books(body, instrument=instrument, recv_ns=recv_ns)

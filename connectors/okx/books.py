@@ -17,22 +17,26 @@ Wire shapes (fixtures: ``tests/data/okx/*.jsonl``, recorded from OKX; ``tests/te
 * REST ``GET /api/v5/market/books``: ``{"code":"0","msg":"","data":[{"asks":...,"bids":...,"ts":"..."}]}``.
 
 :func:`parse_books_frame` never raises on what the wire brings: book frames become ``tuple[BookDelta, ...]``
-(one per ``data`` entry, in order), protocol chatter a typed :data:`OkxMessage`, anything else an
-:class:`OkxParseError` (a :class:`connectors.untrusted.Rejected`) whose ``reason`` is one of
-:data:`PARSE_REASONS`. Every decode goes through :func:`connectors.untrusted.decode` (size and depth bounded:
+(one per ``data`` entry, in order), protocol chatter the WebSocket machinery's control types
+(:data:`connectors.ws.hooks.Control`, read by :func:`connectors.okx.protocol.event_control` as the books
+source's hooks read them: a topic is an ``instId``), anything else a :class:`connectors.market_frames.ParseError`
+(a :class:`connectors.untrusted.Rejected`) whose ``reason`` is one of :data:`PARSE_REASONS`. Every decode goes
+through :func:`connectors.untrusted.decode` (size and depth bounded:
 ``too_large``, ``too_deep``); nothing is decoded untyped.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import msgspec
 
 from connectors import untrusted
 from connectors.book_levels import check_sides, plain_text
+from connectors.market_frames import ParseError, parse_error, rejection
+from connectors.okx.protocol import OkxArg, event_control
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Control, Pong, Reject
 from operators.book_checksum import okx_checksum
 from operators.events import BookDelta, BookView, Level
 
@@ -50,15 +54,9 @@ PARSE_REASONS = (
     "unknown_message",  # JSON that is neither a data frame nor an event
 )
 _TS_DIGITS_MAX = 16  # epoch ms has 13 digits until the year 2286
-INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")  # the instId an error names
 
 
 # ------------------------------------------------------------------------------------------ wire models
-class OkxArg(msgspec.Struct, frozen=True):
-    channel: str
-    instId: str = ""
-
-
 class OkxBookData(msgspec.Struct, frozen=True):
     """One ``data`` entry. Levels decode straight into :class:`Level` (array-like: extra elements ignored)."""
 
@@ -77,14 +75,6 @@ class OkxBooksFrame(msgspec.Struct, frozen=True):
     action: Literal["snapshot", "update"] | None = None
 
 
-class OkxEventFrame(msgspec.Struct, frozen=True):
-    event: str
-    arg: OkxArg | None = None
-    code: str = ""
-    msg: str = ""
-    connId: str = ""
-
-
 class OkxRestBooks(msgspec.Struct, frozen=True):
     code: str
     data: tuple[OkxBookData, ...] = ()
@@ -92,7 +82,6 @@ class OkxRestBooks(msgspec.Struct, frozen=True):
 
 
 _frame_decoder = msgspec.json.Decoder(OkxBooksFrame)
-_event_decoder = msgspec.json.Decoder(OkxEventFrame)
 _rest_decoder = msgspec.json.Decoder(OkxRestBooks)
 
 
@@ -113,74 +102,11 @@ _probe_arg_decoder = msgspec.json.Decoder(_ProbeArg)
 _channel_decoder = msgspec.json.Decoder(str)
 
 
-# ------------------------------------------------------------------------------- typed non-book results
-class OkxSubscribed(msgspec.Struct, frozen=True):
-    channel: str
-    inst_id: str
-    recv_ns: int
+BooksParseResult = tuple[BookDelta, ...] | Control | ParseError
 
 
-class OkxUnsubscribed(msgspec.Struct, frozen=True):
-    channel: str
-    inst_id: str
-    recv_ns: int
-
-
-class OkxError(msgspec.Struct, frozen=True):
-    """``{"event":"error"}`` (or a REST body with a non-zero code). ``inst_id`` when the venue named it."""
-
-    code: str
-    msg: str
-    recv_ns: int
-    inst_id: str = ""
-
-
-class OkxNotice(msgspec.Struct, frozen=True):
-    """``{"event":"notice"}``; code 64008 means the server will close the connection: reconnect at once."""
-
-    code: str
-    msg: str
-    recv_ns: int
-
-    @property
-    def reconnect(self) -> bool:
-        return self.code == "64008"
-
-
-class OkxPong(msgspec.Struct, frozen=True):
-    recv_ns: int
-
-
-class OkxInfo(msgspec.Struct, frozen=True):
-    """Any other event (``login``, ``channel-conn-count``, ...): harmless, for the log."""
-
-    event: str
-    detail: str
-    recv_ns: int
-
-
-class OkxParseError(Rejected, frozen=True):
-    """A frame that could not be used: a :class:`~connectors.untrusted.Rejected` (``reason`` one of
-    :data:`PARSE_REASONS`, ``detail``, ``sample`` = the frame's start) with its receive time."""
-
-    recv_ns: int = 0
-
-    @property
-    def raw(self) -> str:
-        """The frame's start (the ``sample``)."""
-        return self.sample
-
-
-OkxMessage = OkxSubscribed | OkxUnsubscribed | OkxError | OkxNotice | OkxPong | OkxInfo
-BooksParseResult = tuple[BookDelta, ...] | OkxMessage | OkxParseError
-
-
-def _error(reason: str, detail: str, raw: bytes | str, recv_ns: int) -> OkxParseError:
-    return OkxParseError(reason, detail[: untrusted.SAMPLE_CHARS], untrusted.sample(raw), recv_ns)
-
-
-def _rejected(r: Rejected, recv_ns: int) -> OkxParseError:
-    return OkxParseError(r.reason, r.detail, r.sample, recv_ns)
+def _error(reason: str, detail: str, raw: bytes | str) -> ParseError:
+    return parse_error(VENUE, reason, detail, raw)
 
 
 def _to_deltas(
@@ -189,16 +115,16 @@ def _to_deltas(
     action: Literal["snapshot", "update"],
     recv_ns: int,
     raw: bytes | str,
-) -> tuple[BookDelta, ...] | OkxParseError:
+) -> tuple[BookDelta, ...] | ParseError:
     plain = plain_text(raw)  # JSON escapes or non-ASCII text take the slow checks (connectors.book_levels)
     out = []
     for d in entries:
         bad = check_sides(d.bids, d.asks, plain, negative_reason="negative_size")
         if bad is not None:
-            return _error(bad[0], bad[1], raw, recv_ns)
+            return _error(bad[0], bad[1], raw)
         ts = d.ts
         if not (ts.isdigit() and ts.isascii() and len(ts) <= _TS_DIGITS_MAX):
-            return _error("wrong_type", f"ts {ts!r} is not epoch milliseconds", raw, recv_ns)
+            return _error("wrong_type", f"ts {ts!r} is not epoch milliseconds", raw)
         out.append(
             BookDelta(VENUE, inst_id, action, d.bids, d.asks, int(ts), recv_ns, d.checksum, d.seqId, d.prevSeqId)
         )
@@ -220,83 +146,65 @@ def parse_books_frame(raw: bytes | str, *, recv_ns: int) -> BooksParseResult:
     """One received text frame -> book deltas (best first as sent), a typed OKX message, or a parse error."""
     frame = untrusted.decode(_frame_decoder, raw)
     if isinstance(frame, Rejected):
-        return _classify(raw, recv_ns, frame)
+        return _classify(raw, frame)
     channel = frame.arg.channel
     if channel not in BOOK_CHANNELS:
-        return _error("unknown_channel", f"channel {channel!r}", raw, recv_ns)
+        return _error("unknown_channel", f"channel {channel!r}", raw)
     inst_id = frame.arg.instId
     if not inst_id:
-        return _error("wrong_type", "arg.instId is missing", raw, recv_ns)
+        return _error("wrong_type", "arg.instId is missing", raw)
     if not frame.data:
-        return _error("wrong_type", "data is empty", raw, recv_ns)
+        return _error("wrong_type", "data is empty", raw)
     action = frame.action
     if action is None:
         if channel not in SNAPSHOT_ONLY_CHANNELS:
-            return _error("wrong_type", f"action is missing on channel {channel!r}", raw, recv_ns)
+            return _error("wrong_type", f"action is missing on channel {channel!r}", raw)
         action = "snapshot"
     return _to_deltas(frame.data, inst_id, action, recv_ns, raw)
 
 
-def _classify(raw: bytes | str, recv_ns: int, why: Rejected) -> OkxMessage | OkxParseError:
+def _classify(raw: bytes | str, why: Rejected) -> Control | ParseError:
     """The slow path: anything that is not a well-formed book frame (``why``: the book decode's rejection).
     A typed probe (which keys are there) instead of an untyped decode: nothing unbounded is built."""
     if why.reason in ("too_large", "too_deep"):
-        return _rejected(why, recv_ns)
+        return rejection(VENUE, why)
     if len(raw) <= 16 and (raw.strip() == "pong" if isinstance(raw, str) else bytes(raw).strip() == b"pong"):
-        return OkxPong(recv_ns)
+        return Pong()
     probe = untrusted.decode(_probe_decoder, raw)
     if isinstance(probe, Rejected):
         if probe.reason == "wrong_type":  # valid JSON, but not an object
-            return _error("unknown_message", f"not a JSON object: {probe.detail}", raw, recv_ns)
-        return _rejected(probe, recv_ns)
+            return _error("unknown_message", f"not a JSON object: {probe.detail}", raw)
+        return rejection(VENUE, probe)
     if probe.event:
-        return _parse_event(raw, recv_ns)
+        ctl = event_control(raw, single_channel=True)  # as the books source's hooks read it
+        return _error("wrong_type", ctl.detail, raw) if isinstance(ctl, Rejected) else ctl
     if probe.arg and probe.data:
         arg = untrusted.decode(_probe_arg_decoder, probe.arg)
         channel: str | Rejected | None = None
         if isinstance(arg, _ProbeArg) and arg.channel:
             channel = untrusted.decode(_channel_decoder, arg.channel)
         if isinstance(channel, str) and channel not in BOOK_CHANNELS:
-            return _error("unknown_channel", f"channel {channel[:60]!r}", raw, recv_ns)
-        return _error("wrong_type", why.detail, raw, recv_ns)
-    return _error("unknown_message", "neither a data frame nor an event", raw, recv_ns)
+            return _error("unknown_channel", f"channel {channel[:60]!r}", raw)
+        return _error("wrong_type", why.detail, raw)
+    return _error("unknown_message", "neither a data frame nor an event", raw)
 
 
-def _parse_event(raw: bytes | str, recv_ns: int) -> OkxMessage | OkxParseError:
-    ev = untrusted.decode(_event_decoder, raw)
-    if isinstance(ev, Rejected):
-        return _error("wrong_type", ev.detail, raw, recv_ns)
-    if ev.event in ("subscribe", "unsubscribe"):
-        if ev.arg is None:
-            return _error("wrong_type", f"{ev.event} answer without arg", raw, recv_ns)
-        cls = OkxSubscribed if ev.event == "subscribe" else OkxUnsubscribed
-        return cls(ev.arg.channel, ev.arg.instId, recv_ns)
-    if ev.event == "error":
-        inst = ev.arg.instId if ev.arg is not None else ""
-        if not inst:
-            m = INST_IN_MSG.search(ev.msg)
-            inst = m.group(1) if m else ""
-        return OkxError(ev.code, ev.msg, recv_ns, inst)
-    if ev.event == "notice":
-        return OkxNotice(ev.code, ev.msg, recv_ns)
-    return OkxInfo(ev.event, f"code={ev.code} msg={ev.msg}".strip(), recv_ns)
-
-
-def parse_rest_books(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | OkxError | OkxParseError:
+def parse_rest_books(body: bytes | str, *, instrument: str, recv_ns: int) -> BookDelta | Reject | ParseError:
     """An OKX REST ``GET /api/v5/market/books`` body -> a snapshot :class:`BookDelta` (checksum 0: REST sends
-    none; ``seq_id`` when the body has ``seqId``, with ``prev_seq_id`` -1). A non-zero ``code`` -> OkxError."""
+    none; ``seq_id`` when the body has ``seqId``, with ``prev_seq_id`` -1). A non-zero ``code`` -> a
+    :class:`~connectors.ws.hooks.Reject` of ``instrument`` (reason ``"<code> <msg>"``, as a WS error's)."""
     rest = untrusted.decode(_rest_decoder, body)
     if isinstance(rest, Rejected):
-        return _rejected(rest, recv_ns)
+        return rejection(VENUE, rest)
     if rest.code != "0":
-        return OkxError(rest.code, rest.msg, recv_ns, instrument)
+        return Reject(f"{rest.code} {rest.msg}".strip(), (instrument,))
     if len(rest.data) != 1:
-        return _error("wrong_type", f"expected one data entry, got {len(rest.data)}", body, recv_ns)
+        return _error("wrong_type", f"expected one data entry, got {len(rest.data)}", body)
     entry = rest.data[0]
     if entry.seqId is not None and entry.prevSeqId is None:
         entry = msgspec.structs.replace(entry, prevSeqId=-1)
     result = _to_deltas((entry,), instrument, "snapshot", recv_ns, body)
-    return result if isinstance(result, OkxParseError) else result[0]
+    return result if isinstance(result, ParseError) else result[0]
 
 
 _render_encoder = msgspec.json.Encoder()

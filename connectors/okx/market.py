@@ -1,6 +1,6 @@
 """OKX v5 market-data wire models and parsers: ``trades``, ``tickers`` (``/ws/v5/public``) and ``candle*``
 (``/ws/v5/business``) -> domain events. Pure, no I/O; never raises on what the wire brings (every decode
-bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.MarketParseError`).
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.ParseError`).
 
 Wire shapes (fixtures: ``tests/data/okx/okx-2022-05-13-books-trades-tickers.jsonl`` for trades/tickers,
 ``tests/data/okx_market_frames.jsonl`` for candles):
@@ -14,7 +14,9 @@ Wire shapes (fixtures: ``tests/data/okx/okx-2022-05-13-books-trades-tickers.json
   spot (contracts for derivatives), ``volCcyQuote`` in quote currency. The daily candle is ``candle1Dutc``
   (OKX's plain ``candle1D`` follows Hong Kong time); ``candle4H`` is already UTC-aligned (Hong Kong midnight
   is 16:00 UTC) and OKX has no ``candle4Hutc`` (its ``...utc`` channels are 6H, 12H, 1D and longer).
-* events (``subscribe``/``error``/``notice``) and the text ``pong`` -> :class:`MarketControl`.
+* events (``subscribe``/``error``/``notice``) and the text ``pong`` -> the machinery's control types
+  (:func:`connectors.okx.protocol.event_control`: ``Ack``, ``Reject``, ``Notice``; ``Pong``); a book channel's
+  push -> :class:`~connectors.ws.hooks.Ignored`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from connectors import untrusted
 from connectors.market_frames import (
     MAX_EPOCH_MS,
     InvalidField,
-    MarketControl,
     MarketItem,
     change_percent,
     decode_field,
@@ -36,8 +37,9 @@ from connectors.market_frames import (
     rejection,
     to_decimal,
 )
-from connectors.okx.books import OkxArg
+from connectors.okx.protocol import OkxArg, event_control
 from connectors.untrusted import Rejected
+from connectors.ws.hooks import Ignored, Pong
 from operators.events import Kline, Ticker, Trade
 from operators.klines import TIMEFRAME_MS
 
@@ -94,13 +96,13 @@ _candles = msgspec.json.Decoder(list[list[str]])
 def parse_okx_market_frame(raw: bytes | str, *, recv_ns: int) -> list[MarketItem]:
     """Parse one OKX text frame of the trades/tickers/candle channels."""
     if raw in ("pong", b"pong"):
-        return [MarketControl(VENUE, "pong")]
+        return [Pong()]
     frame = untrusted.decode(_frame, raw)
     if isinstance(frame, Rejected):
         return [rejection(VENUE, frame)]
     if frame.event:
-        kind = {"subscribe": "ack", "unsubscribe": "ack", "error": "error"}.get(frame.event, frame.event)
-        return [MarketControl(VENUE, kind, f"{frame.code} {frame.msg}".strip())]
+        ctl = event_control(raw, single_channel=False)  # topics "<channel>:<instId>", as this source's hooks
+        return [rejection(VENUE, ctl) if isinstance(ctl, Rejected) else ctl]
     if frame.arg is None or not frame.data:
         return [parse_error(VENUE, "unknown_message", "expected 'arg' and 'data' or an 'event'", raw)]
     channel = frame.arg.channel
@@ -115,7 +117,7 @@ def parse_okx_market_frame(raw: bytes | str, *, recv_ns: int) -> list[MarketItem
     except InvalidField as err:
         return [parse_error(VENUE, err.reason, f"{channel[:60]} data: {err}", raw)]
     if channel.startswith("books") or channel == "bbo-tbt":
-        return [MarketControl(VENUE, "ignored", channel)]
+        return [Ignored(channel)]
     return [parse_error(VENUE, "unknown_channel", f"unsupported channel {channel[:60]!r}", raw)]
 
 

@@ -17,13 +17,13 @@ channels on one connection, e.g. trades + tickers), a topic is ``"<channel>:<ins
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
 import orjson
 
 from connectors import untrusted
-from connectors.okx.books import INST_IN_MSG, OkxEventFrame
 from connectors.untrusted import Rejected
 from connectors.ws.hooks import (
     Ack,
@@ -38,8 +38,29 @@ from connectors.ws.hooks import (
     Request,
 )
 
-_event_decoder = msgspec.json.Decoder(OkxEventFrame)
 RECONNECT_NOTICES = frozenset({"64008"})
+INST_IN_MSG = re.compile(r"instId[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._-]+)")  # the instId an error names
+
+
+class OkxArg(msgspec.Struct, frozen=True):
+    channel: str
+    instId: str = ""
+
+
+class OkxEventFrame(msgspec.Struct, frozen=True):
+    event: str
+    arg: OkxArg | None = None
+    code: str = ""
+    msg: str = ""
+    connId: str = ""
+
+
+class _EventWithId(msgspec.Struct, frozen=True):
+    id: str = ""
+
+
+_event_decoder = msgspec.json.Decoder(OkxEventFrame)
+_id_decoder = msgspec.json.Decoder(_EventWithId)
 
 OKX_LIMITS = Limits(
     topics_per_request=20,
@@ -51,13 +72,6 @@ OKX_LIMITS = Limits(
     answer_timeout=5.0,
     max_retries=3,
 )
-
-
-class _EventWithId(msgspec.Struct, frozen=True):
-    id: str = ""
-
-
-_id_decoder = msgspec.json.Decoder(_EventWithId)
 
 
 class OkxHooks:
@@ -81,9 +95,6 @@ class OkxHooks:
         channel, _, inst = topic.partition(":")
         return {"channel": channel, "instId": inst}
 
-    def _topic(self, channel: str, inst: str) -> str:
-        return inst if self.channel is not None else f"{channel}:{inst}"
-
     def requests(self, op: Op, topics: Sequence[str], first_id: int) -> list[Request]:
         size = self.limits.topics_per_request
         out = []
@@ -100,22 +111,36 @@ class OkxHooks:
         if text == "pong":
             return Pong()
         # Runs on the I/O thread: bounded decodes only (a hostile frame must never end the connection task).
-        ev = untrusted.decode(_event_decoder, text)
-        if isinstance(ev, Rejected):
-            return None  # not an event: the data parser counts and reports it
-        ids = untrusted.decode(_id_decoder, text)
-        req_id = None if isinstance(ids, Rejected) else ids.id or None
-        topics: tuple[str, ...] = ()
-        if ev.event in ("subscribe", "unsubscribe"):
-            if ev.arg is not None:
-                topics = (self._topic(ev.arg.channel, ev.arg.instId),)
-            return Ack("subscribe" if ev.event == "subscribe" else "unsubscribe", topics, req_id)
-        if ev.event == "error":
-            if ev.arg is not None and ev.arg.instId:
-                topics = (self._topic(ev.arg.channel, ev.arg.instId),)
-            elif self.channel is not None and (m := INST_IN_MSG.search(ev.msg)):
-                topics = (m.group(1),)
-            return Reject(f"{ev.code} {ev.msg}".strip(), topics, req_id)
-        if ev.event == "notice":
-            return Notice(f"{ev.code} {ev.msg}".strip(), reconnect=ev.code in RECONNECT_NOTICES)
-        return Notice(f"{ev.event} {ev.code} {ev.msg}".strip(), reconnect=False)
+        ctl = event_control(text, single_channel=self.channel is not None)
+        return None if isinstance(ctl, Rejected) else ctl  # not an event: the data parser counts and reports it
+
+
+def event_control(text: bytes | str, *, single_channel: bool) -> Control | Rejected:
+    """An OKX event frame (``{"event":...}``) in the machinery's control vocabulary, or why it is not one.
+
+    Topics: on a single-channel connection (``single_channel``, the books source) a topic is the ``instId``,
+    and an error without ``arg`` names it in ``msg``; else ``"<channel>:<instId>"``. The hooks and the parsers
+    (:mod:`connectors.okx.books`, :mod:`connectors.okx.market`) read events through this one function."""
+    ev = untrusted.decode(_event_decoder, text)
+    if isinstance(ev, Rejected):
+        return ev
+    ids = untrusted.decode(_id_decoder, text)
+    req_id = None if isinstance(ids, Rejected) else ids.id or None
+    topics: tuple[str, ...] = ()
+    if ev.event in ("subscribe", "unsubscribe"):
+        if ev.arg is not None:
+            topics = (_topic(ev.arg, single_channel),)
+        return Ack("subscribe" if ev.event == "subscribe" else "unsubscribe", topics, req_id)
+    if ev.event == "error":
+        if ev.arg is not None and ev.arg.instId:
+            topics = (_topic(ev.arg, single_channel),)
+        elif single_channel and (m := INST_IN_MSG.search(ev.msg)):
+            topics = (m.group(1),)
+        return Reject(f"{ev.code} {ev.msg}".strip(), topics, req_id)
+    if ev.event == "notice":
+        return Notice(f"{ev.code} {ev.msg}".strip(), reconnect=ev.code in RECONNECT_NOTICES)
+    return Notice(f"{ev.event} {ev.code} {ev.msg}".strip(), reconnect=False)
+
+
+def _topic(arg: OkxArg, single_channel: bool) -> str:
+    return arg.instId if single_channel else f"{arg.channel}:{arg.instId}"
