@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.influx_sync import SyncInfluxWriter  # noqa: E402
+from connectors.influx.sync import SyncInfluxWriter  # noqa: E402
 from connectors.rest_klines.backfill import VENUES, backfill  # noqa: E402
 from connectors.rest_klines.budget import Budget  # noqa: E402
 from connectors.rest_klines.client import KlineClient  # noqa: E402

@@ -8,7 +8,7 @@ fast as one connection goes (``--pipeline N``: N per round trip, as the collecto
 remembers the highest number the master acknowledged. ``--rounds`` times: SIGKILL the master, wait for the
 sentinels' new master, count the acknowledged numbers missing from the list there (lost), then start the killed
 server again as a replica for the next round. Also per round: the write outage a Sentinel client
-(:func:`connectors.redis_client.sync_client`) sees, from the kill to its first accepted write on the new master
+(:func:`connectors.redis.client.sync_client`) sees, from the kill to its first accepted write on the new master
 (during which the collector drops its buffer frames, README "Redis Sentinel").
 
 ``--stall S`` stands in for a slow or cut-off replica (what a loopback kill cannot show): the replica is
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from connectors.redis_client import sync_client  # noqa: E402
+from connectors.redis.client import sync_client  # noqa: E402
 from tests.sentinel_helpers import SentinelCluster  # noqa: E402
 
 KEY = "bench:failover"

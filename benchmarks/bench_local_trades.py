@@ -1,7 +1,7 @@
 """The exchange's own trades through ``market_data`` (``MARKET_DATA_VENUES=local``): throughput and latency.
 
 Real processes: redis-server, optionally VictoriaMetrics (``--influx``: closed klines written synchronously,
-:mod:`connectors.influx_sync`), and ``python -m bytewax.run dataflows.market_data`` with one worker.
+:mod:`connectors.influx.sync`), and ``python -m bytewax.run dataflows.market_data`` with one worker.
 
 * ``throughput``: ``--trades`` entries are XADDed (pipelined, timed on their own) into ``--instruments``
   streams before the dataflow starts; measured is the time from the first trade visible in a ``kline:`` hash

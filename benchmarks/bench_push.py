@@ -4,7 +4,7 @@
 * the gateway: ``service.push.gateway.router`` in a bare FastAPI app under uvicorn (its default WebSocket
   protocol and loop, as ``cryptoflow serve`` runs it), its own process (CPU time and RSS sampled with psutil);
 * a writer process: ``--pairs`` instruments x ``--rate`` entries/s each, written the way the sinks write
-  (:func:`connectors.push_streams.queue_events`, one EVAL per 10 ms tick) to ``<inst>@trades`` (an event
+  (:func:`connectors.redis.push_streams.queue_events`, one EVAL per 10 ms tick) to ``<inst>@trades`` (an event
   channel: every entry is delivered, nothing is conflated), each carrying its write time (``time.time_ns()``
   just before the pipeline is sent);
 * ``--procs`` client processes with ``--clients`` connections in all, each subscribed to ``--channels`` of the
@@ -58,7 +58,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from connectors.push_streams import queue_events, trades_channel  # noqa: E402
+from connectors.redis.push_streams import queue_events, trades_channel  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process, wait_for_port  # noqa: E402
 
 GATEWAY = """

@@ -4,7 +4,7 @@ Input (``ORDERBOOK_SOURCE``):
 
 * ``redis`` (default): the buffer list ``ORDERBOOK_BUFFER_KEY`` (raw OKX v5 ``books`` frames, LPUSHed by the
   collector or any external producer, consumed FIFO) through ONE reliable partition of
-  :class:`connectors.redis_list_source.ReliableRedisListSource` in ``recovery`` mode: a frame taken from the list
+  :class:`connectors.redis.list_source.ReliableRedisListSource` in ``recovery`` mode: a frame taken from the list
   sits in a processing list until a committed snapshot covers it, and frames consumed after the last committed
   snapshot are delivered again on resume. With recovery on: no frame lost after ``kill -9``, every frame
   counted exactly once in the analysis state, outputs at-least-once (alerts deduplicated by id). Each frame goes
@@ -31,7 +31,7 @@ from connectors.analysis_sink import RejectCounts
 from connectors.market_frames import ParseError
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
 from connectors.okx.books import parse_books_frame
-from connectors.redis_list import ListItem
+from connectors.redis.lists import ListItem
 from connectors.untrusted import Rejected
 from operators.analysis.step import BookInput, StatusReport
 from operators.events import BookDelta, BookStatus

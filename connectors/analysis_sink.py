@@ -1,5 +1,5 @@
 """Where the analyses go: the ``analysis:{inst}`` hash, alert history and email jobs (Redis), and the
-``analysis_results`` / ``alerts`` points (InfluxDB, via :mod:`connectors.influx`).
+``analysis_results`` / ``alerts`` points (InfluxDB, via :mod:`connectors.influx.writer`).
 
 Redis, one pipeline per batch (:class:`AnalysisRedisSink`):
 
@@ -11,7 +11,7 @@ Redis, one pipeline per batch (:class:`AnalysisRedisSink`):
   recipient on ``queue:email``, and the same entry to the ``@alerts`` push stream (``stream:@alerts``) — so
   a pushed alert is as exactly-once as its history entry;
 * the ``analysis:{inst}`` fields written also go to the ``<inst>@analysis`` push stream
-  (:mod:`connectors.push_streams`).
+  (:mod:`connectors.redis.push_streams`).
 * rejected frames (:class:`connectors.untrusted.Rejected` from the parse step, or :class:`RejectCounts` already
   tallied by the WebSocket source): HINCRBY of ``rejected_messages``, ``rejected_<reason>`` and
   ``orderbook_analysis:rejected_<reason>`` in ``system:monitoring``; the first of each reason is logged
@@ -38,8 +38,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
 from connectors import metrics
-from connectors.influx import FieldValue, InfluxPoint
-from connectors.push_streams import (
+from connectors.influx.writer import FieldValue, InfluxPoint
+from connectors.redis.keys import ALERTS_HISTORY, EMAIL_QUEUE, MONITORING, analysis_key
+from connectors.redis.push_streams import (
     ALERTS,
     DEFAULT_MAXLEN,
     StreamEvent,
@@ -47,8 +48,7 @@ from connectors.push_streams import (
     queue_events,
     stream_key,
 )
-from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, MONITORING, analysis_key
-from connectors.redis_sink import execute_until_written, redis_client
+from connectors.redis.sink import execute_until_written, redis_client
 from connectors.untrusted import Rejected, RejectTally
 from cryptoflow.logs import get_logger
 from operators.analysis import AnalysisOutput, email_jobs

@@ -3,7 +3,7 @@
 :class:`CollectorRedisSink` takes the collector's items and writes each batch in ONE pipeline:
 
 * ``orderbook:{inst}`` hash (OKX; the other venues' books, same fields: ``orderbook:{exchange}:{inst}``,
-  :func:`connectors.redis_keys.venue_book_key`) (docs/CONTRACTS.md fields: ``instrument_id``,
+  :func:`connectors.redis.keys.venue_book_key`) (docs/CONTRACTS.md fields: ``instrument_id``,
   ``latest_timestamp`` ISO-8601 UTC of the exchange time, ``asks``/``bids`` JSON ``[[price, size], ...]`` best
   first, ``checksum``, ``seq_id`` (empty when the venue sends none), ``status``), coalesced per book within the
   batch; a status change alone sets ``status``; a removed pair's hash is deleted; with
@@ -22,7 +22,7 @@
   reports, and each written book's latency, go to the process's Prometheus series (:mod:`connectors.metrics`);
 * OKX's books only: the push channels ``<inst>@depth`` (changed levels, ``seq``/``prev_seq``, checksum) and
   ``<inst>@depth5|20`` (top N, at most every 100 ms) as capped streams
-  (:class:`connectors.push_streams.DepthPublisher`), after the hash they describe; a batch that may not have
+  (:class:`connectors.redis.push_streams.DepthPublisher`), after the hash they describe; a batch that may not have
   been written makes every book's next event a snapshot.
 
 Delivery: at-least-once per batch while Redis is up (hash writes are idempotent); a batch that cannot be written
@@ -47,9 +47,9 @@ from connectors import metrics
 from connectors.books.items import BookState, BufferFrame
 from connectors.hash_throttle import HashThrottle, Plan
 from connectors.monitoring import MonitorReport, queue_monitoring
-from connectors.push_streams import DEFAULT_MAXLEN, DepthPublisher
-from connectors.redis_keys import bbo_key, venue_book_key
-from connectors.redis_sink import redis_client
+from connectors.redis.keys import bbo_key, venue_book_key
+from connectors.redis.push_streams import DEFAULT_MAXLEN, DepthPublisher
+from connectors.redis.sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.bbo import Bbo
 from operators.events import BookStatus, BookView, iso_ms

@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 import redis
 
-from connectors.redis_client import sync_client
-from connectors.redis_keys import orderbook_key
+from connectors.redis.client import sync_client
+from connectors.redis.keys import orderbook_key
 from cryptoflow.logs import get_logger
 from operators.events import BookDelta, Level
 

@@ -13,7 +13,7 @@ import msgspec
 
 from connectors.book_sinks import RedisItem
 from connectors.books.items import BookSample, CollectorItem, ShardStats
-from connectors.influx import InfluxPoint
+from connectors.influx.writer import InfluxPoint
 from connectors.monitoring import MonitorReport
 from operators.bbo import Bbo
 from operators.events import iso_ms

@@ -23,7 +23,7 @@ Dead-list entries: a valid job that could not be delivered is the job itself plu
 (``rejected``/``attempts_exhausted``), ``last_error`` and ``dead_at`` (replayable as is); a job that can never
 be sent is ``{"raw", "reason", "last_error", "dead_at"[, "id", "bytes"]}`` with the text as received (a sample
 when larger than the limit). A job the source delivered ``LIST_MAX_DELIVERIES`` times without an outcome is
-dead-lettered by the source (:mod:`connectors.redis_list`).
+dead-lettered by the source (:mod:`connectors.redis.lists`).
 
 Delivery: at-least-once per job, at most once per successful SMTP acceptance except when the process dies
 between the server's acceptance and the LREM (then that one job is sent again on restart: at most
@@ -50,8 +50,8 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors import metrics
-from connectors.redis_keys import EMAIL_QUEUE
-from connectors.redis_list import ListAcker, ListItem
+from connectors.redis.keys import EMAIL_QUEUE
+from connectors.redis.lists import ListAcker, ListItem
 from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError, build_message
 from connectors.untrusted import Rejected, decode, sample
 from cryptoflow.logs import get_logger

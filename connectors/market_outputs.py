@@ -14,7 +14,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from connectors.influx import InfluxPoint
+from connectors.influx.writer import InfluxPoint
 from connectors.market_sinks import MarketRedisItem, kline_point, ticker_point
 from connectors.market_source import MarketStats
 from connectors.monitoring import MonitorReport
@@ -43,7 +43,7 @@ def redis_batches(tickers: Stream[Ticker], klines: Stream[KlineOut], reports: It
     """Steps ``shard_reports`` .. ``redis_batch``: what the Redis sink writes, one batch per worker activation:
     tickers, klines, the steps' ``reports`` and each shard's (:func:`shard_report`), trades.
 
-    Trades go to the Redis sink only for the @trades push stream (connectors/push_streams.py). A sink writes
+    Trades go to the Redis sink only for the @trades push stream (connectors/redis/push_streams.py). A sink writes
     each upstream batch on its own (one pipeline round trip each); ``flat_map_batch`` joins the batches of one
     worker activation (tickers, klines, trades, reports) into one, so one source batch is one pipeline."""
     monitor = op.merge("monitor", *reports, op.map("shard_reports", stats, shard_report))

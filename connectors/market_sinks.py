@@ -1,6 +1,6 @@
 """Redis and InfluxDB output of market_data (docs/CONTRACTS.md ``ticker:*``, ``kline:*``, ``ticker``/``kline``).
 
-Redis, one pipeline per batch (:class:`connectors.redis_sink.RedisPipelineSink` with :class:`MarketWriter`):
+Redis, one pipeline per batch (:class:`connectors.redis.sink.RedisPipelineSink` with :class:`MarketWriter`):
 per key only the newest value of the batch is written (a batch of 1,000 trades of one instrument is one HSET
 per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange}:{symbol}:{tf}`` with TTL
 3600 s. A ``kline:`` hash holds the latest interval and never goes back to an older one: a minute that the
@@ -10,7 +10,7 @@ the hash at the newer minute. ``system:monitoring`` through :func:`connectors.mo
 reports and each instrument's trade latency go to the process's Prometheus series once the batch is written
 (:meth:`MarketWriter.written`, :mod:`connectors.metrics`). Delivery at-least-once; hashes make a rewrite harmless.
 
-Push channels (:mod:`connectors.push_streams`), in the same pipeline after the hashes, as one EVAL: every
+Push channels (:mod:`connectors.redis.push_streams`), in the same pipeline after the hashes, as one EVAL: every
 trade to ``<inst>@trades`` (``exchange``, ``price``, ``size``, ``side``, ``trade_id``, ``ts`` epoch ms), and the
 hash fields written for each ``ticker:`` / ``kline:`` key to ``<exchange>:<inst>@ticker`` /
 ``<exchange>:<inst>@kline_<tf>`` (a venue kline replacing an incomplete one is not pushed: the script decides
@@ -31,9 +31,9 @@ import msgspec
 from redis.client import Pipeline
 
 from connectors import metrics
-from connectors.influx import InfluxPoint
+from connectors.influx.writer import InfluxPoint
 from connectors.monitoring import MonitorReport, queue_monitoring
-from connectors.push_streams import (
+from connectors.redis.push_streams import (
     DEFAULT_MAXLEN,
     StreamEvent,
     kline_channel,
@@ -129,7 +129,7 @@ return #KEYS
 
 
 class MarketWriter:
-    """``write(pipe, batch)`` for :class:`connectors.redis_sink.RedisPipelineSink` (see module docstring).
+    """``write(pipe, batch)`` for :class:`connectors.redis.sink.RedisPipelineSink` (see module docstring).
 
     Every ticker/kline hash of the batch goes in one EVAL (:data:`_HSET_MANY`). EXPIRE is re-sent for a key
     only when ``refresh_fraction`` of its TTL has passed since this writer last sent it, so a key written at

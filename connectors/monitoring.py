@@ -24,7 +24,7 @@ contract fields of ``system:monitoring`` from the owners heard from within ``exp
 Times are the Redis server's (``TIME``), so hosts with skewed clocks agree on who expired. A report of an
 owner unheard of for :data:`FORGET_MS` is deleted. Cost: one EVAL per batch that carries reports (about
 once per second per shard and per sink partition), O(owners) in Redis. The same call appends the whole hash,
-as JSON, to the ``@monitoring`` push stream (:mod:`connectors.push_streams`), so a pushed state is never a
+as JSON, to the ``@monitoring`` push stream (:mod:`connectors.redis.push_streams`), so a pushed state is never a
 half-recomputed one. The sinks hand the same reports to :func:`connectors.metrics.record`: the process's
 Prometheus series are this model too.
 """
@@ -36,9 +36,9 @@ from typing import Any
 
 import msgspec
 
-from connectors.push_streams import MONITORING as MONITORING_CHANNEL
-from connectors.push_streams import stream_key
-from connectors.redis_keys import MONITORING
+from connectors.redis.keys import MONITORING
+from connectors.redis.push_streams import MONITORING as MONITORING_CHANNEL
+from connectors.redis.push_streams import stream_key
 
 OWNERS = f"{MONITORING}:owners"
 EXPIRE_MS = 10_000  # ten report intervals: a stalled (busy) worker does not flicker out of the sums

@@ -22,7 +22,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from connectors.redis_client import async_client
+from connectors.redis.client import async_client
 from connectors.untrusted import sample
 from cryptoflow.logs import get_logger
 from operators.instruments import select_pairs

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from connectors.books.items import CollectorItem
     from connectors.bybit.book_source import BybitBooksConfig
     from connectors.email_sink import EmailSink
-    from connectors.influx import InfluxConfig
+    from connectors.influx.writer import InfluxConfig
     from connectors.local.source import LocalConfig
     from connectors.market_sinks import MarketRedisItem
     from connectors.market_source import MarketSourceConfig
     from connectors.okx.book_source import OkxBooksConfig
     from connectors.pairs import PairsConfig
-    from connectors.redis_sink import RedisPipelineSink
+    from connectors.redis.sink import RedisPipelineSink
     from connectors.rest_klines.repair import RepairConfig
     from connectors.smtp import SmtpConfig
     from connectors.ws.budget import WsTiming
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 def influx_config(settings: Settings) -> InfluxConfig:
     """``INFLUX_URL`` (``None`` when unset), ``INFLUX_TOKEN``, ``INFLUX_ORG``, ``INFLUX_BUCKET``,
     ``INFLUX_FLUSH_INTERVAL``."""
-    from connectors.influx import InfluxConfig
+    from connectors.influx.writer import InfluxConfig
 
     return InfluxConfig(None if settings.influx_url is None else str(settings.influx_url),
                         settings.influx_token.get_secret_value(), settings.influx_org, settings.influx_bucket,
@@ -43,7 +43,7 @@ def influx_config(settings: Settings) -> InfluxConfig:
 
 def influx_enabled(settings: Settings) -> bool:
     """Whether InfluxDB is configured; says once, in the log, when it is not."""
-    from connectors.influx import influx_configured
+    from connectors.influx.writer import influx_configured
 
     return influx_configured(influx_config(settings))
 
@@ -147,7 +147,7 @@ def market_redis_sink(settings: Settings) -> RedisPipelineSink[MarketRedisItem]:
     """``market_data``'s Redis sink: :class:`connectors.market_sinks.MarketWriter` in one pipeline per batch,
     each written batch's reports and latencies then to Prometheus (``MarketWriter.written``)."""
     from connectors.market_sinks import MarketWriter
-    from connectors.redis_sink import RedisPipelineSink
+    from connectors.redis.sink import RedisPipelineSink
 
     writer = MarketWriter(stream_maxlen=settings.stream_maxlen)
     return RedisPipelineSink(str(settings.redis_url), writer, writer.written)

@@ -42,7 +42,7 @@ import orjson
 import redis
 
 import dataflows
-from connectors.redis_keys import ALERTS_HISTORY
+from connectors.redis.keys import ALERTS_HISTORY
 from connectors.untrusted import sample
 from cryptoflow.allocator import with_allocator
 from cryptoflow.demo_view import alert_line, plain_lines, read_snapshot, render

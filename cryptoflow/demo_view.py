@@ -22,7 +22,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from connectors.redis_keys import ALERTS_HISTORY, EMAIL_QUEUE, analysis_key, orderbook_key
+from connectors.redis.keys import ALERTS_HISTORY, EMAIL_QUEUE, analysis_key, orderbook_key
 from connectors.untrusted import sample
 
 HISTORY_SCAN = 200  # newest alerts:history entries searched for each pair's last alert

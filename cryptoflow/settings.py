@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from connectors.bybit.books import check_book_depth
-from connectors.redis_client import SENTINEL_SCHEME, parse_sentinel_url
+from connectors.redis.client import SENTINEL_SCHEME, parse_sentinel_url
 
 
 class LogFormat(StrEnum):

@@ -2,7 +2,7 @@
 
 ``python -m bytewax.run dataflows.email_sender``
 
-Jobs are taken FIFO from ``queue:email`` by :class:`connectors.redis_list_source.ReliableRedisListSource` in explicit
+Jobs are taken FIFO from ``queue:email`` by :class:`connectors.redis.list_source.ReliableRedisListSource` in explicit
 ack mode: each job moves atomically to ``queue:email:processing:0`` and stays there until the SMTP server
 accepted it (then LREM), or it is moved to ``queue:email:dead`` (``EMAIL_MAX_ATTEMPTS`` temporary failures,
 a permanent 5xx, or a job that can never be sent: at once). Jobs left in the processing list by a crash are sent
@@ -20,9 +20,9 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from connectors.redis_keys import EMAIL_QUEUE
-from connectors.redis_list import AckMode
-from connectors.redis_list_source import ReliableRedisListSource
+from connectors.redis.keys import EMAIL_QUEUE
+from connectors.redis.list_source import ReliableRedisListSource
+from connectors.redis.lists import AckMode
 from cryptoflow.connector_configs import email_sink
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger

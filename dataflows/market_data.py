@@ -10,8 +10,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors import stopping
-from connectors.influx import InfluxSink
-from connectors.influx_sync import SyncInfluxSink
+from connectors.influx.sync import SyncInfluxSink
+from connectors.influx.writer import InfluxSink
 from connectors.local.source import LocalTradesSource
 from connectors.market_klines import reconcile_klines, reported_klines
 from connectors.market_outputs import closed_kline_point, redis_batches, ticker_update_point

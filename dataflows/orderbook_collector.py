@@ -20,7 +20,7 @@ from connectors.book_sinks import CollectorRedisSink, RedisItem
 from connectors.books.bbo_step import BboLogic, quote_of
 from connectors.books.items import BookSample, ShardStats
 from connectors.collector_outputs import DATAFLOW, aggregate, bbo_item, book_points, redis_item, ws_point
-from connectors.influx import InfluxSink
+from connectors.influx.writer import InfluxSink
 from cryptoflow.connector_configs import book_sources, influx_config, influx_enabled
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger

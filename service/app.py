@@ -6,7 +6,7 @@ State (``app.state``), opened by the lifespan and closed after the last request:
 * ``redis`` — one ``redis.asyncio`` client (pool) with ``decode_responses=True``; it reconnects by itself;
 * ``redis_calls`` — the hot live reads' pipelined connection (:mod:`service.redis_pipe`), reconnecting too;
 * ``db`` — :class:`service.db.Database` (``DATABASE_URL``; migrations run at start);
-* ``influx`` — :class:`connectors.influx_query.InfluxQuery`, or ``None`` when ``INFLUX_URL`` is unset.
+* ``influx`` — :class:`connectors.influx.query.InfluxQuery`, or ``None`` when ``INFLUX_URL`` is unset.
 
 The alert reconciler (:func:`service.alerts.reconcile_forever`) runs as a task for the app's lifetime; the
 push gateway (``GET /ws``, :mod:`service.push.gateway`) resolves ``{"op":"auth"}`` keys through the same SQL
@@ -34,8 +34,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from connectors.influx_query import InfluxQuery
-from connectors.redis_client import async_client
+from connectors.influx.query import InfluxQuery
+from connectors.redis.client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
 from service import handlers, heap
@@ -55,7 +55,7 @@ WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 
 
 def redis_from_settings(settings: Settings) -> aioredis.Redis:
-    # Short timeouts and two quick retries (connection and failover errors, connectors.redis_client): a request
+    # Short timeouts and two quick retries (connection and failover errors, connectors.redis.client): a request
     # during a Redis outage gets its 503 within seconds, and the pool reconnects (to the new master after a
     # Sentinel failover) on the first request after Redis is back.
     return async_client(str(settings.redis_url), retries=2, decode_responses=True, socket_connect_timeout=2,

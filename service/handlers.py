@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connectors.influx_query import InfluxQueryError, InfluxUnavailable
+from connectors.influx.query import InfluxQueryError, InfluxUnavailable
 from cryptoflow.logs import get_logger
 from service.errors import ApiError, unavailable
 
@@ -94,7 +94,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
-    # a failover in progress (connectors.redis_client.RETRYABLE): a demoted master or a replica without one
+    # a failover in progress (connectors.redis.client.RETRYABLE): a demoted master or a replica without one
     app.add_exception_handler(redis.exceptions.ReadOnlyError, _redis_down)
     app.add_exception_handler(redis.exceptions.MasterDownError, _redis_down)
     app.add_exception_handler(OperationalError, _database_down)

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.connection import parse_url
 
-from connectors.redis_client import is_sentinel_url
+from connectors.redis.client import is_sentinel_url
 
 Arg = str | int
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.influx import to_line
+from connectors.influx.writer import to_line
 from connectors.market_sinks import kline_point
 from connectors.rest_klines.backfill import VENUES, closed_range
 from connectors.rest_klines.budget import Backoff, Budget, RequestBudget

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from connectors.redis_keys import venue_book_key
+from connectors.redis.keys import venue_book_key
 from tests.book_watch import BookWatch
 from tests.collector_helpers import Collector, start_collector
 from tests.fixtures.simulator import Simulator

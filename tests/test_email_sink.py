@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from connectors.email_sink import RetryPolicy, _Pool
-from connectors.redis_list import ListAcker, ListItem, list_client
+from connectors.redis.lists import ListAcker, ListItem, list_client
 from connectors.smtp import SmtpConfig
 from cryptoflow.servers import free_port
 from tests.fixtures.smtp import _Inbox

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
 from structlog.testing import capture_logs
 
-from connectors.influx import InfluxPoint, InfluxWriter, to_line
-from connectors.influx_sync import InfluxWriteError, SyncInfluxSink, SyncInfluxWriter
+from connectors.influx.sync import InfluxWriteError, SyncInfluxSink, SyncInfluxWriter
+from connectors.influx.writer import InfluxPoint, InfluxWriter, to_line
 from cryptoflow.connector_configs import influx_config
 from cryptoflow.servers import free_port
 from cryptoflow.settings import load_settings

@@ -21,7 +21,7 @@ from connectors.market_outputs import shard_report as market_report
 from connectors.market_source import MarketStats
 from connectors.monitoring import EXPIRE_MS, OWNERS, MonitorReport, queue_monitoring, refresh
 from connectors.okx.book_source import BookState, OkxBookProcessor, ShardStats
-from connectors.redis_keys import MONITORING
+from connectors.redis.keys import MONITORING
 from connectors.ws.events import Frame, Subscribed, TopicsChecked
 from connectors.ws.shard import shard_of
 from operators.events import BookStatus, BookView, Level

@@ -1,6 +1,6 @@
 """The /ws gateway over real sockets: a real uvicorn on a free port, a real Redis, the ``websockets`` client.
 
-Stream entries are written with the dataflows' own helper (:func:`connectors.push_streams.queue_events`)."""
+Stream entries are written with the dataflows' own helper (:func:`connectors.redis.push_streams.queue_events`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
-from connectors.push_streams import queue_events, stream_key
+from connectors.redis.push_streams import queue_events, stream_key
 from service.push.protocol import Code
 from service.push.tailer import READ_COUNT
 from tests.fixtures.redis import RedisServer

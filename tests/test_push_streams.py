@@ -1,4 +1,4 @@
-"""The sinks' side of the push channels: what :class:`connectors.push_streams.DepthPublisher` writes to a real
+"""The sinks' side of the push channels: what :class:`connectors.redis.push_streams.DepthPublisher` writes to a real
 Redis, applied by a naive client, gives back every book it was shown; the checksum is the naive algorithm's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import redis
 
-from connectors.push_streams import DepthPublisher, Fields, StreamEvent, queue_events, stream_key
+from connectors.redis.push_streams import DepthPublisher, Fields, StreamEvent, queue_events, stream_key
 from operators.events import BookStatus, BookView, Level
 from tests.book_helpers import naive_checksum
 

@@ -1,4 +1,4 @@
-"""Redis Sentinel: ``REDIS_URL=redis+sentinel://...`` parsed in one place (:mod:`connectors.redis_client`), and a
+"""Redis Sentinel: ``REDIS_URL=redis+sentinel://...`` parsed in one place (:mod:`connectors.redis.client`), and a
 real failover under the four dataflows.
 
 The failover test runs ``redis-server`` x2 (master + replica) and ``redis-sentinel`` x3 (quorum 2,
@@ -32,9 +32,9 @@ import redis
 import websockets
 
 from connectors.alerts.store import AlertStore, set_key
-from connectors.redis_client import RETRYABLE, is_retryable, parse_sentinel_url, sync_client
-from connectors.redis_list_source import ReliableRedisListSource
-from connectors.redis_sink import execute_until_written, redis_client
+from connectors.redis.client import RETRYABLE, is_retryable, parse_sentinel_url, sync_client
+from connectors.redis.list_source import ReliableRedisListSource
+from connectors.redis.sink import execute_until_written, redis_client
 from cryptoflow.servers import free_port, redis_server_binary, start_redis, stop_process, wait_for_port
 from operators.alerts import Alert
 from tests.dataflow_helpers import log_events, start_dataflow

@@ -20,7 +20,8 @@ import orjson
 import pytest
 import redis
 
-from connectors.redis_list import (
+from connectors.redis.list_source import ReliableRedisListSource
+from connectors.redis.lists import (
     AckMode,
     ListAcker,
     ListItem,
@@ -28,7 +29,6 @@ from connectors.redis_list import (
     offset_key,
     processing_key,
 )
-from connectors.redis_list_source import ReliableRedisListSource
 from cryptoflow.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def test_kill9_recovery_mode_state_counts_every_frame_once(redis_server, redis_d
 
 
 def test_recovery_mode_recovers_a_move_whose_reply_was_lost(redis_server, redis_db) -> None:
-    from connectors.redis_list_scripts import MOVE
+    from connectors.redis.list_scripts import MOVE
 
     _push(redis_db, "f", [f"f{i}" for i in range(6)])
     part = ReliableRedisListSource(redis_server.url, "f", ack=AckMode.RECOVERY, batch_size=2).build_part(
@@ -334,7 +334,7 @@ def test_recovery_mode_skips_dead_frames_and_keeps_the_offsets(redis_server, red
 def test_a_stop_request_ends_the_input(redis_server, redis_db, monkeypatch) -> None:
     _push(redis_db, "q", ["a"])
     run = _start(ReliableRedisListSource(redis_server.url, "q"))
-    monkeypatch.setattr("connectors.redis_list_source.stop_requested", lambda: True)
+    monkeypatch.setattr("connectors.redis.list_source.stop_requested", lambda: True)
     with pytest.raises(StopIteration):
         run.next_batch()
     run.close()

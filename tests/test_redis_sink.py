@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 from redis.client import Pipeline
 
-from connectors.redis_sink import RedisPipelineSink
+from connectors.redis.sink import RedisPipelineSink
 from cryptoflow.servers import free_port, start_redis, stop_process
 
 

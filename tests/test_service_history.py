@@ -1,7 +1,7 @@
 """`cryptoflow serve` history routes against a real InfluxDB 1.x (InfluxQL on /query) and a real Redis.
 
 Klines are made by the project's own point builder (``connectors.market_sinks.kline_point`` ->
-``connectors.influx.to_line``) and replayed into InfluxDB through ``/write``, as the dataflow's writer would;
+``connectors.influx.writer.to_line``) and replayed into InfluxDB through ``/write``, as the dataflow's writer would;
 the oracle is the list of :class:`Kline` objects written, compared by decimal value.
 """
 
@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from connectors.analysis_sink import alert_points, result_points
-from connectors.influx import to_line
-from connectors.influx_query import TimeRange, ident, literal, select
+from connectors.influx.query import TimeRange, ident, literal, select
+from connectors.influx.writer import to_line
 from connectors.market_sinks import kline_fields, kline_point
 from operators.analysis.engine import AnalysisOutput
 from operators.events import AlertEvent, AnalysisResult, BookStatus, Kline, iso_ms
@@ -174,7 +174,7 @@ def test_quoted_values_reach_influxdb_as_plain_strings(influxdb1: InfluxDB1, wri
     """A tag value full of quotes is one string to InfluxDB (no rows), not a statement that matches everything."""
     import asyncio
 
-    from connectors.influx_query import InfluxQuery
+    from connectors.influx.query import InfluxQuery
 
     async def run() -> tuple[int, int]:
         client = InfluxQuery(influxdb1.url, influxdb1.database)

@@ -85,7 +85,7 @@ def test_masked_view_hides_secrets() -> None:
 def test_redis_url_takes_sentinel_with_secrets_masked() -> None:
     url = "redis+sentinel://:pw-789@10.0.0.1:26379,10.0.0.2:26380/mymaster/2?sentinel_password=sp-456"
     s = load_settings(redis_url=url)
-    assert str(s.redis_url) == url  # handed to connectors.redis_client unchanged
+    assert str(s.redis_url) == url  # handed to connectors.redis.client unchanged
     assert s.masked()["redis_url"] == ("redis+sentinel://:***@10.0.0.1:26379,10.0.0.2:26380/mymaster/2"
                                        "?sentinel_password=***")
     for shown in (repr(s), str(s), str(s.masked())):

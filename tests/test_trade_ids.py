@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from redis import Redis
 
 from connectors.market_sinks import MarketWriter, kline_fields
-from connectors.push_streams import kline_channel, stream_key
+from connectors.redis.push_streams import kline_channel, stream_key
 from operators.events import Kline, Trade
 from operators.kline_reconcile import ReconcileLogic
 from operators.kline_steps import KlineOut

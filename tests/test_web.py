@@ -32,9 +32,9 @@ import redis
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from connectors.analysis_sink import alert_points, result_points
-from connectors.influx import to_line
+from connectors.influx.writer import to_line
 from connectors.market_sinks import kline_point
-from connectors.push_streams import MY_ALERTS, stream_key
+from connectors.redis.push_streams import MY_ALERTS, stream_key
 from cryptoflow.demo import Demo
 from cryptoflow.servers import free_port
 from cryptoflow.settings import load_settings

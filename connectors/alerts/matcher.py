@@ -24,10 +24,10 @@ from decimal import Decimal
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.push_streams import DEFAULT_MAXLEN, MY_ALERTS, stream_key
-from connectors.redis_client import is_retryable
-from connectors.redis_keys import EMAIL_QUEUE
-from connectors.redis_sink import redis_client
+from connectors.redis.client import is_retryable
+from connectors.redis.keys import EMAIL_QUEUE
+from connectors.redis.push_streams import DEFAULT_MAXLEN, MY_ALERTS, stream_key
+from connectors.redis.sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.alerts import BODY_TEMPLATE, SUBJECT_TEMPLATE, VERBS
 from operators.events import Trade, iso_ms
@@ -59,7 +59,7 @@ local function fire(side, id, inst, price, at)
     body = string.gsub(body_tpl, '{([%w_]+)}', vals),
     created_at = created, attempts = 0})
   redis.call('LPUSH', KEYS[1], job)
-  -- @my_alerts push stream (connectors/push_streams.py); the gateway finds the owner of `a` in SQL
+  -- @my_alerts push stream (connectors/redis/push_streams.py); the gateway finds the owner of `a` in SQL
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'd', cjson.encode({id = id, crypto = inst,
     price = f[1], direction = side == 'gt', status = 'fired', fired_price = price, fired_at = at}), 'a', id)
   out[#out + 1] = id

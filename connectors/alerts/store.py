@@ -21,7 +21,7 @@ from typing import Any, cast
 import pydantic
 import redis
 
-from connectors.redis_client import sync_client
+from connectors.redis.client import sync_client
 from connectors.untrusted import Rejected, RejectTally, rejected
 from cryptoflow.logs import get_logger
 from operators.alerts import Alert, AlertChange, check_alert_id, price_text, side_of

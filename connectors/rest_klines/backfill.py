@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from connectors.influx_sync import SyncInfluxWriter
+from connectors.influx.sync import SyncInfluxWriter
 from connectors.rest_klines.binance import BinanceKlines
 from connectors.rest_klines.bybit import BybitKlines
 from connectors.rest_klines.client import KlineClient

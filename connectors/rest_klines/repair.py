@@ -29,10 +29,10 @@ import msgspec
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.influx import InfluxConfig
-from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
+from connectors.influx.sync import InfluxWriteError, SyncInfluxWriter
+from connectors.influx.writer import InfluxConfig
 from connectors.market_source import MarketStats
-from connectors.redis_client import sync_client
+from connectors.redis.client import sync_client
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient
 from cryptoflow.logs import get_logger

@@ -2,7 +2,7 @@
 
 Points are the live path's (:func:`connectors.market_sinks.kline_point`: same measurement, tags and open-time
 stamp, so a backfilled minute and a live one are the same point; ``source=venue``, ``complete=true``), written
-by :class:`connectors.influx_sync.SyncInfluxWriter` (the live path's synchronous writer): a page's write returns
+by :class:`connectors.influx.sync.SyncInfluxWriter` (the live path's synchronous writer): a page's write returns
 only once InfluxDB accepted it, so the checkpoint never runs ahead of the data. OKX and Bybit give no trade
 count: their points carry no ``trades`` field rather than a false 0 (a live point's count for that minute is
 kept).
@@ -20,7 +20,7 @@ from typing import Any, cast
 import msgspec
 import redis
 
-from connectors.influx import InfluxPoint
+from connectors.influx.writer import InfluxPoint
 from connectors.market_sinks import kline_point
 from operators.events import Kline, iso_ms
 

@@ -22,7 +22,7 @@ import orjson
 import redis
 
 from connectors.alerts.store import AlertNotFound, AlertStore, AlertUnreadable
-from connectors.redis_client import async_client, sync_client
+from connectors.redis.client import async_client, sync_client
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings, mask_url
 from operators.alerts import AlertInputError, check_alert_id, parse_change, parse_new_alert

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from connectors.influx_sync import InfluxWriteError, SyncInfluxWriter
-from connectors.redis_client import sync_client
+from connectors.influx.sync import InfluxWriteError, SyncInfluxWriter
+from connectors.redis.client import sync_client
 from connectors.rest_klines.backfill import VENUES, BackfillResult, backfill, closed_range
 from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient

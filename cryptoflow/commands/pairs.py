@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import cast
 
-from connectors.redis_client import sync_client
+from connectors.redis.client import sync_client
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 from operators.instruments import InvalidInstrument, validate_instrument

@@ -8,8 +8,8 @@ import argparse
 from typing import cast
 
 from connectors.monitoring import refresh
-from connectors.redis_client import sync_client
-from connectors.redis_keys import MONITORING, analysis_key, orderbook_key
+from connectors.redis.client import sync_client
+from connectors.redis.keys import MONITORING, analysis_key, orderbook_key
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 from operators.events import iso_ms

@@ -78,7 +78,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _remove_alerts(db: Database, name: str, settings: Settings) -> int:
     from connectors.alerts.index import AlertIndex
-    from connectors.redis_client import async_client
+    from connectors.redis.client import async_client
     from service.alerts import AlertService, Scope
     from service.users import find_user
 

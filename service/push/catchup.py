@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from connectors.redis_keys import orderbook_key
+from connectors.redis.keys import orderbook_key
 from operators.book_checksum import okx_checksum
 from operators.events import Level
 from service.push.channels import Channel, StreamId, format_id

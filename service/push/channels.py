@@ -20,7 +20,7 @@ import re
 
 import msgspec
 
-from connectors.push_streams import ALERTS, MONITORING, MY_ALERTS, stream_key
+from connectors.redis.push_streams import ALERTS, MONITORING, MY_ALERTS, stream_key
 from service.push.protocol import Code, Kind, ProtocolError
 
 EXCHANGES = ("okx", "binance", "bybit", "local")

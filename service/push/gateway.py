@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from connectors.redis_client import async_client
+from connectors.redis.client import async_client
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, load_settings
 from service.push.connection import Authenticate, Connection

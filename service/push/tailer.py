@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from connectors.push_streams import MY_ALERTS, STREAM_PREFIX
+from connectors.redis.push_streams import MY_ALERTS, STREAM_PREFIX
 from cryptoflow.logs import get_logger
 from service.push.entries import Entry, parse_entries
 from service.push.owners import OwnerLookup, no_owners, with_owners

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, cast
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, Request, Response
 
-from connectors.influx_query import InfluxQuery, Series, TimeRange, num_text, select
+from connectors.influx.query import InfluxQuery, Series, TimeRange, num_text, select
 from cryptoflow.settings import TIMEFRAMES
 from service.errors import ApiError, invalid
 from service.routes.live import TickerExchange, instrument, json_response

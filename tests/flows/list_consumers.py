@@ -15,8 +15,8 @@ import redis
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.redis_list import AckMode, ListAcker, ListItem
-from connectors.redis_list_source import ReliableRedisListSource
+from connectors.redis.list_source import ReliableRedisListSource
+from connectors.redis.lists import AckMode, ListAcker, ListItem
 
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 

@@ -22,7 +22,7 @@ import orjson
 
 from cryptoflow.logs import get_logger
 
-log = get_logger("connectors.influx_query")
+log = get_logger("connectors.influx.query")
 
 _IDENT_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 _STRING_ESCAPE = str.maketrans({"\\": "\\\\", "'": "\\'", "\n": "\\n"})

@@ -1,6 +1,6 @@
-"""The Lua scripts of :class:`connectors.redis_list_source.ReliableRedisListSource`, one round trip each.
+"""The Lua scripts of :class:`connectors.redis.list_source.ReliableRedisListSource`, one round trip each.
 
-Keys, modes and the delivery counting are described in :mod:`connectors.redis_list_source`.
+Keys, modes and the delivery counting are described in :mod:`connectors.redis.list_source`.
 """
 
 # KEYS: source, processing, offset counter. ARGV: max elements, in-flight cap (0: none).

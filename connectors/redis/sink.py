@@ -19,7 +19,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
-from connectors.redis_client import is_retryable, sync_client
+from connectors.redis.client import is_retryable, sync_client
 from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
 
@@ -27,12 +27,12 @@ T = TypeVar("T")
 WriteFn = Callable[[Pipeline, list[T]], None]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
-log = get_logger("connectors.redis_sink")
+log = get_logger("connectors.redis.sink")
 
 
 def redis_client(url: str) -> redis.Redis:
     """A client (plain or Sentinel URL) that retries a dropped connection or a failover error a few times before
-    a command fails (:mod:`connectors.redis_client`)."""
+    a command fails (:mod:`connectors.redis.client`)."""
     return sync_client(url, retries=5, health_check_interval=30)
 
 

@@ -9,8 +9,8 @@ Two acknowledgement modes (:class:`AckMode`):
 
 ``explicit`` (the email sender)
     Items carry the raw element and their partition. Whoever finishes the work removes the element from the
-    processing list with :class:`connectors.redis_list.ListAcker` (``LREM``), ideally in the same MULTI as the
-    work's own write (see :meth:`connectors.redis_list.ListAcker.ack_in`); :class:`connectors.redis_list.AckSink`
+    processing list with :class:`connectors.redis.lists.ListAcker` (``LREM``), ideally in the same MULTI as the
+    work's own write (see :meth:`connectors.redis.lists.ListAcker.ack_in`); :class:`connectors.redis.lists.AckSink`
     acks whatever reaches it. On start, the leftovers of the partition's processing list (taken by a run that
     died before acking) are delivered again, oldest first, before new elements. Guarantee: at-least-once; an
     element is delivered again only if its run died (or its connection dropped while the move's reply was in
@@ -61,7 +61,7 @@ drains the dataflow and closes the sinks. Leftovers not yet delivered are not co
 
 ``next_batch`` never waits for data: it makes at most one Redis round trip (bounded by the socket timeout)
 and returns everything that round trip brought; when nothing was ready it asks to be woken after
-``poll_interval``; when Redis is unreachable or failing over (:func:`connectors.redis_client.is_retryable`) it
+``poll_interval``; when Redis is unreachable or failing over (:func:`connectors.redis.client.is_retryable`) it
 logs once per outage (``redis_list_unavailable`` ... ``redis_list_recovered``) and backs off (capped) without
 raising. Not for Redis Cluster (the script touches keys it derives).
 """
@@ -78,8 +78,9 @@ import orjson
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.redis_client import is_retryable
-from connectors.redis_list import (
+from connectors.redis.client import is_retryable
+from connectors.redis.list_scripts import BURY, DELIVER, LOAD, MOVE, TRIM
+from connectors.redis.lists import (
     DEFAULT_MAX_DELIVERIES,
     AckMode,
     ListItem,
@@ -89,7 +90,6 @@ from connectors.redis_list import (
     offset_key,
     processing_key,
 )
-from connectors.redis_list_scripts import BURY, DELIVER, LOAD, MOVE, TRIM
 from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
 
@@ -302,8 +302,8 @@ class _Partition(StatefulSourcePartition[ListItem, int | None]):
 class ReliableRedisListSource(FixedPartitionedSource[ListItem, int | None]):
     """FIFO consumer of the Redis list ``key`` that loses nothing on a crash (see the module docstring).
 
-    ``ack="explicit"``: acknowledge each item with :class:`connectors.redis_list.ListAcker` /
-    :class:`connectors.redis_list.AckSink` once its work is done.
+    ``ack="explicit"``: acknowledge each item with :class:`connectors.redis.lists.ListAcker` /
+    :class:`connectors.redis.lists.AckSink` once its work is done.
     ``ack="recovery"``: nothing to acknowledge; run the dataflow with Bytewax recovery (``-r``), the
     snapshots acknowledge. Delivery: at-least-once in both modes, no loss; FIFO per partition.
     """

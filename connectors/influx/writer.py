@@ -32,7 +32,7 @@ _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": 
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
-log = get_logger("connectors.influx")
+log = get_logger("connectors.influx.writer")
 # close() sends what is buffered and waits for it at most this long (the library waits 5 min by default):
 # a SIGINT/SIGTERM stop with InfluxDB down ends in bounded time. Known limit: the library's flush-window
 # timer thread is not cancelled by close(), so the process exits up to INFLUX_FLUSH_INTERVAL after it.

@@ -1,13 +1,13 @@
 """A Bytewax sink that has written its batch to InfluxDB when ``write_batch`` returns (market_data's klines).
 
-Why not :class:`connectors.influx.InfluxSink`: that one hands points to influxdb-client's background batching
+Why not :class:`connectors.influx.writer.InfluxSink`: that one hands points to influxdb-client's background batching
 and returns, so a Bytewax epoch can commit its recovery snapshot while its points are still in memory — a
 ``kill -9`` then loses them for good (the restart resumes after them). Here the epoch cannot end before the
 server accepted the points, so with recovery a restart rewrites exactly the points after the last snapshot:
 exactly once, given that a rewrite of the same measurement, tags and time is idempotent.
 
 Delivery: each batch is one synchronous ``/api/v2/write`` (:class:`SyncInfluxWriter`; line protocol by
-:func:`connectors.influx.to_line`), retried with capped backoff for up to ``max_wait_s``; past that the batch is
+:func:`connectors.influx.writer.to_line`), retried with capped backoff for up to ``max_wait_s``; past that the batch is
 dropped and logged as an error (an InfluxDB outage must not stall the dataflow's Redis output forever). Unit
 of parallelism: one writer per Bytewax worker. Cost: one HTTP round trip per batch that holds points (closed
 klines are a few per minute per instrument live; a catch-up run groups many into one batch).
@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 import urllib3
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.influx import InfluxConfig, InfluxPoint, to_line
+from connectors.influx.writer import InfluxConfig, InfluxPoint, to_line
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import mask_url
 
-log = get_logger("connectors.influx_sync")
+log = get_logger("connectors.influx.sync")
 
 
 class InfluxWriteError(Exception):

@@ -1,6 +1,6 @@
 """The reliable Redis list: its elements, where they are held, and their acknowledgement.
 
-The consumer is :class:`connectors.redis_list_source.ReliableRedisListSource` (its docstring describes the
+The consumer is :class:`connectors.redis.list_source.ReliableRedisListSource` (its docstring describes the
 processing lists, the two acknowledgement modes, delivery counting and dead-lettering). Here: the element as
 delivered (:class:`ListItem`), the keys derived from a list key, and, for ``explicit`` mode, removing finished
 elements from their processing list (:class:`ListAcker`, :class:`AckSink`).
@@ -16,7 +16,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.client import Pipeline
 
-from connectors.redis_client import sync_client
+from connectors.redis.client import sync_client
 
 
 class AckMode(StrEnum):
