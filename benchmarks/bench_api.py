@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import urllib3  # noqa: E402
 
-from connectors.book_sinks import book_fields  # noqa: E402
 from connectors.influx.writer import to_line  # noqa: E402
-from connectors.market_sinks import kline_point, write_market  # noqa: E402
+from connectors.redis.book_sink import book_fields  # noqa: E402
+from connectors.redis.market_sink import kline_point, write_market  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from operators.events import BookStatus, BookView, Kline, Level, Ticker  # noqa: E402
 from tests.fixtures.influx import start_influxd  # noqa: E402

@@ -32,8 +32,8 @@ from bytewax.inputs import FixedPartitionedSource  # noqa: E402
 from bytewax.outputs import DynamicSink, StatelessSinkPartition  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
-from connectors.book_sinks import CollectorRedisSink  # noqa: E402
 from connectors.okx.book_source import OkxBookProcessor, okx_books_source  # noqa: E402
+from connectors.redis.book_sink import CollectorRedisSink  # noqa: E402
 from connectors.ws.events import Frame, Subscribed, TopicsChecked  # noqa: E402
 from connectors.ws.source import _Partition  # noqa: E402
 from cryptoflow.connector_configs import okx_books_config  # noqa: E402

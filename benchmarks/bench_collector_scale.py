@@ -43,10 +43,10 @@ from bytewax import operators as op  # noqa: E402
 from bytewax.dataflow import Dataflow  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
-from connectors.book_sinks import CollectorRedisSink  # noqa: E402
 from connectors.okx import book_source  # noqa: E402
 from connectors.okx.book_source import okx_books_source  # noqa: E402
 from connectors.okx.books import parse_books_frame  # noqa: E402
+from connectors.redis.book_sink import CollectorRedisSink  # noqa: E402
 from cryptoflow.connector_configs import okx_books_config  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import load_settings  # noqa: E402

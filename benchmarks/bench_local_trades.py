@@ -238,7 +238,7 @@ def sink(args: argparse.Namespace) -> None:
     the worker's CPU to queue and pack it (no socket), and the server's time per EVAL (SLOWLOG at 0 us)."""
     from decimal import Decimal
 
-    from connectors.market_sinks import MarketWriter
+    from connectors.redis.market_sink import MarketWriter
     from operators.events import Kline, Ticker, Trade
     from operators.kline_steps import KlineOut
 

@@ -1,4 +1,4 @@
-"""What dropping the ``lru_cache`` on ``connectors.market_sinks._num`` costs (issue 10, exact strings).
+"""What dropping the ``lru_cache`` on ``connectors.redis.market_sink._num`` costs (issue 10, exact strings).
 
 The cache was keyed on Decimal equality, so ``60000.7`` (OKX) and ``60000.70000000`` (Binance) shared one
 string: it was wrong, and this measures what it saved. Per call of ``_num`` and per kline/ticker hash built
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import connectors.market_sinks as ms
+import connectors.redis.market_sink as ms
 from operators.events import Kline, Ticker
 
 

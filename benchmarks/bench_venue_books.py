@@ -49,7 +49,7 @@ from bytewax.testing import run_main  # noqa: E402
 
 from connectors.binance.books import parse_binance_book_frame, parse_depth_snapshot  # noqa: E402
 from connectors.bybit.books import parse_bybit_book_frame  # noqa: E402
-from connectors.market_frames import symbol_map  # noqa: E402
+from connectors.market.frames import symbol_map  # noqa: E402
 from operators.book_sequencing import BINANCE, BYBIT, OKX  # noqa: E402
 from operators.book_sync import BookSync, FetchSnapshot, SnapshotFetched, SyncConfig, Track  # noqa: E402
 from operators.events import BookDelta, BookStatus, BookView  # noqa: E402

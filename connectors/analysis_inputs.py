@@ -9,8 +9,8 @@ Input (``ORDERBOOK_SOURCE``):
   snapshot are delivered again on resume. With recovery on: no frame lost after ``kill -9``, every frame
   counted exactly once in the analysis state, outputs at-least-once (alerts deduplicated by id). Each frame goes
   through :func:`parse_frame`. A book that cannot go on (no snapshot yet after a start without recovery state, or
-  a gap in the list) is re-synced from the collector's ``orderbook:{inst}`` hash (:mod:`connectors.book_snapshots`);
-  frames older than the book are skipped.
+  a gap in the list) is re-synced from the collector's ``orderbook:{inst}`` hash
+  (:mod:`connectors.redis.book_snapshots`); frames older than the book are skipped.
 * ``ws``: the OKX WebSocket directly, through the collector's OKX books source
   (:func:`connectors.okx.book_source.okx_books_source`: subscriptions from ``config:trading_pairs``, integrity
   checks and re-syncs); the raw frames it applied feed our analyzers, its status changes mark their books
@@ -27,10 +27,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from connectors.analysis_sink import RejectCounts
-from connectors.market_frames import ParseError
+from connectors.market.frames import ParseError
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
 from connectors.okx.books import parse_books_frame
+from connectors.redis.analysis_sink import RejectCounts
 from connectors.redis.lists import ListItem
 from connectors.untrusted import Rejected
 from operators.analysis.step import BookInput, StatusReport

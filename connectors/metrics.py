@@ -1,6 +1,6 @@
-"""Prometheus metrics of a dataflow process, derived from the one monitoring model (:mod:`connectors.monitoring`).
+"""Prometheus metrics of a dataflow process, derived from the one monitoring model (:mod:`connectors.redis.monitoring`).
 
-The sinks that write :class:`~connectors.monitoring.MonitorReport` to ``system:monitoring`` hand the same
+The sinks that write :class:`~connectors.redis.monitoring.MonitorReport` to ``system:monitoring`` hand the same
 reports to :func:`record`, once per batch, so Redis and Prometheus count the same events; nothing else in a
 dataflow keeps counters of its own for Prometheus. How a report becomes series (names in the README,
 "Prometheus metrics"):
@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from connectors.monitoring import MonitorReport
+from connectors.redis.monitoring import MonitorReport
 
 FRAMES = Counter("cryptoflow_frames", "WebSocket data frames received from a venue", ["venue"])
 GAPS = Counter("cryptoflow_gaps", "sequence gaps (order books) and trade-id gaps (trades)", ["venue"])

@@ -13,7 +13,7 @@ buffer list, email jobs, alert hashes. :func:`decode` is the only way such text 
 A rejection is counted by the caller as ``rejected_<reason>`` (product-wide) and ``<dataflow>:rejected_<reason>``
 plus ``rejected_messages`` in ``system:monitoring``, and logged once per reason with :func:`sample` (the first
 :data:`SAMPLE_CHARS` characters), never the whole text: see :class:`RejectTally`. The venue parsers' one error
-type, :class:`connectors.market_frames.ParseError`, is a subclass of :class:`Rejected` that adds the venue.
+type, :class:`connectors.market.frames.ParseError`, is a subclass of :class:`Rejected` that adds the venue.
 
 The depth bound is the decoders' own recursion guard, so it costs nothing per frame (no pre-scan): msgspec
 checks Python's recursion budget on every nested container it enters or skips, and :func:`decode` turns the

@@ -15,16 +15,16 @@ if TYPE_CHECKING:
     from connectors.binance.book_source import BinanceBooksConfig
     from connectors.books.items import CollectorItem
     from connectors.bybit.book_source import BybitBooksConfig
-    from connectors.email_sink import EmailSink
+    from connectors.email.sink import EmailSink
+    from connectors.email.smtp import SmtpConfig
     from connectors.influx.writer import InfluxConfig
     from connectors.local.source import LocalConfig
-    from connectors.market_sinks import MarketRedisItem
-    from connectors.market_source import MarketSourceConfig
+    from connectors.market.source import MarketSourceConfig
     from connectors.okx.book_source import OkxBooksConfig
-    from connectors.pairs import PairsConfig
+    from connectors.redis.market_sink import MarketRedisItem
+    from connectors.redis.pairs import PairsConfig
     from connectors.redis.sink import RedisPipelineSink
     from connectors.rest_klines.repair import RepairConfig
-    from connectors.smtp import SmtpConfig
     from connectors.ws.budget import WsTiming
     from connectors.ws.source import WsShardSource
     from cryptoflow.settings import Settings
@@ -50,7 +50,7 @@ def influx_enabled(settings: Settings) -> bool:
 
 # ---------------------------------------------------------------------------------------------- email
 def smtp_config(settings: Settings) -> SmtpConfig:
-    from connectors.smtp import SmtpConfig
+    from connectors.email.smtp import SmtpConfig
 
     return SmtpConfig(host=settings.smtp_host, port=settings.smtp_port, sender=settings.email_from,
                       user=settings.smtp_user, password=settings.smtp_password.get_secret_value(),
@@ -58,7 +58,7 @@ def smtp_config(settings: Settings) -> SmtpConfig:
 
 
 def email_sink(settings: Settings) -> EmailSink:
-    from connectors.email_sink import EmailSink, RetryPolicy
+    from connectors.email.sink import EmailSink, RetryPolicy
 
     policy = RetryPolicy(settings.email_max_attempts, settings.email_backoff_initial, settings.email_backoff_max)
     return EmailSink(str(settings.redis_url), smtp_config(settings), policy, concurrency=settings.email_concurrency)
@@ -73,7 +73,7 @@ def price_alert_sink(settings: Settings) -> PriceAlertSink:
 
 # ---------------------------------------------------------------------------------------------- sources
 def pairs_config(settings: Settings) -> PairsConfig:
-    from connectors.pairs import PairsConfig
+    from connectors.redis.pairs import PairsConfig
 
     return PairsConfig(str(settings.redis_url), settings.redis_trading_pairs_key, settings.max_trading_pairs,
                        settings.trading_pairs_poll_interval)
@@ -133,7 +133,7 @@ def book_sources(settings: Settings) -> list[tuple[str, WsShardSource[CollectorI
 
 
 def market_source_config(settings: Settings) -> MarketSourceConfig:
-    from connectors.market_source import MarketSourceConfig
+    from connectors.market.source import MarketSourceConfig
 
     return MarketSourceConfig(
         venues=tuple(settings.market_data_venues), timeframes=tuple(settings.kline_timeframes),
@@ -144,9 +144,9 @@ def market_source_config(settings: Settings) -> MarketSourceConfig:
 
 
 def market_redis_sink(settings: Settings) -> RedisPipelineSink[MarketRedisItem]:
-    """``market_data``'s Redis sink: :class:`connectors.market_sinks.MarketWriter` in one pipeline per batch,
+    """``market_data``'s Redis sink: :class:`connectors.redis.market_sink.MarketWriter` in one pipeline per batch,
     each written batch's reports and latencies then to Prometheus (``MarketWriter.written``)."""
-    from connectors.market_sinks import MarketWriter
+    from connectors.redis.market_sink import MarketWriter
     from connectors.redis.sink import RedisPipelineSink
 
     writer = MarketWriter(stream_maxlen=settings.stream_maxlen)

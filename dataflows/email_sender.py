@@ -10,7 +10,7 @@ first on restart; one delivered ``LIST_MAX_DELIVERIES`` times without an outcome
 the sender) goes to ``queue:email:dead`` instead of looping on every start. SIGINT/SIGTERM stop cleanly
 (installed by :func:`cryptoflow.entry.lazy_flow`): the source ends, the conversations in progress finish and
 are acked, jobs not started go back to ``queue:email``.
-Sending happens in :class:`connectors.email_sink.EmailSink`'s thread pool (``EMAIL_CONCURRENCY``), never in
+Sending happens in :class:`connectors.email.sink.EmailSink`'s thread pool (``EMAIL_CONCURRENCY``), never in
 the Bytewax worker, so a slow SMTP server cannot freeze the dataflow; at most ``EMAIL_MAX_IN_FLIGHT`` jobs are
 held at once. No recovery store is needed: the processing list is the state.
 """

@@ -13,9 +13,9 @@ from connectors import stopping
 from connectors.influx.sync import SyncInfluxSink
 from connectors.influx.writer import InfluxSink
 from connectors.local.source import LocalTradesSource
-from connectors.market_klines import reconcile_klines, reported_klines
-from connectors.market_outputs import closed_kline_point, redis_batches, ticker_update_point
-from connectors.market_source import MarketSourceItem, MarketStats, market_sources
+from connectors.market.klines import reconcile_klines, reported_klines
+from connectors.market.outputs import closed_kline_point, redis_batches, ticker_update_point
+from connectors.market.source import MarketSourceItem, MarketStats, market_sources
 from connectors.rest_klines.repair import KlineRepairSink
 from cryptoflow.connector_configs import (
     influx_config,

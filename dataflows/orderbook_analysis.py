@@ -19,10 +19,10 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from connectors.analysis_inputs import Parsed, from_collector, is_rejection, parse_frame
-from connectors.analysis_sink import AnalysisRedisSink, AnalysisSinkItem, influx_points
-from connectors.book_snapshots import HashBookSnapshots
 from connectors.influx.writer import InfluxSink
 from connectors.okx.book_source import okx_books_source
+from connectors.redis.analysis_sink import AnalysisRedisSink, AnalysisSinkItem, influx_points
+from connectors.redis.book_snapshots import HashBookSnapshots
 from connectors.redis.list_source import ReliableRedisListSource
 from connectors.redis.lists import AckMode
 from cryptoflow.analysis_settings import analysis_params, analysis_params_or_exit

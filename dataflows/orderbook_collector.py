@@ -3,10 +3,10 @@
 Wiring only (docs/CONTRACTS.md "Order books", DESIGN "More venues' books"): one source per venue
 (``<venue>_books``, :func:`cryptoflow.connector_configs.book_sources`: WebSocket shards, parse + book +
 integrity + resync on the worker, :class:`connectors.books.processor.BookProcessor`) -> their items, merged,
-go to Redis in one pipeline per batch (:class:`connectors.book_sinks.CollectorRedisSink`); with more than one
+go to Redis in one pipeline per batch (:class:`connectors.redis.book_sink.CollectorRedisSink`); with more than one
 venue each book's view or state also feeds ``bbo`` (keyed by instrument, :class:`connectors.books.bbo_step.BboLogic`:
 the best bid and ask across venues, a silent venue left out by its own deadline), written by the same sink.
-Each shard's stats become its own share of the ``system:monitoring`` gauges (:mod:`connectors.collector_outputs`)
+Each shard's stats become its own share of the ``system:monitoring`` gauges (:mod:`connectors.books.outputs`)
 on the same path as its books; OKX's book samples and ``ws_metrics`` (each venue's shards summed by one keyed
 step, ``aggregate``) go to InfluxDB when ``INFLUX_URL`` is set. Runs with any ``-w`` and as several processes.
 """
@@ -16,11 +16,11 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from connectors.book_sinks import CollectorRedisSink, RedisItem
 from connectors.books.bbo_step import BboLogic, quote_of
 from connectors.books.items import BookSample, ShardStats
-from connectors.collector_outputs import DATAFLOW, aggregate, bbo_item, book_points, redis_item, ws_point
+from connectors.books.outputs import DATAFLOW, aggregate, bbo_item, book_points, redis_item, ws_point
 from connectors.influx.writer import InfluxSink
+from connectors.redis.book_sink import CollectorRedisSink, RedisItem
 from cryptoflow.connector_configs import book_sources, influx_config, influx_enabled
 from cryptoflow.entry import lazy_flow
 from cryptoflow.logs import configure_logging, get_logger

@@ -118,7 +118,7 @@ class ExactWakeEventClock(Clock[Any, Any]):
     passed while the dataflow was down, nor while it waits for the first item of its key after the restart:
     it stays at the snapshot's watermark until an item arrives, then runs on as before. So a feed that
     resends from before the snapshot (a replay; deduplicated by the source, see
-    ``connectors.market_source.MarketProcessor``) or a live feed that resumes a little later does not turn
+    ``connectors.market.source.MarketProcessor``) or a live feed that resumes a little later does not turn
     the trades right after the snapshot into late ones; the windows open at the snapshot close when the
     first later trade (or the system time after it) moves the watermark past them.
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from connectors.analysis_sink import AnalysisRedisSink, hash_fields, influx_points
-from connectors.book_sinks import book_fields
 from connectors.okx.books import parse_books_frame
+from connectors.redis.analysis_sink import AnalysisRedisSink, hash_fields, influx_points
+from connectors.redis.book_sink import book_fields
 from cryptoflow.analysis_settings import analysis_params
 from cryptoflow.servers import free_port, start_redis, stop_process
 from cryptoflow.settings import load_settings

@@ -27,8 +27,8 @@ import orjson
 import pytest
 import redis
 
-from connectors.analysis_sink import hash_fields
 from connectors.okx.books import parse_books_frame
+from connectors.redis.analysis_sink import hash_fields
 from cryptoflow.analysis_settings import analysis_params
 from cryptoflow.settings import load_settings
 from operators.analysis import InstrumentAnalyzer

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.influx.writer import to_line
-from connectors.market_sinks import kline_point
+from connectors.redis.market_sink import kline_point
 from connectors.rest_klines.backfill import VENUES, closed_range
 from connectors.rest_klines.budget import Backoff, Budget, RequestBudget
 from connectors.rest_klines.store import backfill_point

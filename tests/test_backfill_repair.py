@@ -13,7 +13,7 @@ import pytest
 import redis
 import urllib3
 
-from connectors.market_source import MarketStats
+from connectors.market.source import MarketStats
 from connectors.rest_klines.repair import KlineRepairSink
 from cryptoflow.connector_configs import repair_config, repair_enabled
 from cryptoflow.servers import stop_process

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from connectors.binance.books import BookTicker, parse_binance_book_frame, parse_depth_snapshot
-from connectors.market_frames import ParseError
+from connectors.market.frames import ParseError
 from operators.book_sequencing import BINANCE
 from operators.book_sync import BookSync, Failed, FetchSnapshot, Resubscribe, SnapshotFetched, SyncConfig, Track
 from operators.events import BookDelta, BookStatus, Level

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import symbol_map
+from connectors.market.frames import symbol_map
 from connectors.ws.hooks import Ack, Control
 from operators.book_sequencing import BYBIT
 from operators.book_sync import BookSync, Failed, FetchSnapshot, Resubscribe, SyncConfig, Track

@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from connectors.binance.book_source import BinanceDepthFetcher, BinanceRestError
-from connectors.book_sinks import CollectorRedisSink
 from connectors.books.items import BookState, BufferFrame, ShardStats
+from connectors.books.outputs import aggregate, shard_report, ws_point
 from connectors.books.source import InstrumentTopics
 from connectors.bybit.protocol import BybitHooks
-from connectors.collector_outputs import aggregate, shard_report, ws_point
+from connectors.redis.book_sink import CollectorRedisSink
 from operators.bbo import Bbo, VenueLine
 from operators.events import BookStatus, BookView, Level
 from tests.fixtures.simulator import Simulator

@@ -1,4 +1,4 @@
-"""connectors/email_sink.py in-process, against a real redis-server and a real SMTP server (aiosmtpd): a job
+"""connectors/email/sink.py in-process, against a real redis-server and a real SMTP server (aiosmtpd): a job
 that can never be sent is dead at once and never ends a sender thread; an accepted job is acked even when
 Redis refuses writes for a while; a stop gives the jobs not started back to the queue."""
 
@@ -13,9 +13,9 @@ import orjson
 from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
-from connectors.email_sink import RetryPolicy, _Pool
+from connectors.email.sink import RetryPolicy, _Pool
+from connectors.email.smtp import SmtpConfig
 from connectors.redis.lists import ListAcker, ListItem, list_client
-from connectors.smtp import SmtpConfig
 from cryptoflow.servers import free_port
 from tests.fixtures.smtp import _Inbox
 from tests.waiting import wait_for

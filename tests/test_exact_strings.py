@@ -2,7 +2,7 @@
 differently (``60000.7`` on OKX, ``60000.70000000`` on Binance): no cache keyed on Decimal equality.
 
 Wire frames go through the venues' real parsers, then the market-data dataflow's real Redis sink
-(:class:`connectors.redis.sink.RedisPipelineSink` + :class:`connectors.market_sinks.MarketWriter`); alerts
+(:class:`connectors.redis.sink.RedisPipelineSink` + :class:`connectors.redis.market_sink.MarketWriter`); alerts
 through the real Lua matcher. Real redis-server (tests/fixtures/redis.py).
 """
 
@@ -19,9 +19,9 @@ from connectors.alerts.matcher import AlertMatcher
 from connectors.alerts.store import AlertStore
 from connectors.binance.market import parse_binance_frame
 from connectors.bybit.market import parse_bybit_frame
-from connectors.market_frames import symbol_map
-from connectors.market_sinks import MarketWriter, _num
+from connectors.market.frames import symbol_map
 from connectors.okx.market import parse_okx_market_frame
+from connectors.redis.market_sink import MarketWriter, _num
 from connectors.redis.sink import RedisPipelineSink
 from operators.alerts import create_alert, parse_new_alert, render_email
 from operators.events import Kline, Ticker, iso_ms

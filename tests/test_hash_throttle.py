@@ -1,7 +1,7 @@
 """``ORDERBOOK_HASH_INTERVAL``: the full ``orderbook:{inst}`` hash at most once per interval per instrument, the
 newest state always written last; the buffer list and the ``@depth`` stream still see every update.
 
-The rules on a hand-driven clock (:class:`connectors.hash_throttle.HashThrottle`), then the collector's sink
+The rules on a hand-driven clock (:class:`connectors.redis.hash_throttle.HashThrottle`), then the collector's sink
 against a real redis-server (its throttle on the same hand-driven clock: no sleeps, nothing timed)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 
 import redis
 
-from connectors.book_sinks import CollectorRedisSink
-from connectors.hash_throttle import HashThrottle
-from connectors.monitoring import MonitorReport
 from connectors.okx.book_source import BookState, BufferFrame
+from connectors.redis.book_sink import CollectorRedisSink
+from connectors.redis.hash_throttle import HashThrottle
+from connectors.redis.monitoring import MonitorReport
 from operators.events import BookStatus, BookView, Level
 
 

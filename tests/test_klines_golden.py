@@ -24,7 +24,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.binance.market import parse_binance_frame
-from connectors.market_frames import symbol_map
+from connectors.market.frames import symbol_map
 from operators.events import Kline, Trade
 from operators.kline_steps import KlineOut, aggregate_klines
 

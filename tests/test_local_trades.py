@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 
 from connectors.local.source import LocalConfig, LocalTradesSource
 from connectors.local.wire import parse_entry, parse_flat
-from connectors.market_frames import ParseError
-from connectors.market_source import MarketStats
-from connectors.pairs import PairsConfig
+from connectors.market.frames import ParseError
+from connectors.market.source import MarketStats
+from connectors.redis.pairs import PairsConfig
 from cryptoflow.servers import stop_process
 from operators.events import Trade, iso_ms
 from operators.kline_steps import InstrumentRemoved

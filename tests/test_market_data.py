@@ -12,7 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from connectors.binance.protocol import BinanceHooks
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_sinks import write_market
+from connectors.redis.market_sink import write_market
 from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from cryptoflow.settings import load_settings
 from dataflows.market_data import wire
@@ -157,7 +157,7 @@ def test_two_workers_give_the_klines_of_one() -> None:
 def test_market_writer_refreshes_ttls_without_an_expire_per_batch(redis_db: Any, redis_server: Any) -> None:
     import redis as redis_lib
 
-    from connectors.market_sinks import MarketWriter
+    from connectors.redis.market_sink import MarketWriter
 
     now = [1000.0]
     writer = MarketWriter(clock=lambda: now[0])
@@ -187,7 +187,7 @@ class _Control:
 
 
 def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
-    from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
+    from connectors.market.source import MarketProcessor, MarketStats, _binance_parse
     from connectors.ws.events import Frame, TopicsChecked
 
     proc = MarketProcessor("binance", "binance", 0, _Control(), _binance_parse, primary="trade")
@@ -212,8 +212,8 @@ def test_market_processor_maps_symbols_from_topics_and_counts_junk() -> None:
 def test_channel_topics_spot_only_and_rejections(redis_server: Any, redis_db: Any) -> None:
     import asyncio
 
-    from connectors.market_source import ChannelTopics
-    from connectors.pairs import PairsPoller
+    from connectors.market.source import ChannelTopics
+    from connectors.redis.pairs import PairsPoller
 
     redis_db.sadd("config:trading_pairs", "BTC-USDT", "UNI-USD-SWAP", "bad id")
     poller = PairsPoller(redis_server.url, "config:trading_pairs", limit=10, interval=1.0, venue="bybit")
@@ -234,7 +234,7 @@ def test_channel_topics_spot_only_and_rejections(redis_server: Any, redis_db: An
 def test_market_writer_forgets_keys_idle_for_a_whole_ttl(redis_server: Any) -> None:
     import redis as redis_lib
 
-    from connectors.market_sinks import KLINE_TTL_S, MarketWriter
+    from connectors.redis.market_sink import KLINE_TTL_S, MarketWriter
 
     now = [1000.0]
     writer = MarketWriter(clock=lambda: now[0])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 
 from connectors.binance.market import parse_binance_frame
 from connectors.bybit.market import parse_bybit_frame
-from connectors.market_frames import ParseError, symbol_map
+from connectors.market.frames import ParseError, symbol_map
 from connectors.okx.market import parse_okx_market_frame
 from connectors.ws.hooks import Ack, Chatter, Ignored, Notice, Pong, Reject
 from operators.events import BestQuote, Kline, Ticker, Trade

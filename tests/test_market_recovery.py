@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
+from connectors.market.source import MarketProcessor, MarketStats, _binance_parse
 from connectors.ws.events import Frame, TopicsChecked
 from operators.events import Trade
 from operators.kline_clock import minute_clock

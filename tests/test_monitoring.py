@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from connectors.book_sinks import CollectorRedisSink
-from connectors.collector_outputs import shard_report
-from connectors.market_outputs import shard_report as market_report
-from connectors.market_source import MarketStats
-from connectors.monitoring import EXPIRE_MS, OWNERS, MonitorReport, queue_monitoring, refresh
+from connectors.books.outputs import shard_report
+from connectors.market.outputs import shard_report as market_report
+from connectors.market.source import MarketStats
 from connectors.okx.book_source import BookState, OkxBookProcessor, ShardStats
+from connectors.redis.book_sink import CollectorRedisSink
 from connectors.redis.keys import MONITORING
+from connectors.redis.monitoring import EXPIRE_MS, OWNERS, MonitorReport, queue_monitoring, refresh
 from connectors.ws.events import Frame, Subscribed, TopicsChecked
 from connectors.ws.shard import shard_of
 from operators.events import BookStatus, BookView, Level

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.market_frames import ParseError
+from connectors.market.frames import ParseError
 from connectors.okx.books import PARSE_REASONS, parse_books_frame, parse_rest_books, render_books_snapshot
 from connectors.okx.protocol import OkxHooks
 from connectors.ws.hooks import Ack, Notice, Pong, Reject

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from connectors.market_frames import ParseError
+from connectors.market.frames import ParseError
 from connectors.okx.books import parse_books_frame
 from connectors.ws.hooks import Ack, Notice, Reject
 from operators.book_results import Applied, ChecksumMismatch, SequenceGap

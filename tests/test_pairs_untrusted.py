@@ -1,5 +1,5 @@
 """An absurd member of ``config:trading_pairs`` (a 1 MB id) is rejected with a short reason and never logged or
-stored whole (connectors/pairs.py), against a real Redis."""
+stored whole (connectors/redis/pairs.py), against a real Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import redis
 from structlog.testing import capture_logs
 
-from connectors.pairs import PairsPoller
+from connectors.redis.pairs import PairsPoller
 from operators.instruments import MAX_INSTRUMENT_CHARS
 
 

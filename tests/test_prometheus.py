@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY, generate_latest
 from websockets.sync.client import connect
 
 from connectors import metrics
-from connectors.monitoring import MonitorReport
+from connectors.redis.monitoring import MonitorReport
 from cryptoflow.deploy import load
 from cryptoflow.servers import free_port, stop_process
 from tests.dataflow_helpers import start_dataflow

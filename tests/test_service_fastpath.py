@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from connectors.book_sinks import book_fields
-from connectors.market_sinks import write_market
+from connectors.redis.book_sink import book_fields
+from connectors.redis.market_sink import write_market
 from cryptoflow.settings import load_settings
 from operators.events import BookStatus, BookView, Level, Ticker
 from service.app import create_app

@@ -1,6 +1,6 @@
 """`cryptoflow serve` history routes against a real InfluxDB 1.x (InfluxQL on /query) and a real Redis.
 
-Klines are made by the project's own point builder (``connectors.market_sinks.kline_point`` ->
+Klines are made by the project's own point builder (``connectors.redis.market_sink.kline_point`` ->
 ``connectors.influx.writer.to_line``) and replayed into InfluxDB through ``/write``, as the dataflow's writer would;
 the oracle is the list of :class:`Kline` objects written, compared by decimal value.
 """
@@ -21,10 +21,10 @@ import msgspec
 import pytest
 import redis
 
-from connectors.analysis_sink import alert_points, result_points
 from connectors.influx.query import TimeRange, ident, literal, select
 from connectors.influx.writer import to_line
-from connectors.market_sinks import kline_fields, kline_point
+from connectors.redis.analysis_sink import alert_points, result_points
+from connectors.redis.market_sink import kline_fields, kline_point
 from operators.analysis.engine import AnalysisOutput
 from operators.events import AlertEvent, AnalysisResult, BookStatus, Kline, iso_ms
 from tests.fixtures.influx import InfluxDB1, start_influxd

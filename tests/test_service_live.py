@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 
-from connectors.analysis_sink import hash_fields
-from connectors.book_sinks import CollectorRedisSink, bbo_fields, book_fields
-from connectors.market_sinks import write_market
-from connectors.monitoring import MonitorReport, queue_monitoring
+from connectors.redis.analysis_sink import hash_fields
+from connectors.redis.book_sink import CollectorRedisSink, bbo_fields, book_fields
+from connectors.redis.market_sink import write_market
+from connectors.redis.monitoring import MonitorReport, queue_monitoring
 from operators.bbo import Bbo, VenueLine
 from operators.events import AnalysisResult, BookStatus, BookView, Level, Ticker, iso_ms
 from tests.fixtures.redis import RedisServer

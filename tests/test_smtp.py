@@ -1,4 +1,4 @@
-"""connectors/smtp.py against real aiosmtpd servers: login when configured, error classification,
+"""connectors/email/smtp.py against real aiosmtpd servers: login when configured, error classification,
 connection reuse, and a message built only from checked, single-line header values."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from connectors.smtp import (
+from connectors.email.smtp import (
     SmtpConfig,
     SmtpConnection,
     SmtpPermanentError,

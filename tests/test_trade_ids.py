@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from connectors.market_sinks import MarketWriter, kline_fields
+from connectors.redis.market_sink import MarketWriter, kline_fields
 from connectors.redis.push_streams import kline_channel, stream_key
 from operators.events import Kline, Trade
 from operators.kline_reconcile import ReconcileLogic

@@ -22,17 +22,17 @@ from hypothesis import strategies as st
 
 from connectors import untrusted
 from connectors.alerts.store import AlertStore, AlertUnreadable, parse_alert_hash
-from connectors.analysis_sink import AnalysisRedisSink, RejectCounts
 from connectors.binance.market import parse_binance_frame
 from connectors.binance.protocol import BinanceHooks
 from connectors.bybit.market import parse_bybit_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import MARKET_REASONS, ParseError
-from connectors.market_source import MarketProcessor, MarketStats, _binance_parse
+from connectors.market.frames import MARKET_REASONS, ParseError
+from connectors.market.source import MarketProcessor, MarketStats, _binance_parse
 from connectors.okx.book_source import BookState, BufferFrame, OkxBookProcessor, ShardStats
 from connectors.okx.books import PARSE_REASONS, parse_books_frame, parse_rest_books
 from connectors.okx.market import parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
+from connectors.redis.analysis_sink import AnalysisRedisSink, RejectCounts
 from connectors.untrusted import Rejected, RejectTally
 from connectors.ws.events import Disconnected, Frame, Subscribed, TopicsChecked
 from connectors.ws.hooks import Ack, Ignored, Notice, Pong, Reject

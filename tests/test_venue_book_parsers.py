@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from connectors import untrusted
 from connectors.binance.books import BookTicker, depth_weight, parse_binance_book_frame, parse_depth_snapshot
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import MARKET_REASONS, ParseError
+from connectors.market.frames import MARKET_REASONS, ParseError
 from connectors.ws.hooks import Ack, Control, Notice, Pong, Reject
 from operators.events import BookDelta, Level
 from tests.junk_frames import junk_frames

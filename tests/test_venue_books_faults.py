@@ -21,7 +21,7 @@ from typing import Any
 
 from connectors.binance.books import parse_binance_book_frame, parse_depth_snapshot
 from connectors.bybit.books import parse_bybit_book_frame
-from connectors.market_frames import ParseError, symbol_map
+from connectors.market.frames import ParseError, symbol_map
 from operators.book_sequencing import BINANCE, BYBIT
 from operators.book_sync import (
     BookSync,

@@ -31,9 +31,9 @@ import pytest
 import redis
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from connectors.analysis_sink import alert_points, result_points
 from connectors.influx.writer import to_line
-from connectors.market_sinks import kline_point
+from connectors.redis.analysis_sink import alert_points, result_points
+from connectors.redis.market_sink import kline_point
 from connectors.redis.push_streams import MY_ALERTS, stream_key
 from cryptoflow.demo import Demo
 from cryptoflow.servers import free_port

@@ -16,11 +16,11 @@ import orjson
 import pytest
 import redis
 
-from connectors.book_sinks import CollectorRedisSink, book_fields
-from connectors.collector_outputs import aggregate, shard_report
+from connectors.books.outputs import aggregate, shard_report
 from connectors.okx.book_source import BookState, BufferFrame, ShardStats
 from connectors.okx.protocol import OkxHooks
-from connectors.pairs import PairsPoller
+from connectors.redis.book_sink import CollectorRedisSink, book_fields
+from connectors.redis.pairs import PairsPoller
 from connectors.ws.budget import Backoff, Budget, per_second
 from connectors.ws.hooks import Ack, Notice, Pong, Reject
 from connectors.ws.shard import shard_of

@@ -31,8 +31,8 @@ from connectors.binance.books import depth_weight, parse_binance_book_frame, par
 from connectors.binance.protocol import BinanceHooks
 from connectors.books.items import CollectorItem
 from connectors.books.source import InstrumentTopics, books_source
-from connectors.market_frames import ParseError, symbol_map
-from connectors.pairs import PairsConfig
+from connectors.market.frames import ParseError, symbol_map
+from connectors.redis.pairs import PairsConfig
 from connectors.untrusted import MAX_FRAME_BYTES, Rejected
 from connectors.ws.budget import Budget, WsTiming
 from connectors.ws.source import WsShardSource

@@ -21,10 +21,10 @@ trade.jsonl.gz``, replayed by ``tests/test_binance_books_replay.py``; junk in ``
 * subscribe answers ``{"result":null,"id":7}`` / ``{"error":{...},"id":7}`` and ``serverShutdown`` -> the
   machinery's control types (``Ack``, ``Reject``, ``Notice``: :mod:`connectors.ws.hooks`), as the hooks read them.
 
-Never raises on what the wire brings: junk is a :class:`~connectors.market_frames.ParseError` (``reason`` one of
-:data:`connectors.market_frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
+Never raises on what the wire brings: junk is a :class:`~connectors.market.frames.ParseError` (``reason`` one of
+:data:`connectors.market.frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
 Symbols map back to instrument ids (``ETHUSDT`` -> ``ETH-USDT``) through the subscribed set's
-:data:`~connectors.market_frames.SymbolMap`. Request weight of the REST snapshot: :func:`depth_weight`.
+:data:`~connectors.market.frames.SymbolMap`. Request weight of the REST snapshot: :func:`depth_weight`.
 Subscribing goes through the venue's one vocabulary (:mod:`connectors.binance.protocol`): the topic
 ``depth@100ms:ETH-USDT`` is the stream ``ethusdt@depth@100ms``.
 """
@@ -34,8 +34,8 @@ from __future__ import annotations
 import msgspec
 
 from connectors import untrusted
-from connectors.book_levels import check_sides, plain_text
-from connectors.market_frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
+from connectors.books.levels import check_sides, plain_text
+from connectors.market.frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
 from connectors.untrusted import Rejected
 from connectors.ws.hooks import Ack, Control, Notice, Reject
 from operators.events import BookDelta, Level
@@ -135,7 +135,7 @@ def _stream_of(raw: bytes | str) -> str:
 
 def parse_binance_book_frame(raw: bytes | str, *, recv_ns: int, symbols: SymbolMap) -> BinanceBookItem:
     """One WebSocket text frame -> an update :class:`BookDelta`, a :class:`BookTicker`, a control answer,
-    or a :class:`~connectors.market_frames.ParseError`."""
+    or a :class:`~connectors.market.frames.ParseError`."""
     kind = _stream_of(raw).partition("@")[2]
     if kind in DEPTH_STREAMS or kind == "bookTicker":
         return _wrapped(kind, raw, recv_ns, symbols)

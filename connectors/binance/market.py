@@ -5,7 +5,7 @@ Frames come from ``/stream?streams=...`` (or a live ``SUBSCRIBE``) wrapped as ``
 ``24hrTicker`` and ``kline`` (the venue's own kline, ``source="venue"``, closed when ``x`` is true).
 Control answers (``{"result": null, "id": 1}``, ``{"error": ...}``) and ``serverShutdown`` become the
 machinery's control types (``Ack``, ``Reject``, ``Notice``: :mod:`connectors.ws.hooks`), payloads we do not
-take :class:`~connectors.ws.hooks.Ignored`; anything else a :class:`~connectors.market_frames.ParseError` —
+take :class:`~connectors.ws.hooks.Ignored`; anything else a :class:`~connectors.market.frames.ParseError` —
 never an exception (every decode bounded by :func:`connectors.untrusted.decode`).
 
 Fixtures of every wire shape: ``tests/data/binance_*.jsonl`` (real frames, see tests/data/README.md).
@@ -19,7 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from connectors import untrusted
-from connectors.market_frames import (
+from connectors.market.frames import (
     EpochMs,
     MarketItem,
     SymbolMap,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from connectors.books.items import CollectorItem
 from connectors.books.processor import BookProcessor, VenueBooks
-from connectors.pairs import PairsConfig
+from connectors.redis.pairs import PairsConfig
 from connectors.ws.budget import WsTiming
 from connectors.ws.hooks import Control, Op, Request, VenueHooks
 from connectors.ws.shard import Fetcher, ShardRunner, TopicSource

@@ -22,8 +22,8 @@ from connectors.books.items import CollectorItem
 from connectors.books.source import InstrumentTopics, books_source
 from connectors.bybit.books import parse_bybit_book_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import ParseError, symbol_map
-from connectors.pairs import PairsConfig
+from connectors.market.frames import ParseError, symbol_map
+from connectors.redis.pairs import PairsConfig
 from connectors.untrusted import Rejected
 from connectors.ws.budget import WsTiming
 from connectors.ws.source import WsShardSource

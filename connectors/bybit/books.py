@@ -15,10 +15,10 @@ and ``bybit-2025-06-13-orderbook1.jsonl``, replayed by ``tests/test_bybit_books_
 snapshots, and may repeat a ``u``. Answers (``{"success":true,"op":"subscribe",...}``) and pongs -> the
 machinery's control types (:func:`connectors.bybit.protocol.op_answer`; ``Pong``).
 
-Never raises on what the wire brings: junk is a :class:`~connectors.market_frames.ParseError` (``reason`` one of
-:data:`connectors.market_frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
+Never raises on what the wire brings: junk is a :class:`~connectors.market.frames.ParseError` (``reason`` one of
+:data:`connectors.market.frames.MARKET_REASONS`), every decode bounded by :func:`connectors.untrusted.decode`.
 Symbols map back to instrument ids (``XRPUSDT`` -> ``XRP-USDT``) through the subscribed set's
-:data:`~connectors.market_frames.SymbolMap`. Subscribing goes through :mod:`connectors.bybit.protocol`: the
+:data:`~connectors.market.frames.SymbolMap`. Subscribing goes through :mod:`connectors.bybit.protocol`: the
 topic ``orderbook.50:ETH-USDT`` is the argument ``orderbook.50.ETHUSDT``.
 """
 
@@ -29,9 +29,9 @@ from typing import Literal
 import msgspec
 
 from connectors import untrusted
-from connectors.book_levels import check_sides, plain_text
+from connectors.books.levels import check_sides, plain_text
 from connectors.bybit.protocol import op_answer
-from connectors.market_frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
+from connectors.market.frames import EpochMs, ParseError, SymbolMap, parse_error, rejection
 from connectors.untrusted import Rejected
 from connectors.ws.hooks import Control, Pong
 from operators.events import BookDelta, Level

@@ -1,5 +1,5 @@
 """Bybit v5 spot market-data wire models and parsers -> domain events. Pure, no I/O, never raises (every decode
-bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.ParseError`).
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market.frames.ParseError`).
 
 Wire shapes (fixtures: ``tests/data/bybit_market_frames.jsonl`` and the real ``orderbook.1`` frames of
 ``tests/data/bybit/bybit-2025-06-13-orderbook1.jsonl``):
@@ -26,7 +26,7 @@ import msgspec
 
 from connectors import untrusted
 from connectors.bybit.protocol import op_answer
-from connectors.market_frames import (
+from connectors.market.frames import (
     EpochMs,
     InvalidField,
     MarketItem,

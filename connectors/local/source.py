@@ -32,9 +32,9 @@ from redis.exceptions import RedisError
 
 from connectors import stopping
 from connectors.local.wire import VENUE, parse_entries, stream_key
-from connectors.market_source import MarketSourceItem, MarketStats
-from connectors.pairs import PairsConfig
+from connectors.market.source import MarketSourceItem, MarketStats
 from connectors.redis.client import sync_client
+from connectors.redis.pairs import PairsConfig
 from connectors.untrusted import RejectTally
 from connectors.ws.budget import Backoff
 from connectors.ws.shard import shard_of  # the WebSocket shards' assignment: stable across runs and processes

@@ -5,7 +5,7 @@ Wire shape (docs/CONTRACTS.md "History and an exchange's own trades"; fixture: `
 (``buy``/``sell``, the taker's side), ``ts`` (epoch milliseconds), ``trade_id`` (a non-negative integer,
 increasing per stream). Field values arrive as bytes (the client does not decode; decoding only what is
 used is cheaper). Entries are untrusted: anything else is a
-:class:`connectors.market_frames.ParseError` (``wrong_type`` for a missing field, ``too_large`` for a
+:class:`connectors.market.frames.ParseError` (``wrong_type`` for a missing field, ``too_large`` for a
 value longer than :data:`MAX_VALUE_BYTES`, ``invalid_number``, ``invalid_value``), never an exception.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from connectors.market_frames import MAX_EPOCH_MS, ParseError, parse_error
+from connectors.market.frames import MAX_EPOCH_MS, ParseError, parse_error
 from operators.events import Side, Trade
 
 VENUE = "local"

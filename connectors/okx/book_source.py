@@ -22,11 +22,11 @@ from connectors.books.items import BookSample, BookState, BufferFrame, Collector
 from connectors.books.processor import BookProcessor
 from connectors.books.source import books_source
 from connectors.books.source import shard_count as _shard_count
-from connectors.market_frames import ParseError
+from connectors.market.frames import ParseError
 from connectors.okx.books import frame_instrument, parse_books_frame, parse_rest_books, render_books_snapshot
 from connectors.okx.protocol import OkxHooks
 from connectors.okx.rest import OkxBooksFetcher
-from connectors.pairs import PairsConfig
+from connectors.redis.pairs import PairsConfig
 from connectors.untrusted import Rejected
 from connectors.ws.budget import WsTiming
 from connectors.ws.source import ShardControl, WsShardSource

@@ -19,7 +19,7 @@ Wire shapes (fixtures: ``tests/data/okx/*.jsonl``, recorded from OKX; ``tests/te
 :func:`parse_books_frame` never raises on what the wire brings: book frames become ``tuple[BookDelta, ...]``
 (one per ``data`` entry, in order), protocol chatter the WebSocket machinery's control types
 (:data:`connectors.ws.hooks.Control`, read by :func:`connectors.okx.protocol.event_control` as the books
-source's hooks read them: a topic is an ``instId``), anything else a :class:`connectors.market_frames.ParseError`
+source's hooks read them: a topic is an ``instId``), anything else a :class:`connectors.market.frames.ParseError`
 (a :class:`connectors.untrusted.Rejected`) whose ``reason`` is one of :data:`PARSE_REASONS`. Every decode goes
 through :func:`connectors.untrusted.decode` (size and depth bounded:
 ``too_large``, ``too_deep``); nothing is decoded untyped.
@@ -32,8 +32,8 @@ from typing import Literal
 import msgspec
 
 from connectors import untrusted
-from connectors.book_levels import check_sides, plain_text
-from connectors.market_frames import ParseError, parse_error, rejection
+from connectors.books.levels import check_sides, plain_text
+from connectors.market.frames import ParseError, parse_error, rejection
 from connectors.okx.protocol import OkxArg, event_control
 from connectors.untrusted import Rejected
 from connectors.ws.hooks import Control, Pong, Reject
@@ -116,7 +116,7 @@ def _to_deltas(
     recv_ns: int,
     raw: bytes | str,
 ) -> tuple[BookDelta, ...] | ParseError:
-    plain = plain_text(raw)  # JSON escapes or non-ASCII text take the slow checks (connectors.book_levels)
+    plain = plain_text(raw)  # JSON escapes or non-ASCII text take the slow checks (connectors.books.levels)
     out = []
     for d in entries:
         bad = check_sides(d.bids, d.asks, plain, negative_reason="negative_size")

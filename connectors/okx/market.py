@@ -1,6 +1,6 @@
 """OKX v5 market-data wire models and parsers: ``trades``, ``tickers`` (``/ws/v5/public``) and ``candle*``
 (``/ws/v5/business``) -> domain events. Pure, no I/O; never raises on what the wire brings (every decode
-bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market_frames.ParseError`).
+bounded by :func:`connectors.untrusted.decode`; junk -> :class:`~connectors.market.frames.ParseError`).
 
 Wire shapes (fixtures: ``tests/data/okx/okx-2022-05-13-books-trades-tickers.jsonl`` for trades/tickers,
 ``tests/data/okx_market_frames.jsonl`` for candles):
@@ -26,7 +26,7 @@ from decimal import Decimal
 import msgspec
 
 from connectors import untrusted
-from connectors.market_frames import (
+from connectors.market.frames import (
     MAX_EPOCH_MS,
     InvalidField,
     MarketItem,

@@ -1,1 +1,2 @@
-"""Redis: the client (Sentinel-aware), keys, the list source and acks, the sinks' write path, push streams."""
+"""Redis: the client (Sentinel-aware), keys, the list source and acks, the sinks and their write path, push streams,
+``system:monitoring``, the pairs poller, book snapshots from the hashes."""

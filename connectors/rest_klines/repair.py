@@ -31,7 +31,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.influx.sync import InfluxWriteError, SyncInfluxWriter
 from connectors.influx.writer import InfluxConfig
-from connectors.market_source import MarketStats
+from connectors.market.source import MarketStats
 from connectors.redis.client import sync_client
 from connectors.rest_klines.backfill import VENUES, backfill
 from connectors.rest_klines.client import BackfillError, KlineClient

@@ -1,6 +1,6 @@
 """Where backfilled klines go: ``kline`` points written synchronously, and the resumable checkpoint.
 
-Points are the live path's (:func:`connectors.market_sinks.kline_point`: same measurement, tags and open-time
+Points are the live path's (:func:`connectors.redis.market_sink.kline_point`: same measurement, tags and open-time
 stamp, so a backfilled minute and a live one are the same point; ``source=venue``, ``complete=true``), written
 by :class:`connectors.influx.sync.SyncInfluxWriter` (the live path's synchronous writer): a page's write returns
 only once InfluxDB accepted it, so the checkpoint never runs ahead of the data. OKX and Bybit give no trade
@@ -21,7 +21,7 @@ import msgspec
 import redis
 
 from connectors.influx.writer import InfluxPoint
-from connectors.market_sinks import kline_point
+from connectors.redis.market_sink import kline_point
 from operators.events import Kline, iso_ms
 
 NO_TRADE_COUNT = frozenset({"okx", "bybit"})

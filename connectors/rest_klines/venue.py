@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from connectors.market_frames import MAX_EPOCH_MS, InvalidField, to_decimal
+from connectors.market.frames import MAX_EPOCH_MS, InvalidField, to_decimal
 from connectors.rest_klines.budget import Budget
 from connectors.untrusted import Rejected, rejected
 from operators.events import Kline

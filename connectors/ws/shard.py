@@ -36,7 +36,7 @@ def shard_of(topic: str, shards: int) -> int:
 
 
 class TopicSource(Protocol):
-    """Where the wanted topics come from (``connectors.pairs.PairsPoller`` for ``config:trading_pairs``)."""
+    """Where the wanted topics come from (``connectors.redis.pairs.PairsPoller`` for ``config:trading_pairs``)."""
 
     interval: float
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import cast
 
-from connectors.monitoring import refresh
 from connectors.redis.client import sync_client
 from connectors.redis.keys import MONITORING, analysis_key, orderbook_key
+from connectors.redis.monitoring import refresh
 from connectors.untrusted import sample
 from cryptoflow.settings import Settings
 from operators.events import iso_ms

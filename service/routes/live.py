@@ -19,8 +19,8 @@ import redis.exceptions
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import State
 
-from connectors.monitoring import refresh
 from connectors.redis.keys import MONITORING, analysis_key, bbo_key, venue_book_key
+from connectors.redis.monitoring import refresh
 from cryptoflow.logs import get_logger
 from operators.instruments import InvalidInstrument, validate_instrument
 from service.errors import ApiError, invalid, not_found

@@ -1,20 +1,20 @@
 """``system:monitoring`` reports (and their log lines) of ``market_data``'s kline steps.
 
 Each function turns one event of :mod:`operators.kline_steps` or :mod:`operators.kline_reconcile` into a
-:class:`connectors.monitoring.MonitorReport` of counters and logs it: late trades, a reconciliation against the
+:class:`connectors.redis.monitoring.MonitorReport` of counters and logs it: late trades, a reconciliation against the
 venue's kline (match or mismatch), an incomplete kline replaced by the venue's, a correction of a minute
 published flat, a kline held back because it overlaps minutes not watched.
 """
 
 from __future__ import annotations
 
-from connectors.monitoring import MonitorReport
+from connectors.redis.monitoring import MonitorReport
 from cryptoflow.logs import get_logger
 from operators.kline_reconcile import KlineCheck
 from operators.kline_steps import KlineOut
 from operators.klines import Bucket
 
-log = get_logger("connectors.kline_reports")
+log = get_logger("connectors.market.kline_reports")
 _COMPARED = ("open", "high", "low", "close", "volume", "trades")
 
 

@@ -5,7 +5,7 @@ per key only the newest value of the batch is written (a batch of 1,000 trades o
 per timeframe), ``ticker:{exchange}:{symbol}`` with TTL 300 s, ``kline:{exchange}:{symbol}:{tf}`` with TTL
 3600 s. A ``kline:`` hash holds the latest interval and never goes back to an older one: a minute that the
 clock closes after the next one has opened (the batch after) is pushed, and written as a point, but leaves
-the hash at the newer minute. ``system:monitoring`` through :func:`connectors.monitoring.queue_monitoring`
+the hash at the newer minute. ``system:monitoring`` through :func:`connectors.redis.monitoring.queue_monitoring`
 (counters by HINCRBY, each shard's gauge share recomputed into the contract fields by one Lua call); the same
 reports and each instrument's trade latency go to the process's Prometheus series once the batch is written
 (:meth:`MarketWriter.written`, :mod:`connectors.metrics`). Delivery at-least-once; hashes make a rewrite harmless.
@@ -32,7 +32,7 @@ from redis.client import Pipeline
 
 from connectors import metrics
 from connectors.influx.writer import InfluxPoint
-from connectors.monitoring import MonitorReport, queue_monitoring
+from connectors.redis.monitoring import MonitorReport, queue_monitoring
 from connectors.redis.push_streams import (
     DEFAULT_MAXLEN,
     StreamEvent,

@@ -26,7 +26,7 @@ from connectors.redis.keys import orderbook_key
 from cryptoflow.logs import get_logger
 from operators.events import BookDelta, Level
 
-log = get_logger("connectors.book_snapshots")
+log = get_logger("connectors.redis.book_snapshots")
 _levels = msgspec.json.Decoder(tuple[Level, ...])
 
 

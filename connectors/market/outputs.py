@@ -1,6 +1,6 @@
 """What ``market_data``'s streams become on their way to its sinks (``dataflows/market_data.py``).
 
-Redis (:class:`connectors.market_sinks.MarketWriter`): tickers, klines, ``system:monitoring`` reports (each
+Redis (:class:`connectors.redis.market_sink.MarketWriter`): tickers, klines, ``system:monitoring`` reports (each
 shard's stats as its own share of the venue's gauges, :func:`shard_report`) and trades, joined per worker
 activation (:func:`redis_batches`). InfluxDB: closed klines (:func:`closed_kline_point`) and the tickers that
 came from a ticker (:func:`ticker_update_point`).
@@ -15,9 +15,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 
 from connectors.influx.writer import InfluxPoint
-from connectors.market_sinks import MarketRedisItem, kline_point, ticker_point
-from connectors.market_source import MarketStats
-from connectors.monitoring import MonitorReport
+from connectors.market.source import MarketStats
+from connectors.redis.market_sink import MarketRedisItem, kline_point, ticker_point
+from connectors.redis.monitoring import MonitorReport
 from operators.events import Ticker, Trade, iso_ms
 from operators.kline_steps import KlineOut
 
@@ -26,7 +26,7 @@ DATAFLOW = "market_data"
 
 def shard_report(stats: MarketStats) -> MonitorReport:
     """One shard's share of its venue's gauges (summed over the live shards of every worker and process by
-    :mod:`connectors.monitoring`; its connections also count in ``websocket_connections``, the sum over
+    :mod:`connectors.redis.monitoring`; its connections also count in ``websocket_connections``, the sum over
     dataflows) and its counters (HINCRBY)."""
     v = stats.venue
     latest = (("market_last_config_check", iso_ms(stats.last_config_check_ms)),) \

@@ -7,7 +7,7 @@ reused SMTP connection) and returns at once: a slow or hung SMTP server never fr
 Per job, in a sender thread:
 
 * validated fully first: decoded through :func:`connectors.untrusted.decode` (at most :data:`MAX_JOB_BYTES`,
-  typed, depth-bounded), then :func:`connectors.smtp.build_message` (``attempts`` in ``0..EMAIL_MAX_ATTEMPTS``,
+  typed, depth-bounded), then :func:`connectors.email.smtp.build_message` (``attempts`` in ``0..EMAIL_MAX_ATTEMPTS``,
   recipient and subject header-safe by our rules and the email library's own). A job that can never be sent
   (bad JSON, too large or deep, non-UTF-8, bad recipient, a subject the library refuses such as one holding
   U+2028) is moved to ``queue:email:dead`` at once, with ``reason`` and ``last_error``: no retry, no traceback;
@@ -50,9 +50,9 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors import metrics
+from connectors.email.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError, build_message
 from connectors.redis.keys import EMAIL_QUEUE
 from connectors.redis.lists import ListAcker, ListItem
-from connectors.smtp import SmtpConfig, SmtpConnection, SmtpPermanentError, SmtpTemporaryError, build_message
 from connectors.untrusted import Rejected, decode, sample
 from cryptoflow.logs import get_logger
 from operators.alerts import MAX_JOB_ID, InvalidJob

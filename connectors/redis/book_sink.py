@@ -8,14 +8,14 @@
   first, ``checksum``, ``seq_id`` (empty when the venue sends none), ``status``), coalesced per book within the
   batch; a status change alone sets ``status``; a removed pair's hash is deleted; with
   ``ORDERBOOK_HASH_INTERVAL`` > 0 a book's levels are written at most once per interval, its newest state always
-  last (:mod:`connectors.hash_throttle`);
+  last (:mod:`connectors.redis.hash_throttle`);
 * ``bbo:{inst}`` (:class:`operators.bbo.Bbo`, newest per instrument in the batch): ``bid``, ``bid_venue``,
   ``ask``, ``ask_venue``, ``venues`` (JSON venue -> ``{"bid","ask","age_ms","status"}``), ``excluded`` (JSON
   list), ``timestamp`` (ISO-8601 UTC); deleted when no venue books the instrument any more;
 * every :class:`BufferFrame` LPUSHed to ``ORDERBOOK_BUFFER_KEY`` in order, capped with LTRIM at
   ``orderbook_buffer_max`` (0: uncapped);
-* :class:`connectors.monitoring.MonitorReport` (the shards' gauges and counters) -> ``system:monitoring`` through
-  :func:`connectors.monitoring.queue_monitoring`, first in the batch's pipeline, so a gauge is in Redis no
+* :class:`connectors.redis.monitoring.MonitorReport` (the shards' gauges and counters) -> ``system:monitoring`` through
+  :func:`connectors.redis.monitoring.queue_monitoring`, first in the batch's pipeline, so a gauge is in Redis no
   later than the book writes it describes; each sink partition is itself an owner
   (``<dataflow>/writer-<worker>``) of ``avg_processing_latency`` (ms, frame receipt -> hash write, over its
   last second, weighted by books written). A partition closed cleanly retires the owners it wrote; the same
@@ -45,16 +45,16 @@ from redis.exceptions import RedisError
 
 from connectors import metrics
 from connectors.books.items import BookState, BufferFrame
-from connectors.hash_throttle import HashThrottle, Plan
-from connectors.monitoring import MonitorReport, queue_monitoring
+from connectors.redis.hash_throttle import HashThrottle, Plan
 from connectors.redis.keys import bbo_key, venue_book_key
+from connectors.redis.monitoring import MonitorReport, queue_monitoring
 from connectors.redis.push_streams import DEFAULT_MAXLEN, DepthPublisher
 from connectors.redis.sink import redis_client
 from cryptoflow.logs import get_logger
 from operators.bbo import Bbo
 from operators.events import BookStatus, BookView, iso_ms
 
-log = get_logger("connectors.book_sinks")
+log = get_logger("connectors.redis.book_sink")
 _json = msgspec.json.Encoder()
 
 
@@ -96,7 +96,7 @@ class _Partition(StatelessSinkPartition[RedisItem]):
                  owner: str, stream_maxlen: int = DEFAULT_MAXLEN, venue: str = "okx",
                  hash_interval: float = 0.0) -> None:
         self._client = redis_client(url)
-        self._throttle = HashThrottle(hash_interval)  # ORDERBOOK_HASH_INTERVAL (connectors.hash_throttle)
+        self._throttle = HashThrottle(hash_interval)  # ORDERBOOK_HASH_INTERVAL (connectors.redis.hash_throttle)
         self._venue = venue
         self._depth = DepthPublisher(stream_maxlen)
         self._owner = owner

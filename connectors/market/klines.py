@@ -1,4 +1,4 @@
-"""``market_data``'s kline steps with their ``system:monitoring`` reports (:mod:`connectors.kline_reports`).
+"""``market_data``'s kline steps with their ``system:monitoring`` reports (:mod:`connectors.market.kline_reports`).
 
 * :func:`reported_klines`: trades -> :func:`operators.kline_steps.aggregate_klines` (``bucket`` -> ``minute``
   event-time window aligned to UTC -> ``rollup`` to every ``KLINE_TIMEFRAMES``), then late trades counted and
@@ -20,8 +20,14 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 
-from connectors.kline_reports import report_check, report_correction, report_late, report_replaced, report_unknown
-from connectors.monitoring import MonitorReport
+from connectors.market.kline_reports import (
+    report_check,
+    report_correction,
+    report_late,
+    report_replaced,
+    report_unknown,
+)
+from connectors.redis.monitoring import MonitorReport
 from operators.events import Kline, Trade
 from operators.kline_reconcile import ReconcileLogic, reconcilable
 from operators.kline_steps import InstrumentRemoved, KlineOut, aggregate_klines

@@ -1,8 +1,8 @@
 """What the order-book collector's items become on their way to its sinks (``dataflows/orderbook_collector.py``).
 
-Redis (:class:`connectors.book_sinks.CollectorRedisSink`): books, states and buffer frames as they are, and each
+Redis (:class:`connectors.redis.book_sink.CollectorRedisSink`): books, states and buffer frames as they are, and each
 shard's stats as its own share of the ``system:monitoring`` gauges (:func:`shard_report`,
-:mod:`connectors.monitoring`), in the shard's order. InfluxDB: ``orderbook_data`` points of the book samples
+:mod:`connectors.redis.monitoring`), in the shard's order. InfluxDB: ``orderbook_data`` points of the book samples
 (:func:`book_points`) and one ``ws_metrics`` point per venue (tag ``exchange``) of that venue's shards' stats
 summed by one keyed step (:func:`aggregate`, :func:`ws_point`).
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import msgspec
 
-from connectors.book_sinks import RedisItem
 from connectors.books.items import BookSample, CollectorItem, ShardStats
 from connectors.influx.writer import InfluxPoint
-from connectors.monitoring import MonitorReport
+from connectors.redis.book_sink import RedisItem
+from connectors.redis.monitoring import MonitorReport
 from operators.bbo import Bbo
 from operators.events import iso_ms
 
@@ -24,7 +24,7 @@ _FRESH_MS = 10_000  # ws_metrics: a shard that has not reported for this long no
 
 def shard_report(stats: ShardStats) -> MonitorReport:
     """One shard's share of the ``system:monitoring`` gauges (summed over the live shards of every process by
-    :mod:`connectors.monitoring`) and its counters (HINCRBY)."""
+    :mod:`connectors.redis.monitoring`) and its counters (HINCRBY)."""
     latest = (("last_config_check", iso_ms(stats.last_config_check_ms)),) if stats.last_config_check_ms else ()
     venue = stats.venue
     # active_pairs is the monitored pairs (OKX's books); the other venues' booked pairs are book_<venue>_pairs

@@ -55,7 +55,7 @@ from operators.analysis import AnalysisOutput, email_jobs
 from operators.analysis.alerts import alert_id
 from operators.events import AlertEvent, AnalysisResult, iso_ms
 
-log = get_logger("connectors.analysis_sink")
+log = get_logger("connectors.redis.analysis_sink")
 DEDUPE_TTL_S = 86_400
 DATAFLOW = "orderbook_analysis"
 _VENUE = "okx"  # the books analysed are OKX's

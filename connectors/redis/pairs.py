@@ -27,7 +27,7 @@ from connectors.untrusted import sample
 from cryptoflow.logs import get_logger
 from operators.instruments import select_pairs
 
-log = get_logger("connectors.pairs")
+log = get_logger("connectors.redis.pairs")
 ID_LOG_CHARS = 80  # ids in log lines; an id longer than MAX_INSTRUMENT_CHARS is rejected, never logged whole
 
 

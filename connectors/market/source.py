@@ -2,7 +2,7 @@
 
 Per venue one :class:`~connectors.ws.source.WsShardSource` (OKX: two, ``/ws/v5/public`` for trades and
 tickers, ``/ws/v5/business`` for candles). The wanted topics are the pairs of ``config:trading_pairs``
-(:class:`~connectors.pairs.PairsPoller`, diffed live) times the venue's channels (:class:`ChannelTopics`);
+(:class:`~connectors.redis.pairs.PairsPoller`, diffed live) times the venue's channels (:class:`ChannelTopics`);
 Binance and Bybit take spot ids only (derivatives are OKX-only). Frames are parsed on the worker by
 :class:`MarketProcessor` into domain events; parse errors (:class:`connectors.untrusted.Rejected`) are counted
 (``rejected_<reason>``, ``market_data:rejected_<reason>``) and logged once per reason, never passed on.
@@ -28,10 +28,10 @@ from connectors.binance.market import parse_binance_frame
 from connectors.binance.protocol import BinanceHooks
 from connectors.bybit.market import KLINE_INTERVALS, parse_bybit_frame
 from connectors.bybit.protocol import BybitHooks
-from connectors.market_frames import MarketEvent, MarketItem, ParseError, SymbolMap, symbol_map
+from connectors.market.frames import MarketEvent, MarketItem, ParseError, SymbolMap, symbol_map
 from connectors.okx.market import CANDLE_CHANNELS, parse_okx_market_frame
 from connectors.okx.protocol import OkxHooks
-from connectors.pairs import PairsConfig, PairsPoller
+from connectors.redis.pairs import PairsConfig, PairsPoller
 from connectors.untrusted import RejectTally, rejected
 from connectors.ws.budget import WsTiming
 from connectors.ws.events import Disconnected, Frame, Rejected, TopicsChecked, WsEvent
@@ -44,7 +44,7 @@ from operators.instruments import is_spot
 from operators.kline_steps import InstrumentRemoved
 from operators.trade_ids import TradeIds
 
-log = get_logger("connectors.market_source")
+log = get_logger("connectors.market.source")
 Parser = Callable[[str, int, SymbolMap], list[MarketItem]]
 
 

@@ -1,0 +1,1 @@
+"""Email: the SMTP connection and the Bytewax sink that sends the queued jobs."""
