@@ -99,3 +99,33 @@ def test_no_module_over_its_size_limit() -> None:
     found = oversized(ROOT)
     assert not found, ("modules stay under ~400 lines, one concept each, and dataflows are wiring only (helpers, "
                        "parsers and reports go to connectors/ or operators/); over the limit: " + ", ".join(found))
+
+
+def connector_imports(source: str) -> list[str]:
+    """The ``connectors...`` modules ``source`` imports (``from connectors.x import y`` gives ``connectors.x.y``,
+    which names the module when ``y`` is one)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("connectors"):
+            names += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("connectors")]
+    return names
+
+
+def test_the_import_check_sees_sources() -> None:
+    assert connector_imports("from connectors.ws.source import WsShardSource\n") == [
+        "connectors.ws.source.WsShardSource"]
+    assert connector_imports("import connectors.redis.list_source\n") == ["connectors.redis.list_source"]
+    assert connector_imports("from connectors.redis import list_source\n") == ["connectors.redis.list_source"]
+
+
+def test_no_sink_imports_a_source() -> None:
+    """Connectors are grouped by store and venue (connectors/redis/, influx/, email/, market/, books/, <venue>/);
+    a sink writes what it is given and never reaches into a source (README "Development")."""
+    sinks = sorted(p for p in (ROOT / "connectors").rglob("*.py") if "sink" in p.stem)
+    assert len(sinks) >= 5, sinks  # redis/sink, book_sink, analysis_sink, market_sink, email/sink
+    found = [f"{path.relative_to(ROOT)}: {name}" for path in sinks
+             for name in connector_imports(path.read_text(encoding="utf-8"))
+             if any("source" in part for part in name.split(".")[1:])]
+    assert not found, found
