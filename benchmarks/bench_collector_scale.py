@@ -4,7 +4,10 @@ For each pair count N (default 10, 100, 300, 1000):
 
 1. ``loop``: the plain parse + apply (+ OKX checksum) loop over the collector's own synthetic generator
    (``bench_collector.make_frames``: 400+400-level books, ~15 changed levels per update, instruments drawn at
-   random), µs per update, and the book memory per pair (tracemalloc: the books with their levels and strings).
+   random), µs per update, and the book memory per pair (tracemalloc: the books with their levels and strings);
+   also µs per ``view()`` of a random book after the loop (400+400 levels, as the collector publishes it).
+   ``--baseline REV`` runs the same loop, alternating, with ``operators/orderbook.py`` as of git revision REV
+   (same frames, same machine load), so a change to the book is judged in one run.
 2. ``worker``: the collector's source partition (parse + book + integrity on the worker) through Bytewax, one
    worker, batches of up to 5,000 frames, into a counting sink: updates/s per worker
    (``bench_collector.throughput``); also with each batch in arrival order (before ``book_by_book``).
@@ -14,16 +17,26 @@ For each pair count N (default 10, 100, 300, 1000):
    ``orderbook:{inst}`` written, and the bytes Redis received per pair per second (``total_net_input_bytes``),
    with ``ORDERBOOK_HASH_INTERVAL`` 0 (every batch) and ``--hash-interval`` (default 1 s).
 
+4. ``cachegrind``: the loop of 1. (parse + apply + checksum) under ``valgrind --tool=cachegrind`` (simulated 32 MiB
+   last-level cache, like this machine's L3): instructions, L1 data misses and last-level data misses per update,
+   from two runs that differ only in the number of updates applied (``--cg-warm`` and ``--cg-warm`` +
+   ``--cg-updates``), so start-up, parsing and the snapshots cancel out. Unlike wall time these do not depend on
+   the machine's load. With ``--baseline REV`` the baseline book is measured too.
+
 Each measurement runs ``--repeat`` times (default 3); the median is printed with every run and ``uptime``.
-Run: ``.venv/bin/python benchmarks/bench_collector_scale.py [--pairs 10,100,300,1000] [--only loop|worker|live]``.
+Run: ``.venv/bin/python benchmarks/bench_collector_scale.py [--pairs 10,100,300,1000]
+[--only loop|worker|live|cachegrind] [--baseline REV]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
+import pickle
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -52,7 +65,15 @@ from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E40
 from cryptoflow.settings import load_settings  # noqa: E402
 from operators.orderbook import OrderBook  # noqa: E402
 
-by_book = book_source.book_by_book
+
+def grouping_module() -> Any:
+    """The module whose ``book_by_book`` the collector's book processor calls (the worker mode swaps it)."""
+    try:
+        from connectors.books import processor  # the shared book processor, where it exists
+
+        return processor
+    except ImportError:
+        return book_source
 
 
 def in_arrival_order(events: list[Any], key: Any) -> list[Any]:
@@ -69,36 +90,116 @@ def frames_for(n: int, updates: int) -> list[str]:
 
 
 # --- 1. plain loop + memory -------------------------------------------------------------------------------
-def loop_once(frames: list[str], n: int) -> float:
-    books: dict[str, OrderBook] = {}
+def book_source_at(rev: str) -> Path:
+    """``operators/orderbook.py`` as of git revision ``rev``, written to a temporary file."""
+    text = subprocess.run(["git", "show", f"{rev}:operators/orderbook.py"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="bench_book_")) / "orderbook_baseline.py"
+    path.write_text(text)
+    return path
+
+
+def book_class(rev: str | None) -> Any:
+    """``OrderBook`` as it is now, or as of git revision ``rev`` (loaded as a separate module)."""
+    if rev is None:
+        return OrderBook
+    path = book_source_at(rev)
+    spec = importlib.util.spec_from_file_location("orderbook_baseline", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.OrderBook
+
+
+def loop_once(frames: list[str], n: int, cls: Any = OrderBook) -> tuple[float, float]:
+    """µs per update of the parse + apply loop, and µs per ``view()`` of a random book afterwards."""
+    books: dict[str, Any] = {}
     for f in frames[:n]:
         for d in parse_books_frame(f, recv_ns=0):  # type: ignore[union-attr]
-            books[d.instrument] = OrderBook(d.instrument)
+            books[d.instrument] = cls(d.instrument)
             books[d.instrument].apply(d)
     updates = frames[n:]
     start = time.process_time()
     for f in updates:
         for d in parse_books_frame(f, recv_ns=0):  # type: ignore[union-attr]
             books[d.instrument].apply(d)
-    return (time.process_time() - start) / len(updates) * 1e6
+    per_update = (time.process_time() - start) / len(updates) * 1e6
+    picks = [books[i] for i in random.Random(n).choices(list(books), k=2000)]
+    start = time.process_time()
+    for b in picks:
+        b.view()
+    return per_update, (time.process_time() - start) / len(picks) * 1e6
 
 
-def book_memory(frames: list[str], n: int) -> float:
+def book_memory(frames: list[str], n: int, cls: Any = OrderBook) -> float:
     """MiB per book after every update was applied (the books, their levels and strings)."""
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    books: dict[str, OrderBook] = {}
+    books: dict[str, Any] = {}
     for f in frames:
         for d in parse_books_frame(f, recv_ns=0):  # type: ignore[union-attr]
             if d.action == "snapshot":
-                books[d.instrument] = OrderBook(d.instrument)
+                books[d.instrument] = cls(d.instrument)
             books[d.instrument].apply(d)
     del f, d
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     return used / n / 2**20
+
+
+# --- 4. cachegrind of the parse-free apply loop ----------------------------------------------------------------
+CG = ["valgrind", "--tool=cachegrind", "--cache-sim=yes"]
+
+
+# Run under valgrind by ``python -c`` (not this module: its imports of Bytewax and Redis would multiply the
+# simulated start-up): apply the snapshots, then parse + apply the first COUNT updates, each parsed just before
+# it is applied as in the collector (parsing them all first would add misses for reading old deltas back).
+APPLY_CHILD = """
+import importlib.util, pickle, sys
+sys.path.insert(0, sys.argv[1])
+from connectors.okx.books import parse_books_frame
+from operators.orderbook import OrderBook as cls
+if len(sys.argv) > 4:
+    spec = importlib.util.spec_from_file_location("orderbook_baseline", sys.argv[4])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = mod.OrderBook
+with open(sys.argv[2], "rb") as fh:
+    frames = pickle.load(fh)
+books = {}
+for f in frames:
+    if '"action":"snapshot"' in f:
+        for d in parse_books_frame(f, recv_ns=0):
+            books[d.instrument] = cls(d.instrument)
+            books[d.instrument].apply(d)
+updates = [f for f in frames if '"action":"update"' in f][: int(sys.argv[3])]
+for f in updates:
+    for d in parse_books_frame(f, recv_ns=0):
+        if books[d.instrument].apply(d).kind != "applied":
+            raise SystemExit(f"not applied: {d.instrument} {d.seq_id}")
+"""
+
+
+def cachegrind(n: int, warm: int, measured: int, rev: str | None, ll: str) -> dict[str, float]:
+    """Per-update Ir, L1 data misses and last-level data misses (the difference of two runs)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cg_"))
+    frames = tmp / "frames.pkl"
+    with frames.open("wb") as fh:
+        pickle.dump(frames_for(n, warm + measured), fh)
+    totals = []
+    for count in (warm, warm + measured):
+        out = tmp / f"cg.{count}"
+        cmd = [*CG, f"--LL={ll}", f"--cachegrind-out-file={out}", sys.executable, "-c", APPLY_CHILD, str(ROOT),
+               str(frames), str(count)]
+        subprocess.run([*cmd, *([str(book_source_at(rev))] if rev else [])], check=True, capture_output=True)
+        text = out.read_text()
+        events = re.search(r"^events: (.*)$", text, re.M).group(1).split()  # type: ignore[union-attr]
+        summary = re.search(r"^summary: (.*)$", text, re.M).group(1).split()  # type: ignore[union-attr]
+        totals.append(dict(zip(events, map(int, summary), strict=True)))
+    d = {k: (totals[1][k] - totals[0][k]) / measured for k in totals[0]}
+    return {"Ir": d["Ir"], "D1": d["D1mr"] + d["D1mw"], "LLd": d["DLmr"] + d["DLmw"]}
 
 
 # --- 3. live against the simulator ------------------------------------------------------------------------
@@ -211,33 +312,58 @@ def pct(values: list[int], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", default="10,100,300,1000")
-    ap.add_argument("--only", choices=("loop", "worker", "live"), action="append")
+    ap.add_argument("--only", choices=("loop", "worker", "live", "cachegrind"), action="append")
     ap.add_argument("--updates", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rate", type=float, default=2.0, help="live: updates/s per pair")
     ap.add_argument("--seconds", type=float, default=15.0, help="live: measured window")
     ap.add_argument("--hash-interval", type=float, default=1.0)
+    ap.add_argument("--baseline", metavar="REV", help="loop, cachegrind: also the book of this git revision")
+    ap.add_argument("--cg-warm", type=int, default=5000, help="cachegrind: updates before the measured ones")
+    ap.add_argument("--cg-updates", type=int, default=5000, help="cachegrind: measured updates")
+    ap.add_argument("--cg-ll", default="33554432,16,64", help="cachegrind: the simulated last-level cache "
+                    "(size,ways,line); 1048576,8,64 is one core's L2 here, the level a book hot at 10 pairs stays in")
     args = ap.parse_args()
     only = set(args.only or ("loop", "worker", "live"))
     counts = [int(x) for x in args.pairs.split(",")]
     random.seed(1)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load()}, pid {os.getpid()}")
+    revs: list[tuple[str, str | None]] = [("", None)]
+    if args.baseline:
+        revs.append((f" (baseline {args.baseline})", args.baseline))
+    classes = [(label, book_class(rev)) for label, rev in revs]
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in revs}
+    if "cachegrind" in only:
+        for n in counts:
+            for label, rev in revs:
+                cg = cachegrind(n, args.cg_warm, args.cg_updates, rev, args.cg_ll)
+                print(f"cachegrind N={n}{label} LL {args.cg_ll}: {cg['Ir']:,.0f} instructions, {cg['D1']:.1f} L1 "
+                      f"data misses, {cg['LLd']:.1f} last-level data misses per update; load {load()}")
     if only & {"loop", "worker"}:
         for n in counts:
             frames_n = frames_for(n, args.updates)
             if "loop" in only:
-                runs = [loop_once(frames_n, n) for _ in range(args.repeat)]
-                mem = book_memory(frames_n, n)
-                print(f"loop N={n}: {statistics.median(runs):.1f} µs/update median (runs "
-                      f"{', '.join(f'{x:.1f}' for x in runs)}); {mem:.3f} MiB per book; load {load()}")
+                for label, _ in revs:
+                    runs[label] = []
+                for _ in range(args.repeat):  # alternating, so both books see the same machine load
+                    for label, cls in classes:
+                        runs[label].append(loop_once(frames_n, n, cls))
+                for label, cls in classes:
+                    mem = book_memory(frames_n, n, cls)
+                    ups, views = [r[0] for r in runs[label]], [r[1] for r in runs[label]]
+                    print(f"loop N={n}{label}: {statistics.median(ups):.1f} µs/update median (runs "
+                          f"{', '.join(f'{x:.1f}' for x in ups)}); view {statistics.median(views):.1f} µs; "
+                          f"{mem:.3f} MiB per book; load {load()}")
             if "worker" in only:
+                grouping = grouping_module()
+                by_book = grouping.book_by_book
                 for regroup in (True, False):  # False: the frames in arrival order (before book_by_book)
-                    book_source.book_by_book = by_book if regroup else in_arrival_order
+                    grouping.book_by_book = by_book if regroup else in_arrival_order
                     rates = [bc.throughput(frames_n, None, 5000) for _ in range(args.repeat)]
                     print(f"worker N={n}{'' if regroup else ' (arrival order)'}: {statistics.median(rates):,.0f} "
                           f"updates/s per worker median (runs {', '.join(f'{x:,.0f}' for x in rates)}); "
                           f"load {load()}")
-                book_source.book_by_book = by_book
+                grouping.book_by_book = by_book
             del frames_n
             gc.collect()
     if "live" in only:
