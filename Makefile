@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # Test files run on this many processes (pytest-xdist; a file's tests stay on one); 0 runs them in this process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test bootstrap lint web bench soak clean
