@@ -139,7 +139,9 @@ def test_market_data_backfills_at_start_and_repairs_after_a_dropped_connection(
     want = _simulator_klines(sim, "UNI-USDT", "1m", backfill_from, minute + 60_000)
     stored = victoria.series("kline", "close", **labels)
     before_start = [t for t in want if t < started // 60_000 * 60_000]  # only the start-up backfill wrote these
-    assert len(before_start) >= 19 and all(stored.get(t) == float(want[t]) for t in before_start)
+    wrong = [(t, stored.get(t), want[t]) for t in before_start if stored.get(t) != float(want[t])]
+    # says which minute differs (failed once in a quiet clean-clone run, 2026-11-30 15:30; cause not found yet)
+    assert len(before_start) >= 19 and not wrong, (started, wrong)
     # the outage's minutes hold the venue's kline (the pipeline may have written its own too: VictoriaMetrics keeps
     # both samples of one timestamp, where InfluxDB keeps the last written)
     def samples() -> dict[int, list[float]]:

@@ -18,7 +18,7 @@ from cryptoflow.settings import load_settings
 from dataflows.market_data import wire
 from operators.events import BestQuote, Kline, Ticker, Trade
 from operators.kline_steps import InstrumentRemoved, KlineOut, aggregate_klines
-from tests.test_klines_golden import DATA, _lines, _parse, replay_now
+from tests.test_klines_golden import DATA, _lines, _parse, replay_now, settled
 
 T0 = 1_723_161_600_000  # 2024-08-09 00:00 UTC
 D = Decimal
@@ -146,11 +146,11 @@ def test_two_workers_give_the_klines_of_one() -> None:
     eth = [t for t in _parse(_lines(DATA / "binance-2024-08-08-ethusdt-trade.jsonl.gz"), {"ETHUSDT": "ETH-USDT"})
            if isinstance(t, Trade)]
     # a second and third instrument (same prices, other ids) so that keys spread over the workers
-    trades = [x for t in eth[:6000] for x in (t, Trade(t.venue, "ETH-BTC", t.trade_id, t.price, t.size, t.side,
+    trades = [x for t in eth[:12000] for x in (t, Trade(t.venue, "ETH-BTC", t.trade_id, t.price, t.size, t.side,
                                                        t.ts_ms), Trade("okx", "ETH-USDT", t.trade_id, t.price,
                                                                        t.size, t.side, t.ts_ms))]
-    one = _closed_klines(trades, 1)
-    two = _closed_klines(trades, 2)
+    one = settled(_closed_klines(trades, 1), trades)
+    two = settled(_closed_klines(trades, 2), trades)
     assert len(one) > 15 and one == two
 
 
