@@ -118,24 +118,26 @@ async def orderbook(request: Request, inst: str,
     return Response(book_body(inst, exchange, depth, found), media_type="application/json")
 
 
+async def _live_hash(request: Request, key: str, what: str) -> dict[str, str]:
+    """A live hash, or 404 naming ``what`` when the dataflow has not written it."""
+    fields = await _redis(request).hgetall(key)
+    if not fields:
+        raise not_found(what)
+    return cast(dict[str, str], fields)  # the app's client decodes responses
+
+
 @router.get("/v1/analysis/{inst}", summary="Live order-book analysis of one instrument")
 async def analysis(request: Request, inst: str) -> Response:
     inst = instrument(inst)
-    fields = await _redis(request).hgetall(analysis_key(inst))
-    if not fields:
-        what = f"analysis of {inst}"
-        raise not_found(what)
-    return json_response(fields)
+    return json_response(await _live_hash(request, analysis_key(inst), f"analysis of {inst}"))
 
 
 @router.get("/v1/bbo/{inst}", summary="Best bid and ask across the booked venues (the collector's bbo:{inst})")
 async def bbo(request: Request, inst: str) -> Response:
     """The hash as the collector wrote it, with ``venues`` and ``excluded`` as JSON values, not JSON text."""
     inst = instrument(inst)
-    fields = await _redis(request).hgetall(bbo_key(inst))
-    if not fields:
-        what = f"bbo of {inst} (the collector writes it when BOOK_VENUES names more than one venue)"
-        raise not_found(what)
+    what = f"bbo of {inst} (the collector writes it when BOOK_VENUES names more than one venue)"
+    fields = await _live_hash(request, bbo_key(inst), what)
     return json_response({**fields, "venues": orjson.loads(fields.get("venues", "{}")),
                           "excluded": orjson.loads(fields.get("excluded", "[]"))})
 
