@@ -31,9 +31,10 @@ from connectors.binance.books import depth_weight, parse_binance_book_frame, par
 from connectors.binance.protocol import BinanceHooks
 from connectors.books.items import CollectorItem
 from connectors.books.source import InstrumentTopics, books_source
+from connectors.http_body import bounded_text
 from connectors.market.frames import ParseError, symbol_map
 from connectors.redis.pairs import PairsConfig
-from connectors.untrusted import MAX_FRAME_BYTES, Rejected
+from connectors.untrusted import Rejected
 from connectors.ws.budget import Budget, WsTiming
 from connectors.ws.source import WsShardSource
 from cryptoflow.logs import get_logger
@@ -108,13 +109,7 @@ class BinanceDepthFetcher:
             if self._session is None:
                 self._session = aiohttp.ClientSession(timeout=self._timeout)
             async with self._session.get(url) as resp:
-                data = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > MAX_FRAME_BYTES:
-                        msg = f"GET {url}: body longer than {MAX_FRAME_BYTES} bytes (too_large)"
-                        raise BinanceRestError(msg)
-                body = data.decode(resp.get_encoding(), "replace")
+                body = await bounded_text(resp, url, BinanceRestError)
                 if resp.status in (418, 429):
                     retry = float(resp.headers.get("Retry-After", "60") or 60)
                     self._banned_until = time.monotonic() + retry

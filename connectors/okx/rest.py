@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from connectors.untrusted import MAX_FRAME_BYTES
+from connectors.http_body import bounded_text
 
 
 class OkxRestError(Exception):
@@ -38,13 +38,7 @@ class OkxBooksFetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         async with self._slots, self._session.get(self.url(inst_id)) as resp:
-            data = bytearray()
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                data += chunk
-                if len(data) > MAX_FRAME_BYTES:
-                    msg = f"GET {self.url(inst_id)}: body longer than {MAX_FRAME_BYTES} bytes (too_large)"
-                    raise OkxRestError(msg)
-            body = data.decode(resp.get_encoding(), "replace")
+            body = await bounded_text(resp, self.url(inst_id), OkxRestError)
             if resp.status != 200:
                 msg = f"GET {self.url(inst_id)} answered HTTP {resp.status}: {body[:200]}"
                 raise OkxRestError(msg)
