@@ -10,12 +10,18 @@ client library in the way.
    flight together share one Redis read (the service's single flight), so the book is run a second time with a
    query of its own per connection (``UNSHARED``): the rate of requests that each cost a read.
 2. Paced (open loop) at ``--rate`` req/s: requests are due on a fixed schedule and latency is counted from the
-   time a request was due (a late send counts against the service: no coordinated omission).
+   time a request was due (a late send counts against the service: no coordinated omission). Also printed: the
+   p99 from the moment the request was written (the client's own timer lateness left out), how late the client
+   sent (its event loop's timers are 1 ms grained), and the CPU time the hypervisor stole from this VM during
+   the phase (``/proc/stat``): what separates the service's tail from the machine's.
+   ``--floor``: the same paced client against a bare uvicorn app (same server options) answering a fixed body
+   of the book response's size: the latency floor of this machine, client and server stack with no work.
 3. With ``influxd`` installed: 1,440 1m klines (one day) written by the project's point builder, read back as
    ``GET /v1/klines`` pages (``limit`` is at most 1,000, so a day is two pages: 1,000 + 440): time per page
    and for the day, median of ``--kline-repeat`` runs.
 
-Usage: ``.venv/bin/python benchmarks/bench_api.py [--seconds 10] [--procs 2] [--conns 16] [--rate 1000]``
+Usage: ``.venv/bin/python benchmarks/bench_api.py [--seconds 10] [--procs 2] [--conns 16] [--rate 1000]
+[--paced-only] [--floor]``
 Targets: >= 3,000 req/s per worker, p99 < 5 ms at 1,000 req/s, 1,440-bar read < 100 ms.
 """
 
@@ -26,6 +32,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,7 +91,8 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return head.startswith(b"HTTP/1.1 200")
 
 
-Result = tuple[list[int], int, float]  # latencies (ns), non-200 answers, seconds measured
+# latencies (ns; paced: from when due), non-200 answers, seconds measured, paced only: latencies from the send
+Result = tuple[list[int], int, float, list[int]]
 
 
 async def _closed_loop(port: int, path: str, conns: int, seconds: float, warmup: float) -> Result:
@@ -106,21 +114,25 @@ async def _closed_loop(port: int, path: str, conns: int, seconds: float, warmup:
         writer.close()
 
     await asyncio.gather(*(conn(i) for i in range(conns)))
-    return lat, errors, seconds
+    return lat, errors, seconds, []
 
 
 async def _open_loop(port: int, path: str, rate: float, seconds: float, conns: int) -> Result:
     request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     due: asyncio.Queue[int | None] = asyncio.Queue()
     lat: list[int] = []
+    from_send: list[int] = []
     errors = 0
 
     async def conn() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (when := await due.get()) is not None:
+            sent = time.perf_counter_ns()
             ok = await _exchange(reader, writer, request)
-            lat.append(time.perf_counter_ns() - when)  # from when it was due, not when it was sent
+            done = time.perf_counter_ns()
+            lat.append(done - when)  # from when it was due, not when it was sent
+            from_send.append(done - sent)
             errors += not ok
         writer.close()
 
@@ -137,7 +149,8 @@ async def _open_loop(port: int, path: str, rate: float, seconds: float, conns: i
     for _ in workers:
         due.put_nowait(None)
     await asyncio.gather(*workers)
-    return lat, errors, (time.perf_counter_ns() - t0) / 1e9  # longer than planned when the service fell behind
+    # seconds: longer than planned when the service fell behind
+    return lat, errors, (time.perf_counter_ns() - t0) / 1e9, from_send
 
 
 def _client(args: tuple[str, int, str, int, float, float]) -> Result:
@@ -161,6 +174,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_ticks() -> int:
+    """CPU time the hypervisor gave to others while this VM wanted it (``steal``, all CPUs; clock ticks)."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8])
+
+
 def _report(name: str, lat: list[int], errors: int, seconds: float, cpu: float) -> None:
     """``cpu``: the service's CPU seconds over the phase; per request it gives the worker's capacity on one
     whole core (what the shared machine does not let us measure directly)."""
@@ -182,12 +200,18 @@ def saturate(pid: int, port: int, path: str, procs: int, conns: int, seconds: fl
             max(p[2] for p in parts), cpu)
 
 
-def paced(pid: int, port: int, path: str, rate: float, seconds: float) -> None:
+def paced(pid: int, port: int, path: str, rate: float, seconds: float, label: str = "") -> None:
     with mp.get_context("spawn").Pool(1) as pool:
-        cpu0 = cpu_seconds(pid)
-        lat, errors, elapsed = pool.map(_client, [("open", port, path, 64, seconds, rate)])[0]
-        cpu = cpu_seconds(pid) - cpu0
-    _report(f"paced {rate:,.0f}/s {path}", lat, errors, elapsed, cpu)
+        cpu0, steal0 = cpu_seconds(pid), steal_ticks()
+        lat, errors, elapsed, from_send = pool.map(_client, [("open", port, path, 64, seconds, rate)])[0]
+        cpu, steal = cpu_seconds(pid) - cpu0, steal_ticks() - steal0
+    late = sorted(d - s for d, s in zip(lat, from_send, strict=True))  # before _report sorts lat in place
+    from_send.sort()
+    _report(f"paced {rate:,.0f}/s {label or path}", lat, errors, elapsed, cpu)
+    stolen = steal / os.sysconf("SC_CLK_TCK") / (elapsed * (os.cpu_count() or 1)) * 100
+    print(f"  {'':<44} from the send: p50 {_pct(from_send, 0.50):.2f} ms, p99 {_pct(from_send, 0.99):.2f} ms; "
+          f"sent late by the client: p99 {_pct(late, 0.99):.2f} ms; stolen by the hypervisor {stolen:.1f} % "
+          f"of the CPUs; load {os.getloadavg()[0]:.2f}", flush=True)
 
 
 def klines(service_url: str, influx_url: str, repeat: int) -> None:
@@ -269,6 +293,42 @@ async def _cpu_costs(redis_url: str, work: Path, n: int) -> None:
                               lambda p=path, q=query: app(_scope(p, q), receive, send))
 
 
+# The floor: uvicorn as `cryptoflow serve` configures it (no access log, lifespan on, auto loop and http =
+# uvloop + httptools), answering every request with a fixed body of argv[2] bytes. No Redis, no routing.
+_FLOOR_APP = """
+import sys, uvicorn
+BODY = b"x" * int(sys.argv[2])
+HEAD = {"type": "http.response.start", "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]}
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send(HEAD)
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_config=None, lifespan="on")
+"""
+
+
+def floor(rate: float, seconds: float, body_bytes: int) -> None:
+    """The paced client against the bare app (:data:`_FLOOR_APP`)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_APP, str(port), str(body_bytes)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # bounded wait for the bare app to listen
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the floor app did not start listening within 30 s")
+            time.sleep(0.05)
+        paced(proc.pid, port, "/", rate, seconds, label=f"FLOOR: bare uvicorn, {body_bytes:,}-byte body")
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -277,6 +337,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced requests per second")
     parser.add_argument("--kline-repeat", type=int, default=20)
     parser.add_argument("--cpu-only", action="store_true", help="only the in-process CPU cost per request")
+    parser.add_argument("--paced-only", action="store_true", help="only the paced phases (no closed loop, klines)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also pace a bare uvicorn app answering the book's body: the machine's floor")
     args = parser.parse_args()
     if args.cpu_only:
         import uvloop
@@ -306,11 +369,17 @@ def main() -> None:
         port = int(service.url.rsplit(":", 1)[1])
         print(f"service {service.url} (pid {service.proc.pid}, 1 uvicorn worker); load {os.getloadavg()[0]:.2f}")
         pid = service.proc.pid  # `cryptoflow serve` with one worker is this one process
-        for path in (*ROUTES.values(), UNSHARED):
-            saturate(pid, port, path, args.procs, args.conns, args.seconds)
+        if not args.paced_only:
+            for path in (*ROUTES.values(), UNSHARED):
+                saturate(pid, port, path, args.procs, args.conns, args.seconds)
         for path in ROUTES.values():
             paced(pid, port, path, args.rate, args.seconds)
-        if influx is not None:
+        if args.floor:
+            book = urllib3.PoolManager().request("GET", f"{service.url}{ROUTES['orderbook']}")
+            floor(args.rate, args.seconds, len(book.data))
+        if args.paced_only:
+            pass
+        elif influx is not None:
             klines(service.url, influx[1], args.kline_repeat)
         else:
             print("  klines: influxd not installed, skipped")
