@@ -326,7 +326,7 @@ def floor(rate: float, seconds: float, body_bytes: int) -> None:
             time.sleep(0.05)
         paced(proc.pid, port, "/", rate, seconds, label=f"FLOOR: bare uvicorn, {body_bytes:,}-byte body")
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
 
 
 def main() -> None:
