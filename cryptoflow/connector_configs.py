@@ -143,14 +143,19 @@ def market_source_config(settings: Settings) -> MarketSourceConfig:
     )
 
 
+MARKET_REDIS_PARTITIONS = 8  # fixed: the recovery store keys the sink's snapshots by partition
+
+
 def market_redis_sink(settings: Settings) -> RedisPipelineSink[MarketRedisItem]:
     """``market_data``'s Redis sink: :class:`connectors.redis.market_sink.MarketWriter` in one pipeline per batch,
-    each written batch's reports and latencies then to Prometheus (``MarketWriter.written``)."""
-    from connectors.redis.market_sink import MarketWriter
+    each written batch's reports and latencies then to Prometheus (``MarketWriter.written``); partitioned by
+    instrument (``market_item_key``) so several workers share the writes."""
+    from connectors.redis.market_sink import MarketWriter, market_item_key
     from connectors.redis.sink import RedisPipelineSink
 
     writer = MarketWriter(stream_maxlen=settings.stream_maxlen)
-    return RedisPipelineSink(str(settings.redis_url), writer, writer.written)
+    return RedisPipelineSink(str(settings.redis_url), writer, writer.written, key=market_item_key,
+                             partitions=MARKET_REDIS_PARTITIONS)
 
 
 def local_config(settings: Settings) -> LocalConfig:

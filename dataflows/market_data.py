@@ -52,8 +52,9 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     stats = op.filter_map("stats", items, lambda x: x if isinstance(x, MarketStats) else None)
     if repair_enabled(settings):  # KLINE_BACKFILL > 0: backfill at start, refetch what a reconnect missed (REST)
         op.output("repair_klines", stats, KlineRepairSink(repair_config(settings)))
-    to_redis = redis_batches(tickers.tickers, reported.published, reported.reports, stats, trades)
-    op.output("redis", to_redis, market_redis_sink(settings))
+    redis_sink = market_redis_sink(settings)  # partitioned: its snapshot() waits for the epoch's writes
+    to_redis = redis_batches(tickers.tickers, reported.published, reported.reports, stats, trades, redis_sink.split)
+    op.output("redis", to_redis, redis_sink)
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", reported.published, closed_kline_point)
         # klines are written before the epoch (and its recovery snapshot) ends: exactly once after kill -9

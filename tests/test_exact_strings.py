@@ -80,9 +80,9 @@ def binance_kline(o: str, h: str, lo: str, c: str) -> KlineOut:
 
 
 def write(redis_server: Any, items: list[Any]) -> None:
-    part = RedisPipelineSink(redis_server.url, MarketWriter()).build("redis", 0, 1)
+    part = RedisPipelineSink(redis_server.url, MarketWriter()).build_part("redis", "0", None)
     try:
-        part.write_batch(items)
+        part.write_batch([items])
     finally:
         part.close()
 
@@ -118,14 +118,14 @@ def test_equal_prices_written_differently_keep_each_venues_string_in_one_batch(r
 def test_equal_prices_written_differently_keep_each_venues_string_across_batches(redis_server: Any,
                                                                                  redis_db: Any) -> None:
     # One sink, as in the dataflow: the first batch's strings must not be reused for the second's equal numbers.
-    part = RedisPipelineSink(redis_server.url, MarketWriter()).build("redis", 0, 1)
+    part = RedisPipelineSink(redis_server.url, MarketWriter()).build_part("redis", "0", None)
     try:
-        part.write_batch([binance_ticker("60000.70000000", "60000.60000000", "60000.80000000"),
-                          binance_kline("60000.70000000", "60001.00000000", "60000.10000000", "60000.70000000")])
-        part.write_batch([okx_ticker("60000.7", "60000.6", "60000.8"),
-                          okx_kline("60000.7", "60001", "60000.1", "60000.7")])
-        part.write_batch([bybit_ticker("60000.70")])
-        part.write_batch([binance_ticker("60000.7000", "60000.6", "60000.80")])  # a venue changing its width
+        part.write_batch([[binance_ticker("60000.70000000", "60000.60000000", "60000.80000000"),
+                           binance_kline("60000.70000000", "60001.00000000", "60000.10000000", "60000.70000000")]])
+        part.write_batch([[okx_ticker("60000.7", "60000.6", "60000.8"),
+                           okx_kline("60000.7", "60001", "60000.1", "60000.7")]])
+        part.write_batch([[bybit_ticker("60000.70")]])
+        part.write_batch([[binance_ticker("60000.7000", "60000.6", "60000.80")]])  # a venue changing its width
     finally:
         part.close()
     assert fields(redis_db, "ticker:okx:BTC-USDT", ("price", "bid", "ask")) == ("60000.7", "60000.6", "60000.8")

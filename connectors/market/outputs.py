@@ -8,8 +8,7 @@ came from a ticker (:func:`ticker_update_point`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -39,15 +38,18 @@ def shard_report(stats: MarketStats) -> MonitorReport:
 
 
 def redis_batches(tickers: Stream[Ticker], klines: Stream[KlineOut], reports: Iterable[Stream[MonitorReport]],
-                  stats: Stream[MarketStats], trades: Stream[Trade]) -> Stream[MarketRedisItem]:
+                  stats: Stream[MarketStats], trades: Stream[Trade],
+                  split: Callable[[list[MarketRedisItem]], list[tuple[str, list[MarketRedisItem]]]],
+                  ) -> Stream[tuple[str, list[MarketRedisItem]]]:
     """Steps ``shard_reports`` .. ``redis_batch``: what the Redis sink writes, one batch per worker activation:
     tickers, klines, the steps' ``reports`` and each shard's (:func:`shard_report`), trades.
 
     Trades go to the Redis sink only for the @trades push stream (connectors/redis/push_streams.py). A sink writes
-    each upstream batch on its own (one pipeline round trip each); ``flat_map_batch`` joins the batches of one
-    worker activation (tickers, klines, trades, reports) into one, so one source batch is one pipeline."""
+    each upstream batch on its own; ``flat_map_batch`` joins the batches of one worker activation (tickers,
+    klines, trades, reports) into one and ``split`` (the sink's :meth:`~connectors.redis.sink.RedisPipelineSink.split`)
+    groups it into ``(partition, items)`` pairs, so one source batch is one pipeline."""
     monitor = op.merge("monitor", *reports, op.map("shard_reports", stats, shard_report))
-    return op.flat_map_batch("redis_batch", op.merge("to_redis", tickers, klines, monitor, trades), _same_batch)
+    return op.flat_map_batch("redis_batch", op.merge("to_redis", tickers, klines, monitor, trades), split)
 
 
 def closed_kline_point(o: KlineOut) -> InfluxPoint | None:
@@ -58,6 +60,3 @@ def ticker_update_point(tp: tuple[Ticker, bool]) -> InfluxPoint | None:
     """The point of a ticker that came from a ticker (``None`` when a best quote only re-emitted it)."""
     return ticker_point(tp[0]) if tp[1] else None
 
-
-def _same_batch(batch: list[Any]) -> list[Any]:
-    return batch

@@ -229,6 +229,13 @@ class MarketWriter:
             metrics.observe_latency(venue, (done - recv_ns,))
 
 
+def market_item_key(item: MarketRedisItem) -> str:
+    """The sink's partition key (:meth:`connectors.redis.sink.RedisPipelineSink.split`): the instrument, so an
+    instrument's hashes and push channels are written in order by one writer; a report's owner."""
+    return item.owner if type(item) is MonitorReport else item.kline.instrument if type(item) is KlineOut \
+        else item.instrument  # type: ignore[union-attr]  # Trade and Ticker
+
+
 def write_market(pipe: Pipeline, items: list[MarketRedisItem]) -> None:
     """Queue one batch with a TTL on every write (no state; :class:`MarketWriter` is what the dataflow uses)."""
     MarketWriter(refresh_fraction=0.0)(pipe, items)

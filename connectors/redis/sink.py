@@ -1,22 +1,45 @@
-"""A Bytewax sink that writes each batch to Redis in ONE pipeline.
+"""A Bytewax sink that writes batches to Redis in pipelines executed by a writer thread, confirmed per epoch.
 
 The caller supplies ``write(pipe, items)``, which queues the commands for a batch (coalescing per key as it
-sees fit); the sink executes the pipeline before returning, so a batch is in Redis when the next one
-starts. Redis down: the batch is retried on a fresh pipeline with capped backoff until Redis is back,
-holding the worker (back-pressure; nothing is dropped, a warning says so once per outage) — except once the
-dataflow is stopping (SIGINT/SIGTERM): then a batch Redis refuses is given up (logged), so a stop never hangs.
-Delivery: at-least-once (a batch re-processed after recovery is written again; hashes and capped lists make
-that harmless). Unit of parallelism: one connection per worker.
+sees fit). ``write_batch`` hands the batch to the process's writer thread and returns; the thread executes
+the batches in the order they were handed over, all that wait in one pipeline (``write`` runs once on their
+concatenation, then ``written``), so the worker does not wait for Redis's reply on its critical path. At most
+``max_in_flight`` batches wait or are being written; past that ``write_batch`` waits (back-pressure).
+
+Delivery, by design and not by timing: this is a ``FixedPartitionedSink``, and Bytewax 0.21.1 calls a
+partition's ``snapshot()`` when the epoch closes at the sink — after every ``write_batch`` of that epoch, and
+before the epoch's recovery snapshot can commit (the commit waits for the snapshot stream, which this sink is
+part of; a ``DynamicSink``'s output is not: its writes only happen to land before the commit). ``snapshot()``
+waits until every batch handed over so far is in Redis, so an epoch is never committed with a write still in
+flight, and a restart after ``kill -9`` rewrites everything after the last commit (hashes and capped streams
+make the rewrite harmless: at-least-once). ``close()`` (end of input, a clean stop) waits the same way.
+
+Redis down: the writer retries the pipeline with capped backoff until Redis is back, and ``write_batch``
+waits once ``max_in_flight`` batches are held (nothing is dropped, a warning says so once per outage) —
+except once the dataflow is stopping (SIGINT/SIGTERM): then a pipeline Redis refuses is given up (logged),
+so a stop never hangs. Any other error fails the writer: the next ``write_batch``/``snapshot``/``close`` of
+the worker raises it (never swallowed); the writer writes nothing after it.
+
+Partitions and cost: ``partitions`` fixed partitions ``"0"``..; :meth:`RedisPipelineSink.split` groups a batch
+by ``key(item)`` (a key always goes to the same partition, so its writes stay in order) into
+``(partition, items)`` pairs, the stream this sink takes (one Bytewax item per partition per batch, so
+Bytewax's per-item keying and routing is paid per group, not per item). Each partition is written by the
+worker Bytewax makes its primary: with ``-w 1`` in one process all are local; with several workers or
+processes, a group whose partition another worker owns is exchanged to it (pickled between processes). One
+writer thread and one connection per process and sink, shared by the partitions it owns.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from redis.client import Pipeline
 
 from connectors.redis.client import is_retryable, sync_client
@@ -27,6 +50,7 @@ T = TypeVar("T")
 WriteFn = Callable[[Pipeline, list[T]], None]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+WAIT_SLICE_S = 0.5  # waits on the writer in slices: the main thread (the worker with -w 1) handles signals
 log = get_logger("connectors.redis.sink")
 
 
@@ -64,29 +88,167 @@ def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], objec
         log.warning("redis_write_recovered", items=items)
 
 
-class _Partition(StatelessSinkPartition[T], Generic[T]):
-    def __init__(self, url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None) -> None:
-        self._client = redis_client(url)
-        self._write = write
-        self._written = written
+class RedisWriteError(Exception):
+    """The sink's writer failed (the cause is chained); raised on the worker at its next call."""
 
-    def write_batch(self, items: list[T]) -> None:
+
+class _Writer(Generic[T]):
+    """One thread executing the handed-over batches in order (see module docstring)."""
+
+    def __init__(self, url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None,
+                 max_in_flight: int) -> None:
+        self._client = redis_client(url)
+        self._write, self._written, self._max = write, written, max_in_flight
+        self._cond = threading.Condition()
+        self._waiting: deque[list[T]] = deque()
+        self._in_flight = 0  # handed over and not yet confirmed (waiting + being written)
+        self._handed = self._done = 0  # counts of batches: a flush waits for done >= handed at its call
+        self._error: BaseException | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="redis-sink-writer", daemon=True)
+        self._thread.start()
+
+    def _raise_failed(self) -> None:
+        if self._error is not None:
+            msg = f"the Redis sink's writer failed: {self._error!r}"
+            raise RedisWriteError(msg) from self._error
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        while not ready() and self._error is None:
+            self._cond.wait(WAIT_SLICE_S)
+        self._raise_failed()
+
+    def submit(self, items: list[T]) -> None:
+        with self._cond:
+            self._wait(lambda: self._in_flight < self._max)
+            self._waiting.append(items)
+            self._in_flight += 1
+            self._handed += 1
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Return once every batch handed over before this call is in Redis (or given up while stopping)."""
+        with self._cond:
+            target = self._handed
+            self._wait(lambda: self._done >= target)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join()
+            self._client.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closing:
+                    self._cond.wait()
+                if not self._waiting:
+                    return
+                batches = list(self._waiting)
+                self._waiting.clear()
+            items = batches[0] if len(batches) == 1 else [x for b in batches for x in b]
+            try:
+                self._execute(items)
+            except BaseException as err:  # kept, and raised on the worker: never swallowed
+                log.error("redis_write_error", error=repr(err), items=len(items))
+                with self._cond:
+                    self._error = err
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._done += len(batches)
+                self._in_flight -= len(batches)
+                self._cond.notify_all()
+
+
+    def _execute(self, items: list[T]) -> None:
         execute_until_written(self._client, lambda pipe: self._write(pipe, items), len(items))
         if self._written is not None:
             self._written(items)
 
+
+class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
+    def __init__(self, sink: RedisPipelineSink[T], writer: _Writer[T]) -> None:
+        self._sink, self._writer = sink, writer
+
+    def write_batch(self, values: list[list[T]]) -> None:
+        items = values[0] if len(values) == 1 else [x for v in values for x in v]
+        if items:
+            self._writer.submit(items)
+
+    def snapshot(self) -> None:
+        """The epoch's boundary: every batch handed over so far is confirmed before its snapshot commits."""
+        self._writer.flush()
+
     def close(self) -> None:
-        self._client.close()
+        self._sink._release(self._writer)
 
 
-class RedisPipelineSink(DynamicSink[T], Generic[T]):
-    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (``write`` may run again for a retried
-    batch); then ``written(batch)``, once per batch."""
+class RedisPipelineSink(FixedPartitionedSink[list[T], None], Generic[T]):
+    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (or per run of waiting batches; ``write``
+    may run again for a retried one), off the worker, confirmed at each epoch's end; then ``written(batch)``,
+    once per executed pipeline. Takes ``(partition, items)`` pairs: see :meth:`split`."""
 
-    def __init__(self, redis_url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None = None) -> None:
+    def __init__(self, redis_url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None = None, *,
+                 key: Callable[[T], str] | None = None, partitions: int = 1, max_in_flight: int = 16) -> None:
         self._url = redis_url
         self._write = write
         self._written = written
+        self._key = key
+        self._parts = [str(i) for i in range(partitions if key is not None else 1)]
+        self._max = max_in_flight
+        self._index: dict[str, str] = {}  # key -> its partition, memoized
+        self._sorted = {p: i for i, p in enumerate(sorted(self._parts))}  # Bytewax indexes its sorted set
+        self._lock = threading.Lock()
+        self._writer: _Writer[T] | None = None
+        self._open = 0
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
-        return _Partition(self._url, self._write, self._written)
+    def split(self, batch: list[T]) -> list[tuple[str, list[T]]]:
+        """One batch as ``(partition, items)`` pairs, items in batch order (a ``flat_map_batch`` mapper)."""
+        if not batch:
+            return []
+        if len(self._parts) == 1 or self._key is None:
+            return [(self._parts[0], batch)]
+        groups: dict[str, list[T]] = {}
+        index, key = self._index, self._key
+        for item in batch:
+            k = key(item)
+            part = index.get(k)
+            if part is None:
+                part = index[k] = self._parts[zlib.adler32(k.encode()) % len(self._parts)]
+            group = groups.get(part)
+            if group is None:
+                groups[part] = [item]
+            else:
+                group.append(item)
+        return list(groups.items())
+
+    def list_parts(self) -> list[str]:
+        return list(self._parts)
+
+    def part_fn(self, item_key: str) -> int:
+        return self._sorted[item_key]  # the key is the partition itself (split chose it)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition[T]:
+        with self._lock:
+            if self._writer is None:
+                self._writer = _Writer(self._url, self._write, self._written, self._max)
+            self._open += 1
+            return _Partition(self, self._writer)
+
+    def _release(self, writer: _Writer[T]) -> None:
+        """A partition closed: it flushes; the last one of this process also stops the writer."""
+        with self._lock:
+            self._open -= 1
+            last = self._open == 0
+            if last:
+                self._writer = None
+        if last:
+            writer.close()
+        else:
+            writer.flush()
