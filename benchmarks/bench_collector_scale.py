@@ -157,7 +157,7 @@ CG = ["valgrind", "--tool=cachegrind", "--cache-sim=yes"]
 # simulated start-up): apply the snapshots, then parse + apply the first COUNT updates, each parsed just before
 # it is applied as in the collector (parsing them all first would add misses for reading old deltas back).
 APPLY_CHILD = """
-import importlib.util, pickle, sys
+import gc, importlib.util, pickle, sys
 sys.path.insert(0, sys.argv[1])
 from connectors.okx.books import parse_books_frame
 from operators.orderbook import OrderBook as cls
@@ -175,6 +175,9 @@ for f in frames:
             books[d.instrument] = cls(d.instrument)
             books[d.instrument].apply(d)
 updates = [f for f in frames if '"action":"update"' in f][: int(sys.argv[3])]
+gc.collect()
+gc.freeze()
+gc.disable()  # else whole-heap passes fall into one run's length and not the other's: unstable differences
 for f in updates:
     for d in parse_books_frame(f, recv_ns=0):
         if books[d.instrument].apply(d).kind != "applied":

@@ -4,15 +4,14 @@ Levels keep the exchange's strings as sent. Ordering uses integer ticks: a price
 at the book's decimal scale (the most decimals seen so far; a finer price rescales the book once), so there
 are no float keys and no ``Decimal`` on the hot path.
 
-Each side is two parallel lists kept in book order, best first: the keys (integer ticks, bids negated so both
-sides ascend) and the ``Level`` objects as the parser made them; plus the pre-joined ``"price:size"`` strings
-of the top 25 levels, maintained incrementally, so the OKX checksum is one join and one CRC. A small per-side
-cache maps price text to keys; one ``bisect`` on the keys then finds the level. Why this store (issue 15,
-benchmarks/RESULTS.md "Scaling with the number of pairs"): with hundreds of books a book is cold in the CPU
-caches when its next update comes, and every object an update reads costs a trip to memory. The former
-``dict ticks -> Level`` per side cost a hash probe and a key compare at a random place per changed level; a
-bisect reads the same few keys near the top of the book at every update, and :meth:`view` is a slice of the
-level lists instead of 800 dict lookups.
+Each side is two parallel lists in ascending key order, BEST LAST: the keys (integer ticks, asks negated) and
+the parser's ``Level`` objects; plus, once the book has seen a checksum (OKX), the ``"price:size"`` strings of
+the top 25 levels, best first, kept up to date so the checksum is one join and one CRC. A per-side cache maps
+price text to keys; one ``bisect`` finds the level. Why (issue 15, benchmarks/RESULTS.md "Scaling with the
+number of pairs"): with hundreds of books a book is cold in the CPU caches when its next update comes, so what
+counts is how many cache lines an update touches. Almost every change is within a few dozen levels of the best,
+so best-last makes an insert or delete move the few pointers above it, not the whole side (400-1,000 per list
+best-first); a book without checksums (Binance, Bybit) keeps no top strings.
 
 Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`:
 
@@ -71,7 +70,7 @@ class _BadPrice(Exception):
 
 
 def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
-    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for bids), on a cache miss."""
+    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for asks), on a cache miss."""
     price = level.price
     whole, _, frac = price.partition(".")
     n = len(frac)
@@ -89,15 +88,23 @@ def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
     return key
 
 
+def _best_first(lvls: list[Level], levels: int) -> tuple[Level, ...]:
+    """The best ``levels`` of a best-last side, best first (``levels`` counted as ``lvls[:levels]`` would)."""
+    start = len(lvls) - len(range(len(lvls))[:levels])
+    return tuple(lvls[: start - 1 : -1]) if start else tuple(lvls[::-1])
+
+
+def _top_strings(lvls: list[Level]) -> list[str]:
+    """``"price:size"`` of the best CHECKSUM_LEVELS levels of a best-last side, best first."""
+    return [f"{lv.price}:{lv.size}" for lv in lvls[: -CHECKSUM_LEVELS - 1 : -1]]
+
+
 class OrderBook:
     """One instrument's book. Picklable; its pickled state is compact (the levels' strings, best first).
 
     ``depth`` is how many levels per side are kept after each apply. Keep it at least the channel's depth
     (OKX ``books``: 400, ``books50-l2-tbt``: 50): a shallower book loses the levels that move up when the top
     empties, which then shows as checksum mismatches. Publish fewer levels with :meth:`view` instead.
-
-    Per side: the keys (ticks, bids negated) and the ``Level`` objects in book order, and the ``"price:size"``
-    strings of the top 25 levels, kept up to date incrementally so the checksum costs one join and one CRC.
     """
 
     __slots__ = (
@@ -110,6 +117,7 @@ class OrderBook:
         "_bl",
         "_bt",
         "_scale",
+        "_tops",
         "checksum",
         "depth",
         "instrument",
@@ -135,16 +143,18 @@ class OrderBook:
         self.recv_ns = 0
         self.last_action: Literal["snapshot", "update"] = "snapshot"
         self._scale = 0  # decimals of the tick unit; only grows
-        self._bcache: dict[str, int] = {}  # price text -> key (-ticks) at the current scale
-        self._acache: dict[str, int] = {}  # price text -> key (ticks)
+        self._bcache: dict[str, int] = {}  # price text -> key (ticks) at the current scale
+        self._acache: dict[str, int] = {}  # price text -> key (-ticks)
         self._clear()
 
     def _clear(self) -> None:
-        self._bk: list[int] = []  # negated ticks, ascending: best bid first
+        self._bk: list[int] = []  # ticks, ascending: best bid last
         self._bl: list[Level] = []  # the levels of _bk, in the same order
-        self._bt: list[str] = []  # "price:size" of the top CHECKSUM_LEVELS bids, best first
-        self._ak: list[int] = []  # ticks, ascending: best ask first
+        self._ak: list[int] = []  # negated ticks, ascending: best ask last
         self._al: list[Level] = []
+        # "price:size" of the best CHECKSUM_LEVELS, best first: built at the first checksum (_finish), then kept
+        self._tops = False
+        self._bt: list[str] = []
         self._at: list[str] = []
 
     # ------------------------------------------------------------------------------------- public API
@@ -184,8 +194,8 @@ class OrderBook:
             venue=self.venue,
             instrument=self.instrument,
             status=self.status,
-            bids=tuple(self._bl[:levels]),
-            asks=tuple(self._al[:levels]),
+            bids=_best_first(self._bl, levels),
+            asks=_best_first(self._al, levels),
             ts_ms=self.ts_ms,
             recv_ns=self.recv_ns,
             checksum=self.checksum,
@@ -194,10 +204,10 @@ class OrderBook:
         )
 
     def best_bid(self) -> Level | None:
-        return self._bl[0] if self._bl else None
+        return self._bl[-1] if self._bl else None
 
     def best_ask(self) -> Level | None:
-        return self._al[0] if self._al else None
+        return self._al[-1] if self._al else None
 
     def __len__(self) -> int:
         """Number of levels on both sides."""
@@ -205,7 +215,9 @@ class OrderBook:
 
     def computed_checksum(self) -> int:
         """The OKX checksum of the book as it is now."""
-        return signed_crc(":".join(interleave(self._bt, self._at)))
+        if self._tops:
+            return signed_crc(":".join(interleave(self._bt, self._at)))
+        return signed_crc(":".join(interleave(_top_strings(self._bl), _top_strings(self._al))))
 
     def mark_stale(self) -> None:
         """No frame for too long: ``valid`` -> ``stale`` (the next good update makes it ``valid`` again)."""
@@ -229,11 +241,13 @@ class OrderBook:
             self.seq_id = delta.seq_id
         self.checksum = delta.checksum
         if delta.checksum:
+            if not self._tops:
+                self._bt, self._at, self._tops = _top_strings(self._bl), _top_strings(self._al), True
             computed = signed_crc(":".join(interleave(self._bt, self._at)))
             if computed != delta.checksum:
                 return self._fail(ChecksumMismatch(delta.checksum, computed))
-        if self._bk and self._ak and -self._bk[0] >= self._ak[0]:
-            return self._fail(BookCrossed(self._bl[0].price, self._al[0].price))
+        if self._bk and self._ak and self._bk[-1] >= -self._ak[-1]:
+            return self._fail(BookCrossed(self._bl[-1].price, self._al[-1].price))
         self.status = BookStatus.VALID
         return _APPLIED_UPDATE if delta.action == "update" else _APPLIED_SNAPSHOT
 
@@ -257,7 +271,7 @@ class OrderBook:
 
     def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
         """Fill one (cleared) side from a snapshot: the last level of a price wins, size 0 removes it."""
-        scale, sign, cache = (self._scale, -1, self._bcache) if bid else (self._scale, 1, self._acache)
+        scale, sign, cache = (self._scale, 1, self._bcache) if bid else (self._scale, -1, self._acache)
         if len(cache) + len(levels) > _PRICE_CACHE_MAX:
             cache.clear()
         book: dict[int, Level] = {}
@@ -272,11 +286,10 @@ class OrderBook:
                 book[k] = lv
         keys = sorted(book)
         lvls = list(map(book.__getitem__, keys))
-        top = [f"{lv.price}:{lv.size}" for lv in lvls[:CHECKSUM_LEVELS]]
         if bid:
-            self._bk, self._bl, self._bt = keys, lvls, top
+            self._bk, self._bl = keys, lvls
         else:
-            self._ak, self._al, self._at = keys, lvls, top
+            self._ak, self._al = keys, lvls
 
     def _rescale_and_redo(self, delta: BookDelta, scale: int) -> None:
         """A finer price than any before: rescale, then apply the whole delta again (idempotent: every level
@@ -296,46 +309,49 @@ class OrderBook:
                 scale = exc.scale
 
     def _update_side(self, levels: Sequence[Level], bid: bool) -> None:
-        """Apply one side's changed levels. Invariant after every level: ``top == ["p:s" of lvls[:N]]``."""
+        """Apply one side's changed levels (best last: level ``i`` of ``n`` is the ``n - 1 - i``-th best).
+        Invariant after every level, while ``_tops``: ``top == ["p:s" of the best N levels, best first]``."""
         if bid:
-            keys, lvls, top, cache, sign = self._bk, self._bl, self._bt, self._bcache, -1
+            keys, lvls, top, cache, sign = self._bk, self._bl, self._bt, self._bcache, 1
         else:
-            keys, lvls, top, cache, sign = self._ak, self._al, self._at, self._acache, 1
+            keys, lvls, top, cache, sign = self._ak, self._al, self._at, self._acache, -1
         n_top = CHECKSUM_LEVELS
+        tops = self._tops
         for lv in levels:
             price = lv.price
             k = cache.get(price)
             if k is None:
                 k = _key(lv, self._scale, sign, cache)
+            n = len(keys)
             i = bisect_left(keys, k)
             size = lv.size
             if size == "0" or not size.strip("0."):
-                if i < len(keys) and keys[i] == k:
+                if i < n and keys[i] == k:
                     del keys[i]
                     del lvls[i]
-                    if i < n_top:
-                        del top[i]
-                        if len(lvls) >= n_top:
-                            nxt = lvls[n_top - 1]
+                    if tops and n - 1 - i < n_top:
+                        del top[n - 1 - i]
+                        if n > n_top:  # the 26th best moves up
+                            nxt = lvls[n - 1 - n_top]
                             top.append(f"{nxt.price}:{nxt.size}")
-            elif i < len(keys) and keys[i] == k:
+            elif i < n and keys[i] == k:
                 lvls[i] = lv
-                if i < n_top:
-                    top[i] = f"{price}:{size}"
+                if tops and n - 1 - i < n_top:
+                    top[n - 1 - i] = f"{price}:{size}"
             else:
                 keys.insert(i, k)
                 lvls.insert(i, lv)
-                if i < n_top:
-                    top.insert(i, f"{price}:{size}")
+                if tops and n - i < n_top:
+                    top.insert(n - i, f"{price}:{size}")
                     if len(top) > n_top:
                         top.pop()
 
     def _truncate(self) -> None:
         depth = self.depth
         for keys, lvls, top in ((self._bk, self._bl, self._bt), (self._ak, self._al, self._at)):
-            if len(keys) > depth:
-                del keys[depth:]
-                del lvls[depth:]
+            if len(keys) > depth:  # the worst levels come first (rare but for snapshots: moves the whole side)
+                del keys[: len(keys) - depth]
+                del lvls[: len(lvls) - depth]
                 del top[depth:]
 
     # -------------------------------------------------------------------------------------------- pickle
@@ -351,8 +367,8 @@ class OrderBook:
             "recv_ns": self.recv_ns,
             "last_action": self.last_action,
             "scale": self._scale,
-            "bids": [s for lv in self._bl for s in (lv.price, lv.size)],
-            "asks": [s for lv in self._al for s in (lv.price, lv.size)],
+            "bids": [s for lv in reversed(self._bl) for s in (lv.price, lv.size)],  # best first, as before
+            "asks": [s for lv in reversed(self._al) for s in (lv.price, lv.size)],
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:

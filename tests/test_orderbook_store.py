@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from operators.book_results import Applied
 from operators.events import Level
 from operators.orderbook import OrderBook
-from tests.book_helpers import NaiveBook, delta, snapshot
+from tests.book_helpers import NaiveBook, delta, naive_checksum, snapshot
 
 
 @st.composite
@@ -86,3 +86,19 @@ def test_a_view_does_not_change_when_the_book_does() -> None:
     assert pairs(book.view().bids) == [("99.5", "7"), ("99", "2")]
     assert pairs(book.view().asks) == [("100.5", "1"), ("101", "5"), ("102", "2")]
     assert book.view(1).asks == (Level("100.5", "1"),)
+
+
+def test_a_book_without_checksums_checks_the_first_one_it_gets() -> None:
+    # Binance and Bybit send no checksum, so the book keeps no top strings until a frame carries one; the sides
+    # are kept best last, so a deeper snapshot is cut at its worst levels and a delete at the top moves none.
+    book = OrderBook("X-Y", venue="binance", depth=3)
+    bids = [("100", "1"), ("99", "2"), ("98", "1"), ("97", "1")]
+    assert book.apply(snapshot(bids, [("101", "1"), ("102", "4")], seq=1, prev=-1)) == Applied("snapshot")
+    assert pairs(book.view().bids) == [("100", "1"), ("99", "2"), ("98", "1")]
+    assert (book.best_bid(), book.best_ask()) == (Level("100", "1"), Level("101", "1"))
+    good = naive_checksum([("99.5", "3"), ("99", "2"), ("98", "1")], [("101", "1"), ("102", "4")])
+    assert book.apply(delta([("100", "0"), ("99.5", "3")], seq=2, prev=1, checksum=good)) == Applied("update")
+    assert book.computed_checksum() == good
+    assert pairs(book.view(2).bids) == [("99.5", "3"), ("99", "2")]  # 97 was cut at the snapshot: gone
+    bad = book.apply(delta([], [("101", "0")], seq=3, prev=2, checksum=good))
+    assert bad.kind == "checksum_mismatch"
