@@ -139,10 +139,10 @@ class Connection:
             if latest:  # out first: a reply never waits behind states
                 out.extend(latest.values())
                 latest.clear()
+            self.sent += n  # counted before the write: whoever reads a message has it in the counts
+            self.writes += 1
             d.write(b"".join(out))
             out.clear()
-            self.sent += n
-            self.writes += 1
 
     def _accept(self, sub: Sub, entries: list[Entry]) -> None:
         kind = sub.channel.kind
