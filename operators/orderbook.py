@@ -90,8 +90,10 @@ def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
 
 def _best_first(lvls: list[Level], levels: int) -> tuple[Level, ...]:
     """The best ``levels`` of a best-last side, best first (``levels`` counted as ``lvls[:levels]`` would)."""
-    start = len(lvls) - len(range(len(lvls))[:levels])
-    return tuple(lvls[: start - 1 : -1]) if start else tuple(lvls[::-1])
+    n = len(lvls)
+    if levels >= n:
+        return tuple(lvls[::-1])
+    return tuple(lvls[: n - levels - 1 : -1] if levels > 0 else lvls[::-1][:levels])
 
 
 def _top_strings(lvls: list[Level]) -> list[str]:
