@@ -8,10 +8,8 @@ Synthetic frames shaped like each venue's (what the parsers read in the replays)
   machine's ``FetchSnapshot``;
 * Bybit: ``orderbook.200.{SYMBOL}``, a 200-level snapshot then deltas (``u`` + 1), ~15 levels changed each.
 
-Two measures per venue, each frame counted once as one update (snapshots not counted):
-
-Each as updates per wall-clock second and per CPU second of the process (``time.process_time``: what the
-worker itself spent, less sensitive to a busy machine than the wall clock).
+Three measures per venue, each frame counted once as one update (snapshots not counted), as updates per
+wall-clock second and per CPU second of the process (``time.process_time``, less moved by a busy machine):
 
 1. in-process: :func:`parse` + :meth:`BookSync.on_delta` per frame, views coalesced per 1,000 frames;
 2. through Bytewax (``run_main``, one worker): the frames pre-loaded into a source partition whose
@@ -23,15 +21,20 @@ worker itself spent, less sensitive to a busy machine than the wall clock).
 
 Run: ``.venv/bin/python benchmarks/bench_venue_books.py --frames 50000`` (``--venue binance|bybit|both``;
 ``--okx-reference`` measures OKX's parser + rules + checksum on ``bench_collector.py``'s frames the same way,
-for a ratio that a busy machine does not move as much as the absolute numbers).
+for a ratio that a busy machine does not move as much as the absolute numbers). ``--cachegrind [--baseline REV]``:
+Binance's in-process worker under cachegrind (1 MiB last level), per-update counts that load does not move.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import random
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +327,41 @@ def through_bytewax(venue: str, rest: dict[str, str] | None, frames: list[str], 
     return counted / elapsed, counted / cpu
 
 
+# --- cachegrind of the in-process Binance worker. argv: root, (rest, frames) pickle, frames, [another book.py] ----
+CG_CHILD = """
+import gc, importlib.util, pickle, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
+if len(sys.argv) > 4:
+    spec = importlib.util.spec_from_file_location("operators.orderbook", sys.argv[4])
+    sys.modules["operators.orderbook"] = mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+import bench_venue_books as bv
+rest, frames = pickle.load(open(sys.argv[2], "rb")); k = int(sys.argv[3]); w = bv.Worker("binance", rest)
+w.batch(frames[:1000])  # the REST snapshots are fetched here
+gc.collect(); gc.freeze(); gc.disable()  # no whole-heap pass falls into one run and not the other
+for i in range(1000, k, 1000): w.batch(frames[i:min(i + 1000, k)])
+"""
+
+
+def cachegrind_binance(rev: str | None, ll: str, warm: int = 2000, measured: int = 3000) -> dict[str, float]:
+    """Instructions, L1 and last-level data misses per update: the difference of runs of warm and warm+measured."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_venue_cg_"))
+    (tmp / "frames.pkl").write_bytes(pickle.dumps(binance_frames(warm + measured)))
+    if rev:
+        (tmp / "book.py").write_text(subprocess.run(["git", "show", f"{rev}:operators/orderbook.py"], cwd=ROOT,
+                                                    capture_output=True, text=True, check=True).stdout)
+    totals = []
+    for count in (warm, warm + measured):
+        out = tmp / f"cg.{count}"
+        subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--LL={ll}",
+                        f"--cachegrind-out-file={out}", sys.executable, "-c", CG_CHILD, str(ROOT),
+                        str(tmp / "frames.pkl"), str(count), *([str(tmp / "book.py")] if rev else [])],
+                       check=True, capture_output=True)
+        events, summary = (re.search(rf"^{w}: (.*)$", out.read_text(), re.M).group(1).split()  # type: ignore[union-attr]
+                           for w in ("events", "summary"))
+        totals.append(dict(zip(events, map(int, summary), strict=True)))
+    d = {k: (totals[1][k] - totals[0][k]) / measured for k in totals[0]}
+    return {"Ir": d["Ir"], "D1": d["D1mr"] + d["D1mw"], "LLd": d["DLmr"] + d["DLmw"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=50_000)
@@ -331,8 +369,14 @@ def main() -> None:
     ap.add_argument("--okx-reference", action="store_true",
                     help="also measure OKX (benchmarks/bench_collector.py's frames) the same way, for the ratio")
     ap.add_argument("--max-batch", type=int, default=1000)
+    ap.add_argument("--cachegrind", action="store_true", help="only: Binance in-process under cachegrind")
+    ap.add_argument("--baseline", metavar="REV", help="--cachegrind: also with operators/orderbook.py of REV")
     args = ap.parse_args()
-    venues = ("binance", "bybit") if args.venue == "both" else (args.venue,)
+    for rev in ((None, args.baseline) if args.baseline else (None,)) if args.cachegrind else ():
+        cg = cachegrind_binance(rev, "1048576,16,64")  # 1 MiB: one core's L2 here
+        print(f"binance in-process{f' (orderbook.py of {rev})' if rev else ''}, 1 MiB LL: {cg['Ir']:,.0f} instructions,"
+              f" {cg['D1']:.1f} L1 / {cg['LLd']:.1f} last-level data misses per update", flush=True)
+    venues = () if args.cachegrind else ("binance", "bybit") if args.venue == "both" else (args.venue,)
     body: dict[str, str] | None
     for venue in (("okx",) if args.okx_reference else ()) + venues:
         if venue == "okx":
