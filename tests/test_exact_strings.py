@@ -21,10 +21,10 @@ from connectors.binance.market import parse_binance_frame
 from connectors.bybit.market import parse_bybit_frame
 from connectors.market.frames import symbol_map
 from connectors.okx.market import parse_okx_market_frame
-from connectors.redis.market_sink import MarketWriter, _num
+from connectors.redis.market_sink import MarketWriter, _num, trade_event
 from connectors.redis.sink import RedisPipelineSink
 from operators.alerts import create_alert, parse_new_alert, render_email
-from operators.events import Kline, Ticker, iso_ms
+from operators.events import Kline, Ticker, Trade, iso_ms
 from operators.kline_steps import KlineOut
 
 SYMS = symbol_map(["BTC-USDT"])
@@ -135,6 +135,19 @@ def test_equal_prices_written_differently_keep_each_venues_string_across_batches
     assert redis_db.hget("ticker:bybit:BTC-USDT", "price") == "60000.70"
     assert fields(redis_db, "ticker:binance:BTC-USDT", ("price", "bid", "ask")) == ("60000.7000", "60000.6",
                                                                                     "60000.80")
+
+
+def test_trades_events_are_each_trades_own_bytes_in_order(redis_server: Any, redis_db: Any) -> None:
+    # The @trades events of a batch go to Redis as one packed argument per channel (push_streams._XADD_MANY):
+    # each entry must still be exactly trade_event's bytes, in order, whatever the length or the characters.
+    trades = [Trade("local", "BTC-USDT", tid, Decimal(price), Decimal("0.00100000"), "buy", TS + i)
+              for i, (tid, price) in enumerate([("1", "60000.70000000"), ("x" * 300, "60000.7"),
+                                                 ("é-\u00e9-\"q\"", "6E+4"), ("4", "0.00000001")])]
+    trades.append(Trade("local", "ETH-USDT", "5", Decimal("3000.5"), Decimal("2"), "sell", TS))
+    write(redis_server, trades)
+    for inst in ("BTC-USDT", "ETH-USDT"):
+        got = [f["d"] for _, f in redis_db.xrange(f"stream:{inst}@trades")]
+        assert got == [trade_event(t).decode() for t in trades if t.instrument == inst]
 
 
 def test_fired_price_is_the_trades_own_string(redis_db: Any) -> None:

@@ -173,9 +173,13 @@ class MarketWriter:
         reports: list[MonitorReport] = []
         replacements: list[Kline] = []
         events: list[StreamEvent] = []
+        trades: dict[str, list[bytes]] = {}  # @trades channel -> its events, in order (one packed run each)
         for item in items:
             if type(item) is Trade:
-                events.append((trades_channel(item.instrument), trade_event(item), ()))
+                run = trades.get(item.instrument)
+                if run is None:
+                    run = trades[item.instrument] = []
+                run.append(trade_event(item))
             elif isinstance(item, KlineOut):
                 k = item.kline
                 if k.source == "venue":
@@ -207,7 +211,8 @@ class MarketWriter:
             self._queue_hash(keys, args, kline_key(k), fields["open_time"], fields, KLINE_TTL_S)
         if keys:
             pipe.eval(_HSET_MANY, len(keys), *keys, *args)
-        queue_events(pipe, events, self._maxlen)  # after the hashes: a snapshot read never trails the stream
+        plain = {trades_channel(inst): run for inst, run in trades.items()}
+        queue_events(pipe, events, self._maxlen, plain)  # after the hashes: a snapshot read never trails the stream
         if reports:
             queue_monitoring(pipe, reports)
 

@@ -69,62 +69,77 @@ StreamEvent = tuple[str, bytes, Fields]  # channel, data (the event's JSON), oth
 
 
 # KEYS: one per run of a channel's events (repeats allowed). ARGV[1]: maxlen, then per key a count c and its
-# events: c < 0: -c events without other fields, each only its data; c > 0: c events, each data, n, n field names
-# and values. One EVAL for a batch's events: redis-py's per-command packing, not the server, is the cost of many
-# small XADDs; and packing is per argument, so a channel's plain events (every trade of @trades) cost one argument
-# each, not three. The approximate cap lets Redis trim whole macro nodes, which is what keeps XADD O(1).
+# events: c = 0: one argument, a MessagePack array of the run's events without other fields (each only its data,
+# as a MessagePack str: Redis's cmsgpack has no bin type); c > 0: c events, each data, n, n field names and
+# values. One EVAL for a batch's events: redis-py's per-command packing, not the server, is the cost of many small
+# XADDs; and redis-py packs every argument in Python (~1.5 us each here), so a run of plain events (every trade
+# of @trades) is one argument packed in C, not one per event. The approximate cap lets Redis trim whole macro
+# nodes, which is what keeps XADD O(1).
 _XADD_MANY = """
 local maxlen, j, added = ARGV[1], 2, 0
 for _, key in ipairs(KEYS) do
   local c = tonumber(ARGV[j])
   j = j + 1
-  if c < 0 then
-    for _ = 1, -c do
-      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j])
-      j = j + 1
+  if c == 0 then
+    local evs = cmsgpack.unpack(ARGV[j])
+    j = j + 1
+    for i = 1, #evs do
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', evs[i])
     end
+    added = added + #evs
   else
     for _ = 1, c do
       local n = tonumber(ARGV[j + 1])
       redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'd', ARGV[j], unpack(ARGV, j + 2, j + 1 + n))
       j = j + 2 + n
     end
+    added = added + c
   end
-  added = added + math.abs(c)
 end
 return added
 """
+_msgpack = msgspec.msgpack.Encoder()
 
 
-def _plain(event: tuple[bytes, Fields]) -> bool:
-    return not event[1]
+def _plain_run(keys: list[str], args: list[str | int | bytes], channel: str, run: list[bytes]) -> None:
+    keys.append(stream_key(channel))
+    args.append(0)
+    args.append(_msgpack.encode([data.decode() for data in run]))  # str, not bin (cmsgpack); same bytes in Redis
 
 
-def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int) -> None:
+def queue_events(pipe: Any, events: list[StreamEvent], maxlen: int, plain: dict[str, list[bytes]] | None = None,
+                 ) -> None:
     """Queue ``XADD stream:<channel> MAXLEN ~ maxlen * d <data> [fields...]`` for each event as one EVAL on a
     redis-py pipeline: each channel's events in their order (channels are separate streams: their relative order
-    is no one's to see)."""
-    if not events:
+    is no one's to see). ``plain``: events without other fields already grouped by channel (a channel's come
+    before its ``events``; the market sink's trades)."""
+    if not events and not plain:
         return
+    keys: list[str] = []
+    args: list[str | int | bytes] = [maxlen]
+    if plain:
+        for channel, datas in plain.items():
+            _plain_run(keys, args, channel, datas)
     by_channel: dict[str, list[tuple[bytes, Fields]]] = {}
     for channel, data, fields in events:
         by_channel.setdefault(channel, []).append((data, fields))
-    keys: list[str] = []
-    args: list[str | int | bytes] = [maxlen]
     for channel, evs in by_channel.items():
-        for plain, group in groupby(evs, key=_plain):  # runs of events without and with fields
+        for has_fields, group in groupby(evs, key=_has_fields):  # runs of events without and with fields
             run = list(group)
-            keys.append(stream_key(channel))
-            if plain:
-                args.append(-len(run))
-                args.extend(data for data, _ in run)
+            if not has_fields:
+                _plain_run(keys, args, channel, [data for data, _ in run])
                 continue
+            keys.append(stream_key(channel))
             args.append(len(run))
             for data, fields in run:
                 args.append(data)
                 args.append(len(fields))
                 args.extend(fields)
     pipe.eval(_XADD_MANY, len(keys), *keys, *args)
+
+
+def _has_fields(event: tuple[bytes, Fields]) -> bool:
+    return bool(event[1])
 
 
 # ------------------------------------------------------------------------------------------------ @depth
