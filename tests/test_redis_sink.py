@@ -1,6 +1,6 @@
-"""The generic Redis pipeline sink (market_data's): batches written off the worker by a writer thread, every
-batch confirmed by ``snapshot()`` (the epoch's end) and ``close()``, held while Redis is down, given up only
-when stopping, a failed write raised on the worker."""
+"""The generic Redis pipeline sink (market_data's): each batch sent by the worker, its replies read by a thread,
+every batch confirmed by ``snapshot()`` (the epoch's end) and ``close()``, held while Redis is down, given up
+only when stopping, a failed write raised on the worker."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import bytewax.operators as op
 import pytest
 import redis
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, run_main
+from bytewax.testing import TestingSource, cluster_main, run_main
 from redis.client import Pipeline
 
 from connectors import stopping
@@ -71,13 +71,18 @@ def test_split_keeps_a_keys_items_in_one_partition_in_order() -> None:
     assert sorted(sink.part_fn(p) for p in sink.list_parts()) == list(range(8))
 
 
-def test_a_dataflow_writes_every_item_through_the_partitions(redis_server, redis_db: redis.Redis) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dataflow_writes_every_item_through_the_partitions(redis_server, redis_db: redis.Redis,
+                                                             workers: int) -> None:
     sink = RedisPipelineSink(redis_server.url, write_strings, key=lambda kv: kv[0], partitions=4)
     items = [(f"k{i % 50}", i) for i in range(2_000)]
     flow = Dataflow("sink_test")
     batches = op.flat_map_batch("split", op.input("in", flow, TestingSource(items, batch_size=64)), sink.split)
     op.output("redis", batches, sink)
-    run_main(flow)
+    if workers == 1:
+        run_main(flow)
+    else:  # two workers in one process: groups cross to their partition's worker, one shared connection
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
     keys = [f"k{i}" for i in range(50)]
     got = dict(zip(keys, map(int, redis_db.mget(keys)), strict=True))
     assert got == {f"k{i}": 1_950 + i for i in range(50)}  # each key's last write won: order kept per key

@@ -1,24 +1,25 @@
-"""A Bytewax sink that writes batches to Redis in pipelines executed by a writer thread, confirmed per epoch.
+"""A Bytewax sink that writes each batch to Redis in one pipeline, sent by the worker, confirmed off it, per epoch.
 
 The caller supplies ``write(pipe, items)``, which queues the commands for a batch (coalescing per key as it
-sees fit). ``write_batch`` hands the batch to the process's writer thread and returns; the thread executes
-the batches in the order they were handed over, all that wait in one pipeline (``write`` runs once on their
-concatenation, then ``written``), so the worker does not wait for Redis's reply on its critical path. At most
-``max_in_flight`` batches wait or are being written; past that ``write_batch`` waits (back-pressure).
+sees fit). ``write_batch`` packs the batch's pipeline and sends it on the sink's connection, then returns: the
+worker does not wait for Redis's replies; a writer thread reads them, in order, and then calls
+``written(batch)``. At most ``max_in_flight`` batches are sent and not yet confirmed; past that ``write_batch``
+waits (back-pressure). The commands reach Redis as soon as before (no thread hand-off on the way out).
 
 Delivery, by design and not by timing: this is a ``FixedPartitionedSink``, and Bytewax 0.21.1 calls a
 partition's ``snapshot()`` when the epoch closes at the sink — after every ``write_batch`` of that epoch, and
 before the epoch's recovery snapshot can commit (the commit waits for the snapshot stream, which this sink is
 part of; a ``DynamicSink``'s output is not: its writes only happen to land before the commit). ``snapshot()``
-waits until every batch handed over so far is in Redis, so an epoch is never committed with a write still in
+waits until every batch handed over so far is confirmed, so an epoch is never committed with a write in
 flight, and a restart after ``kill -9`` rewrites everything after the last commit (hashes and capped streams
 make the rewrite harmless: at-least-once). ``close()`` (end of input, a clean stop) waits the same way.
 
-Redis down: the writer retries the pipeline with capped backoff until Redis is back, and ``write_batch``
-waits once ``max_in_flight`` batches are held (nothing is dropped, a warning says so once per outage) —
-except once the dataflow is stopping (SIGINT/SIGTERM): then a pipeline Redis refuses is given up (logged),
-so a stop never hangs. Any other error fails the writer: the next ``write_batch``/``snapshot``/``close`` of
-the worker raises it (never swallowed); the writer writes nothing after it.
+Redis down (a connection error, or a failover reply such as READONLY): the writer re-sends every unconfirmed
+batch, in order, on a new connection, with capped backoff until Redis is back; meanwhile ``write_batch`` only
+queues, and waits once ``max_in_flight`` are held (nothing is dropped, a warning says so once per outage) —
+except once the dataflow is stopping (SIGINT/SIGTERM): then the batches Redis refuses are given up (logged), so
+a stop never hangs. Any other error (a bad command, a failing ``written``) fails the writer: the next
+``write_batch``/``snapshot``/``close`` of the worker raises it (never swallowed); nothing is written after it.
 
 Partitions and cost: ``partitions`` fixed partitions ``"0"``..; :meth:`RedisPipelineSink.split` groups a batch
 by ``key(item)`` (a key always goes to the same partition, so its writes stay in order) into
@@ -26,7 +27,8 @@ by ``key(item)`` (a key always goes to the same partition, so its writes stay in
 Bytewax's per-item keying and routing is paid per group, not per item). Each partition is written by the
 worker Bytewax makes its primary: with ``-w 1`` in one process all are local; with several workers or
 processes, a group whose partition another worker owns is exchanged to it (pickled between processes). One
-writer thread and one connection per process and sink, shared by the partitions it owns.
+connection and one reply-reading thread per process and sink, shared by the partitions it owns (with several
+workers in a process their sends are serialized on it).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import redis
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -92,16 +94,33 @@ class RedisWriteError(Exception):
     """The sink's writer failed (the cause is chained); raised on the worker at its next call."""
 
 
+class _Batch(Generic[T]):
+    __slots__ = ("commands", "items", "sent")
+
+    def __init__(self, items: list[T], commands: list[tuple[object, ...]]) -> None:
+        self.items, self.commands, self.sent = items, commands, False
+
+
 class _Writer(Generic[T]):
-    """One thread executing the handed-over batches in order (see module docstring)."""
+    """Sends each batch's pipeline on the worker and reads the replies on its own thread (module docstring).
+
+    One connection, owned here. While it is healthy the worker sends (under ``_cond``, so the order of sends is
+    the order of ``_pending``); the thread reads each batch's replies in that order. A connection error (or a
+    failover reply) makes it unhealthy: the worker then only queues, and the thread re-sends every unconfirmed
+    batch in order on a new connection, one at a time with capped backoff (a batch may land twice: at-least-once,
+    the order of the last writes kept), until none is left; then the worker sends again.
+    """
 
     def __init__(self, url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None,
                  max_in_flight: int) -> None:
         self._client = redis_client(url)
+        # Ours for the writer's life, not checked out of the pool (no connect yet: Redis may be down at start); Any:
+        # redis-py's Connection methods are untyped.
+        self._conn: Any = self._client.connection_pool.make_connection()
         self._write, self._written, self._max = write, written, max_in_flight
         self._cond = threading.Condition()
-        self._waiting: deque[list[T]] = deque()
-        self._in_flight = 0  # handed over and not yet confirmed (waiting + being written)
+        self._pending: deque[_Batch[T]] = deque()  # handed over, not yet confirmed, in order
+        self._healthy = True
         self._handed = self._done = 0  # counts of batches: a flush waits for done >= handed at its call
         self._error: BaseException | None = None
         self._closing = False
@@ -119,11 +138,24 @@ class _Writer(Generic[T]):
         self._raise_failed()
 
     def submit(self, items: list[T]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        self._write(pipe, items)
+        commands = [args for args, _ in pipe.command_stack]
+        if not commands:
+            if self._written is not None:
+                self._written(items)
+            return
+        batch = _Batch(items, commands)
         with self._cond:
-            self._wait(lambda: self._in_flight < self._max)
-            self._waiting.append(items)
-            self._in_flight += 1
+            self._wait(lambda: len(self._pending) < self._max)
+            self._pending.append(batch)
             self._handed += 1
+            if self._healthy:
+                try:
+                    self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+                    batch.sent = True
+                except (redis.ConnectionError, redis.TimeoutError):  # the thread finds it and re-sends
+                    self._healthy = False
             self._cond.notify_all()
 
     def flush(self) -> None:
@@ -140,36 +172,86 @@ class _Writer(Generic[T]):
                 self._closing = True
                 self._cond.notify_all()
             self._thread.join()
+            self._conn.disconnect()
             self._client.close()
 
     def _run(self) -> None:
+        delay, failed = RETRY_FIRST_S, False
         while True:
             with self._cond:
-                while not self._waiting and not self._closing:
+                while not self._pending and not self._closing:
                     self._cond.wait()
-                if not self._waiting:
+                if not self._pending:
                     return
-                batches = list(self._waiting)
-                self._waiting.clear()
-            items = batches[0] if len(batches) == 1 else [x for b in batches for x in b]
+                batch = self._pending[0]
             try:
-                self._execute(items)
+                self._confirm(batch)
+            except redis.RedisError as err:
+                if not is_retryable(err):
+                    self._fail(err)
+                    return
+                with self._cond:  # the worker stops sending; every unconfirmed batch goes again, in order
+                    self._healthy = False
+                    for b in self._pending:
+                        b.sent = False
+                self._conn.disconnect()
+                if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batches are given up
+                    self._give_up(err)
+                    continue
+                if not failed:
+                    log.warning("redis_write_failed", error=str(err), items=len(batch.items),
+                                action="retrying the batch until Redis is back")
+                failed = True
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
             except BaseException as err:  # kept, and raised on the worker: never swallowed
-                log.error("redis_write_error", error=repr(err), items=len(items))
-                with self._cond:
-                    self._error = err
-                    self._cond.notify_all()
+                self._fail(err)
                 return
+            if failed:
+                log.warning("redis_write_recovered", items=len(batch.items))
+                delay, failed = RETRY_FIRST_S, False
             with self._cond:
-                self._done += len(batches)
-                self._in_flight -= len(batches)
+                self._pending.popleft()
+                self._done += 1
+                if not self._pending:
+                    self._healthy = True  # nothing left to re-send: the worker sends again
                 self._cond.notify_all()
+            try:
+                if self._written is not None:
+                    self._written(batch.items)
+            except BaseException as err:  # e.g. a metrics bug: raised on the worker
+                self._fail(err)
+                return
 
+    def _confirm(self, batch: _Batch[T]) -> None:
+        """Read the batch's replies (sending it first when the worker could not); raise its first error."""
+        if not batch.sent:
+            self._conn.send_packed_command(self._conn.pack_commands(batch.commands), check_health=False)
+            batch.sent = True
+        first: redis.ResponseError | None = None
+        for _ in batch.commands:
+            try:
+                self._conn.read_response()
+            except redis.ResponseError as err:  # read them all: the next batch's replies follow
+                first = first or err
+        if first is not None:
+            raise first
 
-    def _execute(self, items: list[T]) -> None:
-        execute_until_written(self._client, lambda pipe: self._write(pipe, items), len(items))
-        if self._written is not None:
-            self._written(items)
+    def _give_up(self, err: BaseException) -> None:
+        with self._cond:
+            items = sum(len(b.items) for b in self._pending)
+            self._done += len(self._pending)
+            self._pending.clear()
+            self._healthy = True
+            self._cond.notify_all()
+        log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+
+    def _fail(self, err: BaseException) -> None:
+        log.error("redis_write_error", error=repr(err))
+        with self._cond:
+            self._error = err
+            self._cond.notify_all()
 
 
 class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
@@ -190,9 +272,9 @@ class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
 
 
 class RedisPipelineSink(FixedPartitionedSink[list[T], None], Generic[T]):
-    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (or per run of waiting batches; ``write``
-    may run again for a retried one), off the worker, confirmed at each epoch's end; then ``written(batch)``,
-    once per executed pipeline. Takes ``(partition, items)`` pairs: see :meth:`split`."""
+    """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (sent again as packed if retried), its
+    replies read off the worker, all confirmed at each epoch's end; then ``written(batch)``, once per batch.
+    Takes ``(partition, items)`` pairs: see :meth:`split`."""
 
     def __init__(self, redis_url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None = None, *,
                  key: Callable[[T], str] | None = None, partitions: int = 1, max_in_flight: int = 16) -> None:
