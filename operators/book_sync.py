@@ -172,8 +172,15 @@ class BookSync:
     def has_output(self) -> bool:
         return bool(self._out)
 
+    @property
+    def pending(self) -> list[SyncOutput]:
+        """The outputs not yet drained, read-only: the same list for the machine's life (:meth:`drain` empties
+        it in place), so a caller feeding updates in a loop can test it without a call per update."""
+        return self._out
+
     def drain(self) -> list[SyncOutput]:
-        out, self._out = self._out, []
+        out = self._out.copy()
+        self._out.clear()
         return out
 
     def drain_counters(self) -> Counter[str]:

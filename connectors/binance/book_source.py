@@ -62,10 +62,10 @@ class BinanceBooks:
     def frame_key(self, text: str) -> str:
         return text[11:text.find("@", 11)]  # "ethusdt" of '{"stream":"ethusdt@depth@100ms",...}'; a hint only
 
-    def parse(self, text: str, recv_ns: int) -> tuple[BookDelta, ...] | Rejected | None:
+    def parse(self, text: str, recv_ns: int) -> BookDelta | Rejected | None:
         item = parse_binance_book_frame(text, recv_ns=recv_ns, symbols=self._symbols)
         if type(item) is BookDelta:
-            return (item,)
+            return item  # bare: the processor builds no tuple per frame
         return item if isinstance(item, ParseError) else None  # a BookTicker or a control answer: no book data
 
     def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:

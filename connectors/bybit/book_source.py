@@ -48,10 +48,10 @@ class BybitBooks:
     def frame_key(self, text: str) -> str:
         return text[_PREFIX:text.find('"', _PREFIX)]  # "50.ETHUSDT" of a data frame; a grouping hint only
 
-    def parse(self, text: str, recv_ns: int) -> tuple[BookDelta, ...] | Rejected | None:
+    def parse(self, text: str, recv_ns: int) -> BookDelta | Rejected | None:
         item = parse_bybit_book_frame(text, recv_ns=recv_ns, symbols=self._symbols)
         if type(item) is BookDelta:
-            return (item,)
+            return item  # bare: the processor builds no tuple per frame
         return item if isinstance(item, ParseError) else None  # a control answer: no book data
 
     def parse_snapshot(self, body: str, instrument: str, recv_ns: int) -> BookDelta | str:
