@@ -1,6 +1,6 @@
-"""The generic Redis pipeline sink (market_data's): each batch sent by the worker, its replies read by a thread,
-every batch confirmed by ``snapshot()`` (the epoch's end) and ``close()``, held while Redis is down, given up
-only when stopping, a failed write raised on the worker."""
+"""The generic Redis pipeline sink (market_data's): each batch sent without waiting for its reply, every batch
+confirmed by ``snapshot()`` (the epoch's end) and ``close()``, held while Redis is down, given up only when
+stopping, a failed write raised on the worker."""
 
 from __future__ import annotations
 
@@ -96,8 +96,7 @@ def test_a_batch_in_flight_during_an_outage_is_held_until_redis_is_back(tmp_path
         part.write_batch([[("before", 1)]])
         part.snapshot()
         stop_process(server)  # Redis goes away with nothing in flight
-        part.write_batch([[("ticker", 7)]])  # returns: the writer holds it
-        held = run_in_thread(part.snapshot)
+        held = run_in_thread(lambda: (part.write_batch([[("ticker", 7)]]), part.snapshot()))
         held.join(4)  # past the client's own retries (~3 s)
         assert held.is_alive(), "the epoch's end must wait for the batch Redis has not confirmed"
         server = start_redis(port, tmp_path / "redis")
@@ -115,8 +114,7 @@ def test_a_batch_in_flight_during_an_outage_is_held_until_redis_is_back(tmp_path
 def test_a_stop_gives_up_a_batch_redis_refuses_instead_of_hanging(tmp_path: Path) -> None:
     port = free_port()
     part = RedisPipelineSink(f"redis://127.0.0.1:{port}/0", write_counts).build_part("redis", "0", None)
-    part.write_batch([[("ticker", 7)]])  # nobody listens
-    closing = run_in_thread(part.close)
+    closing = run_in_thread(lambda: (part.write_batch([[("ticker", 7)]]), part.close()))  # nobody listens
     closing.join(4)
     assert closing.is_alive(), "close() must wait for the batch while Redis may come back"
     stopping.request_stop()  # SIGINT/SIGTERM

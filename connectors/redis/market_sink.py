@@ -217,10 +217,11 @@ class MarketWriter:
             queue_monitoring(pipe, reports)
 
     @staticmethod
-    def written(items: list[MarketRedisItem]) -> None:
+    def written(items: list[MarketRedisItem], sent_ns: int) -> None:
         """After the batch is in Redis (once, however often it was queued): its reports and, per venue and
-        instrument, its newest trade's receipt -> write latency, to this process's Prometheus series."""
-        done = time.time_ns()
+        instrument, its newest trade's receipt -> write latency (to ``sent_ns``, when its pipeline went to Redis:
+        the sink confirms a batch only at its next call), to this process's Prometheus series."""
+        done = sent_ns
         newest: dict[tuple[str, str], int] = {}
         reports: list[MonitorReport] = []
         for item in items:

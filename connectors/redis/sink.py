@@ -1,25 +1,27 @@
-"""A Bytewax sink that writes each batch to Redis in one pipeline, sent by the worker, confirmed off it, per epoch.
+"""A Bytewax sink that writes each batch to Redis in one pipeline, sent by the worker without waiting for the
+reply, every batch confirmed before its epoch commits.
 
 The caller supplies ``write(pipe, items)``, which queues the commands for a batch (coalescing per key as it
-sees fit). ``write_batch`` packs the batch's pipeline and sends it on the sink's connection, then returns: the
-worker does not wait for Redis's replies; a writer thread reads them, in order, and then calls
-``written(batch)``. At most ``max_in_flight`` batches are sent and not yet confirmed; past that ``write_batch``
-waits (back-pressure). The commands reach Redis as soon as before (no thread hand-off on the way out).
+sees fit). ``write_batch`` packs the batch's pipeline and sends it on the sink's own connection, and returns
+without waiting for Redis's replies: it first reads the replies of earlier batches that have already arrived
+(never blocking for them) and calls ``written(batch, sent_ns)`` for each confirmed batch. At most
+``max_in_flight`` batches are sent and unconfirmed; past that ``write_batch`` waits for the oldest
+(back-pressure). No thread: the replies are read on the worker, so nothing competes with it for the GIL.
 
 Delivery, by design and not by timing: this is a ``FixedPartitionedSink``, and Bytewax 0.21.1 calls a
 partition's ``snapshot()`` when the epoch closes at the sink — after every ``write_batch`` of that epoch, and
 before the epoch's recovery snapshot can commit (the commit waits for the snapshot stream, which this sink is
 part of; a ``DynamicSink``'s output is not: its writes only happen to land before the commit). ``snapshot()``
-waits until every batch handed over so far is confirmed, so an epoch is never committed with a write in
-flight, and a restart after ``kill -9`` rewrites everything after the last commit (hashes and capped streams
-make the rewrite harmless: at-least-once). ``close()`` (end of input, a clean stop) waits the same way.
+reads every outstanding reply, so an epoch is never committed with a write unconfirmed, and a restart after
+``kill -9`` rewrites everything after the last commit (hashes and capped streams make the rewrite harmless:
+at-least-once). ``close()`` (end of input, a clean stop) does the same.
 
-Redis down (a connection error, or a failover reply such as READONLY): the writer re-sends every unconfirmed
-batch, in order, on a new connection, with capped backoff until Redis is back; meanwhile ``write_batch`` only
-queues, and waits once ``max_in_flight`` are held (nothing is dropped, a warning says so once per outage) —
-except once the dataflow is stopping (SIGINT/SIGTERM): then the batches Redis refuses are given up (logged), so
-a stop never hangs. Any other error (a bad command, a failing ``written``) fails the writer: the next
-``write_batch``/``snapshot``/``close`` of the worker raises it (never swallowed); nothing is written after it.
+Redis down (a connection error, or a failover reply such as READONLY): every unconfirmed batch is sent again,
+in order, on a new connection, with capped backoff until Redis is back, holding the worker (nothing is dropped,
+a warning says so once per outage) — except once the dataflow is stopping (SIGINT/SIGTERM): then the batches
+Redis refuses are given up (logged), so a stop never hangs. Any other error (a bad command, a failing
+``written``) is raised on the worker (:class:`RedisWriteError`) by the call that reads it, and by every call
+after it; nothing is written after it.
 
 Partitions and cost: ``partitions`` fixed partitions ``"0"``..; :meth:`RedisPipelineSink.split` groups a batch
 by ``key(item)`` (a key always goes to the same partition, so its writes stay in order) into
@@ -27,8 +29,7 @@ by ``key(item)`` (a key always goes to the same partition, so its writes stay in
 Bytewax's per-item keying and routing is paid per group, not per item). Each partition is written by the
 worker Bytewax makes its primary: with ``-w 1`` in one process all are local; with several workers or
 processes, a group whose partition another worker owns is exchanged to it (pickled between processes). One
-connection and one reply-reading thread per process and sink, shared by the partitions it owns (with several
-workers in a process their sends are serialized on it).
+connection per process and sink, shared by the partitions (and workers) of that process, under a lock.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import redis
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -50,9 +51,9 @@ from cryptoflow.logs import get_logger
 
 T = TypeVar("T")
 WriteFn = Callable[[Pipeline, list[T]], None]
+WrittenFn = Callable[[list[T], int], None]  # (batch, time.time_ns() its pipeline was sent)
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
-WAIT_SLICE_S = 0.5  # waits on the writer in slices: the main thread (the worker with -w 1) handles signals
 log = get_logger("connectors.redis.sink")
 
 
@@ -95,140 +96,95 @@ class RedisWriteError(Exception):
 
 
 class _Batch(Generic[T]):
-    __slots__ = ("commands", "items", "sent")
+    __slots__ = ("commands", "items", "sent_ns")
 
     def __init__(self, items: list[T], commands: list[tuple[object, ...]]) -> None:
-        self.items, self.commands, self.sent = items, commands, False
+        self.items, self.commands, self.sent_ns = items, commands, 0
 
 
 class _Writer(Generic[T]):
-    """Sends each batch's pipeline on the worker and reads the replies on its own thread (module docstring).
+    """Sends each batch's pipeline and confirms it later, all on the worker, no thread (module docstring).
 
-    One connection, owned here. While it is healthy the worker sends (under ``_cond``, so the order of sends is
-    the order of ``_pending``); the thread reads each batch's replies in that order. A connection error (or a
-    failover reply) makes it unhealthy: the worker then only queues, and the thread re-sends every unconfirmed
-    batch in order on a new connection, one at a time with capped backoff (a batch may land twice: at-least-once,
-    the order of the last writes kept), until none is left; then the worker sends again.
+    One connection, owned here. ``submit`` first reads the replies Redis has already sent (without blocking),
+    then sends the new batch; ``flush`` reads the rest. A connection error or a failover reply: every
+    unconfirmed batch is sent again, in order, on a new connection, with capped backoff until Redis is back (a
+    batch may land twice: at-least-once, the order of the last writes kept), or given up once stopping. The
+    lock: the workers of one process share the writer.
     """
 
-    def __init__(self, url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None,
-                 max_in_flight: int) -> None:
+    def __init__(self, url: str, write: WriteFn[T], written: WrittenFn[T] | None, max_in_flight: int) -> None:
         self._client = redis_client(url)
         # Ours for the writer's life, not checked out of the pool (no connect yet: Redis may be down at start); Any:
         # redis-py's Connection methods are untyped.
         self._conn: Any = self._client.connection_pool.make_connection()
         self._write, self._written, self._max = write, written, max_in_flight
-        self._cond = threading.Condition()
-        self._pending: deque[_Batch[T]] = deque()  # handed over, not yet confirmed, in order
-        self._healthy = True
-        self._handed = self._done = 0  # counts of batches: a flush waits for done >= handed at its call
+        self._pending: deque[_Batch[T]] = deque()  # sent, not yet confirmed, in order
+        self._lock = threading.RLock()
         self._error: BaseException | None = None
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="redis-sink-writer", daemon=True)
-        self._thread.start()
 
     def _raise_failed(self) -> None:
         if self._error is not None:
             msg = f"the Redis sink's writer failed: {self._error!r}"
             raise RedisWriteError(msg) from self._error
 
-    def _wait(self, ready: Callable[[], bool]) -> None:
-        while not ready() and self._error is None:
-            self._cond.wait(WAIT_SLICE_S)
-        self._raise_failed()
-
     def submit(self, items: list[T]) -> None:
         pipe = self._client.pipeline(transaction=False)
         self._write(pipe, items)
         commands = [args for args, _ in pipe.command_stack]
-        if not commands:
-            if self._written is not None:
-                self._written(items)
-            return
-        batch = _Batch(items, commands)
-        with self._cond:
-            self._wait(lambda: len(self._pending) < self._max)
+        with self._lock:
+            self._raise_failed()
+            if not commands:
+                self._done(items, time.time_ns())
+                return
+            self._settle(block=False)
+            while len(self._pending) >= self._max:  # back-pressure: wait for the oldest
+                self._confirm_oldest()
+            batch = _Batch(items, commands)
             self._pending.append(batch)
-            self._handed += 1
-            if self._healthy:
-                try:
-                    self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
-                    batch.sent = True
-                except (redis.ConnectionError, redis.TimeoutError):  # the thread finds it and re-sends
-                    self._healthy = False
-            self._cond.notify_all()
+            try:
+                self._send(batch)
+            except redis.RedisError as err:
+                self._retry(err)
 
     def flush(self) -> None:
-        """Return once every batch handed over before this call is in Redis (or given up while stopping)."""
-        with self._cond:
-            target = self._handed
-            self._wait(lambda: self._done >= target)
+        """Return once every batch handed over is in Redis (or given up while stopping)."""
+        with self._lock:
+            self._raise_failed()
+            self._settle(block=True)
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            with self._cond:
-                self._closing = True
-                self._cond.notify_all()
-            self._thread.join()
             self._conn.disconnect()
             self._client.close()
 
-    def _run(self) -> None:
-        delay, failed = RETRY_FIRST_S, False
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                batch = self._pending[0]
-            try:
-                self._confirm(batch)
-            except redis.RedisError as err:
-                if not is_retryable(err):
-                    self._fail(err)
-                    return
-                with self._cond:  # the worker stops sending; every unconfirmed batch goes again, in order
-                    self._healthy = False
-                    for b in self._pending:
-                        b.sent = False
-                self._conn.disconnect()
-                if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batches are given up
-                    self._give_up(err)
-                    continue
-                if not failed:
-                    log.warning("redis_write_failed", error=str(err), items=len(batch.items),
-                                action="retrying the batch until Redis is back")
-                failed = True
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            except BaseException as err:  # kept, and raised on the worker: never swallowed
-                self._fail(err)
-                return
-            if failed:
-                log.warning("redis_write_recovered", items=len(batch.items))
-                delay, failed = RETRY_FIRST_S, False
-            with self._cond:
-                self._pending.popleft()
-                self._done += 1
-                if not self._pending:
-                    self._healthy = True  # nothing left to re-send: the worker sends again
-                self._cond.notify_all()
-            try:
-                if self._written is not None:
-                    self._written(batch.items)
-            except BaseException as err:  # e.g. a metrics bug: raised on the worker
-                self._fail(err)
-                return
+    def _send(self, batch: _Batch[T]) -> None:
+        batch.sent_ns = time.time_ns()
+        self._conn.send_packed_command(self._conn.pack_commands(batch.commands), check_health=False)
 
-    def _confirm(self, batch: _Batch[T]) -> None:
-        """Read the batch's replies (sending it first when the worker could not); raise its first error."""
-        if not batch.sent:
-            self._conn.send_packed_command(self._conn.pack_commands(batch.commands), check_health=False)
-            batch.sent = True
+    def _settle(self, *, block: bool) -> None:
+        while self._pending:
+            if not block:
+                try:
+                    if not self._conn.can_read(0):  # nothing has arrived yet: do not wait for it
+                        return
+                except redis.RedisError as err:  # the connection broke: that is news about the pending batches
+                    self._retry(err)
+                    return
+            self._confirm_oldest()
+
+    def _confirm_oldest(self) -> None:
+        try:
+            self._read(self._pending[0])
+        except redis.RedisError as err:
+            self._retry(err)
+            return
+        batch = self._pending.popleft()
+        self._done(batch.items, batch.sent_ns)
+
+    def _read(self, batch: _Batch[T]) -> None:
+        """Read the batch's replies; raise its first error."""
         first: redis.ResponseError | None = None
         for _ in batch.commands:
             try:
@@ -238,20 +194,49 @@ class _Writer(Generic[T]):
         if first is not None:
             raise first
 
-    def _give_up(self, err: BaseException) -> None:
-        with self._cond:
-            items = sum(len(b.items) for b in self._pending)
-            self._done += len(self._pending)
-            self._pending.clear()
-            self._healthy = True
-            self._cond.notify_all()
-        log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+    def _retry(self, err: redis.RedisError) -> None:
+        """Every unconfirmed batch again, in order, on a new connection, until Redis confirms them all."""
+        delay = RETRY_FIRST_S
+        items = sum(len(b.items) for b in self._pending)
+        while True:
+            self._conn.disconnect()
+            if not is_retryable(err):
+                self._fail(err)
+            if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batches are given up
+                log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+                self._pending.clear()
+                return
+            if delay == RETRY_FIRST_S:
+                log.warning("redis_write_failed", error=str(err), items=items,
+                            action="retrying the batch until Redis is back")
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            try:
+                for batch in self._pending:
+                    self._send(batch)
+                while self._pending:
+                    self._read(self._pending[0])
+                    batch = self._pending.popleft()
+                    self._done(batch.items, batch.sent_ns)
+            except redis.RedisError as again:
+                err = again
+                continue
+            log.warning("redis_write_recovered", items=items)
+            return
 
-    def _fail(self, err: BaseException) -> None:
+    def _done(self, items: list[T], sent_ns: int) -> None:
+        if self._written is not None:
+            try:
+                self._written(items, sent_ns)
+            except BaseException as err:
+                self._fail(err)
+
+    def _fail(self, err: BaseException) -> NoReturn:
         log.error("redis_write_error", error=repr(err))
-        with self._cond:
-            self._error = err
-            self._cond.notify_all()
+        self._error = err
+        self._pending.clear()
+        self._raise_failed()
+        raise AssertionError  # unreachable: _raise_failed raised
 
 
 class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
@@ -273,10 +258,11 @@ class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
 
 class RedisPipelineSink(FixedPartitionedSink[list[T], None], Generic[T]):
     """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (sent again as packed if retried), its
-    replies read off the worker, all confirmed at each epoch's end; then ``written(batch)``, once per batch.
+    replies read at a later call, all confirmed at each epoch's end; then ``written(batch, sent_ns)``, once per
+    batch.
     Takes ``(partition, items)`` pairs: see :meth:`split`."""
 
-    def __init__(self, redis_url: str, write: WriteFn[T], written: Callable[[list[T]], None] | None = None, *,
+    def __init__(self, redis_url: str, write: WriteFn[T], written: WrittenFn[T] | None = None, *,
                  key: Callable[[T], str] | None = None, partitions: int = 1, max_in_flight: int = 16) -> None:
         self._url = redis_url
         self._write = write
