@@ -57,8 +57,9 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     op.output("redis", to_redis, redis_sink)
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", reported.published, closed_kline_point)
-        # klines are written before the epoch (and its recovery snapshot) ends: exactly once after kill -9
-        op.output("influx_klines", closed, SyncInfluxSink(influx_config(settings)))
+        # closed klines in InfluxDB before their epoch commits (a partitioned sink): exactly once after kill -9
+        op.output("influx_klines", op.flat_map_batch("influx_batch", closed, SyncInfluxSink.split),
+                  SyncInfluxSink(influx_config(settings)))
         ticks = op.filter_map("ticker_points", tickers.pairs, ticker_update_point)
         op.output("influx", ticks, InfluxSink(influx_config(settings)))
 

@@ -101,10 +101,10 @@ def test_sync_writer_has_written_when_it_returns_and_says_when_influxdb_did_not(
 
 def test_sync_sink_drops_a_batch_influxdb_never_takes_and_says_so():
     settings = load_settings(influx_url=f"http://127.0.0.1:{free_port()}", influx_bucket="b", influx_org="o")
-    part = SyncInfluxSink(influx_config(settings), max_wait_s=0.2).build("influx_klines", 0, 1)
+    part = SyncInfluxSink(influx_config(settings), max_wait_s=0.2).build_part("influx_klines", "0", None)
     tags = (("exchange", "okx"), ("symbol", "GONE-USDT"), ("timeframe", "1m"))
     with capture_logs() as logs:
-        part.write_batch([InfluxPoint("kline", tags, (("close", 1.5),), 1_700_000_000_000)])  # returns: dropped
+        part.write_batch([[InfluxPoint("kline", tags, (("close", 1.5),), 1_700_000_000_000)]])  # returns: dropped
     part.close()
     events = [e["event"] for e in logs]
     assert "influx_write_retry" in events and events[-1] == "influx_points_dropped"

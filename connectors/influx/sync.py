@@ -2,15 +2,23 @@
 
 Why not :class:`connectors.influx.writer.InfluxSink`: that one hands points to influxdb-client's background batching
 and returns, so a Bytewax epoch can commit its recovery snapshot while its points are still in memory — a
-``kill -9`` then loses them for good (the restart resumes after them). Here the epoch cannot end before the
+``kill -9`` then loses them for good (the restart resumes after them). Here the epoch cannot commit before the
 server accepted the points, so with recovery a restart rewrites exactly the points after the last snapshot:
 exactly once, given that a rewrite of the same measurement, tags and time is idempotent.
+
+By construction, not by timing: Bytewax 0.21.1 commits an epoch when its *snapshot* stream has passed it (its
+``recovery.rs``: output progress is not monitored), so a ``DynamicSink`` whose ``write_batch`` has not yet run
+for an epoch's points does not hold the commit back. This sink is therefore a ``FixedPartitionedSink`` with one
+partition: Bytewax calls its ``snapshot()`` after the epoch's last ``write_batch`` and commits only after that
+snapshot, and ``write_batch`` returns only once the points are written. The stream it takes is
+``(partition, points)`` pairs (:meth:`SyncInfluxSink.split`, one per batch); with several workers or processes
+every batch goes to the partition's worker — a few closed klines per instrument and minute, not a cost.
 
 Delivery: each batch is one synchronous ``/api/v2/write`` (:class:`SyncInfluxWriter`; line protocol by
 :func:`connectors.influx.writer.to_line`), retried with capped backoff for up to ``max_wait_s``; past that the batch is
 dropped and logged as an error (an InfluxDB outage must not stall the dataflow's Redis output forever). Unit
-of parallelism: one writer per Bytewax worker. Cost: one HTTP round trip per batch that holds points (closed
-klines are a few per minute per instrument live; a catch-up run groups many into one batch).
+of parallelism: one writer, on the worker that owns the partition. Cost: one HTTP round trip per batch that holds
+points (closed klines are a few per minute per instrument live; a catch-up run groups many into one batch).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 import urllib3
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.influx.writer import InfluxConfig, InfluxPoint, to_line
 from cryptoflow.logs import get_logger
@@ -68,13 +76,13 @@ class SyncInfluxWriter:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
-class _Partition(StatelessSinkPartition[InfluxPoint]):
+class _Partition(StatefulSinkPartition[list[InfluxPoint], None]):
     def __init__(self, config: InfluxConfig, max_wait_s: float) -> None:
         self._writer = SyncInfluxWriter(str(config.url), config.token, config.org, config.bucket)
         self._max_wait = max_wait_s
 
-    def write_batch(self, items: list[InfluxPoint]) -> None:
-        lines = [line for line in map(to_line, items) if line]
+    def write_batch(self, values: list[list[InfluxPoint]]) -> None:
+        lines = [line for points in values for line in map(to_line, points) if line]
         if not lines:
             return
         deadline = time.monotonic() + self._max_wait
@@ -92,16 +100,34 @@ class _Partition(StatelessSinkPartition[InfluxPoint]):
                 time.sleep(delay)  # a sink may wait: the epoch (and its snapshot) must not end before the write
                 delay = min(delay * 2, 2.0)
 
+    def snapshot(self) -> None:
+        """Nothing to keep: its being called after the epoch's writes is what makes the commit wait for them."""
+        return None
+
     def close(self) -> None:
         self._writer.close()
 
 
-class SyncInfluxSink(DynamicSink[InfluxPoint]):
-    """See the module docstring. Build only when InfluxDB is configured."""
+_PART = "0"
+
+
+class SyncInfluxSink(FixedPartitionedSink[list[InfluxPoint], None]):
+    """See the module docstring. Build only when InfluxDB is configured; feed it :meth:`split`'s pairs."""
 
     def __init__(self, config: InfluxConfig, max_wait_s: float = 30.0) -> None:
         self._config = config
         self._max_wait = max_wait_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+    @staticmethod
+    def split(batch: list[InfluxPoint]) -> list[tuple[str, list[InfluxPoint]]]:
+        """One batch as one ``(partition, points)`` pair (a ``flat_map_batch`` mapper)."""
+        return [(_PART, batch)] if batch else []
+
+    def list_parts(self) -> list[str]:
+        return [_PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
         return _Partition(self._config, self._max_wait)
