@@ -305,6 +305,7 @@ def through_collector(venue: str, rest: dict[str, str] | None, frames: list[str]
                       max_batch: int) -> tuple[float, float]:
     """The collector's source partition work: ``BookProcessor.on_events`` (book_by_book grouping, parse, the
     machine, coalesced views, BookState/ShardStats items) in ``next_batch``, under ``run_main``."""
+    _processor(venue)  # its imports (~0.85 s: settings, logging, aiohttp) are the process's start, not per update
     flow = Dataflow(f"bench_{venue}_collector")
     sink = _CountSink()
     op.output("out", op.input("books", flow, _ProcSource(venue, rest, frames, max_batch)), sink)
