@@ -151,3 +151,21 @@ class NaiveBook:
             return "book_crossed"
         self.status = "valid"
         return "applied"
+
+
+class RecordingControl:
+    """A book shard's control (``ShardControl``) that records what a processor asks of it: the topics it
+    resubscribes and the REST snapshots it fetches. For driving a venue's book processor with ws events directly."""
+
+    connections = 1
+    reconnects = 0
+
+    def __init__(self) -> None:
+        self.resubscribed: list[str] = []
+        self.fetched: list[str] = []
+
+    def resubscribe(self, topic: str) -> None:
+        self.resubscribed.append(topic)
+
+    def fetch(self, topic: str) -> None:
+        self.fetched.append(topic)

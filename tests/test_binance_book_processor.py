@@ -11,21 +11,7 @@ from connectors.books.items import BookState, ShardStats
 from connectors.books.processor import BookProcessor
 from connectors.ws.events import Fetched, Frame, Subscribed, TopicsChecked
 from operators.events import BookStatus, BookView, Level
-
-
-class Control:
-    connections = 1
-    reconnects = 0
-
-    def __init__(self) -> None:
-        self.resubscribed: list[str] = []
-        self.fetched: list[str] = []
-
-    def resubscribe(self, topic: str) -> None:
-        self.resubscribed.append(topic)
-
-    def fetch(self, topic: str) -> None:
-        self.fetched.append(topic)
+from tests.book_helpers import RecordingControl as Control
 
 
 def depth(inst: str, first: int, last: int, bids, asks) -> str:

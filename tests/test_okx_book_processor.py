@@ -9,21 +9,7 @@ from connectors.okx.book_source import BookState, BufferFrame, OkxBookProcessor,
 from connectors.ws.events import Disconnected, Fetched, Frame, Subscribed, TopicsChecked
 from operators.book_checksum import okx_checksum
 from operators.events import BookStatus, BookView, Level
-
-
-class Control:
-    connections = 1
-    reconnects = 0
-
-    def __init__(self) -> None:
-        self.resubscribed: list[str] = []
-        self.fetched: list[str] = []
-
-    def resubscribe(self, topic: str) -> None:
-        self.resubscribed.append(topic)
-
-    def fetch(self, topic: str) -> None:
-        self.fetched.append(topic)
+from tests.book_helpers import RecordingControl as Control
 
 
 def frame(inst: str, action: str, bids, asks, prev: int, seq: int, checksum: int = 0) -> str:
