@@ -185,25 +185,30 @@ class BookProcessor:
             recv_sum += ev.recv_ns
             text = ev.text
             res = parse(text, ev.recv_ns)
-            if type(res) is BookDelta:  # one update per frame (Binance)
-                inst = res.instrument
-                fed = on_delta(res, text)
+            if isinstance(res, BookDelta):
+                deltas: tuple[BookDelta, ...] = (res,)  # Binance, Bybit: one per frame
+            elif isinstance(res, tuple):
+                deltas = res  # OKX: one per data entry
+            else:
+                if isinstance(res, Rejected):
+                    self._rejects.add(res)
+                else:
+                    self._counters[f"{self._name}_messages_ignored"] += 1
+                continue
+            pushed = not buffers  # the frame's raw text goes to the buffer list once
+            for delta in deltas:
+                fed = on_delta(delta, text)
                 if fed is unknown:
-                    if not self._untracked(inst, ev, out):
+                    if not self._untracked(delta.instrument, ev, out):
                         continue
-                    fed = on_delta(res, text)
+                    fed = on_delta(delta, text)
                 if fed is applied:
-                    if buffers:
-                        out.append(BufferFrame(text, (res,) if self._with_deltas else ()))
-                    dirty[inst] = None
+                    if not pushed:
+                        out.append(BufferFrame(text, deltas if self._with_deltas else ()))
+                        pushed = True
+                    dirty[delta.instrument] = None
                 if pending:
                     self._execute(out, dirty, via="websocket")
-            elif type(res) is tuple:
-                self._on_deltas(ev, res, out, dirty)
-            elif isinstance(res, Rejected):
-                self._rejects.add(res)
-            else:
-                self._counters[f"{self._name}_messages_ignored"] += 1
         self._messages += frames
         self._lat_sum += frames * start - recv_sum
         self._lat_n += frames
@@ -222,23 +227,6 @@ class BookProcessor:
                 self._points += min(levels, len(view.bids)) + min(levels, len(view.asks))
                 out.append(BookSample(view, "snapshot" if view.action == "snapshot" else "incremental"))
         return out
-
-    def _on_deltas(self, frame: Frame, res: tuple[BookDelta, ...], out: list[CollectorItem],
-                   dirty: dict[str, None]) -> None:
-        """A frame of several deltas (OKX: one per data entry); its raw text goes to the buffer list once."""
-        sync = self._sync
-        pushed = not self.venue.buffers
-        for delta in res:
-            inst = delta.instrument
-            if inst not in sync and not self._untracked(inst, frame, out):
-                continue
-            if sync.on_delta(delta, frame.text) is Fed.APPLIED:
-                if not pushed:
-                    out.append(BufferFrame(frame.text, res if self._with_deltas else ()))
-                    pushed = True
-                dirty[inst] = None
-            if sync.has_output():
-                self._execute(out, dirty, via="websocket")
 
     def _untracked(self, inst: str, frame: Frame, out: list[CollectorItem]) -> bool:
         """A frame of an instrument without a book: in flight after its removal (until the unsubscribe is
