@@ -119,11 +119,8 @@ class _Partition(StatefulSourcePartition[MarketSourceItem, LocalState]):
         returned entries, one more without blocking: a producer's pipeline of XADDs wakes the blocked read at its
         first entry, and the rest (in Redis microseconds later) would otherwise wait a whole pass of the dataflow
         (~2 ms) for the next call: one batch, not two. A full batch sends the next read ahead."""
-        if self._ahead is not None:
-            full = self._take_ahead(out)
-            if full is None:  # nothing was waiting after all: read as usual
-                full = self._read_once(out, self._cfg.block_ms) and self._read_once(out, None)
-        else:
+        full = self._take_ahead(out) if self._ahead is not None else None
+        if full is None:  # no read-ahead, or it found nothing waiting: read as usual
             full = self._read_once(out, self._cfg.block_ms) and self._read_once(out, None)
         if full and self._instruments:
             self._send_ahead()
