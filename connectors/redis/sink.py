@@ -63,10 +63,36 @@ def redis_client(url: str) -> redis.Redis:
     return sync_client(url, retries=5, health_check_interval=30)
 
 
+class RetryUntilWritten:
+    """The Redis sinks' one rule after a failed write: while Redis is unreachable or failing over, wait (capped
+    backoff) and let the caller try again — except once the dataflow is stopping (SIGINT/SIGTERM): then the
+    batch is given up (logged), so a stop never waits for Redis. Logged once per outage, and when it ends."""
+
+    def __init__(self, items: int) -> None:
+        self._items, self._delay, self._failed = items, RETRY_FIRST_S, False
+
+    def again(self, err: redis.RedisError) -> bool:
+        """After ``err`` (retryable: the caller checked): sleep and return True, or False to give up."""
+        if stop_requested():
+            log.warning("redis_write_abandoned", error=str(err), items=self._items, reason="stopping")
+            return False
+        if not self._failed:
+            log.warning("redis_write_failed", error=str(err), items=self._items,
+                        action="retrying the batch until Redis is back")
+            self._failed = True
+        time.sleep(self._delay)
+        self._delay = min(self._delay * 2, RETRY_MAX_S)
+        return True
+
+    def done(self) -> None:
+        if self._failed:
+            log.warning("redis_write_recovered", items=self._items)
+
+
 def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], object], items: int) -> None:
-    """Queue a batch on a fresh pipeline and execute it; while Redis is unreachable, wait (capped backoff)
-    and try again. A fresh pipeline per try: redis-py empties a pipeline whose execute failed."""
-    delay, failed = RETRY_FIRST_S, False
+    """Queue a batch on a fresh pipeline and execute it, under :class:`RetryUntilWritten`. A fresh pipeline per
+    try: redis-py empties a pipeline whose execute failed."""
+    retry = RetryUntilWritten(items)
     while True:
         pipe = client.pipeline(transaction=False)
         queue(pipe)
@@ -78,17 +104,9 @@ def execute_until_written(client: redis.Redis, queue: Callable[[Pipeline], objec
         except redis.RedisError as err:  # unreachable, or failing over (READONLY, no master yet, NOREPLICAS)
             if not is_retryable(err):
                 raise
-            if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batch is given up
-                log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+            if not retry.again(err):
                 return
-            if not failed:
-                log.warning("redis_write_failed", error=str(err), items=items,
-                            action="retrying the batch until Redis is back")
-            failed = True
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-    if failed:
-        log.warning("redis_write_recovered", items=items)
+    retry.done()
 
 
 class RedisWriteError(Exception):
@@ -176,10 +194,12 @@ class _Writer(Generic[T]):
 
     def _confirm_oldest(self) -> None:
         try:
-            self._read(self._pending[0])
+            self._read_oldest()
         except redis.RedisError as err:
             self._retry(err)
-            return
+
+    def _read_oldest(self) -> None:
+        self._read(self._pending[0])
         batch = self._pending.popleft()
         self._done(batch.items, batch.sent_ns)
 
@@ -196,32 +216,23 @@ class _Writer(Generic[T]):
 
     def _retry(self, err: redis.RedisError) -> None:
         """Every unconfirmed batch again, in order, on a new connection, until Redis confirms them all."""
-        delay = RETRY_FIRST_S
-        items = sum(len(b.items) for b in self._pending)
+        retry = RetryUntilWritten(sum(len(b.items) for b in self._pending))
         while True:
             self._conn.disconnect()
             if not is_retryable(err):
                 self._fail(err)
-            if stop_requested():  # a SIGINT/SIGTERM stop never waits for Redis: the batches are given up
-                log.warning("redis_write_abandoned", error=str(err), items=items, reason="stopping")
+            if not retry.again(err):
                 self._pending.clear()
                 return
-            if delay == RETRY_FIRST_S:
-                log.warning("redis_write_failed", error=str(err), items=items,
-                            action="retrying the batch until Redis is back")
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
             try:
                 for batch in self._pending:
                     self._send(batch)
                 while self._pending:
-                    self._read(self._pending[0])
-                    batch = self._pending.popleft()
-                    self._done(batch.items, batch.sent_ns)
+                    self._read_oldest()
             except redis.RedisError as again:
                 err = again
                 continue
-            log.warning("redis_write_recovered", items=items)
+            retry.done()
             return
 
     def _done(self, items: list[T], sent_ns: int) -> None:
