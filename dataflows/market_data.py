@@ -58,8 +58,8 @@ def wire(items: Stream[MarketSourceItem], settings: Settings) -> None:
     if influx_enabled(settings):
         closed = op.filter_map("closed_klines", reported.published, closed_kline_point)
         # closed klines in InfluxDB before their epoch commits (a partitioned sink): exactly once after kill -9
-        op.output("influx_klines", op.flat_map_batch("influx_batch", closed, SyncInfluxSink.split),
-                  SyncInfluxSink(influx_config(settings)))
+        klines_sink = SyncInfluxSink(influx_config(settings))
+        op.output("influx_klines", op.flat_map_batch("influx_batch", closed, klines_sink.split), klines_sink)
         ticks = op.filter_map("ticker_points", tickers.pairs, ticker_update_point)
         op.output("influx", ticks, InfluxSink(influx_config(settings)))
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 import urllib3
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from connectors.batch_partitions import BatchPartitions
 from connectors.influx.writer import InfluxConfig, InfluxPoint, to_line
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import mask_url
@@ -108,26 +109,14 @@ class _Partition(StatefulSinkPartition[list[InfluxPoint], None]):
         self._writer.close()
 
 
-_PART = "0"
-
-
-class SyncInfluxSink(FixedPartitionedSink[list[InfluxPoint], None]):
-    """See the module docstring. Build only when InfluxDB is configured; feed it :meth:`split`'s pairs."""
+class SyncInfluxSink(BatchPartitions[InfluxPoint], FixedPartitionedSink[list[InfluxPoint], None]):
+    """See the module docstring. Build only when InfluxDB is configured; feed it :meth:`split`'s pairs (one
+    partition: :class:`connectors.batch_partitions.BatchPartitions` without a key)."""
 
     def __init__(self, config: InfluxConfig, max_wait_s: float = 30.0) -> None:
+        BatchPartitions.__init__(self)
         self._config = config
         self._max_wait = max_wait_s
-
-    @staticmethod
-    def split(batch: list[InfluxPoint]) -> list[tuple[str, list[InfluxPoint]]]:
-        """One batch as one ``(partition, points)`` pair (a ``flat_map_batch`` mapper)."""
-        return [(_PART, batch)] if batch else []
-
-    def list_parts(self) -> list[str]:
-        return [_PART]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
         return _Partition(self._config, self._max_wait)

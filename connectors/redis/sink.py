@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, NoReturn, TypeVar
@@ -45,6 +44,7 @@ import redis
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from redis.client import Pipeline
 
+from connectors.batch_partitions import BatchPartitions
 from connectors.redis.client import is_retryable, sync_client
 from connectors.stopping import stop_requested
 from cryptoflow.logs import get_logger
@@ -267,51 +267,22 @@ class _Partition(StatefulSinkPartition[list[T], None], Generic[T]):
         self._sink._release(self._writer)
 
 
-class RedisPipelineSink(FixedPartitionedSink[list[T], None], Generic[T]):
+class RedisPipelineSink(BatchPartitions[T], FixedPartitionedSink[list[T], None]):
     """Executes ``write(pipe, batch)`` in one Redis pipeline per batch (sent again as packed if retried), its
     replies read at a later call, all confirmed at each epoch's end; then ``written(batch, sent_ns)``, once per
     batch.
-    Takes ``(partition, items)`` pairs: see :meth:`split`."""
+    Takes ``(partition, items)`` pairs: see :meth:`connectors.batch_partitions.BatchPartitions.split`."""
 
     def __init__(self, redis_url: str, write: WriteFn[T], written: WrittenFn[T] | None = None, *,
                  key: Callable[[T], str] | None = None, partitions: int = 1, max_in_flight: int = 16) -> None:
         self._url = redis_url
         self._write = write
         self._written = written
-        self._key = key
-        self._parts = [str(i) for i in range(partitions if key is not None else 1)]
+        BatchPartitions.__init__(self, partitions, key)
         self._max = max_in_flight
-        self._index: dict[str, str] = {}  # key -> its partition, memoized
-        self._sorted = {p: i for i, p in enumerate(sorted(self._parts))}  # Bytewax indexes its sorted set
         self._lock = threading.Lock()
         self._writer: _Writer[T] | None = None
         self._open = 0
-
-    def split(self, batch: list[T]) -> list[tuple[str, list[T]]]:
-        """One batch as ``(partition, items)`` pairs, items in batch order (a ``flat_map_batch`` mapper)."""
-        if not batch:
-            return []
-        if len(self._parts) == 1 or self._key is None:
-            return [(self._parts[0], batch)]
-        groups: dict[str, list[T]] = {}
-        index, key = self._index, self._key
-        for item in batch:
-            k = key(item)
-            part = index.get(k)
-            if part is None:
-                part = index[k] = self._parts[zlib.adler32(k.encode()) % len(self._parts)]
-            group = groups.get(part)
-            if group is None:
-                groups[part] = [item]
-            else:
-                group.append(item)
-        return list(groups.items())
-
-    def list_parts(self) -> list[str]:
-        return list(self._parts)
-
-    def part_fn(self, item_key: str) -> int:
-        return self._sorted[item_key]  # the key is the partition itself (split chose it)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition[T]:
         with self._lock:
