@@ -45,7 +45,7 @@ DEPTH_STREAMS = ("depth", "depth@100ms", "depth@1000ms")
 
 
 # ------------------------------------------------------------------------------------------ wire models
-class BinanceDepthUpdate(msgspec.Struct, frozen=True):
+class BinanceDepthUpdate(msgspec.Struct, frozen=True, gc=False):
     e: str
     E: EpochMs
     s: str
@@ -55,7 +55,7 @@ class BinanceDepthUpdate(msgspec.Struct, frozen=True):
     a: tuple[Level, ...]
 
 
-class BinanceDepthEnvelope(msgspec.Struct, frozen=True):
+class BinanceDepthEnvelope(msgspec.Struct, frozen=True, gc=False):
     stream: str
     data: BinanceDepthUpdate
 

@@ -51,7 +51,7 @@ def check_book_depth(depth: int, ws_url: str) -> int:
     return depth
 
 
-class BybitBookData(msgspec.Struct, frozen=True):
+class BybitBookData(msgspec.Struct, frozen=True, gc=False):
     s: str
     b: tuple[Level, ...]
     a: tuple[Level, ...]
@@ -59,7 +59,7 @@ class BybitBookData(msgspec.Struct, frozen=True):
     seq: int = 0
 
 
-class BybitBookFrame(msgspec.Struct, frozen=True):
+class BybitBookFrame(msgspec.Struct, frozen=True, gc=False):
     topic: str
     type: str
     ts: EpochMs

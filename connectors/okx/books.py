@@ -57,7 +57,7 @@ _TS_DIGITS_MAX = 16  # epoch ms has 13 digits until the year 2286
 
 
 # ------------------------------------------------------------------------------------------ wire models
-class OkxBookData(msgspec.Struct, frozen=True):
+class OkxBookData(msgspec.Struct, frozen=True, gc=False):
     """One ``data`` entry. Levels decode straight into :class:`Level` (array-like: extra elements ignored)."""
 
     asks: tuple[Level, ...]
@@ -69,7 +69,7 @@ class OkxBookData(msgspec.Struct, frozen=True):
     instId: str | None = None
 
 
-class OkxBooksFrame(msgspec.Struct, frozen=True):
+class OkxBooksFrame(msgspec.Struct, frozen=True, gc=False):
     arg: OkxArg
     data: tuple[OkxBookData, ...]
     action: Literal["snapshot", "update"] | None = None
