@@ -18,6 +18,7 @@ from connectors.influx.writer import to_line
 from connectors.redis.market_sink import kline_point
 from connectors.rest_klines.backfill import VENUES, closed_range
 from connectors.rest_klines.budget import Backoff, Budget, RequestBudget
+from connectors.rest_klines.client import KlineClient
 from connectors.rest_klines.store import backfill_point
 from connectors.rest_klines.venue import RateLimited, UnsupportedTimeframe, VenueRefused
 from connectors.untrusted import Rejected
@@ -184,6 +185,24 @@ def test_the_budget_holds_a_sliding_window_of_finished_requests() -> None:
     assert budget.delay(2) == 0 and budget.delay(3) == pytest.approx(3.0)
     budget.hold_until(5.0)  # told to wait 5 s: the whole budget is spent until then
     assert budget.delay(1) == pytest.approx(5.001)
+
+
+def test_a_run_right_after_a_killed_one_waits_a_window_before_asking() -> None:
+    def client(clock: FakeClock) -> KlineClient:
+        c = KlineClient(VENUES["okx"], "http://127.0.0.1:9", Budget(10, 1.0), timeout=15.0)
+        c.budget = RequestBudget(Budget(10, 1.0), clock)
+        return c
+
+    clock = FakeClock()
+    recent = client(clock)
+    recent.follow_previous_run(3.0)  # a checkpoint 3 s old: its run's last request may still be in the window
+    assert recent.budget.delay(1) == pytest.approx(1.001)
+    clock.now += 0.5
+    recent.follow_previous_run(0.1)  # once per client: a second symbol's checkpoint does not add a window
+    assert recent.budget.delay(1) == pytest.approx(0.501)
+    old = client(FakeClock())
+    old.follow_previous_run(16.0)  # older than a window plus the request timeout: nothing of it is in flight
+    assert old.budget.delay(10) == 0
 
 
 def test_backoff_grows_capped_with_jitter_and_resets() -> None:

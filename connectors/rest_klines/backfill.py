@@ -55,7 +55,10 @@ async def backfill(client: KlineClient, store: SyncInfluxWriter, checkpoints: Ch
     venue = client.venue.name
     first, end = closed_range(start_ms, end_ms, timeframe, int(time.time() * 1000))
     span = TIMEFRAME_MS[timeframe]
-    saved = checkpoints.load(venue, inst, timeframe) if checkpoints is not None and not restart else None
+    saved = checkpoints.load(venue, inst, timeframe) if checkpoints is not None else None
+    if saved is not None and saved.updated_ms:
+        client.follow_previous_run(time.time() - saved.updated_ms / 1000)
+    saved = None if restart else saved
     resumed = saved is not None and (saved.start_ms, saved.end_ms) == (first, end)
     cursor = max(first, saved.next_ms) if saved is not None and resumed else first
     log.info("backfill_started", venue=venue, instrument=inst, timeframe=timeframe, start_ms=first, end_ms=end,

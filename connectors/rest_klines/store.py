@@ -15,6 +15,7 @@ A run asking the same range resumes at ``next``; another range starts over (and 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any, cast
 
 import msgspec
@@ -39,6 +40,14 @@ class Checkpoint(msgspec.Struct, frozen=True):
     end_ms: int
     next_ms: int
     done: bool
+    updated_ms: int = 0  # when it was saved (0: unknown); written as ``updated_at`` (ISO), read back here
+
+
+def _epoch_ms(iso: str | None) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp() * 1000) if iso else 0
+    except ValueError:
+        return 0
 
 
 class Checkpoints:
@@ -56,7 +65,8 @@ class Checkpoints:
         fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                   for k, v in raw.items()}
         try:
-            return Checkpoint(int(fields["from"]), int(fields["to"]), int(fields["next"]), fields["done"] == "true")
+            return Checkpoint(int(fields["from"]), int(fields["to"]), int(fields["next"]), fields["done"] == "true",
+                              _epoch_ms(fields.get("updated_at")))
         except (KeyError, ValueError):
             return None  # none, or not ours: start over
 
