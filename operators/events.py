@@ -7,7 +7,7 @@ Venue wire models live in ``connectors/<venue>/``; only these types cross step b
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -23,6 +23,18 @@ def iso_ms(ts_ms: int) -> str:
     """Epoch milliseconds -> ISO-8601 UTC with milliseconds (``2026-11-21T09:00:00.123Z``): the one place
     where our integer times become the strings Redis hashes and emails show."""
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(text: str) -> int:
+    """ISO-8601 -> epoch milliseconds, the inverse of :func:`iso_ms` (a time without an offset is UTC); raises
+    ``ValueError`` for anything else."""
+    moment = datetime.fromisoformat(text)
+    # timedelta arithmetic, not timestamp() * 1000: the float product truncates 16.063 s to 16062 ms
+    return ((moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH) // _MS
 
 
 class BookStatus(StrEnum):

@@ -22,7 +22,7 @@ from connectors.rest_klines.client import KlineClient
 from connectors.rest_klines.store import backfill_point
 from connectors.rest_klines.venue import RateLimited, UnsupportedTimeframe, VenueRefused
 from connectors.untrusted import Rejected
-from operators.events import Kline
+from operators.events import Kline, epoch_ms, iso_ms
 
 DATA = Path(__file__).parent / "data" / "rest_klines"
 T = 1764374400000
@@ -220,3 +220,15 @@ def test_only_bybit_says_its_window_is_spent_before_refusing() -> None:
     assert VENUES["bybit"].pause_after({"X-Bapi-Limit-Status": "1", "X-Bapi-Limit-Reset-Timestamp": reset}) is None
     assert VENUES["okx"].pause_after({}) is None
     assert VENUES["binance"].pause_after({"X-MBX-USED-WEIGHT-1M": "1"}) is None
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))  # up to 2100
+def test_epoch_ms_reads_back_what_iso_ms_writes(ms: int) -> None:
+    assert epoch_ms(iso_ms(ms)) == ms
+
+
+def test_epoch_ms_takes_a_time_without_offset_as_utc_and_refuses_junk() -> None:
+    assert epoch_ms("2026-11-01T00:00:00") == epoch_ms("2026-11-01T00:00:00Z") == 1_793_491_200_000
+    assert epoch_ms("2026-11-01T01:00:00+01:00") == 1_793_491_200_000
+    with pytest.raises(ValueError):
+        epoch_ms("yesterday")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -24,7 +23,7 @@ import redis
 from connectors.redis.client import sync_client
 from connectors.redis.keys import orderbook_key
 from cryptoflow.logs import get_logger
-from operators.events import BookDelta, Level
+from operators.events import BookDelta, Level, epoch_ms
 
 log = get_logger("connectors.redis.book_snapshots")
 _levels = msgspec.json.Decoder(tuple[Level, ...])
@@ -36,11 +35,11 @@ def snapshot_from_hash(fields: Mapping[Any, Any], *, venue: str = "okx") -> Book
     if f.get("status") != "valid" or not f.get("seq_id") or not f.get("instrument_id"):
         return None
     try:
-        ts_ms = int(datetime.fromisoformat(f["latest_timestamp"].replace("Z", "+00:00")).timestamp() * 1000)
         return BookDelta(
             venue=venue, instrument=f["instrument_id"], action="snapshot",
             bids=_levels.decode(f.get("bids", "[]")), asks=_levels.decode(f.get("asks", "[]")),
-            ts_ms=ts_ms, recv_ns=time.time_ns(), checksum=0, seq_id=int(f["seq_id"]), prev_seq_id=-1,
+            ts_ms=epoch_ms(f["latest_timestamp"]), recv_ns=time.time_ns(), checksum=0, seq_id=int(f["seq_id"]),
+            prev_seq_id=-1,
         )
     except (KeyError, ValueError, msgspec.DecodeError) as err:
         log.warning("book_hash_unusable", instrument=f.get("instrument_id"), error=str(err))

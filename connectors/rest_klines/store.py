@@ -15,7 +15,6 @@ A run asking the same range resumes at ``next``; another range starts over (and 
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any, cast
 
 import msgspec
@@ -23,7 +22,7 @@ import redis
 
 from connectors.influx.writer import InfluxPoint
 from connectors.redis.market_sink import kline_point
-from operators.events import Kline, iso_ms
+from operators.events import Kline, epoch_ms, iso_ms
 
 NO_TRADE_COUNT = frozenset({"okx", "bybit"})
 
@@ -43,9 +42,9 @@ class Checkpoint(msgspec.Struct, frozen=True):
     updated_ms: int = 0  # when it was saved (0: unknown); written as ``updated_at`` (ISO), read back here
 
 
-def _epoch_ms(iso: str | None) -> int:
+def _saved_ms(iso: str | None) -> int:
     try:
-        return int(datetime.fromisoformat(iso).timestamp() * 1000) if iso else 0
+        return epoch_ms(iso) if iso else 0
     except ValueError:
         return 0
 
@@ -66,7 +65,7 @@ class Checkpoints:
                   for k, v in raw.items()}
         try:
             return Checkpoint(int(fields["from"]), int(fields["to"]), int(fields["next"]), fields["done"] == "true",
-                              _epoch_ms(fields.get("updated_at")))
+                              _saved_ms(fields.get("updated_at")))
         except (KeyError, ValueError):
             return None  # none, or not ours: start over
 

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -25,7 +24,7 @@ from connectors.rest_klines.budget import Budget
 from connectors.rest_klines.client import BackfillError, KlineClient
 from connectors.rest_klines.store import Checkpoints
 from cryptoflow.settings import Settings
-from operators.events import iso_ms
+from operators.events import epoch_ms, iso_ms
 from operators.instruments import InvalidInstrument, validate_instrument, venue_symbol
 from operators.klines import TIMEFRAME_MS
 
@@ -49,11 +48,10 @@ def when(text: str) -> int:
     if text.isdigit():
         return int(text)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return epoch_ms(text)
     except ValueError:
         msg = f"expected epoch milliseconds or an ISO-8601 time, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _symbols(args: argparse.Namespace) -> list[str]:

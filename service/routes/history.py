@@ -17,7 +17,6 @@ import csv
 import io
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, cast
 
@@ -26,6 +25,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from connectors.influx.query import InfluxQuery, Series, TimeRange, num_text, select
 from cryptoflow.settings import TIMEFRAMES
+from operators.events import epoch_ms
 from service.errors import ApiError, invalid
 from service.routes.live import TickerExchange, instrument, json_response
 
@@ -58,11 +58,10 @@ def parse_time(value: str, field: str) -> int:
         ms = int(text)
     else:
         try:
-            when = datetime.fromisoformat(text)
+            ms = epoch_ms(text)
         except ValueError:
             why = f"expected epoch milliseconds or ISO-8601, got {text[:40]!r}"
             raise invalid(field, why) from None
-        ms = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
     if not 0 <= ms <= MAX_TIME_MS:
         why = f"must be between 1970 and 2262 (InfluxDB's time range), got {text[:40]!r}"
         raise invalid(field, why)
