@@ -187,7 +187,7 @@ def test_the_budget_holds_a_sliding_window_of_finished_requests() -> None:
     assert budget.delay(1) == pytest.approx(5.001)
 
 
-def test_a_run_right_after_a_killed_one_waits_a_window_before_asking() -> None:
+def test_a_run_right_after_a_killed_one_asks_nothing_until_a_window_after_its_start() -> None:
     def client(clock: FakeClock) -> KlineClient:
         c = KlineClient(VENUES["okx"], "http://127.0.0.1:9", Budget(10, 1.0), timeout=15.0)
         c.budget = RequestBudget(Budget(10, 1.0), clock)
@@ -198,8 +198,12 @@ def test_a_run_right_after_a_killed_one_waits_a_window_before_asking() -> None:
     recent.follow_previous_run(3.0)  # a checkpoint 3 s old: its run's last request may still be in the window
     assert recent.budget.delay(1) == pytest.approx(1.001)
     clock.now += 0.5
-    recent.follow_previous_run(0.1)  # once per client: a second symbol's checkpoint does not add a window
+    recent.follow_previous_run(0.1)  # a second symbol's checkpoint does not add a window
     assert recent.budget.delay(1) == pytest.approx(0.501)
+    later = client(clock)
+    clock.now += 0.7  # the first recent checkpoint read 0.7 s after the start: the window counts from the start
+    later.follow_previous_run(1.0)
+    assert later.budget.delay(1) == pytest.approx(0.301)
     old = client(FakeClock())
     old.follow_previous_run(16.0)  # older than a window plus the request timeout: nothing of it is in flight
     assert old.budget.delay(10) == 0

@@ -47,6 +47,7 @@ class RequestBudget:
         self._clock = clock
         self._done: deque[tuple[float, int]] = deque()  # (finish time, weight) inside the window
         self._in_flight = 0
+        self._started = clock()
         self._lock = asyncio.Lock()
         self.waited_s = 0.0  # total time spent waiting for the budget
 
@@ -79,6 +80,12 @@ class RequestBudget:
         weight = min(weight, self.budget.amount)
         self._in_flight -= weight
         self._done.append((self._clock(), weight))
+
+    def spent_at_start(self) -> None:
+        """Count the whole budget as spent the moment this budget was made, i.e. until one window after: what a
+        run killed before this process began spent is then out of the venue's window. Calling it again changes
+        nothing."""
+        self._done.appendleft((self._started, self.budget.amount))  # no finish time is older: the order holds
 
     def hold_until(self, seconds: float) -> None:
         """The venue said to wait: count the whole budget as used for ``seconds`` from now."""

@@ -37,7 +37,6 @@ class KlineClient:
         self._backoff = Backoff(self.budget.budget.window_s / 2, 60.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_s = timeout
-        self._followed = False
         self._max_attempts = max_attempts
         self._max_wait_s = max_wait_s  # told to wait longer (a Binance IP ban lasts up to 3 days): give up
         self._session: aiohttp.ClientSession | None = None
@@ -50,14 +49,12 @@ class KlineClient:
         """Another run of this venue saved a checkpoint ``age_s`` seconds ago and may have been killed with a
         request in flight: what it spent counts in the venue's current window, which this process cannot see.
         Unless its last request must be long answered (older than one window, for the budget's wait, plus the
-        request timeout), count the whole budget as spent for one window from now (once per client): after a
-        kill and an immediate restart the venue never sees both runs in one window."""
-        if self._followed or age_s >= self.budget.budget.window_s + self._timeout_s:
+        request timeout), the budget counts as spent when this client was made (:meth:`RequestBudget.
+        spent_at_start`): a killed run sent nothing after that, so the venue never sees both runs in one window."""
+        if age_s >= self.budget.budget.window_s + self._timeout_s:
             return
-        self._followed = True
-        self.budget.hold_until(self.budget.budget.window_s)
-        log.info("kline_budget_follows_previous_run", venue=self.venue.name, checkpoint_age_s=round(age_s, 2),
-                 wait_s=self.budget.budget.window_s)
+        self.budget.spent_at_start()
+        log.info("kline_budget_follows_previous_run", venue=self.venue.name, checkpoint_age_s=round(age_s, 2))
 
     async def page(self, inst: str, timeframe: str, start_ms: int, end_ms: int) -> list[Kline]:
         """The venue's closed klines with open time in ``[start_ms, end_ms)``, oldest first."""
