@@ -89,23 +89,14 @@ def frames_for(n: int, updates: int) -> list[str]:
     return bc.make_frames(updates, seed=n)
 
 
-def _dataflow_seconds(frames: list[str]) -> float:
-    """Wall seconds of ``bench_collector``'s dataflow (preloaded source -> collector processor -> count sink)."""
-    flow = Dataflow("bench_collector_scale")
-    op.output("out", op.input("okx_books", flow, bc.PreloadedSource(frames, 5000)), bc.CountSink())
-    start = time.perf_counter()
-    run_main(flow)
-    return time.perf_counter() - start
-
-
 def updates_only_rate(frames: list[str], n: int) -> float:
     """Updates/s of the worker without its one-time costs: the same dataflow run over the ``n`` snapshots alone
     is subtracted (start-up and loading n 400+400-level snapshots, which the throughput above charges to the
     updates: at 300 pairs ~15 % of its time; a live book loads its snapshot once per subscription)."""
     gc.collect()
-    both = _dataflow_seconds(frames)
+    both = bc.run_seconds(frames, None, 5000)
     gc.collect()
-    snaps = _dataflow_seconds(frames[:n])
+    snaps = bc.run_seconds(frames[:n], None, 5000)
     return (len(frames) - n) / (both - snaps)
 
 

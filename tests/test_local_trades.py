@@ -160,7 +160,6 @@ def test_source_reads_in_order_resumes_after_its_snapshot_and_drops_repeats(redi
     resumed.close()
 
 
-
 def test_a_read_ahead_is_not_in_the_snapshot_and_a_pair_removed_meanwhile_keeps_its_position(
         redis_server: Any, redis_db: Any) -> None:
     """A backlog (full batches) sends the next XREAD ahead; its entries are emitted only at the next call, so the
@@ -189,6 +188,7 @@ def test_a_read_ahead_is_not_in_the_snapshot_and_a_pair_removed_meanwhile_keeps_
     redis_db.sadd("config:trading_pairs", "BTC-USDT")
     assert ids(_drain(part, lambda g: 10 in ids(g))) == [7, 8, 9, 10]
     part.close()
+
 
 def test_source_with_redis_down_backs_off_and_keeps_its_position() -> None:
     """Redis unreachable: no trades, each failure counted as a reconnect, the next call only after a delay
