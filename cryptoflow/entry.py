@@ -2,8 +2,9 @@
 
 Building it is also when the process becomes a dataflow: SIGINT/SIGTERM then stop it cleanly
 (:mod:`connectors.stopping`), and with ``METRICS_PORT`` set the process serves Prometheus ``/metrics`` there
-(:mod:`connectors.metrics`; once per process, whatever its number of workers). Nothing is installed at import,
-so tests and tools can import the modules.
+(:mod:`connectors.metrics`; once per process, whatever its number of workers), and the garbage collector is set
+for a long run (:mod:`cryptoflow.heap`: the start-up heap frozen, young collections spaced out). Nothing is
+installed at import, so tests and tools can import the modules.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from bytewax.dataflow import Dataflow
 
 from connectors import stopping
+from cryptoflow import heap
 from cryptoflow.logs import get_logger
 
 log = get_logger("cryptoflow.entry")
@@ -22,8 +24,9 @@ log = get_logger("cryptoflow.entry")
 def lazy_flow(module: str, make: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
     """A module ``__getattr__``: ``flow`` is ``make()`` on first access, so tests can import ``build`` freely
     without settings from the environment (``make`` reads them and exits 2 on a bad one). From then on the
-    first SIGINT/SIGTERM stops the dataflow cleanly (:func:`connectors.stopping.install`), and ``/metrics`` is
-    served on ``METRICS_PORT`` when set (:func:`serve_metrics`)."""
+    first SIGINT/SIGTERM stops the dataflow cleanly (:func:`connectors.stopping.install`), ``/metrics`` is
+    served on ``METRICS_PORT`` when set (:func:`serve_metrics`), and the heap is settled
+    (:func:`cryptoflow.heap.settle`)."""
 
     def __getattr__(name: str) -> Dataflow:
         if name == "flow":
@@ -31,6 +34,7 @@ def lazy_flow(module: str, make: Callable[[], Dataflow]) -> Callable[[str], Data
             stopping.install(dataflow)  # first: a signal while the flow is built stops it too
             flow = make()
             serve_metrics(dataflow)
+            heap.settle()  # last: every start-up object exists (cryptoflow.heap)
             return flow
         msg = f"module {module!r} has no attribute {name!r}"
         raise AttributeError(msg)

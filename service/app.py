@@ -36,9 +36,10 @@ from starlette.types import Receive, Scope, Send
 
 from connectors.influx.query import InfluxQuery
 from connectors.redis.client import async_client
+from cryptoflow import heap
 from cryptoflow.logs import get_logger
 from cryptoflow.settings import Settings, mask_url, settings_or_exit
-from service import handlers, heap
+from service import handlers
 from service import metrics as service_metrics
 from service.alerts import reconcile_forever
 from service.auth import public_reader
@@ -83,7 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.push_authenticate = _push_authenticate(app.state.db)
     tasks = [asyncio.create_task(reconcile_forever(app.state.db, app.state.redis, settings.alert_sync_interval),
                                  name="alert-reconciler")]
-    heap.settle()  # after every start-up object exists: see service.heap
+    heap.settle()  # after every start-up object exists: see cryptoflow.heap
     log.info("service_started", redis=mask_url(str(settings.redis_url)), database=mask_url(settings.database),
              influxdb=mask_url(str(settings.influx_url)) if settings.influx_url else "")
     try:
