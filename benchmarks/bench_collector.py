@@ -36,6 +36,7 @@ from connectors.okx.book_source import OkxBookProcessor, okx_books_source  # noq
 from connectors.redis.book_sink import CollectorRedisSink  # noqa: E402
 from connectors.ws.events import Frame, Subscribed, TopicsChecked  # noqa: E402
 from connectors.ws.source import _Partition  # noqa: E402
+from cryptoflow import heap  # noqa: E402
 from cryptoflow.connector_configs import okx_books_config  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import load_settings  # noqa: E402
@@ -157,7 +158,8 @@ def throughput(frames: list[str], redis_url: str | None, max_batch: int) -> floa
 
 
 def run_seconds(frames: list[str], redis_url: str | None, max_batch: int) -> float:
-    """Wall seconds of the dataflow: preloaded frames -> the collector's processor -> a count sink (or Redis)."""
+    """Wall seconds of the dataflow: preloaded frames -> the collector's processor -> a count sink (or Redis).
+    The heap is settled first, as a dataflow process does once its flow is built (cryptoflow.entry)."""
     flow = Dataflow("bench_collector")
     items = op.input("okx_books", flow, PreloadedSource(frames, max_batch))
     if redis_url is None:
@@ -166,6 +168,7 @@ def run_seconds(frames: list[str], redis_url: str | None, max_batch: int) -> flo
         books = op.filter_map("book_items", items, lambda x: x if type(x).__name__ in (
             "BookView", "BookState", "BufferFrame") else None)
         op.output("redis", books, CollectorRedisSink(redis_url, "bench_buffer", 100_000))
+    heap.settle()
     start = time.perf_counter()
     run_main(flow)
     return time.perf_counter() - start
@@ -226,6 +229,7 @@ def latency(redis_url: str, redis_port: int, rate: float, seconds: float) -> tup
             "BookView", "BookState", "BufferFrame") else None)
         op.output("redis", books, CollectorRedisSink(redis_url, "bench_buffer", 10_000, observe))
         deadline[0] = time.monotonic() + 3.0 + seconds
+        heap.settle()  # as the dataflow process does (cryptoflow.entry)
         run_main(flow)
         frames = int(r.llen("bench_buffer"))
         return lats, frames

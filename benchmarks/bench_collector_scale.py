@@ -60,6 +60,7 @@ from connectors.okx import book_source  # noqa: E402
 from connectors.okx.book_source import okx_books_source  # noqa: E402
 from connectors.okx.books import parse_books_frame  # noqa: E402
 from connectors.redis.book_sink import CollectorRedisSink  # noqa: E402
+from cryptoflow import heap  # noqa: E402
 from cryptoflow.connector_configs import okx_books_config  # noqa: E402
 from cryptoflow.servers import free_port, start_redis, stop_process  # noqa: E402
 from cryptoflow.settings import load_settings  # noqa: E402
@@ -98,6 +99,22 @@ def updates_only_rate(frames: list[str], n: int) -> float:
     gc.collect()
     snaps = bc.run_seconds(frames[:n], None, 5000)
     return (len(frames) - n) / (both - snaps)
+
+
+def interleaved(counts: list[int], updates: int, rounds: int) -> None:
+    """The worker's updates-only rate (book by book) for each pair count in turn, ``rounds`` times; per round the
+    cost per update of each count relative to the first count's."""
+    frames = {n: frames_for(n, updates) for n in counts}
+    ratios: dict[int, list[float]] = {n: [] for n in counts}
+    for r in range(rounds):
+        rates = {n: updates_only_rate(frames[n], n) for n in counts}
+        for n in counts:
+            ratios[n].append(rates[counts[0]] / rates[n])
+        print(f"round {r + 1}: " + ", ".join(f"N={n} {rates[n]:,.0f} updates/s ({ratios[n][-1]:.2f}x)" for n in counts)
+              + f"; load {load()}")
+    for n in counts[1:]:
+        print(f"worker updates only, N={n} per-update cost / N={counts[0]}'s: median "
+              f"{statistics.median(ratios[n]):.2f}x (rounds {', '.join(f'{x:.2f}' for x in ratios[n])})")
 
 
 # --- 1. plain loop + memory -------------------------------------------------------------------------------
@@ -277,6 +294,7 @@ def live_once(n: int, rate: float, seconds: float, hash_interval: float, redis_p
         books = op.filter_map("book_items", items, book_item)
         op.output("redis", books, CollectorRedisSink(settings_url(settings), "bench_buffer", 10_000, observe,
                                                      hash_interval=hash_interval))
+        heap.settle()  # as the dataflow process does (cryptoflow.entry)
         run_main(flow)
         if "t1" not in marks:
             return {}
@@ -332,6 +350,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2.0, help="live: updates/s per pair")
     ap.add_argument("--seconds", type=float, default=15.0, help="live: measured window")
     ap.add_argument("--hash-interval", type=float, default=1.0)
+    ap.add_argument("--interleave", action="store_true", help="worker: the updates-only rate of each pair count "
+                    "in turn, --repeat rounds, and each round's ratio to the first count (the host's speed drifts "
+                    "between the rounds; a ratio is taken within one)")
     ap.add_argument("--baseline", metavar="REV", help="loop, cachegrind: also the book of this git revision")
     ap.add_argument("--cg-warm", type=int, default=5000, help="cachegrind: updates before the measured ones")
     ap.add_argument("--cg-updates", type=int, default=5000, help="cachegrind: measured updates")
@@ -353,6 +374,9 @@ def main() -> None:
                 cg = cachegrind(n, args.cg_warm, args.cg_updates, rev, args.cg_ll)
                 print(f"cachegrind N={n}{label} LL {args.cg_ll}: {cg['Ir']:,.0f} instructions, {cg['D1']:.1f} L1 "
                       f"data misses, {cg['LLd']:.1f} last-level data misses per update; load {load()}")
+    if args.interleave:
+        interleaved(counts, args.updates, args.repeat)
+        return
     if only & {"loop", "worker"}:
         for n in counts:
             frames_n = frames_for(n, args.updates)
