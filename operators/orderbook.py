@@ -4,14 +4,18 @@ Levels keep the exchange's strings as sent. Ordering uses integer ticks: a price
 at the book's decimal scale (the most decimals seen so far; a finer price rescales the book once), so there
 are no float keys and no ``Decimal`` on the hot path.
 
-Each side is two parallel lists in ascending key order, BEST LAST: the keys (integer ticks, asks negated) and
-the parser's ``Level`` objects; plus, once the book has seen a checksum (OKX), the ``"price:size"`` strings of
-the top 25 levels, best first, kept up to date so the checksum is one join and one CRC. A per-side cache maps
-price text to keys; one ``bisect`` finds the level. Why (issue 15, benchmarks/RESULTS.md "Scaling with the
-number of pairs"): with hundreds of books a book is cold in the CPU caches when its next update comes, so what
-counts is how many cache lines an update touches. Almost every change is within a few dozen levels of the best,
-so best-last makes an insert or delete move the few pointers above it, not the whole side (400-1,000 per list
-best-first); a book without checksums (Binance, Bybit) keeps no top strings.
+Each side is a key array and a parallel list in ascending key order, BEST LAST: the keys (integer ticks, asks
+negated; an ``array('q')``, or a list once a key does not fit 63 bits) and the parser's ``Level`` objects; plus,
+once the book has seen a checksum (OKX), the ``"price:size"`` strings of the top 25 levels, best first, kept up
+to date so the checksum is one join and one CRC. A changed level is found by :mod:`operators._book_keys` (C: the
+key read from the price text, a binary search of the int64 keys) when it is built, else by the exact Python path
+(:func:`_key` and ``bisect``), which also decides every case the C step leaves to it (rescale, junk, wide keys).
+Why (issue 15, benchmarks/RESULTS.md "Scaling with the number of pairs"): with hundreds of books a book is cold
+in the CPU caches when its next update comes, so what counts is how many cache lines an update touches. Almost
+every change is within a few dozen levels of the best, so best-last makes an insert or delete move the few
+entries above it, not the whole side; contiguous int64 keys and no per-book price-text cache leave the level
+objects as the only scattered memory an update reads; a book without checksums (Binance, Bybit) keeps no top
+strings.
 
 Integrity (docs/CONTRACTS.md, "Order books"), checked by :meth:`OrderBook.apply`:
 
@@ -30,8 +34,9 @@ snapshot. Deciding how to re-sync is :mod:`operators.book_sync`'s (the sync mach
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from operators.book_checksum import CHECKSUM_LEVELS, interleave, signed_crc
@@ -48,15 +53,25 @@ from operators.book_results import (
 )
 from operators.events import BookDelta, BookStatus, BookView, Level
 
+_FastKey = Callable[[str, int, int], "int | None"]
+_Locate = Callable[["array[int]", str, int, int], "int | None"]
+
+
+def _c_step() -> tuple[_FastKey | None, _Locate | None]:
+    try:
+        from operators._book_keys import key, locate
+    except ImportError:  # built without a C compiler: the exact Python path for every level (slower)
+        return None, None
+    return key, locate
+
+
+_fast_key, _locate = _c_step()
+
 MAX_DECIMALS = 20  # a price with more decimals is junk (real ones have <= 10), not a reason to rescale
 MAX_PRICE_CHARS = 40  # likewise; also keeps int() far from CPython's 4300-digit limit
 
 _APPLIED_UPDATE = Applied("update")
 _APPLIED_SNAPSHOT = Applied("snapshot")
-# Price text -> key (ticks, negated for bids), per book side; cleared when full or rescaled. Reading a price
-# costs ~10x a hit (cachegrind, 10 books: the apply loop ran 1.9x the instructions without the cache), so it
-# stays, though its lookups are among a cold book's cache misses. 1024 is ~2.5x a 400-level side.
-_PRICE_CACHE_MAX = 1024
 
 
 class _Rescale(Exception):
@@ -69,8 +84,9 @@ class _BadPrice(Exception):
         self.level = level
 
 
-def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
-    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for asks), on a cache miss."""
+def _key(level: Level, scale: int, sign: int) -> int:
+    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for asks): the exact path, and the one that
+    raises for a finer price (:class:`_Rescale`) or junk (:class:`_BadPrice`)."""
     price = level.price
     whole, _, frac = price.partition(".")
     n = len(frac)
@@ -81,11 +97,20 @@ def _key(level: Level, scale: int, sign: int, cache: dict[str, int]) -> int:
         raise _Rescale(n)
     if n < scale:
         digits += "0" * (scale - n)
-    key = sign * int(digits)
-    if len(cache) >= _PRICE_CACHE_MAX:
-        cache.clear()
-    cache[price] = key
-    return key
+    return sign * int(digits)
+
+
+def _level_key(level: Level, scale: int, sign: int) -> int:
+    k = _fast_key(level.price, scale, sign) if _fast_key is not None else None
+    return _key(level, scale, sign) if k is None else k
+
+
+def _keys(keys: list[int]) -> array[int] | list[int]:
+    """A side's keys as contiguous int64, or the list itself when one does not fit (prices of ~19 digits)."""
+    try:
+        return array("q", keys)
+    except OverflowError:
+        return keys
 
 
 def _best_first(lvls: list[Level], levels: int) -> tuple[Level, ...]:
@@ -110,11 +135,9 @@ class OrderBook:
     """
 
     __slots__ = (
-        "_acache",
         "_ak",
         "_al",
         "_at",
-        "_bcache",
         "_bk",
         "_bl",
         "_bt",
@@ -145,14 +168,12 @@ class OrderBook:
         self.recv_ns = 0
         self.last_action: Literal["snapshot", "update"] = "snapshot"
         self._scale = 0  # decimals of the tick unit; only grows
-        self._bcache: dict[str, int] = {}  # price text -> key (ticks) at the current scale
-        self._acache: dict[str, int] = {}  # price text -> key (-ticks)
         self._clear()
 
     def _clear(self) -> None:
-        self._bk: list[int] = []  # ticks, ascending: best bid last
+        self._bk: array[int] | list[int] = array("q")  # ticks, ascending: best bid last
         self._bl: list[Level] = []  # the levels of _bk, in the same order
-        self._ak: list[int] = []  # negated ticks, ascending: best ask last
+        self._ak: array[int] | list[int] = array("q")  # negated ticks, ascending: best ask last
         self._al: list[Level] = []
         # "price:size" of the best CHECKSUM_LEVELS, best first: built at the first checksum (_finish), then kept
         self._tops = False
@@ -263,8 +284,6 @@ class OrderBook:
                 break
             except _Rescale as exc:  # a finer price than any before: rescale and start again
                 self._scale = exc.scale
-                self._bcache.clear()
-                self._acache.clear()
             except _BadPrice as exc:
                 self._clear()
                 return self._fail(InvalidLevel(exc.level.price, exc.level.size))
@@ -273,14 +292,10 @@ class OrderBook:
 
     def _load_side(self, levels: Sequence[Level], bid: bool) -> None:
         """Fill one (cleared) side from a snapshot: the last level of a price wins, size 0 removes it."""
-        scale, sign, cache = (self._scale, 1, self._bcache) if bid else (self._scale, -1, self._acache)
-        if len(cache) + len(levels) > _PRICE_CACHE_MAX:
-            cache.clear()
+        scale, sign = self._scale, 1 if bid else -1
         book: dict[int, Level] = {}
         for lv in levels:
-            k = cache.get(lv.price)
-            if k is None:
-                k = _key(lv, scale, sign, cache)
+            k = _level_key(lv, scale, sign)
             size = lv.size
             if size == "0" or not size.strip("0."):
                 book.pop(k, None)
@@ -289,19 +304,17 @@ class OrderBook:
         keys = sorted(book)
         lvls = list(map(book.__getitem__, keys))
         if bid:
-            self._bk, self._bl = keys, lvls
+            self._bk, self._bl = _keys(keys), lvls
         else:
-            self._ak, self._al = keys, lvls
+            self._ak, self._al = _keys(keys), lvls
 
     def _rescale_and_redo(self, delta: BookDelta, scale: int) -> None:
         """A finer price than any before: rescale, then apply the whole delta again (idempotent: every level
         sets its final state, whatever part of the delta was applied before)."""
         while True:
             factor = 10 ** (scale - self._scale)
-            self._bk = [k * factor for k in self._bk]
-            self._ak = [k * factor for k in self._ak]
-            self._bcache.clear()
-            self._acache.clear()
+            self._bk = _keys([k * factor for k in self._bk])
+            self._ak = _keys([k * factor for k in self._ak])
             self._scale = scale
             try:
                 self._update_side(delta.bids, True)
@@ -314,21 +327,29 @@ class OrderBook:
         """Apply one side's changed levels (best last: level ``i`` of ``n`` is the ``n - 1 - i``-th best).
         Invariant after every level, while ``_tops``: ``top == ["p:s" of the best N levels, best first]``."""
         if bid:
-            keys, lvls, top, cache, sign = self._bk, self._bl, self._bt, self._bcache, 1
+            keys, lvls, top, sign = self._bk, self._bl, self._bt, 1
         else:
-            keys, lvls, top, cache, sign = self._ak, self._al, self._at, self._acache, -1
+            keys, lvls, top, sign = self._ak, self._al, self._at, -1
         n_top = CHECKSUM_LEVELS
         tops = self._tops
+        scale = self._scale
+        locate = _locate if type(keys) is array else None
         for lv in levels:
             price = lv.price
-            k = cache.get(price)
-            if k is None:
-                k = _key(lv, self._scale, sign, cache)
             n = len(keys)
-            i = bisect_left(keys, k)
+            r = None if locate is None else locate(keys, price, scale, sign)  # type: ignore[arg-type]  # set for an array only
+            if r is None:  # the exact path: no C step, a wide key, or a price it leaves to us (raises why)
+                exact = _key(lv, scale, sign)
+                i = bisect_left(keys, exact)
+                found = i < n and keys[i] == exact
+                k: int | None = exact
+            elif r >= 0:
+                k, i, found = None, r, True
+            else:
+                k, i, found = None, -r - 1, False
             size = lv.size
             if size == "0" or not size.strip("0."):
-                if i < n and keys[i] == k:
+                if found:
                     del keys[i]
                     del lvls[i]
                     if tops and n - 1 - i < n_top:
@@ -336,12 +357,22 @@ class OrderBook:
                         if n > n_top:  # the 26th best moves up
                             nxt = lvls[n - 1 - n_top]
                             top.append(f"{nxt.price}:{nxt.size}")
-            elif i < n and keys[i] == k:
+            elif found:
                 lvls[i] = lv
                 if tops and n - 1 - i < n_top:
                     top[n - 1 - i] = f"{price}:{size}"
             else:
-                keys.insert(i, k)
+                k = _level_key(lv, scale, sign) if k is None else k
+                try:
+                    keys.insert(i, k)
+                except OverflowError:  # past 63 bits: this side keeps Python ints from now on
+                    keys = list(keys)
+                    keys.insert(i, k)
+                    locate = None
+                    if bid:
+                        self._bk = keys
+                    else:
+                        self._ak = keys
                 lvls.insert(i, lv)
                 if tops and n - i < n_top:
                     top.insert(n - i, f"{price}:{size}")
@@ -384,8 +415,6 @@ class OrderBook:
         self.recv_ns = state["recv_ns"]
         self.last_action = state["last_action"]
         self._scale = state["scale"]
-        self._bcache = {}
-        self._acache = {}
         self._clear()
         for side, bid in (("bids", True), ("asks", False)):
             flat: list[str] = state[side]

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=.venv
-STAMP=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+STAMP=$VENV/.installed-$(cat pyproject.toml operators/_book_keys.c | sha1sum | cut -c1-12)  # the C source is built by the install
 
 apt_install() {
   # apt packages only when root and apt exist; otherwise say what is missing and carry on.

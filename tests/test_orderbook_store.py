@@ -1,7 +1,7 @@
-"""The book's level store (operators/orderbook.py): parallel key and level lists per side.
+"""The book's level store (operators/orderbook.py): a key array and a parallel level list per side.
 
 What the other order-book tests do not reach: prices far outside their range (up to 40 characters and 20
-decimals, ticks past 64 bits, which an ``array('q')`` store would not hold), with rescaling inside the same delta,
+decimals, ticks past 64 bits, where a side leaves its ``array('q')`` keys for a list), with rescaling inside the delta,
 and views that stay as they were while the book moves on (a view is a copy of the level lists, not a window)."""
 
 from __future__ import annotations

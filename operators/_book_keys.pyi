@@ -1,0 +1,6 @@
+"""Types of operators/_book_keys.c (the order book's key step in C)."""
+
+from array import array
+
+def key(price: str, scale: int, sign: int, /) -> int | None: ...
+def locate(keys: array[int], price: str, scale: int, sign: int, /) -> int | None: ...
