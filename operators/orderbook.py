@@ -7,9 +7,9 @@ are no float keys and no ``Decimal`` on the hot path.
 Each side is a key array and a parallel list in ascending key order, BEST LAST: the keys (integer ticks, asks
 negated; an ``array('q')``, or a list once a key does not fit 63 bits) and the parser's ``Level`` objects; plus,
 once the book has seen a checksum (OKX), the ``"price:size"`` strings of the top 25 levels, best first, kept up
-to date so the checksum is one join and one CRC. A changed level is found by :mod:`operators._book_keys` (C: the
-key read from the price text, a binary search of the int64 keys) when it is built, else by the exact Python path
-(:func:`_key` and ``bisect``), which also decides every case the C step leaves to it (rescale, junk, wide keys).
+to date so the checksum is one join and one CRC. A changed level is found by :mod:`operators.book_keys` (in C
+when built: the key read from the price text, a binary search of the int64 keys; else, and for every case the C
+step leaves to it, the exact Python path: rescale, junk, wide keys).
 Why (issue 15, benchmarks/RESULTS.md "Scaling with the number of pairs"): with hundreds of books a book is cold
 in the CPU caches when its next update comes, so what counts is how many cache lines an update touches. Almost
 every change is within a few dozen levels of the best, so best-last makes an insert or delete move the few
@@ -36,10 +36,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from operators import book_keys
 from operators.book_checksum import CHECKSUM_LEVELS, interleave, signed_crc
+from operators.book_keys import BadPrice, Rescale, exact_key, key_store, level_key
 from operators.book_results import (
     Applied,
     BookCrossed,
@@ -53,64 +55,8 @@ from operators.book_results import (
 )
 from operators.events import BookDelta, BookStatus, BookView, Level
 
-_FastKey = Callable[[str, int, int], "int | None"]
-_Locate = Callable[["array[int]", str, int, int], "int | None"]
-
-
-def _c_step() -> tuple[_FastKey | None, _Locate | None]:
-    try:
-        from operators._book_keys import key, locate
-    except ImportError:  # built without a C compiler: the exact Python path for every level (slower)
-        return None, None
-    return key, locate
-
-
-_fast_key, _locate = _c_step()
-
-MAX_DECIMALS = 20  # a price with more decimals is junk (real ones have <= 10), not a reason to rescale
-MAX_PRICE_CHARS = 40  # likewise; also keeps int() far from CPython's 4300-digit limit
-
 _APPLIED_UPDATE = Applied("update")
 _APPLIED_SNAPSHOT = Applied("snapshot")
-
-
-class _Rescale(Exception):
-    def __init__(self, scale: int) -> None:
-        self.scale = scale
-
-
-class _BadPrice(Exception):
-    def __init__(self, level: Level) -> None:
-        self.level = level
-
-
-def _key(level: Level, scale: int, sign: int) -> int:
-    """The key of ``level.price`` at ``scale`` decimals (``sign`` -1 for asks): the exact path, and the one that
-    raises for a finer price (:class:`_Rescale`) or junk (:class:`_BadPrice`)."""
-    price = level.price
-    whole, _, frac = price.partition(".")
-    n = len(frac)
-    digits = whole + frac
-    if not (digits.isdigit() and digits.isascii() and len(price) <= MAX_PRICE_CHARS and n <= MAX_DECIMALS):
-        raise _BadPrice(level)
-    if n > scale:
-        raise _Rescale(n)
-    if n < scale:
-        digits += "0" * (scale - n)
-    return sign * int(digits)
-
-
-def _level_key(level: Level, scale: int, sign: int) -> int:
-    k = _fast_key(level.price, scale, sign) if _fast_key is not None else None
-    return _key(level, scale, sign) if k is None else k
-
-
-def _keys(keys: list[int]) -> array[int] | list[int]:
-    """A side's keys as contiguous int64, or the list itself when one does not fit (prices of ~19 digits)."""
-    try:
-        return array("q", keys)
-    except OverflowError:
-        return keys
 
 
 def _best_first(lvls: list[Level], levels: int) -> tuple[Level, ...]:
@@ -203,9 +149,9 @@ class OrderBook:
                     self._update_side(delta.bids, True)
                 if delta.asks:
                     self._update_side(delta.asks, False)
-            except _Rescale as exc:
+            except Rescale as exc:
                 self._rescale_and_redo(delta, exc.scale)
-        except _BadPrice as exc:
+        except BadPrice as exc:
             return self._fail(InvalidLevel(exc.level.price, exc.level.size))
         if len(self._bl) > self.depth or len(self._al) > self.depth:
             self._truncate()
@@ -282,9 +228,9 @@ class OrderBook:
                 self._load_side(delta.bids, True)
                 self._load_side(delta.asks, False)
                 break
-            except _Rescale as exc:  # a finer price than any before: rescale and start again
+            except Rescale as exc:  # a finer price than any before: rescale and start again
                 self._scale = exc.scale
-            except _BadPrice as exc:
+            except BadPrice as exc:
                 self._clear()
                 return self._fail(InvalidLevel(exc.level.price, exc.level.size))
         self._truncate()
@@ -295,7 +241,7 @@ class OrderBook:
         scale, sign = self._scale, 1 if bid else -1
         book: dict[int, Level] = {}
         for lv in levels:
-            k = _level_key(lv, scale, sign)
+            k = level_key(lv, scale, sign)
             size = lv.size
             if size == "0" or not size.strip("0."):
                 book.pop(k, None)
@@ -304,23 +250,23 @@ class OrderBook:
         keys = sorted(book)
         lvls = list(map(book.__getitem__, keys))
         if bid:
-            self._bk, self._bl = _keys(keys), lvls
+            self._bk, self._bl = key_store(keys), lvls
         else:
-            self._ak, self._al = _keys(keys), lvls
+            self._ak, self._al = key_store(keys), lvls
 
     def _rescale_and_redo(self, delta: BookDelta, scale: int) -> None:
         """A finer price than any before: rescale, then apply the whole delta again (idempotent: every level
         sets its final state, whatever part of the delta was applied before)."""
         while True:
             factor = 10 ** (scale - self._scale)
-            self._bk = _keys([k * factor for k in self._bk])
-            self._ak = _keys([k * factor for k in self._ak])
+            self._bk = key_store([k * factor for k in self._bk])
+            self._ak = key_store([k * factor for k in self._ak])
             self._scale = scale
             try:
                 self._update_side(delta.bids, True)
                 self._update_side(delta.asks, False)
                 return
-            except _Rescale as exc:
+            except Rescale as exc:
                 scale = exc.scale
 
     def _update_side(self, levels: Sequence[Level], bid: bool) -> None:
@@ -333,13 +279,13 @@ class OrderBook:
         n_top = CHECKSUM_LEVELS
         tops = self._tops
         scale = self._scale
-        locate = _locate if type(keys) is array else None
+        locate = book_keys.locate if type(keys) is array else None
         for lv in levels:
             price = lv.price
             n = len(keys)
             r = None if locate is None else locate(keys, price, scale, sign)  # type: ignore[arg-type]  # set for an array only
             if r is None:  # the exact path: no C step, a wide key, or a price it leaves to us (raises why)
-                exact = _key(lv, scale, sign)
+                exact = exact_key(lv, scale, sign)
                 i = bisect_left(keys, exact)
                 found = i < n and keys[i] == exact
                 k: int | None = exact
@@ -362,7 +308,7 @@ class OrderBook:
                 if tops and n - 1 - i < n_top:
                     top[n - 1 - i] = f"{price}:{size}"
             else:
-                k = _level_key(lv, scale, sign) if k is None else k
+                k = level_key(lv, scale, sign) if k is None else k
                 try:
                     keys.insert(i, k)
                 except OverflowError:  # past 63 bits: this side keeps Python ints from now on

@@ -1,6 +1,6 @@
 """operators._book_keys (C) against the book's exact Python path, and the book with and without it.
 
-The C step may only ever answer what the exact path (``operators.orderbook._key`` + ``bisect``) would: the same
+The C step may only ever answer what the exact path (``operators.book_keys.exact_key`` + ``bisect``) would: the same
 key, the same place; where it answers None the book asks the exact path, which rescales, refuses junk or keeps a
 key past 63 bits in a list. The book built without the extension takes that path for every level."""
 
@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators import orderbook
+from operators import book_keys
+from operators.book_keys import MAX_DECIMALS
 from operators.events import Level
-from operators.orderbook import MAX_DECIMALS, OrderBook
+from operators.orderbook import OrderBook
 from tests.book_helpers import delta, snapshot
 
 INT64_MAX = 2**63 - 1
@@ -34,21 +35,21 @@ price_texts = st.one_of(
 def exact(price: str, scale: int, sign: int) -> int | None:
     """The exact path's key, or None where it refuses the text or asks for a rescale."""
     try:
-        return orderbook._key(Level(price, "1"), scale, sign)
-    except (orderbook._BadPrice, orderbook._Rescale):
+        return book_keys.exact_key(Level(price, "1"), scale, sign)
+    except (book_keys.BadPrice, book_keys.Rescale):
         return None
 
 
 def test_the_extension_is_built() -> None:
     # `make test` installs the project, which compiles it: without a C compiler this fails, and says so here.
-    assert orderbook._locate is not None and orderbook._fast_key is not None
+    assert book_keys.locate is not None and book_keys.fast_key is not None
 
 
 @settings(max_examples=2000, deadline=None)
 @given(price=price_texts, scale=st.integers(0, MAX_DECIMALS), sign=st.sampled_from([1, -1]))
 def test_key_is_the_exact_key_or_none(price: str, scale: int, sign: int) -> None:
-    assert orderbook._fast_key is not None
-    fast, want = orderbook._fast_key(price, scale, sign), exact(price, scale, sign)
+    assert book_keys.fast_key is not None
+    fast, want = book_keys.fast_key(price, scale, sign), exact(price, scale, sign)
     if fast is not None:
         assert fast == want
     else:  # left to the exact path: it refuses, rescales, or the key is past 63 bits
@@ -59,9 +60,9 @@ def test_key_is_the_exact_key_or_none(price: str, scale: int, sign: int) -> None
 @given(keys=st.lists(st.integers(-(10**12), 10**12), max_size=60, unique=True), price=price_texts,
        scale=st.integers(0, 8), sign=st.sampled_from([1, -1]))
 def test_locate_is_bisect_over_the_exact_key(keys: list[int], price: str, scale: int, sign: int) -> None:
-    assert orderbook._locate is not None
+    assert book_keys.locate is not None
     keys.sort()
-    r, want = orderbook._locate(array("q", keys), price, scale, sign), exact(price, scale, sign)
+    r, want = book_keys.locate(array("q", keys), price, scale, sign), exact(price, scale, sign)
     if r is None:
         assert want is None or abs(want) > INT64_MAX
         return
@@ -71,23 +72,23 @@ def test_locate_is_bisect_over_the_exact_key(keys: list[int], price: str, scale:
 
 
 def test_locate_refuses_anything_but_an_int64_array() -> None:
-    assert orderbook._locate is not None
+    assert book_keys.locate is not None
     with pytest.raises(TypeError):
-        orderbook._locate([1, 2], "1", 0, 1)
+        book_keys.locate([1, 2], "1", 0, 1)
     with pytest.raises(TypeError):
-        orderbook._locate(array("i", [1, 2]), "1", 0, 1)
+        book_keys.locate(array("i", [1, 2]), "1", 0, 1)
     with pytest.raises(ValueError, match="sign"):
-        orderbook._locate(array("q"), "1", 0, 2)
+        book_keys.locate(array("q"), "1", 0, 2)
 
 
 @contextmanager
 def exact_path_only() -> Iterator[None]:
-    saved = orderbook._locate, orderbook._fast_key
-    orderbook._locate = orderbook._fast_key = None
+    saved = book_keys.locate, book_keys.fast_key
+    book_keys.locate = book_keys.fast_key = None
     try:
         yield
     finally:
-        orderbook._locate, orderbook._fast_key = saved
+        book_keys.locate, book_keys.fast_key = saved
 
 
 prices = st.builds(lambda units, scale: f"{units / 10**scale:.{scale}f}", st.integers(1, 10**6), st.integers(0, 4))

@@ -2,7 +2,7 @@
 
 A level keeps the venue's exact strings (:class:`operators.events.Level`); what may pass is a plain
 non-negative decimal in ASCII digits (``12``, ``0.5``, ``2683.80000000``) within the order book's limits
-(:data:`operators.orderbook.MAX_PRICE_CHARS`, ``MAX_DECIMALS``). The fast path (:func:`levels_look_ok`) is
+(:data:`operators.book_keys.MAX_PRICE_CHARS`, ``MAX_DECIMALS``). The fast path (:func:`levels_look_ok`) is
 one ``isdigit`` per string plus a small cache of prices already seen; the slow path
 (:func:`level_problem`) names the first bad level as ``(reason, detail)``. A frame whose text holds
 non-ASCII or JSON escapes (``\\u0661`` is a digit to ``str.isdigit``) must take the slow path
@@ -14,8 +14,8 @@ vocabulary has one (OKX ``negative_size``), else ``invalid_number``.
 
 from __future__ import annotations
 
+from operators.book_keys import MAX_DECIMALS, MAX_PRICE_CHARS
 from operators.events import Level
-from operators.orderbook import MAX_DECIMALS, MAX_PRICE_CHARS
 
 _GOOD_PRICES: set[str] = set()  # prices that passed (books revisit the same prices a lot); cleared when full
 # Sized for what it buys: a miss costs ~0.3 us; 16k covers the live levels of 20 books of 400+400. At 100k it
