@@ -190,9 +190,9 @@ def test_collector_stops_cleanly_with_its_last_batch_written(sig: int, start_sim
     assert book["status"] == "valid" and book["seq_id"] == str(frames[-1]["data"][-1]["seqId"])
     assert [tuple(lv) for lv in json.loads(book["bids"])] == naive.sorted_bids()
     assert [tuple(lv) for lv in json.loads(book["asks"])] == naive.sorted_asks()
-    # and the InfluxDB sink was closed (flushed) normally: the book samples of this run are there. (Failed once in
-    # four loaded clean-clone runs, cause unknown: the message carries what is needed to tell a lost flush from a
-    # sample stamped before started_ms.)
+    # and the InfluxDB sink was closed (flushed) normally: the book samples of this run are there. (This failed
+    # now and then on loaded runs with the series empty: the fixture's export ended at VictoriaMetrics' current
+    # whole second, hiding a sample written in the last second, i.e. at the stop; it now reads to the far future.)
     assert points(), (started_ms, victoria.series("orderbook_data", "price", instrument_id=inst, side="buy",
                                                   depth_level="1"), flow.text()[-4000:])
 
