@@ -12,7 +12,8 @@ time both are None and the book takes the exact path for every level (slower, th
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 
 from operators.events import Level
 
@@ -62,6 +63,14 @@ def exact_key(level: Level, scale: int, sign: int) -> int:
     if n < scale:
         digits += "0" * (scale - n)
     return sign * int(digits)
+
+
+def exact_locate(keys: Sequence[int], level: Level, scale: int, sign: int) -> int:
+    """What ``locate`` answers, by the exact path, for any ascending keys: ``r >= 0`` the key is at ``r``,
+    ``r < 0`` it belongs at ``-r - 1`` (raises as :func:`exact_key`)."""
+    k = exact_key(level, scale, sign)
+    i = bisect_left(keys, k)
+    return i if i < len(keys) and keys[i] == k else -i - 1
 
 
 def level_key(level: Level, scale: int, sign: int) -> int:

@@ -35,13 +35,12 @@ snapshot. Deciding how to re-sync is :mod:`operators.book_sync`'s (the sync mach
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from operators import book_keys
 from operators.book_checksum import CHECKSUM_LEVELS, interleave, signed_crc
-from operators.book_keys import BadPrice, Rescale, exact_key, key_store, level_key
+from operators.book_keys import BadPrice, Rescale, exact_locate, key_store, level_key
 from operators.book_results import (
     Applied,
     BookCrossed,
@@ -283,16 +282,11 @@ class OrderBook:
         for lv in levels:
             price = lv.price
             n = len(keys)
-            r = None if locate is None else locate(keys, price, scale, sign)  # type: ignore[arg-type]  # set for an array only
+            r = None if locate is None else locate(keys, price, scale, sign)  # type: ignore[arg-type]  # an array
             if r is None:  # the exact path: no C step, a wide key, or a price it leaves to us (raises why)
-                exact = exact_key(lv, scale, sign)
-                i = bisect_left(keys, exact)
-                found = i < n and keys[i] == exact
-                k: int | None = exact
-            elif r >= 0:
-                k, i, found = None, r, True
-            else:
-                k, i, found = None, -r - 1, False
+                r = exact_locate(keys, lv, scale, sign)
+            found = r >= 0
+            i = r if found else -r - 1
             size = lv.size
             if size == "0" or not size.strip("0."):
                 if found:
@@ -308,22 +302,25 @@ class OrderBook:
                 if tops and n - 1 - i < n_top:
                     top[n - 1 - i] = f"{price}:{size}"
             else:
-                k = level_key(lv, scale, sign) if k is None else k
+                k = level_key(lv, scale, sign)
                 try:
                     keys.insert(i, k)
-                except OverflowError:  # past 63 bits: this side keeps Python ints from now on
-                    keys = list(keys)
+                except OverflowError:  # past 63 bits: this side keeps Python ints (until a snapshot or rescale)
+                    keys, locate = self._widen(bid), None
                     keys.insert(i, k)
-                    locate = None
-                    if bid:
-                        self._bk = keys
-                    else:
-                        self._ak = keys
                 lvls.insert(i, lv)
                 if tops and n - i < n_top:
                     top.insert(n - i, f"{price}:{size}")
                     if len(top) > n_top:
                         top.pop()
+
+    def _widen(self, bid: bool) -> list[int]:
+        keys = list(self._bk if bid else self._ak)
+        if bid:
+            self._bk = keys
+        else:
+            self._ak = keys
+        return keys
 
     def _truncate(self) -> None:
         depth = self.depth
