@@ -54,40 +54,41 @@ static int parse_key(PyObject *price, long scale, int64_t *out) {
     return 0;
 }
 
-static int read_args(PyObject *const *args, long *scale, long *sign) {
-    *scale = PyLong_AsLong(args[0]);
-    *sign = PyLong_AsLong(args[1]);
-    if ((*scale == -1 || *sign == -1) && PyErr_Occurred()) return -1;
-    if (*sign != 1 && *sign != -1) {
+/* The key of `price` at `scale` decimals times `sign` (Python ints): 1 with *out set, 0 declined (None to the
+   caller), -1 with an exception set. */
+static int signed_key(PyObject *price, PyObject *scale_obj, PyObject *sign_obj, int64_t *out) {
+    long scale = PyLong_AsLong(scale_obj);
+    long sign = PyLong_AsLong(sign_obj);
+    if ((scale == -1 || sign == -1) && PyErr_Occurred()) return -1;
+    if (sign != 1 && sign != -1) {
         PyErr_SetString(PyExc_ValueError, "sign must be 1 or -1");
         return -1;
     }
-    return 0;
+    if (parse_key(price, scale, out) < 0) return 0;
+    *out *= sign;
+    return 1;
+}
+
+static int arity(Py_ssize_t nargs, Py_ssize_t want, const char *usage) {
+    if (nargs == want) return 0;
+    PyErr_SetString(PyExc_TypeError, usage);
+    return -1;
 }
 
 static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    long scale, sign;
     int64_t k;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "key(price, scale, sign)");
-        return NULL;
-    }
-    if (read_args(args + 1, &scale, &sign) < 0) return NULL;
-    if (parse_key(args[0], scale, &k) < 0) Py_RETURN_NONE;
-    return PyLong_FromLongLong(sign * k);
+    if (arity(nargs, 3, "key(price, scale, sign)") < 0) return NULL;
+    int got = signed_key(args[0], args[1], args[2], &k);
+    if (got <= 0) return got < 0 ? NULL : Py_NewRef(Py_None);
+    return PyLong_FromLongLong(k);
 }
 
 static PyObject *locate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    long scale, sign;
     int64_t k;
     Py_buffer view;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "locate(keys, price, scale, sign)");
-        return NULL;
-    }
-    if (read_args(args + 2, &scale, &sign) < 0) return NULL;
-    if (parse_key(args[1], scale, &k) < 0) Py_RETURN_NONE;
-    k *= sign;
+    if (arity(nargs, 4, "locate(keys, price, scale, sign)") < 0) return NULL;
+    int got = signed_key(args[1], args[2], args[3], &k);
+    if (got <= 0) return got < 0 ? NULL : Py_NewRef(Py_None);
     if (PyObject_GetBuffer(args[0], &view, PyBUF_FORMAT) < 0) return NULL;
     if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "q") != 0) {
         PyBuffer_Release(&view);
@@ -113,6 +114,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "operators._book_keys", NULL, -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "operators._book_keys", .m_size = -1, .m_methods = methods};
 
 PyMODINIT_FUNC PyInit__book_keys(void) { return PyModule_Create(&module); }
