@@ -36,7 +36,6 @@ class KlineClient:
         self.budget = RequestBudget(budget or venue.default_budget)
         self._backoff = Backoff(self.budget.budget.window_s / 2, 60.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._timeout_s = timeout
         self._max_attempts = max_attempts
         self._max_wait_s = max_wait_s  # told to wait longer (a Binance IP ban lasts up to 3 days): give up
         self._session: aiohttp.ClientSession | None = None
@@ -51,7 +50,7 @@ class KlineClient:
         Unless its last request must be long answered (older than one window, for the budget's wait, plus the
         request timeout), the budget counts as spent when this client was made (:meth:`RequestBudget.
         spent_at_start`): a killed run sent nothing after that, so the venue never sees both runs in one window."""
-        if age_s >= self.budget.budget.window_s + self._timeout_s:
+        if age_s >= self.budget.budget.window_s + (self._timeout.total or 0.0):
             return
         self.budget.spent_at_start()
         log.info("kline_budget_follows_previous_run", venue=self.venue.name, checkpoint_age_s=round(age_s, 2))
